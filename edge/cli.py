@@ -1,0 +1,140 @@
+"""`edge-alarm` (and `python -m edge`): argument parsing only; each command calls one
+function elsewhere. Exit statuses are part of the interface (spec §1)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from edge import config as config_mod
+from edge.errors import CommandRefused, ConfigError, DaemonUnreachable, EdgeAlarmError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+EXIT_NO_DAEMON = 3
+EXIT_CONFIG = 78  # EX_CONFIG, sysexits.h
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="PATH",
+                        help="config file (default: $EDGE_ALARM_CONFIG, else "
+                             f"{config_mod.DEFAULT_PATH})")
+    p = argparse.ArgumentParser(prog="edge-alarm", parents=[common],
+                                description="School gate and one-key panic alarm.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", parents=[common], help="the daemon, in the foreground")
+    sub.add_parser("demo", parents=[common], help="a simulated school gate, start to end")
+    sub.add_parser("check", parents=[common], help="validate the config, probe every part")
+    s = sub.add_parser("status", parents=[common], help="ask the running daemon")
+    s.add_argument("--json", action="store_true")
+    e = sub.add_parser("events", parents=[common], help="the event log, oldest first")
+    e.add_argument("--since", metavar="WHEN",
+                   help="ISO-8601 time, 'today', or a duration such as 24h or 7d")
+    e.add_argument("--kind", metavar="KIND")
+    fmt = e.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
+    s = sub.add_parser("sim", parents=[common], help="drive a simulated input")
+    s.add_argument("input")
+    s.add_argument("state", choices=["on", "off"])
+    s = sub.add_parser("silence", parents=[common], help="silence and acknowledge the alarm")
+    s.add_argument("--by", metavar="NAME", default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not hasattr(args, "config"):
+        args.config = config_mod.default_config_path()
+    command = args.command.replace("-", "_")
+    try:
+        return globals()[f"cmd_{command}"](args)
+    except ConfigError as e:
+        for line in e.problems:
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    except DaemonUnreachable as e:
+        print(f"edge-alarm: {e}", file=sys.stderr)
+        return EXIT_NO_DAEMON
+    except CommandRefused as e:
+        print(f"edge-alarm: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    except EdgeAlarmError as e:
+        print(f"edge-alarm: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _setup_logging(verbose: bool = True) -> None:
+    # Under systemd the journal stamps each line itself.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=fmt,
+                        stream=sys.stderr)
+
+
+def cmd_run(args) -> int:
+    cfg = config_mod.load(args.config)
+    _setup_logging()
+    from edge.service import run_daemon
+    return run_daemon(cfg)
+
+
+def cmd_demo(args) -> int:
+    from edge.demo import run_demo
+    return run_demo()
+
+
+def cmd_check(args) -> int:
+    cfg = config_mod.load(args.config)
+    _setup_logging(verbose=False)
+    from edge.check import run_check
+    return run_check(cfg)
+
+
+def cmd_status(args) -> int:
+    from edge.control import request
+    from edge.views import print_status
+
+    cfg = config_mod.load(args.config)
+    print_status(request(cfg.control.socket, "status"), as_json=args.json)
+    return EXIT_OK
+
+
+def cmd_events(args) -> int:
+    from edge.views import print_events, read_events
+
+    cfg = config_mod.load(args.config)
+    fmt = "json" if args.json else "csv" if args.csv else "text"
+    print_events(read_events(cfg, since=args.since, kind=args.kind), fmt)
+    return EXIT_OK
+
+
+def cmd_sim(args) -> int:
+    from edge.control import request
+
+    cfg = config_mod.load(args.config)
+    request(cfg.control.socket, "sim", {"input": args.input, "state": args.state})
+    print(f"{args.input} {args.state}")
+    return EXIT_OK
+
+
+def cmd_silence(args) -> int:
+    from edge.control import request
+
+    cfg = config_mod.load(args.config)
+    by = args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli"
+    done = request(cfg.control.socket, "silence", {"by": by})
+    if done:
+        for event in done:
+            print(f"silenced {event['subject']} ({event['data'].get('label')}) by {by}")
+    else:
+        print("no alarm was active; siren off")
+    return EXIT_OK

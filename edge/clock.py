@@ -1,0 +1,80 @@
+"""Time, passed in as an object so timers can be tested without sleeping, and whether the
+system clock has been synchronised since boot."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import datetime as dt
+import threading
+import time
+
+_TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised (STA_UNSYNC)
+
+
+class Clock:
+    """The real clocks: wall time for events, monotonic time for timers."""
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class FakeClock(Clock):
+    """A clock that moves only when told to (tests, the demo's fast-forward)."""
+
+    def __init__(self, start: dt.datetime, monotonic: float = 1000.0):
+        self._now = start
+        self._mono = monotonic
+        self._lock = threading.Lock()
+
+    def now(self) -> dt.datetime:
+        with self._lock:
+            return self._now
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._mono
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += dt.timedelta(seconds=seconds)
+            self._mono += seconds
+
+    def set(self, when: dt.datetime) -> None:
+        with self._lock:
+            self._mono += (when - self._now).total_seconds()
+            self._now = when
+
+
+class SyncState:
+    """Whether the kernel considers the clock synchronised (what timedatectl's
+    "System clock synchronized" reads), cached because every event asks."""
+
+    def __init__(self, ttl_s: float = 30.0):
+        self._ttl = ttl_s
+        self._checked = -1e9
+        self._value = False
+        self._libc = None
+        name = ctypes.util.find_library("c")
+        if name:
+            try:
+                self._libc = ctypes.CDLL(name, use_errno=True)
+            except OSError:
+                self._libc = None
+
+    def synced(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked >= self._ttl:
+            self._value = self._read()
+            self._checked = now
+        return self._value
+
+    def _read(self) -> bool:
+        if self._libc is None:
+            return False
+        buf = ctypes.create_string_buffer(512)  # struct timex; modes = 0 reads only
+        state = self._libc.adjtimex(buf)
+        return 0 <= state != _TIME_ERROR

@@ -1,0 +1,468 @@
+"""The daemon: one owner thread takes edges, timers and commands off one queue; it stores,
+decides and acts. Slow parts (modem, platform, camera) live in workers on their own
+threads and hear of events only after the siren is on and the event is stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import threading
+from typing import Protocol
+
+from edge import routing
+from edge.clock import Clock, SyncState
+from edge.config import Config, Input
+from edge.errors import CommandRefused, StorageError
+from edge.events import LATCHING_KINDS, Event, new_event_id
+from edge.inputs import InputPins, PinFactoryError, make_pin_factory
+from edge.owner import MAX_WAIT_S, OwnerLoop, Timer
+from edge.sdnotify import Notifier
+from edge.siren import Siren
+from edge.store import Store, is_corruption
+
+log = logging.getLogger(__name__)
+
+# The parts whose faults are reported; inputs are reported under their own names.
+PART_LABELS = {
+    "modem": "短信模块",
+    "camera": "摄像头",
+    "uplink": "平台连接",
+    "storage": "事件存储",
+    "clock": "系统时钟",
+    "gpio": "输入接口",
+}
+# A panic or tamper contact bounces for a few milliseconds; edges this close to the
+# previous active edge are the same press.
+PANIC_LOCKOUT_S = 0.5
+HOUSEKEEPING_S = 60.0
+STORAGE_RETRY_S = 10.0
+# A Pi has no RTC: give NTP this long after start before the clock counts as a fault.
+CLOCK_GRACE_S = 600.0
+PURGE_EVERY_S = 3600.0
+
+
+class Worker(Protocol):
+    """A part with slow I/O of its own (modem, uplink, camera), running on its own thread."""
+
+    part: str
+
+    def start(self) -> None: ...
+    def notify(self, event: Event) -> None: ...  # from the owner thread; must not block
+    def status(self) -> dict: ...
+    def stop(self, timeout: float) -> None: ...
+
+
+class Daemon:
+    def __init__(self, cfg: Config, *, clock: Clock | None = None, pin_factory=None,
+                 notifier: Notifier | None = None):
+        self.cfg = cfg
+        self.clock = clock or Clock()
+        self.loop = OwnerLoop(self.clock)
+        self.notifier = notifier or Notifier()
+        self.tz = cfg.site.tz
+        self._sync = SyncState()
+        self._pin_factory = pin_factory
+        self.store: Store | None = None
+        self.pins: InputPins | None = None
+        self.siren: Siren | None = None
+        self.workers: list[Worker] = []
+        self.gates: dict[str, GateWatch] = {}
+        self.latched: dict[str, Event] = {}  # input name → the alarm that latched it
+        self.faults: dict[str, str] = {}  # part → reason
+        self._last_active_edge: dict[str, float] = {}
+        self._unstored: list[Event] = []  # acted on, not yet written (storage failing)
+        self._started_mono = 0.0
+        self._next_purge = 0.0
+        self._stop_requested = threading.Event()
+
+    # ================================================================ start / stop
+
+    def start(self) -> None:
+        """Open the store, arm the pins, restore what was latched. Runs on the thread that
+        will own the state (it becomes the owner thread)."""
+        self.loop.thread = threading.current_thread()
+        self._started_mono = self.clock.monotonic()
+        self._open_store()
+        self._arm_pins()
+        self._restore()
+        self.loop.after(HOUSEKEEPING_S, self._housekeeping)
+        if self.cfg.has_transport:
+            self._heartbeat()
+        for worker in self.workers:
+            worker.start()
+
+    def _open_store(self) -> None:
+        try:
+            self.store = Store(self.cfg.storage.db_path, check_integrity=True)
+        except StorageError as e:
+            log.error("event store unusable, alarms go on from memory: %s", e)
+            self.part_failed("storage", "unwritable", str(e))
+            return
+        if self.store.report.quarantined is not None:
+            self.part_failed("storage", "corrupt", str(self.store.report.quarantined))
+
+    def _arm_pins(self) -> None:
+        factory = self._pin_factory
+        if factory is None:
+            try:
+                factory = make_pin_factory(self.cfg.gpio.pin_factory)
+            except PinFactoryError as e:
+                log.error("%s", e)
+                self.part_failed("gpio", "unavailable", str(e))
+                return
+        self._pin_factory = factory
+        if self.cfg.siren is not None:
+            try:
+                self.siren = Siren(self.cfg.siren, factory)
+            except Exception as e:  # the pin is busy or missing
+                log.error("siren relay on pin %d unusable: %s", self.cfg.siren.pin, e)
+                self.part_failed("siren", "unavailable", str(e))
+        self.pins = InputPins(self.cfg.inputs, factory, self.on_edge, self.clock,
+                              simulated=self.cfg.gpio.pin_factory == "mock")
+        for name, why in self.pins.failed.items():
+            self.part_failed(name, "unavailable", why)
+
+    def _restore(self) -> None:
+        """Recompute latched alarms, gate states and their timers from the stored events,
+        so a restart (watchdog, power) forgets nothing."""
+        now = self.clock.now()
+        mono = self.clock.monotonic()
+        for inp in self.cfg.inputs:
+            if inp.kind == "gate":
+                self.gates[inp.name] = GateWatch.restored(self, inp, now, mono)
+                continue
+            last = self._last(inp.name, (*LATCHING_KINDS, "silenced"))
+            if last is not None and last.kind in LATCHING_KINDS:
+                self.latched[inp.name] = last
+                left = last.ts + self.siren.max_on_s - now.timestamp() if self.siren else 0
+                if left > 0:
+                    self._sound(mono, left)
+
+    def _last(self, subject: str, kinds) -> Event | None:
+        return self.store.last_event(subject, kinds) if self.store is not None else None
+
+    def request_stop(self) -> None:
+        """From any thread or a signal handler."""
+        self._stop_requested.set()
+        self.loop.post(lambda: None)  # wake the loop
+
+    def run(self, on_ready=None) -> None:
+        """The owner loop, on the calling thread, until request_stop()."""
+        self.start()
+        if on_ready is not None:
+            on_ready()
+        self.notifier.ready()
+        interval = self.notifier.watchdog_interval_s
+        next_ping = 0.0
+        while not self._stop_requested.is_set():
+            self.loop.process(MAX_WAIT_S)
+            if interval is not None and self.clock.monotonic() >= next_ping:
+                self.notifier.watchdog()
+                next_ping = self.clock.monotonic() + interval
+        self.notifier.stopping()
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Stop workers, release pins, close the store. Nothing owed is lost: the rows the
+        workers did not finish stay in the store for the next start."""
+        self.loop.process(0)
+        for worker in self.workers:
+            worker.stop(timeout / max(1, len(self.workers)))
+        if self.pins is not None:
+            self.pins.close()
+        if self.siren is not None:
+            self.siren.close()
+        if self.store is not None:
+            self.store.close()
+
+    # ================================================================ events
+
+    def record(self, kind: str, subject: str, label: str, extra: dict | None = None,
+               time: dt.datetime | None = None) -> Event:
+        """Store an event with what it owes (deliveries, SMS) in one transaction, then
+        tell the workers. When the store cannot be written the event is still acted on
+        and kept in memory until it can be."""
+        when = (time or self.clock.now()).astimezone(self.tz)
+        data = {"site": self.cfg.site.name, "label": label,
+                "clock_synced": self._sync.synced(), **(extra or {})}
+        event_id = new_event_id()
+        event = self._append(kind, subject, when, data, event_id)
+        if event is None:
+            event = Event(seq=0, id=event_id, kind=kind, subject=subject, time=when, data=data)
+            self._unstored.append(event)
+        log.info("event %s %s %s", event.kind, event.subject, event.data)
+        for worker in self.workers:
+            worker.notify(event)
+        return event
+
+    def _append(self, kind, subject, when, data, event_id) -> Event | None:
+        if self.store is None:
+            return None
+        kwargs = dict(transports=routing.transports(self.cfg),
+                      sms=routing.sms_requests(self.cfg, kind, when.timestamp()),
+                      event_id=event_id)
+        try:
+            return self.store.append(kind, subject, when, data, **kwargs)
+        except StorageError as e:
+            if is_corruption(e.__cause__):
+                moved = self.store.recover_from_corruption()
+                self.part_failed("storage", "corrupt", str(moved))
+                try:
+                    return self.store.append(kind, subject, when, data, **kwargs)
+                except StorageError as again:
+                    e = again
+            log.error("cannot store %s event: %s", kind, e)
+            if "storage" not in self.faults:
+                self.loop.post(self.part_failed, "storage", "unwritable", str(e))
+            return None
+
+    def _flush_unstored(self) -> None:
+        while self._unstored:
+            pending = self._unstored[0]
+            stored = self._append(pending.kind, pending.subject, pending.time, pending.data,
+                                  pending.id)
+            if stored is None:
+                return
+            self._unstored.pop(0)
+            for worker in self.workers:
+                worker.notify(stored)
+        if self.faults.get("storage") == "unwritable" and self.store is not None:
+            self.part_ok("storage")
+
+    def part_failed(self, part: str, reason: str, detail: str | None = None) -> None:
+        """A part failed a check: one `fault` event when it starts failing."""
+        already = part in self.faults
+        self.faults[part] = reason
+        if not already:
+            extra = {"reason": reason}
+            if detail:
+                extra["detail"] = detail
+            self.record("fault", part, self._part_label(part), extra)
+
+    def part_ok(self, part: str) -> None:
+        """A part passes its check again: one `recovered` event if it was failing."""
+        reason = self.faults.pop(part, None)
+        if reason is not None:
+            self.record("recovered", part, self._part_label(part), {"reason": reason})
+
+    def _part_label(self, part: str) -> str:
+        inp = self.cfg.input(part)
+        return inp.label if inp is not None else PART_LABELS.get(part, part)
+
+    # ================================================================ inputs
+
+    def on_edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
+        """gpiozero's thread: hand the edge to the owner and return."""
+        self.loop.post(self._edge, name, active, mono, wall)
+
+    def _edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
+        inp = self.cfg.input(name)
+        if inp.kind == "gate":
+            self.gates[name].edge(active, mono, wall)
+        elif active:
+            self._alarm_edge(inp, mono, wall)
+
+    def _alarm_edge(self, inp: Input, mono: float, wall: dt.datetime) -> None:
+        last = self._last_active_edge.get(inp.name)
+        self._last_active_edge[inp.name] = mono
+        if last is not None and mono - last < PANIC_LOCKOUT_S:
+            return  # contact bounce of the same press
+        # The siren first: nothing, not even the disk, stands in front of it.
+        self._sound(mono)
+        if inp.name in self.latched:
+            return  # pressed again while latched: sound again, the alarm is already raised
+        kind = "panic" if inp.kind == "panic" else "tamper"
+        self.latched[inp.name] = self.record(kind, inp.name, inp.label, time=wall)
+
+    def _sound(self, mono: float, for_s: float | None = None) -> None:
+        if self.siren is None:
+            return
+        self.siren.sound(mono, for_s)
+        self.loop.at(self.siren.off_at, self._siren_expire)
+
+    def _siren_expire(self) -> None:
+        if self.siren is not None:
+            self.siren.expire(self.clock.monotonic())
+
+    # ================================================================ commands
+
+    def silence(self, by: str, via: str) -> list[Event]:
+        """Silence the siren and acknowledge every latched alarm: one `silenced` event
+        per alarm, saying who and how."""
+        if self.siren is not None:
+            self.siren.stop()
+        done = []
+        for name, alarm in list(self.latched.items()):
+            done.append(self.record("silenced", name, self._part_label(name),
+                                    {"by": by, "via": via, "alarm_id": alarm.id,
+                                     "alarm_kind": alarm.kind}))
+        self.latched.clear()
+        return done
+
+    def simulate(self, name: str, active: bool) -> None:
+        if self.pins is None:
+            raise CommandRefused("the GPIO pins are not available")
+        self.pins.simulate(name, active)
+
+    def status(self) -> dict:
+        inputs = {}
+        for inp in self.cfg.inputs:
+            entry = {"kind": inp.kind, "label": inp.label,
+                     "active": self.pins.active(inp.name) if self.pins else None}
+            if inp.kind == "gate":
+                entry["open"] = self.gates[inp.name].open if inp.name in self.gates else None
+            inputs[inp.name] = entry
+        alarms = sorted(self.latched.values(), key=lambda e: e.seq)
+        status = {
+            "device_id": self.cfg.site.device_id,
+            "site": self.cfg.site.name,
+            "time": self.clock.now().astimezone(self.tz).isoformat(timespec="seconds"),
+            "inputs": inputs,
+            "siren": {"configured": self.cfg.siren is not None,
+                      "on": bool(self.siren and self.siren.on)},
+            "alarm": {"active": bool(alarms),
+                      "inputs": [a.subject for a in alarms],
+                      "since": alarms[0].time.isoformat(timespec="seconds") if alarms else None},
+            "modem": {"configured": self.cfg.modem is not None, "ok": False, "signal": None},
+            "uplink": self._uplink_status(),
+            "faults": sorted(self.faults),
+            "fault_reasons": dict(sorted(self.faults.items())),
+            "storage": {"ok": "storage" not in self.faults, "unstored": len(self._unstored),
+                        "last_seq": self.store.last_seq() if self.store else None},
+            "clock_synced": self._sync.synced(),
+        }
+        for worker in self.workers:
+            status[worker.part] = worker.status()
+        return status
+
+    def _uplink_status(self) -> dict:
+        status = {"configured": self.cfg.uplink is not None, "ok": False, "pending": 0,
+                  "oldest_pending_s": None}
+        if self.cfg.uplink is not None and self.store is not None:
+            pending, oldest = self.store.pending_count(routing.UPLINK)
+            status["pending"] = pending
+            if oldest is not None:
+                status["oldest_pending_s"] = round(self.clock.now().timestamp() - oldest, 1)
+        return status
+
+    # ================================================================ timers
+
+    def _heartbeat(self) -> None:
+        uptime = round(self.clock.monotonic() - self._started_mono)
+        self.record("heartbeat", self.cfg.site.device_id, self.cfg.site.name,
+                    {"uptime_s": uptime, "faults": sorted(self.faults)})
+        self.loop.after(self.cfg.uplink.heartbeat_s, self._heartbeat)
+
+    def _housekeeping(self) -> None:
+        self.loop.after(HOUSEKEEPING_S, self._housekeeping)
+        if self._unstored or "storage" in self.faults:
+            self._retry_storage()
+        if self._sync.synced():
+            self.part_ok("clock")
+        elif self.clock.monotonic() - self._started_mono >= CLOCK_GRACE_S:
+            self.part_failed("clock", "not_synchronised")
+        now = self.clock.monotonic()
+        if self.store is not None and now >= self._next_purge:
+            self._next_purge = now + PURGE_EVERY_S
+            cutoff = self.clock.now().timestamp() - self.cfg.storage.retention_days * 86400
+            try:
+                gone = self.store.purge(cutoff)
+            except StorageError as e:
+                log.warning("retention purge failed: %s", e)
+            else:
+                if gone:
+                    log.info("retention: purged %d events", gone)
+
+    def _retry_storage(self) -> None:
+        if self.store is None:
+            try:
+                self.store = Store(self.cfg.storage.db_path, check_integrity=True)
+            except StorageError as e:
+                log.warning("event store still unusable: %s", e)
+                return
+        self._flush_unstored()
+
+
+class GateWatch:
+    """One gate's reed switch, on the owner thread: a level must hold debounce_s before it
+    counts; an opening outside the allowed hours is an alert; one held-open alert per
+    opening."""
+
+    def __init__(self, daemon: Daemon, inp: Input, is_open: bool):
+        self.daemon = daemon
+        self.inp = inp
+        self.open = is_open  # the settled state, as last recorded
+        self.level = is_open  # the raw level, maybe still bouncing
+        self.level_mono = 0.0
+        self.level_wall: dt.datetime | None = None
+        self._debounce: Timer | None = None
+        self._held: Timer | None = None
+
+    @classmethod
+    def restored(cls, daemon: Daemon, inp: Input, now: dt.datetime, mono: float) -> GateWatch:
+        last = daemon._last(inp.name, ("gate_open", "gate_closed", "gate_held_open"))
+        is_open = last is not None and last.kind != "gate_closed"
+        watch = cls(daemon, inp, is_open)
+        if is_open and last.kind == "gate_open":
+            left = last.ts + inp.held_open_alert_s - now.timestamp()
+            watch._arm_held(mono + max(0.0, left))
+        current = daemon.pins.active(inp.name) if daemon.pins else None
+        if current is not None and current != is_open:
+            watch.edge(current, mono, now)
+        return watch
+
+    def edge(self, active: bool, mono: float, wall: dt.datetime) -> None:
+        if active == self.level:
+            return
+        self.level, self.level_mono, self.level_wall = active, mono, wall
+        if self._debounce is not None:
+            self._debounce.cancel()
+            self._debounce = None
+        if active != self.open:
+            self._debounce = self.daemon.loop.at(mono + self.inp.debounce_s, self._settle)
+
+    def _settle(self) -> None:
+        self._debounce = None
+        if self.level == self.open:
+            return
+        self.open = self.level
+        d, inp, when = self.daemon, self.inp, self.level_wall
+        if self.open:
+            d.record("gate_open", inp.name, inp.label, time=when)
+            local = when.astimezone(d.tz)
+            if not inp.allowed_at(local):
+                d.record("gate_after_hours", inp.name, inp.label,
+                         {"local_time": local.strftime("%H:%M:%S")}, time=when)
+            self._arm_held(self.level_mono + inp.held_open_alert_s)
+        else:
+            if self._held is not None:
+                self._held.cancel()
+                self._held = None
+            d.record("gate_closed", inp.name, inp.label, time=when)
+
+    def _arm_held(self, deadline: float) -> None:
+        if self.inp.held_open_alert_s > 0:
+            self._held = self.daemon.loop.at(deadline, self._held_open)
+
+    def _held_open(self) -> None:
+        self._held = None
+        if self.open:
+            self.daemon.record("gate_held_open", self.inp.name, self.inp.label,
+                               {"held_open_alert_s": self.inp.held_open_alert_s})
+
+
+def install_signal_handlers(daemon: Daemon) -> None:
+    """SIGTERM/SIGINT stop cleanly; SIGHUP asks the workers to reload (token file)."""
+    def stop(signum, frame):
+        log.info("signal %d: stopping", signum)
+        daemon.request_stop()
+
+    def reload(signum, frame):
+        for worker in daemon.workers:
+            reload_fn = getattr(worker, "reload", None)
+            if reload_fn is not None:
+                daemon.loop.post(reload_fn)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)

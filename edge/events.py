@@ -1,0 +1,70 @@
+"""Events: what happened, when, to which input or part. The unit of the store, of the
+upload and of every SMS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+
+KINDS = (
+    "panic", "gate_open", "gate_closed", "gate_after_hours", "gate_held_open", "tamper",
+    "fault", "recovered", "silenced", "heartbeat", "drill", "sms_refused",
+    "power_lost", "power_restored", "battery_low",
+)
+# Kinds that are alarms (spec §3).
+ALARM_KINDS = frozenset({"panic", "tamper", "gate_after_hours", "gate_held_open", "fault",
+                         "power_lost"})
+# Alarms that latch until someone silences them, and sound the siren meanwhile
+# (GB 50394: an emergency alarm never resets itself).
+LATCHING_KINDS = frozenset({"panic", "tamper"})
+# Kinds whose events carry a camera snapshot.
+SNAPSHOT_KINDS = frozenset({"panic", "tamper", "gate_after_hours"})
+
+CLOUDEVENT_TYPE_PREFIX = "cn.edu.school.edge-alarm."
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    id: str
+    kind: str
+    subject: str
+    time: dt.datetime  # aware, in the site's UTC offset
+    data: dict = field(default_factory=dict)
+
+    @property
+    def ts(self) -> float:
+        return self.time.timestamp()
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "seq": self.seq, "kind": self.kind, "subject": self.subject,
+                "time": rfc3339(self.time), "data": self.data}
+
+    def to_cloudevent(self, device_id: str) -> dict:
+        """The CloudEvents 1.0 form of spec §4, with the `sequence` extension so the
+        platform can see a gap in a device's events."""
+        return {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": f"edge-alarm/{device_id}",
+            "type": CLOUDEVENT_TYPE_PREFIX + self.kind,
+            "time": rfc3339(self.time),
+            "subject": self.subject,
+            "sequence": f"{self.seq:012d}",
+            "datacontenttype": "application/json",
+            "data": self.data,
+        }
+
+
+def rfc3339(t: dt.datetime) -> str:
+    return t.isoformat(timespec="milliseconds")
+
+
+def data_json(data: dict) -> str:
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))

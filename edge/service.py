@@ -1,0 +1,30 @@
+"""`edge-alarm run`: the daemon with its control socket, its workers and its signals."""
+
+from __future__ import annotations
+
+import logging
+
+from edge.config import Config
+from edge.control import ControlServer, daemon_handlers
+from edge.daemon import Daemon, install_signal_handlers
+
+log = logging.getLogger(__name__)
+
+
+def build_daemon(cfg: Config, **kwargs) -> Daemon:
+    """The daemon with every configured worker attached (also used by the demo)."""
+    return Daemon(cfg, **kwargs)
+
+
+def run_daemon(cfg: Config) -> int:
+    daemon = build_daemon(cfg)
+    server = ControlServer(cfg.control.socket, daemon_handlers(daemon))
+    install_signal_handlers(daemon)
+    log.info("edge-alarm starting: %s (%s)", cfg.site.name, cfg.site.device_id)
+    try:
+        daemon.run(on_ready=server.start)
+    finally:
+        server.close()
+        daemon.close()
+    log.info("edge-alarm stopped")
+    return 0

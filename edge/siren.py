@@ -1,0 +1,44 @@
+"""The siren (and strobe) relay: on while a latched alarm is active, never longer than
+max_on_s at a time, so a forgotten alarm does not wear out the neighbours or the relay."""
+
+from __future__ import annotations
+
+import logging
+
+from edge.config import Siren as SirenConfig
+
+log = logging.getLogger(__name__)
+
+
+class Siren:
+    def __init__(self, cfg: SirenConfig, pin_factory):
+        from gpiozero import DigitalOutputDevice
+
+        self.max_on_s = cfg.max_on_s
+        self._relay = DigitalOutputDevice(cfg.pin, active_high=cfg.active_high,
+                                          initial_value=False, pin_factory=pin_factory)
+        self.off_at: float | None = None  # monotonic deadline while sounding
+
+    @property
+    def on(self) -> bool:
+        return bool(self._relay.value)
+
+    def sound(self, monotonic: float, for_s: float | None = None) -> None:
+        self._relay.on()
+        self.off_at = monotonic + (self.max_on_s if for_s is None else min(for_s, self.max_on_s))
+
+    def stop(self) -> None:
+        self._relay.off()
+        self.off_at = None
+
+    def expire(self, monotonic: float) -> bool:
+        """Switch off once max_on_s has passed; True when it did."""
+        if self.off_at is not None and monotonic >= self.off_at:
+            log.info("siren off after max_on_s=%ds; the alarm stays latched", self.max_on_s)
+            self.stop()
+            return True
+        return False
+
+    def close(self) -> None:
+        self._relay.off()
+        self._relay.close()

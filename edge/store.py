@@ -1,0 +1,354 @@
+"""The durable event store: one SQLite file, storage.path/events.db.
+
+Every event is committed here before anything else is done with it, together with the rows
+that say what is still owed for it: one delivery row per transport and one SMS row per
+contact that routing names. Workers read those rows, do their slow I/O, and write the
+outcome back in one transaction, so a crash anywhere leaves rows the next start picks up.
+
+WAL with synchronous=FULL: a commit that returned survives a power cut. A store that SQLite
+finds corrupt is moved aside (kept for forensics, never deleted) and a fresh one started.
+
+One Store object per thread (an sqlite3 connection is not shared between threads).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from edge.errors import StorageError
+from edge.events import Event, data_json, new_event_id
+
+log = logging.getLogger(__name__)
+
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events(
+    seq     INTEGER PRIMARY KEY,
+    id      TEXT NOT NULL UNIQUE,
+    kind    TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    time    TEXT NOT NULL,
+    ts      REAL NOT NULL,
+    data    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_subject ON events(subject, seq);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind, seq);
+-- What each transport still owes the platform: pending → accepted | rejected.
+CREATE TABLE IF NOT EXISTS deliveries(
+    seq         INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    transport   TEXT NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'pending',
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_try    REAL NOT NULL DEFAULT 0,
+    last_status TEXT,
+    done_ts     REAL,
+    PRIMARY KEY(seq, transport)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(transport, state, seq);
+-- One SMS per (event, contact), ever: the primary key is the promise.
+-- state: waiting (fallback: sent only if no transport accepts the event by `due`),
+--        pending (to send), sent, failed (gave up), cancelled (a transport accepted in time).
+CREATE TABLE IF NOT EXISTS sms(
+    seq        INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    contact    TEXT NOT NULL,
+    phone      TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    due        REAL NOT NULL,
+    fallback   INTEGER NOT NULL DEFAULT 0,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_try   REAL NOT NULL DEFAULT 0,
+    refs       TEXT,
+    last_error TEXT,
+    done_ts    REAL,
+    PRIMARY KEY(seq, contact)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sms_open ON sms(state, due);
+-- Pictures attached to an event after it was stored (snapshot, pre-trigger frames).
+CREATE TABLE IF NOT EXISTS attachments(
+    seq      INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    name     TEXT NOT NULL,
+    path     TEXT NOT NULL,
+    sha256   TEXT NOT NULL,
+    bytes    INTEGER NOT NULL,
+    uploaded INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(seq, name)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class SmsRequest:
+    """An SMS that routing asks for when an event is stored."""
+
+    contact: str
+    phone: str
+    due: float  # unix time from which it may go
+    fallback: bool  # only if no transport has accepted the event by `due`
+
+
+@dataclass(frozen=True)
+class OpenReport:
+    """What happened while opening: a quarantined file is a storage fault to raise."""
+
+    quarantined: Path | None = None
+    reason: str | None = None
+
+
+def is_corruption(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and (
+        getattr(exc, "sqlite_errorcode", None) in _CORRUPT_CODES
+        or "malformed" in str(exc) or "not a database" in str(exc))
+
+
+class Store:
+    def __init__(self, path: Path, *, check_integrity: bool = False):
+        """Open (creating) the store at ``path``. ``check_integrity``: run quick_check and
+        quarantine a corrupt file (the daemon's first open does; readers do not)."""
+        self.path = Path(path)
+        self.report = OpenReport()
+        try:
+            self._conn = self._open(check_integrity)
+        except sqlite3.DatabaseError as e:
+            if not (check_integrity and is_corruption(e)):
+                raise StorageError(f"cannot open {self.path}: {e}") from e
+            self._conn = None
+            self._start_fresh(f"corrupt: {e}")
+
+    # ------------------------------------------------------------------ open / close
+
+    def _open(self, check_integrity: bool) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous=FULL")
+            sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+            if mode.lower() != "wal" or sync != 2:
+                raise StorageError(f"{self.path}: journal_mode={mode}, synchronous={sync}; "
+                                   "need wal and FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            if check_integrity:
+                result = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if result != "ok":
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {result}")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _start_fresh(self, reason: str) -> Path:
+        """Move the corrupt store aside and open a fresh one that goes on from the old
+        last seq when that is still readable, so the platform never sees a seq twice."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+        last_seq = _salvage_last_seq(self.path)
+        moved = self._quarantine()
+        self._conn = self._open(False)
+        if last_seq:
+            self._set_meta("last_seq", str(last_seq))
+        self.report = OpenReport(moved, reason)
+        return moved
+
+    def _quarantine(self) -> Path:
+        """Move a corrupt store aside, keeping it for whoever investigates."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(target) + suffix))
+        log.error("store %s is corrupt; moved aside to %s", self.path, target)
+        return target
+
+    def recover_from_corruption(self) -> Path:
+        """The store went corrupt while running: move it aside and start a fresh one."""
+        return self._start_fresh("corrupt while running")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def pragma(self, name: str):
+        return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def integrity_ok(self) -> bool:
+        try:
+            return self._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        except sqlite3.DatabaseError:
+            return False
+
+    # ------------------------------------------------------------------ writing
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) "
+                           "DO UPDATE SET value=excluded.value", (key, value))
+
+    def append(self, kind: str, subject: str, time_: dt.datetime, data: dict, *,
+               transports: Iterable[str] = (), sms: Iterable[SmsRequest] = (),
+               event_id: str | None = None) -> Event:
+        """Commit one event with its delivery and SMS rows in one transaction; return it
+        with its id and gap-free seq. ``event_id`` keeps the id of an event that was acted
+        on while the store could not be written. Raises StorageError (the caller keeps the
+        alarm path going regardless)."""
+        event_id = event_id or new_event_id()
+        payload = data_json(data)
+        try:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                row = c.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+                seq = (int(row[0]) if row else 0) + 1
+                c.execute("INSERT INTO events(seq, id, kind, subject, time, ts, data) "
+                          "VALUES(?,?,?,?,?,?,?)",
+                          (seq, event_id, kind, subject, time_.isoformat(),
+                           time_.timestamp(), payload))
+                self._set_meta("last_seq", str(seq))
+                c.executemany("INSERT INTO deliveries(seq, transport) VALUES(?, ?)",
+                              [(seq, t) for t in transports])
+                self._insert_sms(seq, sms)
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot store {kind} event: {e}") from e
+        return Event(seq=seq, id=event_id, kind=kind, subject=subject, time=time_,
+                     data=json.loads(payload))
+
+    def add_sms(self, seq: int, requests: Iterable[SmsRequest]) -> None:
+        """SMS rows for an already stored event (the fallback of an event whose routing is
+        decided later). Ignored for a (seq, contact) pair that already has one."""
+        with self._transaction():
+            self._insert_sms(seq, requests)
+
+    def _insert_sms(self, seq: int, requests: Iterable[SmsRequest]) -> None:
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO sms(seq, contact, phone, state, due, fallback) "
+            "VALUES(?,?,?,?,?,?)",
+            [(seq, r.contact, r.phone, "waiting" if r.fallback else "pending", r.due,
+              int(r.fallback)) for r in requests])
+
+    def _transaction(self):
+        return _Transaction(self._conn)
+
+    # ------------------------------------------------------------------ reading
+
+    def events(self, *, since: float | None = None, kind: str | None = None,
+               after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        sql = "SELECT seq, id, kind, subject, time, data FROM events WHERE seq > ?"
+        args: list = [after_seq]
+        if since is not None:
+            sql += " AND ts >= ?"
+            args.append(since)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [_event(r) for r in self._conn.execute(sql, args)]
+
+    def event(self, seq: int) -> Event | None:
+        row = self._conn.execute("SELECT seq, id, kind, subject, time, data FROM events "
+                                 "WHERE seq=?", (seq,)).fetchone()
+        return _event(row) if row else None
+
+    def last_event(self, subject: str, kinds: Iterable[str]) -> Event | None:
+        kinds = list(kinds)
+        row = self._conn.execute(
+            f"SELECT seq, id, kind, subject, time, data FROM events WHERE subject=? AND kind IN "
+            f"({','.join('?' * len(kinds))}) ORDER BY seq DESC LIMIT 1",
+            [subject, *kinds]).fetchone()
+        return _event(row) if row else None
+
+    def last_seq(self) -> int:
+        row = self._conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    def pending_count(self, transport: str) -> tuple[int, float | None]:
+        """(events not yet accepted by ``transport``, unix time of the oldest)."""
+        row = self._conn.execute(
+            "SELECT count(*), min(e.ts) FROM deliveries d JOIN events e ON e.seq=d.seq "
+            "WHERE d.transport=? AND d.state='pending'", (transport,)).fetchone()
+        return row[0], row[1]
+
+    # ------------------------------------------------------------------ retention
+
+    def purge(self, older_than: float) -> int:
+        """Delete events older than ``older_than`` (unix time), and heartbeats of any age,
+        that owe nothing any more (no pending delivery, no SMS still to send). Returns how
+        many went."""
+        with self._transaction():
+            cur = self._conn.execute(
+                "DELETE FROM events WHERE (ts < ? OR kind = 'heartbeat') AND seq NOT IN "
+                "(SELECT seq FROM deliveries WHERE state='pending') AND seq NOT IN "
+                "(SELECT seq FROM sms WHERE state IN ('pending','waiting'))", (older_than,))
+            return cur.rowcount
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StorageError(str(e)) from e
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                self.conn.execute("ROLLBACK")
+                raise StorageError(str(e)) from e
+        else:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(str(exc)) from exc
+        return False
+
+
+def _salvage_last_seq(path: Path) -> int:
+    try:
+        old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = old.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+        finally:
+            old.close()
+        return int(row[0]) if row else 0
+    except (sqlite3.Error, ValueError, TypeError):
+        return 0
+
+
+def _event(row) -> Event:
+    seq, id_, kind, subject, time_, data = row
+    return Event(seq=seq, id=id_, kind=kind, subject=subject,
+                 time=dt.datetime.fromisoformat(time_), data=json.loads(data))

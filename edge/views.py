@@ -1,0 +1,106 @@
+"""What the CLI prints: the status and the event log, for people and for programs."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+import sys
+
+from edge.config import Config
+from edge.events import Event
+from edge.store import Store
+
+_DURATION_RE = re.compile(r"^([0-9]+)\s*([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+CSV_COLUMNS = ("id", "seq", "kind", "subject", "time", "label", "data")
+
+
+def parse_since(text: str, tz, now: dt.datetime) -> float:
+    """'today' (local midnight), a duration ('24h', '7d', '30m'), or an ISO-8601 time
+    (a time without offset is the site's local time) → unix time."""
+    text = text.strip()
+    if text == "today":
+        local = now.astimezone(tz)
+        return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    m = _DURATION_RE.match(text)
+    if m:
+        return now.timestamp() - int(m.group(1)) * _UNIT_S[m.group(2)]
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--since {text!r}: use an ISO-8601 time (2026-11-28T07:00), "
+                         "'today', or a duration such as 24h or 7d") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=tz)
+    return when.timestamp()
+
+
+def read_events(cfg: Config, since: str | None, kind: str | None,
+                now: dt.datetime | None = None) -> list[Event]:
+    """The event log, read from the store directly (the daemon may be stopped)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    since_ts = parse_since(since, cfg.site.tz, now) if since else None
+    if not cfg.storage.db_path.exists():
+        return []
+    store = Store(cfg.storage.db_path)
+    try:
+        return store.events(since=since_ts, kind=kind)
+    finally:
+        store.close()
+
+
+def print_events(events: list[Event], fmt: str, out=None) -> None:
+    out = out or sys.stdout
+    if fmt == "json":
+        json.dump([e.to_json() for e in events], out, ensure_ascii=False, indent=1)
+        out.write("\n")
+    elif fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for e in events:
+            row = e.to_json()
+            writer.writerow([row["id"], row["seq"], row["kind"], row["subject"], row["time"],
+                             e.data.get("label", ""),
+                             json.dumps(e.data, ensure_ascii=False, sort_keys=True)])
+    else:
+        for e in events:
+            details = {k: v for k, v in e.data.items()
+                       if k not in ("site", "label", "clock_synced")}
+            extra = " ".join(f"{k}={v}" for k, v in sorted(details.items()))
+            out.write(f"{e.seq:>6}  {e.time.isoformat(timespec='seconds')}  {e.kind:<16} "
+                      f"{e.subject:<12} {e.data.get('label', '')}  {extra}".rstrip() + "\n")
+
+
+def print_status(status: dict, as_json: bool, out=None) -> None:
+    out = out or sys.stdout
+    if as_json:
+        json.dump(status, out, ensure_ascii=False)
+        out.write("\n")
+        return
+    alarm = status["alarm"]
+    lines = [f"{status['site']} ({status['device_id']})  {status['time']}"]
+    lines.append("ALARM ACTIVE: " + ", ".join(alarm["inputs"]) + f" since {alarm['since']}"
+                 if alarm["active"] else "no active alarm")
+    lines.append(f"siren: {'ON' if status['siren']['on'] else 'off'}"
+                 + ("" if status["siren"]["configured"] else " (none configured)"))
+    for name, inp in status["inputs"].items():
+        state = "unavailable" if inp["active"] is None else (
+            ("open" if inp["active"] else "closed") if inp["kind"] == "gate"
+            else ("ACTIVE" if inp["active"] else "idle"))
+        lines.append(f"  {inp['kind']:<7} {name:<14} {inp['label']}: {state}")
+    modem = status["modem"]
+    if modem.get("configured"):
+        lines.append(f"modem: {'ok' if modem['ok'] else 'FAULT'}, signal {modem['signal']}")
+    else:
+        lines.append("modem: off (no [modem])")
+    up = status["uplink"]
+    if up.get("configured"):
+        lines.append(f"uplink: {'ok' if up['ok'] else 'FAULT'}, {up['pending']} pending")
+    else:
+        lines.append("uplink: off (no [uplink])")
+    faults = status["faults"]
+    lines.append("faults: " + (", ".join(f"{p} ({status['fault_reasons'].get(p)})"
+                                         for p in faults) if faults else "none"))
+    out.write("\n".join(lines) + "\n")
