@@ -332,7 +332,7 @@ class Daemon:
             "clock_synced": self._sync.synced(),
         }
         for worker in self.workers:
-            status[worker.part] = worker.status()
+            status.setdefault(worker.part, {}).update(worker.status())
         return status
 
     def _uplink_status(self) -> dict:

@@ -13,7 +13,11 @@ log = logging.getLogger(__name__)
 
 def build_daemon(cfg: Config, **kwargs) -> Daemon:
     """The daemon with every configured worker attached (also used by the demo)."""
-    return Daemon(cfg, **kwargs)
+    daemon = Daemon(cfg, **kwargs)
+    if cfg.uplink is not None:
+        from edge.uplink.worker import UplinkWorker
+        daemon.workers.append(UplinkWorker(cfg, daemon))
+    return daemon
 
 
 def run_daemon(cfg: Config) -> int:

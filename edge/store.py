@@ -101,6 +101,15 @@ class SmsRequest:
 
 
 @dataclass(frozen=True)
+class SmsRow:
+    seq: int
+    contact: str
+    phone: str
+    fallback: bool
+    attempts: int
+
+
+@dataclass(frozen=True)
 class OpenReport:
     """What happened while opening: a quarantined file is a storage fault to raise."""
 
@@ -295,6 +304,76 @@ class Store:
             "SELECT count(*), min(e.ts) FROM deliveries d JOIN events e ON e.seq=d.seq "
             "WHERE d.transport=? AND d.state='pending'", (transport,)).fetchone()
         return row[0], row[1]
+
+    # ------------------------------------------------------------------ deliveries
+
+    def pending_deliveries(self, transport: str, limit: int) -> list[tuple[Event, int, float]]:
+        """The oldest events ``transport`` still owes, in seq order, with (attempts,
+        next_try) of each."""
+        rows = self._conn.execute(
+            "SELECT e.seq, e.id, e.kind, e.subject, e.time, e.data, d.attempts, d.next_try "
+            "FROM deliveries d JOIN events e ON e.seq = d.seq "
+            "WHERE d.transport=? AND d.state='pending' ORDER BY d.seq LIMIT ?",
+            (transport, limit)).fetchall()
+        return [(_event(r[:6]), r[6], r[7]) for r in rows]
+
+    def mark_accepted(self, transport: str, seqs: list[int], status: str, now: float) -> None:
+        """Delivered: and, in the same transaction, the SMS fallbacks that were waiting
+        for this acceptance are no longer owed."""
+        with self._transaction() as c:
+            c.executemany("UPDATE deliveries SET state='accepted', last_status=?, done_ts=?, "
+                          "attempts=attempts+1 WHERE seq=? AND transport=?",
+                          [(status, now, s, transport) for s in seqs])
+            c.executemany("UPDATE sms SET state='cancelled', done_ts=? "
+                          "WHERE seq=? AND state='waiting'", [(now, s) for s in seqs])
+
+    def mark_retry(self, transport: str, seqs: list[int], status: str, next_try: float) -> None:
+        with self._transaction() as c:
+            c.executemany("UPDATE deliveries SET attempts=attempts+1, last_status=?, next_try=? "
+                          "WHERE seq=? AND transport=?",
+                          [(status, next_try, s, transport) for s in seqs])
+
+    def mark_rejected(self, transport: str, seq: int, status: str, now: float) -> None:
+        with self._transaction() as c:
+            c.execute("UPDATE deliveries SET state='rejected', last_status=?, done_ts=?, "
+                      "attempts=attempts+1 WHERE seq=? AND transport=?",
+                      (status, now, seq, transport))
+
+    # ------------------------------------------------------------------ SMS outbox
+
+    def due_sms(self, now: float, limit: int = 20) -> list[SmsRow]:
+        """SMS to send now, oldest event first: pending ones whose retry time has come,
+        and fallbacks whose deadline passed with no transport having accepted the event."""
+        rows = self._conn.execute(
+            "SELECT s.seq, s.contact, s.phone, s.fallback, s.attempts FROM sms s "
+            "WHERE s.next_try <= ? AND (s.state='pending' OR (s.state='waiting' AND s.due <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq=s.seq "
+            "AND d.state='accepted'))) ORDER BY s.seq, s.contact LIMIT ?",
+            (now, now, limit)).fetchall()
+        return [SmsRow(*r) for r in rows]
+
+    def next_sms_due(self) -> float | None:
+        row = self._conn.execute(
+            "SELECT min(max(due, next_try)) FROM sms WHERE state IN ('pending','waiting')"
+        ).fetchone()
+        return row[0]
+
+    def mark_sms(self, seq: int, contact: str, state: str, *, now: float,
+                 refs: list[int] | None = None, error: str | None = None,
+                 next_try: float = 0.0) -> None:
+        """Record the outcome of one send: 'sent' (with the +CMGS references), 'pending'
+        (retry at next_try) or 'failed' (given up)."""
+        with self._transaction() as c:
+            c.execute("UPDATE sms SET state=?, attempts=attempts+1, refs=?, last_error=?, "
+                      "next_try=?, done_ts=? WHERE seq=? AND contact=?",
+                      (state, json.dumps(refs) if refs is not None else None, error, next_try,
+                       now if state != "pending" else None, seq, contact))
+
+    def sms_rows(self, seq: int) -> list[dict]:
+        cur = self._conn.execute("SELECT contact, phone, state, fallback, attempts, refs, "
+                                 "last_error FROM sms WHERE seq=? ORDER BY contact", (seq,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
 
     # ------------------------------------------------------------------ retention
 

@@ -1,0 +1,474 @@
+"""Camera backends: a full-resolution JPEG still for each alarm, and a ring of low-resolution
+frames from the seconds before it (pre-trigger).
+
+``open_camera(backend, ...)`` is the one entry point: ``"picamera2"`` (the Pi camera through
+libcamera), ``"test-pattern"`` (a generated image, for the demo and bench tests) or ``"none"``.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, Callable, NoReturn, Protocol, Sequence, TypeVar
+
+from PIL import Image, ImageDraw, ImageFont
+
+from edge.config import CAMERA_BACKENDS
+from edge.errors import CameraError, ConfigError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Camera(Protocol):
+    """What the daemon needs of a camera. ``ok`` and ``last_error`` describe the camera's health
+    as of its latest attempt, so the caller can raise a ``fault`` / ``recovered`` event."""
+
+    name: str
+    ok: bool
+    last_error: str | None
+
+    def start(self) -> None: ...
+
+    def capture_jpeg(self, timeout_s: float = 5.0) -> bytes: ...
+
+    def pre_trigger_frames(self) -> list[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+def open_camera(
+    backend: str, *, pre_trigger_s: int, overlay: Callable[[], list[str]] | None = None
+) -> Camera | None:
+    """The camera for ``[camera] backend``; None for ``"none"``. ``overlay`` gives the text lines
+    (site, label, local time) that the test pattern draws."""
+    if backend == "none":
+        return None
+    if backend == "test-pattern":
+        return TestPatternCamera(pre_trigger_s=pre_trigger_s, overlay=overlay)
+    if backend == "picamera2":
+        return Picamera2Camera(pre_trigger_s=pre_trigger_s)
+    raise ConfigError(
+        [f"[camera] backend: unknown camera backend {backend!r}; expected one of {', '.join(CAMERA_BACKENDS)}"]
+    )
+
+
+def probe(camera: Camera, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """One capture, checked to decode as a JPEG, for ``edge-alarm check``."""
+    started = time.monotonic()
+    try:
+        jpeg = camera.capture_jpeg(timeout_s)
+    except CameraError as exc:
+        return False, str(exc)  # a backend's CameraError names the backend
+    try:
+        with Image.open(io.BytesIO(jpeg)) as image:
+            kind, (width, height) = image.format, image.size
+    except OSError as exc:
+        return False, f"{camera.name}: the capture is not a readable image: {exc}"
+    if kind != "JPEG":
+        return False, f"{camera.name}: the capture is a {kind} image, not a JPEG"
+    elapsed = time.monotonic() - started
+    return True, f"{camera.name}: ok, {width}x{height} JPEG of {len(jpeg) // 1024} kB in {elapsed:.2f} s"
+
+
+class FrameRing:
+    """The last ``seconds`` low-resolution frames, oldest first, grabbed one per ``interval_s``
+    on a thread of its own. ``grab`` returns None to skip a tick (the camera is busy, not broken)."""
+
+    def __init__(self, grab: Callable[[], bytes | None], seconds: int, *, interval_s: float = 1.0, name: str):
+        self._grab = grab
+        self._interval_s = interval_s
+        self._frames: deque[bytes] = deque(maxlen=seconds)
+        self._lock = threading.Lock()  # list(deque) fails if the deque grows meanwhile
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def frames(self) -> list[bytes]:
+        with self._lock:
+            return list(self._frames)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                frame = self._grab()
+            except Exception as exc:
+                # Frames from before a gap would pass for the seconds before an alarm: drop them.
+                with self._lock:
+                    self._frames.clear()
+                if isinstance(exc, CameraError):
+                    log.debug("pre-trigger frame skipped: %s", exc)
+                else:
+                    log.exception("pre-trigger frame failed")
+            else:
+                if frame is not None:
+                    with self._lock:
+                        self._frames.append(frame)
+            next_at = max(next_at + self._interval_s, time.monotonic())
+            self._stop.wait(next_at - time.monotonic())
+
+
+def _encode_jpeg(image: Image.Image, quality: int = 85) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+# Fonts with Chinese glyphs, where Debian / Raspberry Pi OS packages put them
+# (fonts-wqy-microhei, fonts-wqy-zenhei, fonts-noto-cjk, fonts-droid-fallback).
+CJK_FONT_PATHS = (
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+)
+
+# Colour bars: grey, yellow, cyan, green, magenta, red, blue.
+_BARS = ((192, 192, 192), (192, 192, 0), (0, 192, 192), (0, 192, 0), (192, 0, 192), (192, 0, 0), (0, 0, 192))
+
+
+class _Overlay:
+    """Text drawn over an image at one size, in a CJK font when the system has one. Without one,
+    characters outside ASCII are drawn as '?': Pillow's own font has no Chinese glyphs (and its
+    old bitmap font raises on them)."""
+
+    def __init__(self, height: int, font_paths: Sequence[str]):
+        size = max(10, height // 18)
+        self.font, self.cjk = self._load(size, font_paths)
+
+    @staticmethod
+    def _load(size: int, font_paths: Sequence[str]) -> tuple[Any, bool]:
+        for path in font_paths:
+            try:
+                return ImageFont.truetype(path, size), True
+            except OSError:
+                continue
+        try:
+            return ImageFont.load_default(size=size), False
+        except TypeError:  # Pillow before 10.1 has only the small bitmap font
+            return ImageFont.load_default(), False
+
+    def draw(self, image: Image.Image, lines: list[str]) -> None:
+        if not self.cjk:
+            lines = [line.encode("ascii", "replace").decode("ascii") for line in lines]
+        draw = ImageDraw.Draw(image)
+        line_h = draw.textbbox((0, 0), "Ay", font=self.font)[3] * 5 // 4
+        pad = line_h // 3
+        top = image.height - len(lines) * line_h - 2 * pad
+        draw.rectangle((0, top, image.width, image.height), fill=(0, 0, 0))
+        for i, line in enumerate(lines):
+            draw.text((pad, top + pad + i * line_h), line, font=self.font, fill=(255, 255, 255))
+
+
+class TestPatternCamera:
+    """A generated image instead of a camera: colour bars over a grey ramp, with the overlay's text
+    lines (or the local time) at the bottom. Used by ``demo`` and for bench tests."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    name = "test-pattern"
+    ok = True
+    last_error: str | None = None
+
+    def __init__(
+        self,
+        *,
+        pre_trigger_s: int,
+        overlay: Callable[[], list[str]] | None = None,
+        still_size: tuple[int, int] = (1280, 720),
+        frame_size: tuple[int, int] = (320, 180),
+        frame_interval_s: float = 1.0,
+        font_paths: Sequence[str] = CJK_FONT_PATHS,
+    ):
+        self._overlay = overlay or (lambda: ["edge-alarm test pattern", time.strftime("%Y-%m-%d %H:%M:%S")])
+        self._still_size = still_size
+        self._frame_size = frame_size
+        self._texts = {size: _Overlay(size[1], font_paths) for size in (still_size, frame_size)}
+        self._ring = (
+            FrameRing(lambda: self._render(frame_size), pre_trigger_s,
+                      interval_s=frame_interval_s, name="test-pattern-frames")
+            if pre_trigger_s > 0 else None
+        )
+
+    def start(self) -> None:
+        if self._ring:
+            self._ring.start()
+
+    def capture_jpeg(self, timeout_s: float = 5.0) -> bytes:
+        return self._render(self._still_size)
+
+    def pre_trigger_frames(self) -> list[bytes]:
+        return self._ring.frames() if self._ring else []
+
+    def close(self) -> None:
+        if self._ring:
+            self._ring.stop()
+
+    def _render(self, size: tuple[int, int]) -> bytes:
+        width, height = size
+        image = Image.new("RGB", size)
+        draw = ImageDraw.Draw(image)
+        bars_h = height * 2 // 3
+        for i, colour in enumerate(_BARS):
+            draw.rectangle((i * width // len(_BARS), 0, (i + 1) * width // len(_BARS), bars_h), fill=colour)
+        for x in range(width):
+            level = x * 255 // (width - 1)
+            draw.line((x, bars_h, x, height), fill=(level, level, level))
+        self._texts[size].draw(image, self._overlay())
+        return _encode_jpeg(image)
+
+
+def yuv420_to_jpeg(data: bytes, size: tuple[int, int], stride: int) -> bytes:
+    """A JPEG of a YUV420 frame as libcamera lays it out: the Y plane (``stride`` bytes a row),
+    then U and V planes at half width and height (``stride // 2`` bytes a row). Pure Pillow,
+    so no numpy is needed."""
+    width, height = size
+    chroma = (width // 2, height // 2)
+    u_at = stride * height
+    v_at = u_at + (stride // 2) * (height // 2)
+    y = Image.frombytes("L", size, data[:u_at], "raw", "L", stride)
+    u = Image.frombytes("L", chroma, data[u_at:v_at], "raw", "L", stride // 2)
+    v = Image.frombytes("L", chroma, data[v_at:], "raw", "L", stride // 2)
+    return _encode_jpeg(Image.merge("YCbCr", (y, u.resize(size), v.resize(size))))
+
+
+class _CameraThread:
+    """One Picamera2 and the only thread that calls it. A picamera2 call can hang in libcamera
+    (a loose ribbon cable, a frontend timeout); the caller then gives up on the whole thread,
+    a daemon so it never holds up the process's exit. ``retire()`` queues the camera's close
+    behind whatever is running, so the camera is released if that call ever returns."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.camera: Any = None  # the Picamera2 opened on this thread; used only on this thread
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._serve, name=f"picamera2-{next(self._numbers)}", daemon=True
+        )
+        self._thread.start()
+
+    def call(self, fn: Callable[[], T], timeout_s: float) -> T:
+        """fn's result; TimeoutError when it has not finished within timeout_s."""
+        future = self._submit(fn)
+        try:
+            return future.result(timeout=max(timeout_s, 0.0))
+        finally:
+            future.cancel()  # no effect once it runs; a call not yet started is dropped
+
+    def retire(self) -> Future:
+        """Closes the camera once the calls queued so far are done, then ends the thread."""
+        closed = self._submit(self._close_camera)
+        self._calls.put(None)
+        return closed
+
+    def _submit(self, fn: Callable[[], Any]) -> Future:
+        future: Future = Future()
+        self._calls.put((fn, future))
+        return future
+
+    def _close_camera(self) -> None:
+        camera, self.camera = self.camera, None
+        if camera is not None:
+            camera.close()
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            fn, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
+class Picamera2Camera:
+    """The Raspberry Pi camera through picamera2 (installed from apt on Raspberry Pi OS; imported
+    only here). Configured once for stills, with a lores stream when pre-trigger frames are kept,
+    and kept running so a capture takes one frame's time.
+
+    Every call has a deadline. A failure (the camera held by another process, a capture that
+    hangs or raises) makes ``ok`` false and ``last_error`` say why, and retires the camera: its
+    thread closes it as soon as it is free. The next capture (or pre-trigger frame) after a
+    backoff, doubling from ``backoff_s[0]`` up to ``backoff_s[1]``, waits for that close and opens
+    a new camera; a success makes ``ok`` true again. ``clock`` (monotonic seconds) times the
+    backoff only.
+    """
+
+    name = "picamera2"
+
+    FRAME_WIDTH = 320
+    FRAME_TIMEOUT_S = 2.0
+    CLOSE_WAIT_S = 2.0
+
+    def __init__(
+        self,
+        *,
+        pre_trigger_s: int,
+        frame_interval_s: float = 1.0,
+        backoff_s: tuple[float, float] = (2.0, 120.0),
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.ok = True
+        self.last_error: str | None = None
+        self._clock = clock
+        self._backoff_first, self._backoff_max = backoff_s
+        self._backoff = self._backoff_first
+        self._retry_at = float("-inf")
+        self._lock = threading.Lock()  # one caller at a time drives the camera and this state
+        self._worker: _CameraThread | None = None  # with a configured, running camera
+        self._retired: Future | None = None  # the close of the camera that last failed
+        self._closed = False
+        self._ring = (
+            FrameRing(self._grab_frame, pre_trigger_s, interval_s=frame_interval_s, name="picamera2-frames")
+            if pre_trigger_s > 0 else None
+        )
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        try:
+            self._use("opening the camera", lambda camera: None, timeout_s)
+        finally:
+            # Even when the camera failed to open: the ring's grabs retry it, so it recovers unasked.
+            if self._ring:
+                self._ring.start()
+
+    def capture_jpeg(self, timeout_s: float = 5.0) -> bytes:
+        return self._use("capturing a still", self._still_jpeg, timeout_s)
+
+    def pre_trigger_frames(self) -> list[bytes]:
+        return self._ring.frames() if self._ring else []
+
+    def close(self) -> None:
+        if self._ring:
+            self._ring.stop()
+        locked = self._lock.acquire(timeout=self.CLOSE_WAIT_S)
+        try:
+            self._closed = True
+            worker, self._worker = self._worker, None
+        finally:
+            if locked:
+                self._lock.release()
+        if worker is not None:
+            self._wait_closed(worker.retire(), self.CLOSE_WAIT_S)
+
+    # Runs on the camera thread.
+    def _open(self, worker: _CameraThread) -> None:
+        from picamera2 import Picamera2
+
+        worker.camera = camera = Picamera2()
+        lores = None
+        if self._ring:
+            sensor_w, sensor_h = camera.sensor_resolution
+            # Same aspect ratio as the sensor: the lores stream is scaled, not cropped.
+            lores_h = round(self.FRAME_WIDTH * sensor_h / sensor_w / 2) * 2
+            lores = {"size": (self.FRAME_WIDTH, lores_h), "format": "YUV420"}
+        camera.configure(camera.create_still_configuration(main={}, lores=lores))
+        camera.start()
+
+    @staticmethod
+    def _still_jpeg(camera: Any) -> bytes:
+        out = io.BytesIO()
+        camera.capture_file(out, format="jpeg")
+        if not out.getvalue():
+            raise CameraError("the camera returned an empty image")
+        return out.getvalue()
+
+    @staticmethod
+    def _lores_jpeg(camera: Any) -> bytes:
+        stream = camera.camera_config["lores"]
+        return yuv420_to_jpeg(bytes(camera.capture_buffer("lores")), stream["size"], stream["stride"])
+
+    # Runs on the caller's thread.
+    def _grab_frame(self) -> bytes | None:
+        deadline = time.monotonic() + self.FRAME_TIMEOUT_S
+        if not self._lock.acquire(timeout=self.FRAME_TIMEOUT_S):
+            return None  # a still capture holds the camera; skip this frame, keep the others
+        try:
+            return self._use_locked("capturing a pre-trigger frame", self._lores_jpeg, deadline)
+        finally:
+            self._lock.release()
+
+    def _use(self, what: str, action: Callable[[Any], T], timeout_s: float) -> T:
+        deadline = time.monotonic() + timeout_s
+        if not self._lock.acquire(timeout=timeout_s):
+            raise CameraError(f"picamera2: {what}: the camera stayed busy for {timeout_s:g} s")
+        try:
+            return self._use_locked(what, action, deadline)
+        finally:
+            self._lock.release()
+
+    def _use_locked(self, what: str, action: Callable[[Any], T], deadline: float) -> T:
+        """action(camera) on the camera thread by the deadline, opening the camera first if it is down."""
+        if self._closed:
+            raise CameraError("picamera2: the camera is closed")
+        if self._worker is None:
+            self._restart(deadline)
+        worker = self._worker
+        result = self._call(worker, what, lambda: action(worker.camera), deadline)
+        if not self.ok:
+            log.info("camera recovered (was: %s)", self.last_error)
+        self.ok, self.last_error, self._backoff = True, None, self._backoff_first
+        return result
+
+    def _restart(self, deadline: float) -> None:
+        wait_s = self._retry_at - self._clock()
+        if wait_s > 0:
+            raise CameraError(f"picamera2: camera down ({self.last_error}); next restart in {wait_s:.0f} s")
+        if self._retired is not None:
+            # The old camera must let go of the device first, or the new one cannot open it.
+            if not self._wait_closed(self._retired, min(deadline - time.monotonic(), self.CLOSE_WAIT_S)):
+                self._fail("the previous camera has not closed (stuck in libcamera)")
+            self._retired = None
+        worker = _CameraThread()
+        self._call(worker, "opening the camera", lambda: self._open(worker), deadline)
+        self._worker = worker
+
+    def _call(self, worker: _CameraThread, what: str, fn: Callable[[], T], deadline: float) -> T:
+        timeout_s = deadline - time.monotonic()
+        try:
+            return worker.call(fn, timeout_s)
+        except TimeoutError:
+            self._fail(f"{what} did not finish within {max(timeout_s, 0):.1f} s", worker)
+        except Exception as exc:
+            self._fail(f"{what} failed: {type(exc).__name__}: {exc}", worker)
+
+    def _fail(self, message: str, worker: _CameraThread | None = None) -> NoReturn:
+        """Records the fault, retires the camera, schedules the next restart, and raises."""
+        if self.ok:
+            log.warning("camera fault: %s", message)
+        self.ok, self.last_error = False, message
+        if worker is not None:
+            self._retired = worker.retire()
+            if worker is self._worker:
+                self._worker = None
+        self._retry_at = self._clock() + self._backoff
+        self._backoff = min(self._backoff * 2, self._backoff_max)
+        raise CameraError(f"picamera2: {message}")
+
+    @staticmethod
+    def _wait_closed(closed: Future, timeout_s: float) -> bool:
+        """Whether the camera's close finished within timeout_s (a failed close counts: it is gone)."""
+        try:
+            closed.result(timeout=max(timeout_s, 0.0))
+        except TimeoutError:
+            log.warning("camera close did not finish within %.1f s", timeout_s)
+            return False
+        except Exception as exc:
+            log.warning("camera close failed: %s: %s", type(exc).__name__, exc)
+        return True

@@ -1,0 +1,338 @@
+"""A stand-in for the county platform (spec §4), for tests and for ``edge-alarm demo``.
+
+A real HTTP server on 127.0.0.1, on a thread of its own. It takes CloudEvents (one or a
+batch) and snapshot and frame PUTs the way the platform does: bearer token checked,
+events de-duplicated by id (a repeat answers 409), images accepted only for known events.
+Everything it receives is recorded in order, and a condition variable lets a test wait
+for what it expects instead of sleeping.
+
+Misbehaviour can be ordered at any time: scripted answers (``respond_with``), a slow
+platform (``set_delay``), an answer lost after the event was kept (``lose_responses``),
+and a platform that is down (``stop``, then ``start`` again on the same port).
+"""
+
+import json
+import logging
+import re
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+from requests.structures import CaseInsensitiveDict
+
+from edge.uplink.http import CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE, JPEG_TYPE
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/api/v1/events"
+_IMAGE_PATH = re.compile(
+    re.escape(EVENTS_PATH) + r"/(?P<id>[^/]+)/(?:snapshot|frames/(?P<k>[1-9][0-9]*))")
+_REQUIRED_ATTRIBUTES = ("id", "source", "type")
+_MAX_BODY_BYTES = 32 * 1024 * 1024
+_JPEG_MAGIC = b"\xff\xd8"
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    id: str
+    type: str
+    subject: str | None
+    sequence: str | None      # the CloudEvents "sequence" extension (zero-padded seq)
+    document: dict            # the whole CloudEvent as received
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    method: str
+    path: str
+    headers: CaseInsensitiveDict     # as received; any spelling of a name finds it
+    body: bytes
+    status: int | None        # None: the connection was dropped without an answer
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+def _json_answer(status: int, **fields) -> _Answer:
+    return _Answer(status, {"Content-Type": "application/json"}, json.dumps(fields).encode())
+
+
+class PlatformStub:
+    """``with PlatformStub(token="t") as platform: ... platform.url ...``"""
+
+    def __init__(self, token: str = "stub-token", *, port: int = 0):
+        self._token = token
+        self._port = port
+        self._cond = threading.Condition(threading.RLock())
+        self._events: list[ReceivedEvent] = []
+        self._seen_ids: set[str] = set()
+        self._snapshots: dict[str, bytes] = {}
+        self._frames: dict[str, dict[int, bytes]] = {}
+        self._requests: list[ReceivedRequest] = []
+        self._script: deque[_Answer] = deque()
+        self._delay_s = 0.0
+        self._responses_to_lose = 0
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- running -------------------------------------------------------------------
+
+    def start(self) -> "PlatformStub":
+        """Listen (again): after a ``stop`` the same port is bound, so clients find it."""
+        if self._server is None:
+            self._stopping.clear()
+            self._server = _Server(("127.0.0.1", self._port), self)
+            self._port = self._server.server_address[1]
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                name=f"platform-stub:{self._port}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """The platform goes down: the port refuses connections and open ones are cut.
+        What was recorded stays. Returns once no request is being handled."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()            # wakes handlers that are being slow
+        server.shutdown()
+        server.drop_connections()       # kept-alive connections would otherwise stay served
+        server.server_close()           # joins the handler threads
+        self._thread.join()
+
+    close = stop
+
+    def __enter__(self) -> "PlatformStub":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}{EVENTS_PATH}"
+
+    # -- behaviour -----------------------------------------------------------------
+
+    def set_token(self, token: str) -> None:
+        """From now on only ``Bearer {token}`` is let in."""
+        with self._cond:
+            self._token = token
+
+    def respond_with(self, status: int, *, retry_after: int | str | None = None,
+                     headers: dict[str, str] | None = None, body: bytes = b"",
+                     times: int = 1) -> None:
+        """The next ``times`` requests get this answer and are otherwise ignored (nothing
+        is kept). ``retry_after``: seconds, or an HTTP-date string."""
+        answer_headers = dict(headers or {})
+        if retry_after is not None:
+            answer_headers["Retry-After"] = str(retry_after)
+        with self._cond:
+            self._script.extend([_Answer(status, answer_headers, body)] * times)
+
+    def set_delay(self, seconds: float) -> None:
+        """Wait this long before handling each request (0: answer at once)."""
+        with self._cond:
+            self._delay_s = seconds
+
+    def lose_responses(self, times: int = 1) -> None:
+        """The next ``times`` requests are handled (events kept) and then the connection
+        is dropped before any answer: the client cannot know it was delivered."""
+        with self._cond:
+            self._responses_to_lose += times
+
+    # -- what was received ---------------------------------------------------------
+
+    @property
+    def events(self) -> list[ReceivedEvent]:
+        with self._cond:
+            return list(self._events)
+
+    @property
+    def snapshots(self) -> dict[str, bytes]:
+        with self._cond:
+            return dict(self._snapshots)
+
+    @property
+    def frames(self) -> dict[str, dict[int, bytes]]:
+        with self._cond:
+            return {event_id: dict(frames) for event_id, frames in self._frames.items()}
+
+    @property
+    def requests(self) -> list[ReceivedRequest]:
+        with self._cond:
+            return list(self._requests)
+
+    def wait_for(self, predicate, timeout: float = 5.0) -> bool:
+        """Wait until ``predicate()`` is true (checked after every request); False when
+        ``timeout`` seconds pass first. The predicate may read this stub's properties."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    # -- handling (on the server's threads) ----------------------------------------
+
+    def _serve(self, handler: "_Handler") -> None:
+        headers = CaseInsensitiveDict(handler.headers.items())
+        path = urlsplit(handler.path).path
+        body = _read_body(handler)
+        with self._cond:
+            delay_s = self._delay_s
+        if delay_s:
+            self._stopping.wait(delay_s)
+        with self._cond:
+            if body is None:
+                answer = _json_answer(411 if "Content-Length" not in headers else 413,
+                                      error="a body needs a Content-Length of at most 32 MiB")
+            elif self._script:
+                answer = self._script.popleft()
+            else:
+                answer = self._handle(handler.command, path, headers, body)
+            lose = self._responses_to_lose > 0
+            if lose:
+                self._responses_to_lose -= 1
+            self._requests.append(ReceivedRequest(handler.command, path, headers, body or b"",
+                                                  None if lose else answer.status))
+            self._cond.notify_all()
+        if lose:
+            handler.close_connection = True
+        else:
+            _send(handler, answer)
+
+    def _handle(self, method: str, path: str, headers: CaseInsensitiveDict,
+                body: bytes) -> _Answer:
+        if headers.get("Authorization") != f"Bearer {self._token}":
+            return _Answer(401, {"WWW-Authenticate": "Bearer"}, b"bad or missing token")
+        image = _IMAGE_PATH.fullmatch(path)
+        if path == EVENTS_PATH:
+            if method == "POST":
+                return self._take_events(headers.get("Content-Type", ""), body)
+            if method in ("GET", "HEAD"):
+                return _json_answer(200, events=len(self._events))
+            return _Answer(405, {"Allow": "GET, HEAD, POST"})
+        if image and method == "PUT":
+            return self._take_image(unquote(image["id"]), image["k"], headers, body)
+        return _json_answer(404, error="no such resource")
+
+    def _take_events(self, content_type: str, body: bytes) -> _Answer:
+        media_type = content_type.split(";")[0].strip().lower()
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return _json_answer(400, error="body is not JSON")
+        if media_type == CLOUDEVENT_TYPE and isinstance(document, dict):
+            documents = [document]
+        elif media_type == CLOUDEVENT_BATCH_TYPE and isinstance(document, list) and document:
+            documents = document
+        else:
+            return _json_answer(415, error=f"expected {CLOUDEVENT_TYPE} (an object) or "
+                                           f"{CLOUDEVENT_BATCH_TYPE} (a non-empty array)")
+        for doc in documents:
+            if not isinstance(doc, dict) or doc.get("specversion") != "1.0" or not all(
+                    isinstance(doc.get(name), str) and doc[name] for name in _REQUIRED_ATTRIBUTES):
+                return _json_answer(422, error="not a CloudEvent 1.0 with id, source and type")
+        new = [doc for doc in documents if doc["id"] not in self._seen_ids]
+        if not new:
+            return _json_answer(409, error="already received")
+        for doc in new:
+            if doc["id"] not in self._seen_ids:      # a batch may repeat an id
+                self._seen_ids.add(doc["id"])
+                self._events.append(ReceivedEvent(doc["id"], doc["type"], doc.get("subject"),
+                                                  doc.get("sequence"), doc))
+        return _json_answer(200, accepted=len(new))
+
+    def _take_image(self, event_id: str, k: str | None, headers: CaseInsensitiveDict,
+                    body: bytes) -> _Answer:
+        if event_id not in self._seen_ids:
+            return _json_answer(404, error="no such event")
+        if headers.get("Content-Type") != JPEG_TYPE:
+            return _json_answer(415, error=f"expected {JPEG_TYPE}")
+        if not body.startswith(_JPEG_MAGIC):
+            return _json_answer(422, error="not a JPEG")
+        if k is None:
+            self._snapshots[event_id] = body
+        else:
+            self._frames.setdefault(event_id, {})[int(k)] = body
+        return _json_answer(200, stored=len(body))
+
+
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes | None:
+    """The request body; None when it has no usable Content-Length (the connection is
+    then closed, since the rest of the stream cannot be framed)."""
+    length = handler.headers.get("Content-Length")
+    if length is None:
+        if handler.command in ("POST", "PUT"):
+            handler.close_connection = True
+            return None
+        return b""
+    if not length.isdigit() or int(length) > _MAX_BODY_BYTES:
+        handler.close_connection = True
+        return None
+    return handler.rfile.read(int(length))
+
+
+def _send(handler: BaseHTTPRequestHandler, answer: _Answer) -> None:
+    try:
+        handler.send_response(answer.status)
+        for name, value in answer.headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(answer.body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(answer.body)
+    except OSError:             # the client gave up waiting (a slow answer): nothing to do
+        handler.close_connection = True
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"     # keep-alive, as the real platform would offer
+    server: "_Server"
+
+    def do_POST(self):
+        self.server.stub._serve(self)
+
+    do_PUT = do_GET = do_HEAD = do_DELETE = do_POST
+
+    def log_message(self, format, *args):
+        log.debug("platform stub: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    # Handler threads are joined on close, so nothing is recorded after stop() returns.
+    daemon_threads = False
+
+    def __init__(self, address: tuple[str, int], stub: PlatformStub):
+        self.stub = stub
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address):
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        with self._connections_lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass            # already closed by its client

@@ -1,0 +1,268 @@
+"""CloudEvents over HTTPS to the county platform (spec §4).
+
+One request in, one PostResult out: every answer and every transport failure is sorted
+into accepted / retry / rejected. Which events to send, in what order, and what to do
+with the outcome is the outbox's job, not this module's.
+
+The bearer token is a secret: it goes into the Authorization header and nowhere else,
+and any text that came from outside (a response body, a reason phrase, an exception) has
+it masked before it becomes a PostResult.detail.
+"""
+
+import email.utils
+import json
+import logging
+import os
+import stat
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import requests
+import urllib3
+from requests.auth import AuthBase
+
+from edge.errors import UplinkError
+from edge.uplink.backoff import MAX_DELAY_S
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = "accepted"
+RETRY = "retry"
+REJECTED = "rejected"
+
+CLOUDEVENT_TYPE = "application/cloudevents+json"
+CLOUDEVENT_BATCH_TYPE = "application/cloudevents-batch+json"
+JPEG_TYPE = "image/jpeg"
+
+# Statuses worth retrying: the platform is busy, overloaded or asked us to slow down.
+_RETRY_STATUSES = frozenset({408, 429})
+
+# Enough of a response body to show a server's complaint, and to let urllib3 reuse the
+# connection when the body is small; a larger body is never read into memory.
+_BODY_PEEK_BYTES = 4096
+_SNIPPET_CHARS = 80
+_DETAIL_CHARS = 200
+_MASK = "***"
+
+
+@dataclass(frozen=True)
+class PostResult:
+    outcome: str                  # ACCEPTED, RETRY or REJECTED
+    status: int | None            # the HTTP status; None when no answer came
+    retry_after_s: float | None   # the server's Retry-After, in seconds, capped
+    detail: str                   # short text for logs and fault events; never the token
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Retry-After as seconds from ``now`` (a Unix time): delay-seconds or an HTTP-date.
+    None when absent or unreadable; 0 for a date in the past; at most MAX_DELAY_S."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:       # RFC 9110 dates are GMT; "-0000" parses naive
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_DELAY_S)
+
+
+class _BearerAuth(AuthBase):
+    """The Authorization header. Passed as ``auth``, which also stops requests from
+    putting ~/.netrc credentials over it; its repr hides the token."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+    def __call__(self, request):
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+    def __repr__(self):
+        return "<bearer token>"
+
+
+class HttpUplink:
+    """Posts events and puts images to ``url``, the platform's events collection."""
+
+    def __init__(self, url: str, token_file: str, *, ca_file: str | None = None,
+                 connect_timeout_s: float = 5.0, read_timeout_s: float = 15.0,
+                 session: requests.Session | None = None):
+        self.url = url
+        self.token_file = token_file
+        if ca_file is not None and not os.path.isfile(ca_file):
+            raise UplinkError(f"CA file {ca_file} does not exist")
+        self._verify = ca_file or True
+        self._timeout = (connect_timeout_s, read_timeout_s)
+        self._session = session or requests.Session()
+        self.reload_token()
+
+    def __repr__(self):
+        return f"HttpUplink(url={self.url!r}, token_file={self.token_file!r})"
+
+    def reload_token(self) -> None:
+        """Read the token (the file's first line). On failure the previous token stays
+        in use, so a bad edit followed by SIGHUP does not cut the device off."""
+        self._auth = _BearerAuth(_read_token(self.token_file))
+
+    def post_events(self, events: list[dict]) -> PostResult:
+        """One event as a CloudEvent, several as a batch, in the order given."""
+        if not events:
+            raise ValueError("post_events needs at least one event")
+        if len(events) == 1:
+            content_type, document = CLOUDEVENT_TYPE, events[0]
+        else:
+            content_type, document = CLOUDEVENT_BATCH_TYPE, events
+        body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        headers = {"Content-Type": content_type, "Idempotency-Key": str(events[0]["id"])}
+        return self._request("POST", self.url, headers=headers, data=body)
+
+    def put_snapshot(self, event_id: str, jpeg: bytes) -> PostResult:
+        return self._put_jpeg(f"{self._event_url(event_id)}/snapshot", jpeg)
+
+    def put_frame(self, event_id: str, k: int, jpeg: bytes) -> PostResult:
+        """Pre-trigger frame ``k`` of the event: 1 is the oldest."""
+        return self._put_jpeg(f"{self._event_url(event_id)}/frames/{int(k)}", jpeg)
+
+    def probe(self) -> PostResult:
+        """Is the platform reachable, and does it take our token?
+
+        A HEAD on the events URL with the bearer token: it has no body and no side effect,
+        and an API's authentication runs before its method routing, so a wrong token
+        answers 401/403 even where HEAD itself is not allowed (405 still means "reachable,
+        token accepted"). OPTIONS is avoided because CORS layers often answer it without
+        looking at the token. 401/403 -> rejected "token refused"; a redirect -> rejected
+        (the URL is wrong); no answer -> retry "unreachable"; any other status -> accepted.
+        """
+        result = self._request("HEAD", self.url)
+        if result.status is None or result.status in (401, 403) or 300 <= result.status < 400:
+            return result
+        return PostResult(ACCEPTED, result.status, None, f"reachable (HTTP {result.status})")
+
+    def close(self) -> None:
+        """Close the pooled connections; the uplink may not be used afterwards."""
+        self._session.close()
+
+    def _event_url(self, event_id: str) -> str:
+        return f"{self.url.rstrip('/')}/{quote(str(event_id), safe='')}"
+
+    def _put_jpeg(self, url: str, jpeg: bytes) -> PostResult:
+        return self._request("PUT", url, headers={"Content-Type": JPEG_TYPE}, data=jpeg)
+
+    def _request(self, method: str, url: str, **kwargs) -> PostResult:
+        try:
+            # Redirects are never followed: a POST that gets moved elsewhere is a wrong
+            # uplink.url, and following it would send the token to another place.
+            response = self._session.request(
+                method, url, auth=self._auth, timeout=self._timeout, verify=self._verify,
+                allow_redirects=False, stream=True, **kwargs)
+        except OSError as exc:      # RequestException too; a plain OSError: the CA file went away
+            return self._transport_failure(exc)
+        with response:
+            return self._answer(response, _peek_body(response))
+
+    def _answer(self, response: requests.Response, peek: bytes) -> PostResult:
+        status = response.status_code
+        if 200 <= status < 300:
+            return PostResult(ACCEPTED, status, None, f"accepted (HTTP {status})")
+        if status == 409:
+            return PostResult(ACCEPTED, status, None, "already delivered (HTTP 409)")
+        said = self._what_the_server_said(response, peek)
+        if 300 <= status < 400:
+            where = self._clean(response.headers.get("Location", "nowhere"))
+            return PostResult(REJECTED, status, None,
+                              f"redirected to {where} ({said}): uplink.url is wrong, "
+                              "redirects are not followed")
+        if status in (401, 403):
+            return PostResult(REJECTED, status, None, f"token refused ({said})")
+        if 400 <= status < 500 and status not in _RETRY_STATUSES:
+            return PostResult(REJECTED, status, None, f"rejected ({said})")
+        # 408, 429, 5xx, and any status outside HTTP's classes: try again later.
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return PostResult(RETRY, status, retry_after, f"not accepted now ({said})")
+
+    def _what_the_server_said(self, response: requests.Response, peek: bytes) -> str:
+        """'HTTP 503 Service Unavailable: <start of the body>', cleaned of anything unsafe."""
+        snippet = self._clean(peek.decode("utf-8", "replace"), _SNIPPET_CHARS)
+        said = f"HTTP {response.status_code} {self._clean(response.reason or '', 40)}".rstrip()
+        return f"{said}: {snippet}" if snippet else said
+
+    def _transport_failure(self, exc: OSError) -> PostResult:
+        if isinstance(exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                            requests.exceptions.InvalidURL)):
+            return PostResult(REJECTED, None, None, f"uplink.url is invalid: {self._clean(str(exc))}")
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            what = f"unreachable: no connection within {self._timeout[0]:g} s"
+        elif isinstance(exc, requests.exceptions.ReadTimeout):
+            what = f"no answer within {self._timeout[1]:g} s"
+        elif isinstance(exc, requests.exceptions.SSLError):
+            # Retried, not rejected: on a Pi without a battery clock a certificate looks
+            # invalid until NTP has set the time.
+            what = f"TLS failed: {_innermost(exc)}"
+        elif isinstance(exc, requests.exceptions.ConnectionError):
+            what = f"unreachable: {_innermost(exc)}"
+        elif not isinstance(exc, requests.exceptions.RequestException):
+            # Seen when the CA file went away: the device's own setup is broken, not the
+            # events, so they wait for it to be fixed.
+            what = f"cannot send: {exc}"
+        else:
+            what = f"unreadable answer: {_innermost(exc)}"
+        return PostResult(RETRY, None, None, self._clean(what))
+
+    def _clean(self, text: str, limit: int = _DETAIL_CHARS) -> str:
+        """Text from outside made safe for a log line: the token masked (before cutting,
+        so no prefix of it survives), control characters blanked, length bounded."""
+        text = text.replace(self._auth.token, _MASK)
+        text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
+        return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _peek_body(response: requests.Response) -> bytes:
+    """The start of the body, never more: read to its end when small, the connection
+    goes back to the pool for the next request."""
+    try:
+        return response.raw.read(_BODY_PEEK_BYTES, decode_content=True) or b""
+    except (urllib3.exceptions.HTTPError, OSError):   # the status line says enough
+        return b""
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The socket- or protocol-level error that requests and urllib3 wrapped: its text
+    says what happened without the wrappers' repetition of pool and URL."""
+    while True:
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((arg for arg in exc.args if isinstance(arg, BaseException)), None)
+        if inner is None:
+            return exc
+        exc = inner
+
+
+def _read_token(path: str) -> str:
+    """The first line of ``path``, stripped. Warns when other users may read the file;
+    group read is normal (root:edge-alarm 0640). Nothing here ever shows the token."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            token = file.readline().strip()
+    except FileNotFoundError:
+        raise UplinkError(f"token file {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise UplinkError(f"token file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UplinkError(f"token file {path} cannot be read: {exc.strerror}") from None
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
+        log.warning("token file %s is open to every user (mode %04o); "
+                    "chmod 600 or 640 it", path, stat.S_IMODE(mode))
+    if not token:
+        raise UplinkError(f"token file {path} is empty: its first line must hold the token")
+    if not all(33 <= ord(ch) <= 126 for ch in token):
+        raise UplinkError(f"token file {path}: the token holds spaces or characters "
+                          "that an HTTP header cannot carry")
+    return token

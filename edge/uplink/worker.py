@@ -1,0 +1,161 @@
+"""The uplink outbox: delivers every stored event to the platform, once, in seq order.
+
+Live, one event per request so an alarm is on the platform within milliseconds; while a
+backlog drains, batches of up to 100 events or 256 KB. A failure backs off (capped
+exponential, full jitter, Retry-After honoured) and holds the queue, since the platform
+relies on order; a permanent rejection (4xx) dead-letters only the event it names and the
+queue moves on. The outcome is written in the same transaction that records the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+
+from edge.config import Config
+from edge.errors import StorageError, UplinkError
+from edge.routing import UPLINK
+from edge.store import Store
+from edge.uplink.backoff import next_delay
+from edge.uplink.http import ACCEPTED, REJECTED, HttpUplink
+from edge.worker import IDLE_WAIT_S, ThreadWorker
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX_EVENTS = 100
+BATCH_MAX_BYTES = 256 * 1024
+# Consecutive failed attempts before the uplink counts as a fault: one lost request is
+# weather, three in a row is an outage worth telling the principal about.
+FAULT_AFTER_FAILURES = 3
+CLIENT_RETRY_S = 30.0
+
+
+class UplinkWorker(ThreadWorker):
+    part = "uplink"
+
+    def __init__(self, cfg: Config, daemon, *, client: HttpUplink | None = None,
+                 rng=random.random):
+        super().__init__()
+        self.cfg = cfg
+        self.daemon = daemon
+        self._client = client
+        self._rng = rng
+        self._store: Store | None = None
+        self._failures = 0
+        self._single_through = 0  # after a batch was rejected: one by one up to this seq
+        self._ok = False
+        self._last_error: str | None = None
+
+    # ------------------------------------------------------------------ owner side
+
+    def status(self) -> dict:
+        return {"ok": self._ok, "last_error": self._last_error}
+
+    def reload(self) -> None:
+        """SIGHUP: read the token file again."""
+        if self._client is not None:
+            try:
+                self._client.reload_token()
+                log.info("uplink token reloaded")
+            except UplinkError as e:
+                log.error("uplink token not reloaded: %s", e)
+
+    # ------------------------------------------------------------------ worker thread
+
+    def setup(self) -> None:
+        self._store = Store(self.cfg.storage.db_path)
+
+    def teardown(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        if self._client is not None:
+            self._client.close()
+
+    def _ensure_client(self) -> bool:
+        if self._client is not None:
+            return True
+        up = self.cfg.uplink
+        try:
+            self._client = HttpUplink(up.url, str(up.token_file),
+                                      ca_file=str(up.ca_file) if up.ca_file else None,
+                                      connect_timeout_s=up.connect_timeout_s,
+                                      read_timeout_s=up.read_timeout_s)
+        except UplinkError as e:
+            self._set_failed("misconfigured", str(e))
+            return False
+        return True
+
+    def step(self) -> float:
+        if not self._ensure_client():
+            return CLIENT_RETRY_S
+        try:
+            rows = self._store.pending_deliveries(UPLINK, BATCH_MAX_EVENTS)
+        except StorageError as e:
+            log.warning("uplink cannot read the outbox: %s", e)
+            return IDLE_WAIT_S
+        if not rows:
+            return IDLE_WAIT_S
+        now = self._now()
+        if rows[0][2] > now:
+            return rows[0][2] - now
+        batch, docs = self._batch(rows)
+        result = self._client.post_events(docs)
+        seqs = [event.seq for event, _, _ in batch]
+        status = str(result.status) if result.status is not None else result.detail[:60]
+        if result.outcome == ACCEPTED:
+            self._store.mark_accepted(UPLINK, seqs, status, self._now())
+            self._set_ok()
+        elif result.outcome == REJECTED:
+            if len(batch) > 1:
+                # Which event offends is unknown: send these one by one to find out.
+                self._single_through = seqs[-1]
+            else:
+                event = batch[0][0]
+                self._store.mark_rejected(UPLINK, event.seq, status, self._now())
+                log.error("platform rejected event %s (seq %d, %s): %s", event.id, event.seq,
+                          event.kind, result.detail)
+                self._set_failed("rejected", f"event {event.id}: {result.detail}",
+                                 at_once=True)
+        else:
+            attempts = max(a for _, a, _ in batch) + 1
+            delay = next_delay(attempts, result.retry_after_s, rng=self._rng)
+            self._store.mark_retry(UPLINK, seqs, status, self._now() + delay)
+            log.warning("platform did not take %d event(s) (%s); retry in %.1f s",
+                        len(seqs), result.detail, delay)
+            self._set_failed("unreachable", result.detail)
+        return 0
+
+    def _batch(self, rows):
+        """The next request's events: one while live (or while isolating a rejected
+        batch), else as many as fit in a batch."""
+        if len(rows) == 1 or rows[0][0].seq <= self._single_through:
+            first = rows[0][0]
+            return rows[:1], [first.to_cloudevent(self.cfg.site.device_id)]
+        batch, docs, size = [], [], 2
+        for row in rows:
+            doc = row[0].to_cloudevent(self.cfg.site.device_id)
+            doc_size = len(json.dumps(doc, ensure_ascii=False).encode()) + 1
+            if docs and size + doc_size > BATCH_MAX_BYTES:
+                break
+            batch.append(row)
+            docs.append(doc)
+            size += doc_size
+        return batch, docs
+
+    def _now(self) -> float:
+        return self.daemon.clock.now().timestamp()
+
+    def _set_ok(self) -> None:
+        self._failures = 0
+        self._last_error = None
+        if not self._ok:
+            self._ok = True
+            self.daemon.loop.post(self.daemon.part_ok, "uplink")
+
+    def _set_failed(self, reason: str, detail: str, at_once: bool = False) -> None:
+        self._failures += 1
+        self._last_error = detail
+        if at_once or self._failures >= FAULT_AFTER_FAILURES:
+            self._ok = False
+            self.daemon.loop.post(self.daemon.part_failed, "uplink", reason, detail)

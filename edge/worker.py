@@ -1,0 +1,80 @@
+"""The shape every slow part (uplink, modem, camera) shares: a thread of its own that
+sleeps until woken or until its next due time, does one step of I/O, and repeats. The
+owner thread only ever calls notify(), which never blocks."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from edge.events import Event
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 5.0
+
+
+class ThreadWorker:
+    part = "worker"
+
+    def __init__(self):
+        self._wake = threading.Condition()
+        self._woken = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.part, daemon=True)
+        self._thread.start()
+
+    def notify(self, event: Event) -> None:
+        if self.wants(event):
+            self.wake()
+
+    def wants(self, event: Event) -> bool:
+        """Whether a new event gives this worker something to do."""
+        return True
+
+    def wake(self) -> None:
+        with self._wake:
+            self._woken = True
+            self._wake.notify()
+
+    def stop(self, timeout: float) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("%s worker did not stop within %.1f s", self.part, timeout)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def _run(self) -> None:
+        self.setup()
+        try:
+            while not self._stopping:
+                try:
+                    wait = self.step()
+                except Exception:
+                    log.exception("%s worker step failed", self.part)
+                    wait = IDLE_WAIT_S
+                with self._wake:
+                    if not self._woken and not self._stopping and wait > 0:
+                        self._wake.wait(min(wait, IDLE_WAIT_S))
+                    self._woken = False
+        finally:
+            self.teardown()
+
+    def setup(self) -> None:
+        """On the worker's thread, before the first step (open its store connection…)."""
+
+    def step(self) -> float:
+        """Do what is due; return how long to sleep unless woken."""
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """On the worker's thread, after the last step."""
