@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("state", choices=["on", "off"])
     s = sub.add_parser("silence", parents=[common], help="silence and acknowledge the alarm")
     s.add_argument("--by", metavar="NAME", default=None)
+    s = sub.add_parser("test-sms", parents=[common], help="send one SMS through the modem")
+    s.add_argument("number")
+    s.add_argument("text", nargs="?")
     return p
 
 
@@ -113,7 +116,12 @@ def cmd_events(args) -> int:
 
     cfg = config_mod.load(args.config)
     fmt = "json" if args.json else "csv" if args.csv else "text"
-    print_events(read_events(cfg, since=args.since, kind=args.kind), fmt)
+    try:
+        events = read_events(cfg, since=args.since, kind=args.kind)
+    except ValueError as e:  # a --since that is no time: a usage error, like argparse's
+        print(f"edge-alarm: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    print_events(events, fmt)
     return EXIT_OK
 
 
@@ -137,4 +145,15 @@ def cmd_silence(args) -> int:
             print(f"silenced {event['subject']} ({event['data'].get('label')}) by {by}")
     else:
         print("no alarm was active; siren off")
+    return EXIT_OK
+
+
+def cmd_test_sms(args) -> int:
+    from edge.sms_send import send_test_sms
+
+    cfg = config_mod.load(args.config)
+    _setup_logging(verbose=False)
+    refs = send_test_sms(cfg, args.number, args.text)
+    print(f"sent to {args.number} ({len(refs)} part(s), message reference(s) "
+          f"{', '.join(map(str, refs))})")
     return EXIT_OK

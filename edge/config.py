@@ -276,10 +276,15 @@ def _types_text(types) -> str:
     return " or ".join(_TYPE_NAMES[t] for t in _as_tuple(types))
 
 
+# What a value that was given is called; bool first, as True is also an int.
+_VALUE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string",
+                list: "array", dict: "table"}
+
+
 def _type_name(value) -> str:
-    for t in (bool, int, float, str, list, dict):
+    for t, name in _VALUE_NAMES.items():
         if isinstance(value, t):
-            return _TYPE_NAMES[t].split(" ", 1)[1]
+            return name
     return type(value).__name__
 
 
@@ -311,7 +316,7 @@ def _valid_pin(value: int) -> str | None:
     return None if value in _BCM_PINS else "must be a BCM GPIO number from 0 to 27"
 
 
-def _valid_phone(value: str) -> str | None:
+def phone_problem(value: str) -> str | None:
     if _E164_RE.match(value) or _CN_MOBILE_RE.match(value):
         return None
     return f"{value!r} is neither an E.164 number (+8613800138000) nor a domestic mobile number"
@@ -600,7 +605,7 @@ def _modem(t: _Table) -> Modem:
         baudrate=t.get("baudrate", int, 115200, check=_one_of(
             (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600))),
         sim_pin=t.get("sim_pin", str, "", check=_sim_pin),
-        smsc=t.get("smsc", str, "", check=lambda v: _valid_phone(v) if v else None),
+        smsc=t.get("smsc", str, "", check=lambda v: phone_problem(v) if v else None),
         health_s=t.get("health_s", int, 60, check=_positive),
         min_signal=t.get("min_signal", int, 5, check=lambda v: None if 0 <= v <= 31
                          else "must be an AT+CSQ rssi from 0 to 31"),
@@ -648,7 +653,7 @@ def _contact(t: _Table):
     name = t.get("name", str, check=_valid_name)
     c = Contact(
         name=name,
-        phone=t.get("phone", str, check=_valid_phone),
+        phone=t.get("phone", str, check=phone_problem),
         receives=_kinds(t, "receives", _REQUIRED),
         may_command=t.get("may_command", bool, False),
     )

@@ -21,6 +21,8 @@ from edge.errors import CommandRefused, DaemonUnreachable, EdgeAlarmError
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
+# A test SMS waits behind a modem re-initialisation at worst, and the network's +CMGS.
+TEST_SMS_TIMEOUT_S = 150.0
 Handler = Callable[[dict], object]
 
 
@@ -168,4 +170,12 @@ def daemon_handlers(daemon) -> dict[str, Handler]:
         by = str(args.get("by") or "cli")[:64]
         return [e.to_json() for e in call(daemon.silence, by, "cli")]
 
-    return {"status": status, "sim": sim, "silence": silence}
+    def test_sms(args):
+        worker = next((w for w in daemon.workers if w.part == "modem"), None)
+        if worker is None:
+            raise EdgeAlarmError("no [modem] is configured")
+        refs = worker.send_direct(str(args["number"]), str(args["text"])).result(
+            TEST_SMS_TIMEOUT_S)
+        return {"refs": refs}
+
+    return {"status": status, "sim": sim, "silence": silence, "test-sms": test_sms}

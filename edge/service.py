@@ -14,6 +14,9 @@ log = logging.getLogger(__name__)
 def build_daemon(cfg: Config, **kwargs) -> Daemon:
     """The daemon with every configured worker attached (also used by the demo)."""
     daemon = Daemon(cfg, **kwargs)
+    if cfg.modem is not None:
+        from edge.sms import SmsWorker
+        daemon.workers.append(SmsWorker(cfg, daemon))
     if cfg.uplink is not None:
         from edge.uplink.worker import UplinkWorker
         daemon.workers.append(UplinkWorker(cfg, daemon))

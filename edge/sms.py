@@ -1,0 +1,263 @@
+"""The SMS worker: owns the modem; sends the SMS outbox, answers commands from contacts,
+and watches the modem's health. Everything here runs on the worker's own thread: a modem
+that hangs delays SMS, never the siren.
+
+Exactly one SMS per (event, contact): the row is created with the event, and marked sent
+in the transaction that records the modem's +CMGS references. The one window left is a
+crash (or power cut) after the modem took the message and before that commit: the next
+start sends it again. A duplicate is the price of never losing an alarm.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from concurrent.futures import Future
+
+from edge.config import Config, Contact
+from edge.errors import ModemError, StorageError
+from edge.modem.at import Urc
+from edge.modem.modem import Modem
+from edge.modem.pdu import Deliver
+from edge.sms_text import alert_text, help_text, status_text
+from edge.store import SmsRow, Store
+from edge.worker import IDLE_WAIT_S, ThreadWorker
+
+log = logging.getLogger(__name__)
+
+STATUS_WORDS = frozenset({"STATUS", "状态"})
+SILENCE_WORDS = frozenset({"SILENCE", "解除", "收到"})
+SEND_RETRY_FIRST_S = 10.0
+SEND_RETRY_MAX_S = 300.0
+# After this many failed sends of one SMS (with the modem otherwise working) it is given
+# up and recorded as failed: a number the network refuses must not block the outbox.
+MAX_SEND_ATTEMPTS = 12
+OWNER_CALL_TIMEOUT_S = 5.0
+
+
+def parse_command(text: str) -> str | None:
+    """'status' or 'silence' for a command text (any case, stray punctuation), else None."""
+    word = re.sub(r"[\s。.!！?？,，]+", "", text).upper()
+    if word in STATUS_WORDS:
+        return "status"
+    if word in SILENCE_WORDS:
+        return "silence"
+    return None
+
+
+def same_number(a: str, b: str) -> bool:
+    """Whether two phone numbers are the same subscriber: +8613800138000, 8613800138000,
+    008613800138000 and 13800138000 all are."""
+    return _national(a) == _national(b)
+
+
+def _national(number: str) -> str:
+    digits = re.sub(r"\D", "", number)
+    for prefix in ("0086", "86"):
+        if digits.startswith(prefix) and len(digits) - len(prefix) == 11:
+            return digits[len(prefix):]
+    return digits
+
+
+class SmsWorker(ThreadWorker):
+    part = "modem"
+
+    def __init__(self, cfg: Config, daemon, *, modem: Modem | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.daemon = daemon
+        m = cfg.modem
+        self.modem = modem or Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
+                                    on_urc=self._on_urc, min_signal=m.min_signal)
+        self._store: Store | None = None
+        self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
+        self._direct_lock = threading.Lock()
+        self._next_health = 0.0
+        self._ref = 0  # concatenation reference of the last multipart SMS
+        self._scan_inbox = True  # after every (re)initialisation: read what came meanwhile
+        self._health = {"ok": False, "signal": None, "reason": "starting", "operator": None}
+
+    # ------------------------------------------------------------------ any thread
+
+    def status(self) -> dict:
+        return dict(self._health)
+
+    def wants(self, event) -> bool:
+        return True  # a new event may owe an SMS; the outbox query decides
+
+    def send_direct(self, number: str, text: str) -> Future:
+        """An SMS that is not an event's (test-sms, replies): sent soon, result in the
+        future (the list of +CMGS references, or the ModemError)."""
+        future: Future = Future()
+        with self._direct_lock:
+            self._direct.append((number, text, future))
+        self.wake()
+        return future
+
+    def _on_urc(self, urc: Urc) -> None:
+        if urc.line.startswith(("+CMTI:", "+CMT:")):
+            self.wake()
+
+    # ------------------------------------------------------------------ worker thread
+
+    def setup(self) -> None:
+        self._store = Store(self.cfg.storage.db_path)
+
+    def teardown(self) -> None:
+        self.modem.close()
+        with self._direct_lock:
+            pending, self._direct = self._direct, []
+        for _, _, future in pending:
+            future.set_exception(ModemError("the daemon is stopping"))
+        if self._store is not None:
+            self._store.close()
+
+    def step(self) -> float:
+        mono = self.daemon.clock.monotonic()
+        try:
+            was_ready = not self.modem.needs_init
+            self.modem.ensure_ready()
+            if not was_ready:
+                self._scan_inbox = True
+                self._next_health = 0.0
+        except ModemError as e:
+            self._unhealthy(e)
+            self._fail_direct(e)
+            return max(0.5, min(self.modem.retry_in, IDLE_WAIT_S))
+        try:
+            if mono >= self._next_health:
+                self._check_health()
+                self._next_health = mono + self.cfg.modem.health_s
+            self._read_inbox(mono)
+            self._send_direct()
+            return self._send_outbox()
+        except ModemError as e:
+            log.warning("modem: %s", e)
+            return 1.0
+
+    # --- health -----------------------------------------------------------------------
+
+    def _check_health(self) -> None:
+        health = self.modem.health()
+        self._health = {"ok": health.ok, "signal": health.signal, "reason": health.reason,
+                        "operator": health.operator}
+        if health.ok:
+            self.daemon.loop.post(self.daemon.part_ok, "modem")
+        else:
+            self.daemon.loop.post(self.daemon.part_failed, "modem", health.reason,
+                                  f"signal={health.signal}")
+
+    def _unhealthy(self, error: ModemError) -> None:
+        health = self.modem.health()  # names the reason: port gone, silent, SIM…
+        reason = health.reason or "silent"
+        if self._health.get("reason") != reason:
+            log.error("modem not usable (%s): %s", reason, error)
+        self._health = {"ok": False, "signal": health.signal, "reason": reason,
+                        "operator": health.operator}
+        self.daemon.loop.post(self.daemon.part_failed, "modem", reason, str(error)[:200])
+
+    # --- incoming ---------------------------------------------------------------------
+
+    def _read_inbox(self, mono: float) -> None:
+        scan, self._scan_inbox = self._scan_inbox, False
+        for message in self.modem.receive(mono, scan=scan):
+            self._handle_incoming(message)
+
+    def _handle_incoming(self, message: Deliver) -> None:
+        contact = self._contact(message.sender)
+        command = parse_command(message.text)
+        if contact is None or not contact.may_command:
+            log.warning("SMS from %s refused (not a commanding contact): %r", message.sender,
+                        message.text[:80])
+            self.daemon.loop.post(self.daemon.record, "sms_refused", "modem", "短信指令",
+                                  {"number": message.sender, "text": message.text[:640],
+                                   "contact": contact.name if contact else None})
+            return
+        log.info("SMS command from %s (%s): %r", contact.name, message.sender, message.text)
+        if command == "silence":
+            done = self.daemon.loop.call(self.daemon.silence, contact.name, "sms",
+                                         timeout=OWNER_CALL_TIMEOUT_S)
+            status = self.daemon.loop.call(self.daemon.status, timeout=OWNER_CALL_TIMEOUT_S)
+            reply = (f"【{self.cfg.site.name}】已解除{len(done)}个报警，警号已关闭。"
+                     if done else f"【{self.cfg.site.name}】当前没有报警，警号已关闭。")
+            reply += status_text(status, self.cfg).split("：", 1)[1]
+        elif command == "status":
+            status = self.daemon.loop.call(self.daemon.status, timeout=OWNER_CALL_TIMEOUT_S)
+            reply = status_text(status, self.cfg)
+        else:
+            reply = help_text(self.cfg)
+        self._send(contact.phone, reply)
+
+    def _contact(self, number: str) -> Contact | None:
+        return next((c for c in self.cfg.contacts if same_number(c.phone, number)), None)
+
+    # --- outgoing ---------------------------------------------------------------------
+
+    def _send(self, number: str, text: str) -> list[int]:
+        reference = self._reference()
+        return self.modem.send_sms(number, text, reference=reference,
+                                   max_parts=self.cfg.sms.max_parts)
+
+    def _reference(self) -> int:
+        self._ref = (self._ref + 1) % 256
+        return self._ref
+
+    def _send_direct(self) -> None:
+        while True:
+            with self._direct_lock:
+                if not self._direct:
+                    return
+                number, text, future = self._direct.pop(0)
+            try:
+                future.set_result(self._send(number, text))
+            except ModemError as e:
+                future.set_exception(e)
+                raise
+
+    def _fail_direct(self, error: ModemError) -> None:
+        with self._direct_lock:
+            pending, self._direct = self._direct, []
+        for _, _, future in pending:
+            future.set_exception(error)
+
+    def _send_outbox(self) -> float:
+        now = self.daemon.clock.now().timestamp()
+        try:
+            rows = self._store.due_sms(now)
+        except StorageError as e:
+            log.warning("SMS outbox unreadable: %s", e)
+            return IDLE_WAIT_S
+        for row in rows:
+            if self.stopping:
+                return 0
+            self._send_row(row)
+        if rows:
+            return 0
+        nxt = self._store.next_sms_due()
+        return IDLE_WAIT_S if nxt is None else max(0.05, nxt - now)
+
+    def _send_row(self, row: SmsRow) -> None:
+        event = self._store.event(row.seq)
+        if event is None:
+            return
+        text = alert_text(event, self.cfg, fallback=row.fallback)
+        now = self.daemon.clock.now().timestamp
+        try:
+            refs = self._send(row.phone, text)
+        except ModemError as e:
+            attempts = row.attempts + 1
+            if attempts >= MAX_SEND_ATTEMPTS:
+                log.error("SMS for event %d to %s given up after %d attempts: %s", row.seq,
+                          row.contact, attempts, e)
+                self._store.mark_sms(row.seq, row.contact, "failed", now=now(), error=str(e))
+            else:
+                delay = min(SEND_RETRY_MAX_S, SEND_RETRY_FIRST_S * 2 ** (attempts - 1))
+                log.warning("SMS for event %d to %s failed (%s); retry in %.0f s", row.seq,
+                            row.contact, e, delay)
+                self._store.mark_sms(row.seq, row.contact, "pending", now=now(),
+                                     error=str(e), next_try=now() + delay)
+            raise
+        self._store.mark_sms(row.seq, row.contact, "sent", now=now(), refs=refs)
+        log.info("SMS for %s event %d sent to %s (%d part(s))", event.kind, row.seq,
+                 row.contact, len(refs))

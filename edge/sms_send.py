@@ -1,0 +1,32 @@
+"""`edge-alarm test-sms`: through the running daemon when there is one (it holds the
+port), else by opening the modem here."""
+
+from __future__ import annotations
+
+from edge.config import Config, phone_problem
+from edge.control import TEST_SMS_TIMEOUT_S, request
+from edge.errors import CommandRefused, DaemonUnreachable, EdgeAlarmError
+from edge.modem.modem import Modem
+from edge.sms_text import test_text
+
+
+def send_test_sms(cfg: Config, number: str, text: str | None) -> list[int]:
+    problem = phone_problem(number)
+    if problem:
+        raise EdgeAlarmError(problem)
+    if cfg.modem is None:
+        raise EdgeAlarmError("no [modem] is configured")
+    text = text if text is not None else test_text(cfg)
+    try:
+        answer = request(cfg.control.socket, "test-sms", {"number": number, "text": text},
+                         timeout=TEST_SMS_TIMEOUT_S + 5)
+        return answer["refs"]
+    except DaemonUnreachable:
+        pass
+    except CommandRefused as e:
+        raise EdgeAlarmError(str(e)) from e
+    m = cfg.modem
+    with Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
+               min_signal=m.min_signal) as modem:
+        modem.ensure_ready()
+        return modem.send_sms(number, text, reference=1, max_parts=cfg.sms.max_parts)

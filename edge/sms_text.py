@@ -1,0 +1,95 @@
+"""The words of every SMS: Chinese texts signed 【site.name】 that name the label, what
+happened and the local time (spec §5). [sms] templates replace them per kind."""
+
+from __future__ import annotations
+
+import datetime as dt
+import string
+
+from edge.config import Config
+from edge.events import Event
+
+DEFAULT_TEMPLATES = {
+    "panic": "【{site}】紧急报警：{label} 于 {time} 触发。回复 SILENCE 解除。",
+    "tamper": "【{site}】防拆报警：{label} 于 {time} 被打开。回复 SILENCE 解除。",
+    "gate_after_hours": "【{site}】非开放时段开门：{label} 于 {time} 打开。",
+    "gate_held_open": "【{site}】门未关闭：{label} 于 {time} 仍然开着，已超过规定时长。",
+    "gate_open": "【{site}】{label} 于 {time} 打开。",
+    "gate_closed": "【{site}】{label} 于 {time} 关闭。",
+    "fault": "【{site}】设备故障：{label}（{reason}）于 {time} 发生，请及时检修。",
+    "recovered": "【{site}】故障恢复：{label} 于 {time} 恢复正常。",
+    "silenced": "【{site}】报警已解除：{label} 由 {by} 于 {time} 确认。",
+    "drill": "【{site}】【演练】{label} 于 {time} 触发（演练，非真实报警）。",
+    "sms_refused": "【{site}】收到无权限号码 {by} 的短信指令，已拒绝（{time}）。",
+    "power_lost": "【{site}】市电中断：{label} 于 {time} 报告停电。",
+    "power_restored": "【{site}】市电恢复：{label} 于 {time} 恢复供电。",
+    "battery_low": "【{site}】电池电量低：{label} 于 {time} 报告。",
+}
+FALLBACK_NOTE = "（平台无法连接，经短信补发）"
+
+# Fault reasons in words the principal can act on.
+REASON_WORDS = {
+    "port_gone": "模块断开", "silent": "模块无响应", "sim_missing": "未检测到SIM卡",
+    "sim_pin": "SIM卡PIN码错误或被锁", "not_registered": "未注册到移动网络",
+    "signal_low": "信号弱", "signal_unknown": "无信号", "smsc_empty": "短信中心号码为空",
+    "unreachable": "平台无法连接", "rejected": "平台拒收", "misconfigured": "配置错误",
+    "corrupt": "数据库损坏，已隔离", "unwritable": "无法写入", "full": "存储空间已满",
+    "not_synchronised": "时间未同步", "unavailable": "不可用", "capture_failed": "拍照失败",
+}
+
+
+def local_time(event: Event, cfg: Config) -> dt.datetime:
+    return event.time.astimezone(cfg.site.tz)
+
+
+def alert_text(event: Event, cfg: Config, *, fallback: bool = False) -> str:
+    """The SMS for ``event``; ``fallback``: it goes because the platform did not take it."""
+    template = cfg.sms.templates.get(event.kind) or DEFAULT_TEMPLATES.get(
+        event.kind, "【{site}】{label}：{kind} 于 {time}。")
+    local = local_time(event, cfg)
+    reason = event.data.get("reason", "")
+    fields = {
+        "site": cfg.site.name,
+        "label": event.data.get("label", event.subject),
+        "subject": event.subject,
+        "time": local.strftime("%H:%M:%S"),
+        "date": local.strftime("%m-%d"),
+        "kind": event.kind,
+        "reason": REASON_WORDS.get(reason, reason),
+        "by": event.data.get("by") or event.data.get("number", ""),
+    }
+    text = string.Formatter().vformat(template, (), fields)
+    return text + FALLBACK_NOTE if fallback else text
+
+
+def status_text(status: dict, cfg: Config) -> str:
+    """The answer to STATUS: alarm state, gates, open faults, uplink backlog, signal."""
+    alarm = status["alarm"]
+    if alarm["active"]:
+        labels = [status["inputs"][n]["label"] for n in alarm["inputs"] if n in status["inputs"]]
+        parts = ["报警中：" + "、".join(labels)]
+    else:
+        parts = ["无报警"]
+    gates = [f"{i['label']}{'开' if i.get('open') else '关'}"
+             for i in status["inputs"].values() if i["kind"] == "gate"]
+    if gates:
+        parts.append("门：" + "、".join(gates))
+    faults = status["faults"]
+    parts.append("故障：" + ("、".join(faults) if faults else "无"))
+    if status["uplink"].get("configured"):
+        parts.append(f"待上传{status['uplink']['pending']}条")
+    signal = status["modem"].get("signal")
+    parts.append(f"信号{signal if signal is not None else '未知'}")
+    if status.get("siren", {}).get("on"):
+        parts.append("警号鸣响中")
+    when = status["time"][11:16]
+    return f"【{cfg.site.name}】状态 {when}：" + "；".join(parts) + "。"
+
+
+def help_text(cfg: Config) -> str:
+    return f"【{cfg.site.name}】未识别的指令。可回复：STATUS（状态）查询，SILENCE（解除）确认报警。"
+
+
+def test_text(cfg: Config) -> str:
+    now = dt.datetime.now(cfg.site.tz).strftime("%H:%M:%S")
+    return f"【{cfg.site.name}】测试短信：报警主机短信通道正常（{now}）。"
