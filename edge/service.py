@@ -17,6 +17,9 @@ def build_daemon(cfg: Config, **kwargs) -> Daemon:
     if cfg.modem is not None:
         from edge.sms import SmsWorker
         daemon.workers.append(SmsWorker(cfg, daemon))
+    if cfg.camera is not None and cfg.camera.backend != "none":
+        from edge.snapshots import CameraWorker
+        daemon.workers.append(CameraWorker(cfg, daemon))
     if cfg.uplink is not None:
         from edge.uplink.worker import UplinkWorker
         daemon.workers.append(UplinkWorker(cfg, daemon))

@@ -136,6 +136,10 @@ class Store:
                 raise StorageError(f"cannot open {self.path}: {e}") from e
             self._conn = None
             self._start_fresh(f"corrupt: {e}")
+        except StorageError:
+            raise
+        except OSError as e:  # the directory cannot be made: a file in the way, read-only fs
+            raise StorageError(f"cannot open {self.path}: {e}") from e
 
     # ------------------------------------------------------------------ open / close
 
@@ -374,6 +378,45 @@ class Store:
                                  "last_error FROM sms WHERE seq=? ORDER BY contact", (seq,))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    # ------------------------------------------------------------------ attachments
+
+    def attach(self, seq: int, files: list[tuple[str, str, str, int]], data_update: dict
+               ) -> None:
+        """Record pictures of event ``seq`` ((name, path, sha256, bytes) each) and add
+        ``data_update`` (snapshot_sha256…) to its data, in one transaction."""
+        with self._transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO attachments(seq, name, path, sha256, bytes) "
+                          "VALUES(?,?,?,?,?)", [(seq, *f) for f in files])
+            self._merge_data(seq, data_update)
+
+    def update_event_data(self, seq: int, data_update: dict) -> None:
+        with self._transaction():
+            self._merge_data(seq, data_update)
+
+    def _merge_data(self, seq: int, data_update: dict) -> None:
+        row = self._conn.execute("SELECT data FROM events WHERE seq=?", (seq,)).fetchone()
+        if row is not None:
+            data = json.loads(row[0])
+            data.update(data_update)
+            self._conn.execute("UPDATE events SET data=? WHERE seq=?", (data_json(data), seq))
+
+    def attachments_to_upload(self, transport: str, limit: int = 10) -> list[tuple]:
+        """(seq, event id, name, path) of pictures whose event ``transport`` has accepted
+        but which are not uploaded yet, oldest first."""
+        return self._conn.execute(
+            "SELECT a.seq, e.id, a.name, a.path FROM attachments a "
+            "JOIN events e ON e.seq = a.seq JOIN deliveries d ON d.seq = a.seq "
+            "WHERE a.uploaded = 0 AND d.transport = ? AND d.state = 'accepted' "
+            "ORDER BY a.seq, a.name LIMIT ?", (transport, limit)).fetchall()
+
+    def mark_uploaded(self, seq: int, name: str) -> None:
+        with self._transaction() as c:
+            c.execute("UPDATE attachments SET uploaded=1 WHERE seq=? AND name=?", (seq, name))
+
+    def uploaded_paths(self) -> set[str]:
+        return {r[0] for r in self._conn.execute(
+            "SELECT path FROM attachments WHERE uploaded=1")}
 
     # ------------------------------------------------------------------ retention
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import random
+from pathlib import Path
 
 from edge.config import Config
 from edge.errors import StorageError, UplinkError
 from edge.routing import UPLINK
 from edge.store import Store
 from edge.uplink.backoff import next_delay
-from edge.uplink.http import ACCEPTED, REJECTED, HttpUplink
+from edge.snapshots import snapshot_wanted
+from edge.uplink.http import ACCEPTED, REJECTED, RETRY, HttpUplink
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,9 @@ BATCH_MAX_BYTES = 256 * 1024
 # weather, three in a row is an outage worth telling the principal about.
 FAULT_AFTER_FAILURES = 3
 CLIENT_RETRY_S = 30.0
+# An alarm waits this long for its snapshot so its CloudEvent carries snapshot_sha256;
+# the camera normally answers within a second, and the SMS never waits for it.
+SNAPSHOT_WAIT_S = 10.0
 
 
 class UplinkWorker(ThreadWorker):
@@ -46,6 +51,8 @@ class UplinkWorker(ThreadWorker):
         self._single_through = 0  # after a batch was rejected: one by one up to this seq
         self._ok = False
         self._last_error: str | None = None
+        self._pictures_retry_at = 0.0
+        self._picture_attempts = 0
 
     # ------------------------------------------------------------------ owner side
 
@@ -94,12 +101,16 @@ class UplinkWorker(ThreadWorker):
         except StorageError as e:
             log.warning("uplink cannot read the outbox: %s", e)
             return IDLE_WAIT_S
-        if not rows:
-            return IDLE_WAIT_S
         now = self._now()
+        upload_wait = self._upload_pictures(now)
+        if not rows:
+            return upload_wait
         if rows[0][2] > now:
-            return rows[0][2] - now
-        batch, docs = self._batch(rows)
+            return min(rows[0][2] - now, upload_wait)
+        picture_wait = self._picture_wait(rows[0][0], now)
+        if picture_wait > 0:
+            return min(picture_wait, upload_wait)
+        batch, docs = self._batch(rows, now)
         result = self._client.post_events(docs)
         seqs = [event.seq for event, _, _ in batch]
         status = str(result.status) if result.status is not None else result.detail[:60]
@@ -126,7 +137,15 @@ class UplinkWorker(ThreadWorker):
             self._set_failed("unreachable", result.detail)
         return 0
 
-    def _batch(self, rows):
+    def _picture_wait(self, event, now: float) -> float:
+        """Seconds this event should still wait for its snapshot (0: send it now)."""
+        if not snapshot_wanted(event, self.cfg):
+            return 0.0
+        if "snapshot_sha256" in event.data or "snapshot_error" in event.data:
+            return 0.0
+        return max(0.0, event.ts + SNAPSHOT_WAIT_S - now)
+
+    def _batch(self, rows, now: float):
         """The next request's events: one while live (or while isolating a rejected
         batch), else as many as fit in a batch."""
         if len(rows) == 1 or rows[0][0].seq <= self._single_through:
@@ -134,6 +153,8 @@ class UplinkWorker(ThreadWorker):
             return rows[:1], [first.to_cloudevent(self.cfg.site.device_id)]
         batch, docs, size = [], [], 2
         for row in rows:
+            if batch and self._picture_wait(row[0], now) > 0:
+                break
             doc = row[0].to_cloudevent(self.cfg.site.device_id)
             doc_size = len(json.dumps(doc, ensure_ascii=False).encode()) + 1
             if docs and size + doc_size > BATCH_MAX_BYTES:
@@ -142,6 +163,40 @@ class UplinkWorker(ThreadWorker):
             docs.append(doc)
             size += doc_size
         return batch, docs
+
+    def _upload_pictures(self, now: float) -> float:
+        """PUT the snapshots and frames of accepted events; returns how long until the
+        next try when the platform did not take one."""
+        if now < self._pictures_retry_at:
+            return self._pictures_retry_at - now
+        try:
+            pending = self._store.attachments_to_upload(UPLINK)
+        except StorageError as e:
+            log.warning("uplink cannot read the pictures to upload: %s", e)
+            return IDLE_WAIT_S
+        for seq, event_id, name, path in pending:
+            try:
+                jpeg = Path(path).read_bytes()
+            except OSError as e:
+                log.warning("picture %s of event %s is gone (%s); not uploaded", name,
+                            event_id, e)
+                self._store.mark_uploaded(seq, name)
+                continue
+            if name == "snapshot":
+                result = self._client.put_snapshot(event_id, jpeg)
+            else:
+                result = self._client.put_frame(event_id, int(name.split("-")[1]), jpeg)
+            if result.outcome == RETRY:
+                self._picture_attempts += 1
+                delay = next_delay(self._picture_attempts, result.retry_after_s, rng=self._rng)
+                self._pictures_retry_at = now + delay
+                return delay
+            if result.outcome == REJECTED:
+                log.error("platform refused picture %s of event %s: %s", name, event_id,
+                          result.detail)
+            self._picture_attempts = 0
+            self._store.mark_uploaded(seq, name)
+        return IDLE_WAIT_S
 
     def _now(self) -> float:
         return self.daemon.clock.now().timestamp()

@@ -1,0 +1,241 @@
+"""The camera worker: a picture of who stood at the gate when the alarm went, taken off the
+alarm path. The event is stored and acted on first; the picture is attached when it exists
+(its sha256 added to the event's data), with the pre-trigger frames of the seconds before.
+
+Files: storage.path/snapshots/YYYY-MM-DD/<event id>.jpg and <event id>-frame-<k>.jpg.
+Limits: older than retention_days goes; above max_snapshots_mb the oldest go first, the
+pictures the platform has not received yet last. A full disk is a storage fault, never a
+stop: the siren and the SMS do not need the picture.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from edge.camera import open_camera
+from edge.config import Config
+from edge.errors import CameraError, StorageError
+from edge.events import SNAPSHOT_KINDS, Event
+from edge.store import Store
+from edge.worker import IDLE_WAIT_S, ThreadWorker
+
+log = logging.getLogger(__name__)
+
+CAPTURE_TIMEOUT_S = 5.0
+CAMERA_RETRY_S = 30.0
+PRUNE_EVERY_S = 600.0
+# Free space below which the disk counts as full, before a write fails outright.
+MIN_FREE_MB = 20
+
+
+def snapshot_wanted(event: Event, cfg: Config) -> bool:
+    if cfg.camera is None or cfg.camera.backend == "none":
+        return False
+    return event.kind in SNAPSHOT_KINDS or (
+        event.kind == "gate_open" and cfg.camera.snapshot_on_gate_open)
+
+
+class CameraWorker(ThreadWorker):
+    part = "camera"
+
+    def __init__(self, cfg: Config, daemon, *, camera=None):
+        super().__init__()
+        self.cfg = cfg
+        self.daemon = daemon
+        self.root = cfg.storage.snapshots_path
+        self._camera = camera
+        self._queue: collections.deque[Event] = collections.deque()
+        self._lock = threading.Lock()
+        self._overlay = ["", "", ""]
+        self._store: Store | None = None
+        self._camera_ok: bool | None = None
+        self._disk_full = False
+        self._next_prune = 0.0
+        self._next_start = 0.0
+
+    # ------------------------------------------------------------------ owner side
+
+    def notify(self, event: Event) -> None:
+        if event.seq and snapshot_wanted(event, self.cfg):
+            with self._lock:
+                self._queue.append(event)
+            self.wake()
+
+    def status(self) -> dict:
+        return {"configured": True, "backend": self.cfg.camera.backend,
+                "ok": bool(self._camera_ok)}
+
+    # ------------------------------------------------------------------ worker thread
+
+    def setup(self) -> None:
+        self._store = Store(self.cfg.storage.db_path)
+        if self._camera is None:
+            self._camera = open_camera(self.cfg.camera.backend,
+                                       pre_trigger_s=self.cfg.camera.pre_trigger_s,
+                                       overlay=lambda: list(self._overlay))
+        self._start_camera()
+
+    def teardown(self) -> None:
+        if self._camera is not None:
+            self._camera.close()
+        if self._store is not None:
+            self._store.close()
+
+    def _start_camera(self) -> None:
+        try:
+            self._camera.start()
+            self._camera_state(True, None)
+        except CameraError as e:
+            self._camera_state(False, str(e))
+            self._next_start = time.monotonic() + CAMERA_RETRY_S
+
+    def _camera_state(self, ok: bool, error: str | None) -> None:
+        if ok == self._camera_ok:
+            return
+        self._camera_ok = ok
+        if ok:
+            self.daemon.loop.post(self.daemon.part_ok, "camera")
+        else:
+            log.error("camera fault: %s", error)
+            self.daemon.loop.post(self.daemon.part_failed, "camera", "capture_failed", error)
+
+    def step(self) -> float:
+        mono = time.monotonic()
+        if not self._camera_ok and not self._queue and mono >= self._next_start:
+            self._start_camera()  # retry a camera that failed at start, between alarms
+        while True:
+            with self._lock:
+                event = self._queue.popleft() if self._queue else None
+            if event is None:
+                break
+            self._snapshot(event)
+        if mono >= self._next_prune or self._disk_full:
+            self._next_prune = mono + PRUNE_EVERY_S
+            self.prune()
+        return IDLE_WAIT_S
+
+    def _snapshot(self, event: Event) -> None:
+        frames = self._camera.pre_trigger_frames()
+        local = event.time.astimezone(self.cfg.site.tz)
+        self._overlay[:] = [f"{self.cfg.site.device_id}  {event.kind}  {event.subject}",
+                            event.data.get("label", ""), local.strftime("%Y-%m-%d %H:%M:%S %z")]
+        try:
+            jpeg = self._camera.capture_jpeg(CAPTURE_TIMEOUT_S)
+        except CameraError as e:
+            self._camera_state(False, str(e))
+            self._record_data(event, {"snapshot_error": str(e)[:200]})
+            return
+        self._camera_state(True, None)
+        try:
+            files = self._save(event, jpeg, frames)
+        except OSError as e:
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            log.error("snapshot of event %s not saved: %s", event.id, e)
+            self._disk(False, "full" if full else "unwritable", str(e))
+            self._record_data(event, {"snapshot_error": f"not saved: {e.strerror or e}"})
+            return
+        self._disk(True)
+        update = {"snapshot_sha256": files[0][2]}
+        if len(files) > 1:
+            update["frames"] = len(files) - 1
+        try:
+            self._store.attach(event.seq, files, update)
+        except StorageError as e:
+            log.error("snapshot of event %s saved but not recorded: %s", event.id, e)
+            return
+        self._wake_uplink()
+        log.info("snapshot of %s event %d saved (%d bytes, %d frames)", event.kind, event.seq,
+                 len(jpeg), len(frames))
+
+    def _wake_uplink(self) -> None:
+        """The uplink holds an alarm back until its picture exists: tell it now."""
+        for worker in self.daemon.workers:
+            if worker.part == "uplink":
+                worker.wake()
+
+    def _save(self, event: Event, jpeg: bytes, frames: list[bytes]):
+        day = self.root / event.time.astimezone(self.cfg.site.tz).strftime("%Y-%m-%d")
+        day.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(day).free
+        if free < MIN_FREE_MB * 1024 * 1024 + len(jpeg) + sum(map(len, frames)):
+            raise OSError(errno.ENOSPC, "less than the minimum free space left", str(day))
+        files = [("snapshot", *_write(day / f"{event.id}.jpg", jpeg))]
+        for k, frame in enumerate(frames, 1):
+            files.append((f"frame-{k}", *_write(day / f"{event.id}-frame-{k}.jpg", frame)))
+        return files
+
+    def _record_data(self, event: Event, update: dict) -> None:
+        try:
+            self._store.update_event_data(event.seq, update)
+        except StorageError as e:
+            log.error("cannot note %s on event %s: %s", update, event.id, e)
+        self._wake_uplink()
+
+    def _disk(self, ok: bool, reason: str = "", detail: str = "") -> None:
+        if ok and self._disk_full:
+            self._disk_full = False
+            self.daemon.loop.post(self.daemon.part_ok, "storage")
+        elif not ok and not self._disk_full:
+            self._disk_full = True
+            self.daemon.loop.post(self.daemon.part_failed, "storage", reason, detail)
+
+    # ------------------------------------------------------------------ limits
+
+    def prune(self) -> None:
+        """Apply retention_days and max_snapshots_mb to the picture files."""
+        if not self.root.exists():
+            return
+        cutoff = time.time() - self.cfg.storage.retention_days * 86400
+        files = []
+        for day in self.root.iterdir():
+            if not day.is_dir():
+                continue
+            for f in day.iterdir():
+                try:
+                    st = f.stat()
+                except FileNotFoundError:
+                    continue
+                if st.st_mtime < cutoff:
+                    f.unlink(missing_ok=True)
+                else:
+                    files.append((f, st.st_size, st.st_mtime))
+            if not any(day.iterdir()):
+                day.rmdir()
+        cap = self.cfg.storage.max_snapshots_mb * 1024 * 1024
+        total = sum(size for _, size, _ in files)
+        if total > cap:
+            try:
+                uploaded = self._store.uploaded_paths()
+            except StorageError:
+                uploaded = set()
+            # Uploaded pictures go first (the platform has them), oldest first within each.
+            files.sort(key=lambda f: (str(f[0]) not in uploaded, f[2]))
+            for path, size, _ in files:
+                if total <= cap:
+                    break
+                path.unlink(missing_ok=True)
+                total -= size
+                log.info("snapshot cap: removed %s", path)
+        if self._disk_full:
+            free = shutil.disk_usage(self.root).free
+            if free >= 2 * MIN_FREE_MB * 1024 * 1024:
+                self._disk(True)
+
+
+def _write(path: Path, data: bytes) -> tuple[str, str, int]:
+    """Write atomically (temp file, fsync, rename): a power cut leaves no half picture."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return str(path), hashlib.sha256(data).hexdigest(), len(data)
