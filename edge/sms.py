@@ -69,7 +69,8 @@ class SmsWorker(ThreadWorker):
         self.daemon = daemon
         m = cfg.modem
         self.modem = modem or Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
-                                    on_urc=self._on_urc, min_signal=m.min_signal)
+                                    on_urc=self._on_urc, on_lost=self.wake,
+                                    min_signal=m.min_signal)
         self._store: Store | None = None
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
         self._direct_lock = threading.Lock()

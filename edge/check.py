@@ -1,0 +1,205 @@
+"""`edge-alarm check`: the config is valid (else exit 78) and every configured part is probed,
+one line each, ✓ or ✗ with what to do. When the daemon runs it holds the pins, the modem
+and the camera, so those are read from its status instead of being opened twice."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+
+from edge.clock import Clock, SyncState
+from edge.config import Config
+from edge.control import request
+from edge.errors import DaemonUnreachable, EdgeAlarmError, StorageError
+
+OK, FAIL, OFF = "✓", "✗", "–"
+MIN_FREE_MB = 200
+
+MODEM_ADVICE = {
+    "port_gone": "the modem's port is missing: check the USB cable and [modem] port "
+                 "(ls -l /dev/edge-alarm-modem /dev/ttyUSB*)",
+    "silent": "the modem does not answer AT: check power (a 2 A supply), baud rate, and "
+              "that no other program (ModemManager) holds the port",
+    "sim_missing": "no SIM card: insert one (contacts down, cut corner first)",
+    "sim_pin": "the SIM wants a PIN: set [modem] sim_pin, or remove the PIN on a phone",
+    "not_registered": "not registered on the network: check the antenna and that the SIM "
+                      "has service",
+    "signal_low": "weak signal: move the antenna (outside a metal box) or use a better one",
+    "signal_unknown": "no signal reading: check the antenna",
+    "smsc_empty": "the SIM has no SMS centre number: set [modem] smsc",
+}
+
+
+@dataclass
+class Line:
+    mark: str
+    part: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.mark} {self.part:<9} {self.text}"
+
+
+def run_check(cfg: Config, out=None) -> int:
+    out = out or sys.stdout
+    lines = [Line(OK, "config", f"{cfg.path} is valid")]
+    try:
+        daemon = request(cfg.control.socket, "status", timeout=5)
+    except (DaemonUnreachable, EdgeAlarmError):
+        daemon = None
+    lines.append(Line(OK if daemon else OFF, "daemon", "running" if daemon else
+                      "not running (parts probed directly)"))
+    lines += _pins(cfg, daemon)
+    lines.append(_modem(cfg, daemon))
+    lines.append(_camera(cfg, daemon))
+    lines += _storage(cfg)
+    lines.append(_clock())
+    lines.append(_platform(cfg))
+    for line in lines:
+        out.write(f"{line}\n")
+    failed = [line for line in lines if line.mark == FAIL]
+    return 1 if failed else 0
+
+
+def _pins(cfg: Config, daemon: dict | None) -> list[Line]:
+    if daemon is not None:
+        out = []
+        for name, inp in daemon["inputs"].items():
+            if inp["active"] is None or name in daemon["faults"]:
+                out.append(Line(FAIL, "pin", f"{name}: not armed in the daemon; see "
+                                             "journalctl -u edge-alarm"))
+            else:
+                out.append(Line(OK, "pin", f"{name} ({inp['label']}): "
+                                           f"{'active' if inp['active'] else 'idle'}"))
+        return out
+    from edge.inputs import InputPins, PinFactoryError, make_pin_factory
+
+    try:
+        factory = make_pin_factory(cfg.gpio.pin_factory)
+    except PinFactoryError as e:
+        return [Line(FAIL, "pins", f"{e}; on a Pi install python3-lgpio (install.sh does)")]
+    pins = InputPins(cfg.inputs, factory, lambda *a: None, clock=Clock(),
+                     simulated=cfg.gpio.pin_factory == "mock")
+    try:
+        out = []
+        for inp in cfg.inputs:
+            active = pins.active(inp.name)
+            if active is None:
+                out.append(Line(FAIL, "pin", f"{inp.name} (GPIO{inp.pin}): cannot be claimed: "
+                                             f"{pins.failed.get(inp.name)}"))
+            else:
+                out.append(Line(OK, "pin", f"{inp.name} (GPIO{inp.pin}, {inp.label}): "
+                                           f"{'active' if active else 'idle'}"))
+        return out
+    finally:
+        pins.close()
+
+
+def _modem(cfg: Config, daemon: dict | None) -> Line:
+    if cfg.modem is None:
+        return Line(OFF, "modem", "off (no [modem]): no SMS")
+    if daemon is not None:
+        m = daemon["modem"]
+        ok, reason, signal, operator = m.get("ok"), m.get("reason"), m.get("signal"), \
+            m.get("operator")
+    else:
+        from edge.errors import ModemError
+        from edge.modem.modem import Modem
+
+        m = cfg.modem
+        try:
+            with Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
+                       min_signal=m.min_signal) as modem:
+                modem.ensure_ready()
+                health = modem.health()
+        except ModemError as e:
+            return Line(FAIL, "modem", f"{cfg.modem.port}: {e}")
+        ok, reason, signal, operator = health.ok, health.reason, health.signal, \
+            health.operator
+    if ok:
+        return Line(OK, "modem", f"SIM ready, registered ({operator or 'network'}), "
+                                 f"signal {signal}/31")
+    return Line(FAIL, "modem", f"{reason}: {MODEM_ADVICE.get(reason, 'see the README')}")
+
+
+def _camera(cfg: Config, daemon: dict | None) -> Line:
+    if cfg.camera is None or cfg.camera.backend == "none":
+        return Line(OFF, "camera", "off (no [camera]): no snapshots")
+    if daemon is not None:
+        ok = daemon.get("camera", {}).get("ok")
+        return Line(OK if ok else FAIL, "camera", f"{cfg.camera.backend}: "
+                    + ("ok in the daemon" if ok else "failing in the daemon; check the ribbon "
+                       "cable and `rpicam-hello --list-cameras`"))
+    from edge.camera import open_camera, probe
+
+    camera = open_camera(cfg.camera.backend, pre_trigger_s=0)
+    try:
+        ok, text = probe(camera)
+    finally:
+        camera.close()
+    if ok:
+        return Line(OK, "camera", text)
+    return Line(FAIL, "camera", f"{text}; check the ribbon cable, that no other program "
+                                "uses the camera, and `rpicam-hello --list-cameras`")
+
+
+def _storage(cfg: Config) -> list[Line]:
+    from edge.store import Store
+
+    path = cfg.storage.path
+    probe_dir = path if path.exists() else path.parent
+    try:
+        free_mb = shutil.disk_usage(probe_dir).free // (1024 * 1024)
+    except OSError as e:
+        return [Line(FAIL, "storage", f"{path}: {e}")]
+    lines = [Line(OK if free_mb >= MIN_FREE_MB else FAIL, "storage",
+                  f"{path}: {free_mb} MB free" + ("" if free_mb >= MIN_FREE_MB else
+                                                  f"; free space (need {MIN_FREE_MB} MB)"))]
+    if not cfg.storage.db_path.exists():
+        lines.append(Line(OK, "database", f"{cfg.storage.db_path} not created yet "
+                                          "(the daemon creates it)"))
+        return lines
+    try:
+        store = Store(cfg.storage.db_path)
+        try:
+            ok = store.integrity_ok()
+            seq = store.last_seq()
+        finally:
+            store.close()
+    except StorageError as e:
+        return lines + [Line(FAIL, "database", str(e))]
+    lines.append(Line(OK, "database", f"integrity ok, {seq} events recorded") if ok else
+                 Line(FAIL, "database", "integrity check failed: restart the daemon, it moves "
+                                        "the file aside and starts a fresh one"))
+    return lines
+
+
+def _clock() -> Line:
+    if SyncState().synced():
+        return Line(OK, "clock", "synchronised (NTP)")
+    return Line(FAIL, "clock", "not synchronised: check network time "
+                               "(timedatectl; systemctl status systemd-timesyncd)")
+
+
+def _platform(cfg: Config) -> Line:
+    if cfg.uplink is None:
+        return Line(OFF, "platform", "off (no [uplink]): events stay on the device")
+    from edge.errors import UplinkError
+    from edge.uplink.http import ACCEPTED, HttpUplink
+
+    up = cfg.uplink
+    try:
+        client = HttpUplink(up.url, str(up.token_file),
+                            ca_file=str(up.ca_file) if up.ca_file else None,
+                            connect_timeout_s=up.connect_timeout_s,
+                            read_timeout_s=up.read_timeout_s)
+    except UplinkError as e:
+        return Line(FAIL, "platform", str(e))
+    try:
+        result = client.probe()
+    finally:
+        client.close()
+    if result.outcome == ACCEPTED:
+        return Line(OK, "platform", f"{up.url}: {result.detail}, token accepted")
+    return Line(FAIL, "platform", f"{up.url}: {result.detail}")
