@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("state", choices=["on", "off"])
     s = sub.add_parser("silence", parents=[common], help="silence and acknowledge the alarm")
     s.add_argument("--by", metavar="NAME", default=None)
+    s = sub.add_parser("drill", parents=[common], help="drill mode: a panic press is a drill")
+    s.add_argument("state", choices=["on", "off"])
+    s.add_argument("--for", dest="for_", metavar="DURATION", default=None,
+                   help="how long, e.g. 30m or 2h (default [drill] default_for_s)")
+    s = sub.add_parser("report", parents=[common], help="the day's summary")
+    s.add_argument("--day", metavar="YYYY-MM-DD", default=None)
+    s.add_argument("--csv", action="store_true")
     s = sub.add_parser("test-sms", parents=[common], help="send one SMS through the modem")
     s.add_argument("number")
     s.add_argument("text", nargs="?")
@@ -156,4 +163,36 @@ def cmd_test_sms(args) -> int:
     refs = send_test_sms(cfg, args.number, args.text)
     print(f"sent to {args.number} ({len(refs)} part(s), message reference(s) "
           f"{', '.join(map(str, refs))})")
+    return EXIT_OK
+
+
+def cmd_drill(args) -> int:
+    from edge.control import request
+    from edge.views import parse_duration
+
+    cfg = config_mod.load(args.config)
+    for_s = None
+    if args.for_ is not None:
+        for_s = parse_duration(args.for_)
+        if for_s is None:
+            raise CommandRefused(f"--for {args.for_!r}: use a duration such as 30m or 2h")
+    result = request(cfg.control.socket, "drill", {"on": args.state == "on", "for_s": for_s})
+    print(f"drill mode on until {result['until']}" if result["active"] else "drill mode off")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    import datetime as dt
+
+    from edge.report import print_report
+
+    cfg = config_mod.load(args.config)
+    if args.day is None:
+        day = dt.datetime.now(cfg.site.tz).date()
+    else:
+        try:
+            day = dt.date.fromisoformat(args.day)
+        except ValueError:
+            raise CommandRefused(f"--day {args.day!r}: use YYYY-MM-DD") from None
+    print_report(cfg, day, as_csv=args.csv)
     return EXIT_OK

@@ -165,6 +165,12 @@ class Sms:
 
 
 @dataclass(frozen=True)
+class Drill:
+    siren_s: int = 5  # a drill sounds the siren briefly: the school hears it, nobody panics
+    default_for_s: int = 1800
+
+
+@dataclass(frozen=True)
 class Control:
     socket: Path = Path(DEFAULT_SOCKET)
 
@@ -182,6 +188,7 @@ class Config:
     uplink: Uplink | None = None
     contacts: tuple[Contact, ...] = ()
     sms: Sms = Sms()
+    drill: Drill = Drill()
     control: Control = Control()
 
     def input(self, name: str) -> Input | None:
@@ -389,7 +396,7 @@ def parse(raw: dict, path: str = "config.toml") -> Config:
     problems = _Problems(path)
     pins = _Pins()
     known = {"site", "storage", "gpio", "panic_button", "gate", "tamper", "siren", "camera",
-             "modem", "uplink", "contact", "sms", "control"}
+             "modem", "uplink", "contact", "sms", "drill", "control"}
     for key in raw:
         if key not in known:
             problems.add(f"[{key}]", "unknown table")
@@ -426,6 +433,8 @@ def parse(raw: dict, path: str = "config.toml") -> Config:
     _check_unique(contacts, "contact")
     sms_t = _section(problems, raw, "sms")
     sms = _sms(sms_t) if sms_t else Sms()
+    drill_t = _section(problems, raw, "drill")
+    drill = _drill(drill_t) if drill_t else Drill()
     control_t = _section(problems, raw, "control")
     control = _control(control_t) if control_t else Control()
 
@@ -434,7 +443,8 @@ def parse(raw: dict, path: str = "config.toml") -> Config:
     return Config(
         path=path, site=site, storage=storage, gpio=gpio,
         inputs=tuple(i[0] for i in inputs), siren=siren, camera=camera, modem=modem,
-        uplink=uplink, contacts=tuple(c[0] for c in contacts), sms=sms, control=control,
+        uplink=uplink, contacts=tuple(c[0] for c in contacts), sms=sms, drill=drill,
+        control=control,
     )
 
 
@@ -695,6 +705,14 @@ def _template_problem(text: str) -> str | None:
         return (f"unknown placeholder {{{unknown[0]}}} (use "
                 f"{', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))})")
     return None
+
+
+def _drill(t: _Table) -> Drill:
+    d = Drill(siren_s=t.get("siren_s", int, 5, check=_non_negative),
+              default_for_s=t.get("default_for_s", int, 1800, check=lambda v: None
+                                  if 60 <= v <= 86400 else "must be from 60 to 86400 seconds"))
+    t.finish()
+    return d
 
 
 def _control(t: _Table) -> Control:

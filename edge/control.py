@@ -178,4 +178,11 @@ def daemon_handlers(daemon) -> dict[str, Handler]:
             TEST_SMS_TIMEOUT_S)
         return {"refs": refs}
 
-    return {"status": status, "sim": sim, "silence": silence, "test-sms": test_sms}
+    def drill(args):
+        for_s = args.get("for_s")
+        if for_s is not None and (not isinstance(for_s, int) or not 60 <= for_s <= 86400):
+            raise CommandRefused("drill --for must be from 1m to 24h")
+        return call(daemon.set_drill, bool(args.get("on")), for_s)
+
+    return {"status": status, "sim": sim, "silence": silence, "test-sms": test_sms,
+            "drill": drill}

@@ -75,6 +75,7 @@ class Daemon:
         self._started_mono = 0.0
         self._next_purge = 0.0
         self._stop_requested = threading.Event()
+        self.drill_until: float | None = None  # unix time; drill mode on until then
 
     # ================================================================ start / stop
 
@@ -128,6 +129,9 @@ class Daemon:
         so a restart (watchdog, power) forgets nothing."""
         now = self.clock.now()
         mono = self.clock.monotonic()
+        if self.store is not None:
+            until = float(self.store.get_meta("drill_until") or 0)
+            self.drill_until = until if until > now.timestamp() else None
         for inp in self.cfg.inputs:
             if inp.kind == "gate":
                 self.gates[inp.name] = GateWatch.restored(self, inp, now, mono)
@@ -267,6 +271,13 @@ class Daemon:
         self._last_active_edge[inp.name] = mono
         if last is not None and mono - last < PANIC_LOCKOUT_S:
             return  # contact bounce of the same press
+        if inp.kind == "panic" and self.in_drill():
+            # A drill is recorded as one and never pages the platform as real; the siren
+            # sounds briefly so the school hears the drill.
+            if self.cfg.drill.siren_s > 0:
+                self._sound(mono, self.cfg.drill.siren_s)
+            self.record("drill", inp.name, inp.label, time=wall)
+            return
         # The siren first: nothing, not even the disk, stands in front of it.
         self._sound(mono)
         if inp.name in self.latched:
@@ -299,6 +310,25 @@ class Daemon:
         self.latched.clear()
         return done
 
+    def in_drill(self) -> bool:
+        return self.drill_until is not None and self.clock.now().timestamp() < self.drill_until
+
+    def set_drill(self, on: bool, for_s: int | None = None) -> dict:
+        """Drill mode on for ``for_s`` (default [drill] default_for_s), or off. Kept in the
+        store, so a restart in the middle of a drill does not turn a drill press real."""
+        now = self.clock.now().timestamp()
+        self.drill_until = now + (for_s or self.cfg.drill.default_for_s) if on else None
+        if self.store is not None:
+            self.store.set_meta("drill_until", str(self.drill_until or 0))
+        log.info("drill mode %s", f"on until {self._drill_status()['until']}" if on else "off")
+        return self._drill_status()
+
+    def _drill_status(self) -> dict:
+        active = self.in_drill()
+        until = (dt.datetime.fromtimestamp(self.drill_until, self.tz).isoformat(
+            timespec="seconds") if active else None)
+        return {"active": active, "until": until}
+
     def simulate(self, name: str, active: bool) -> None:
         if self.pins is None:
             raise CommandRefused("the GPIO pins are not available")
@@ -330,6 +360,7 @@ class Daemon:
             "storage": {"ok": "storage" not in self.faults, "unstored": len(self._unstored),
                         "last_seq": self.store.last_seq() if self.store else None},
             "clock_synced": self._sync.synced(),
+            "drill": self._drill_status(),
         }
         for worker in self.workers:
             status.setdefault(worker.part, {}).update(worker.status())

@@ -8,7 +8,8 @@ for what it expects instead of sleeping.
 
 Misbehaviour can be ordered at any time: scripted answers (``respond_with``), a slow
 platform (``set_delay``), an answer lost after the event was kept (``lose_responses``),
-and a platform that is down (``stop``, then ``start`` again on the same port).
+events the platform refuses by id (``reject_ids``), and a platform that is down (``stop``,
+then ``start`` again on the same port).
 """
 
 import json
@@ -16,6 +17,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +53,7 @@ class ReceivedRequest:
     headers: CaseInsensitiveDict     # as received; any spelling of a name finds it
     body: bytes
     status: int | None        # None: the connection was dropped without an answer
+    received_mono: float      # time.monotonic() when it was handled: spacing of retries
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class PlatformStub:
         self._cond = threading.Condition(threading.RLock())
         self._events: list[ReceivedEvent] = []
         self._seen_ids: set[str] = set()
+        self._rejected_ids: set[str] = set()
         self._snapshots: dict[str, bytes] = {}
         self._frames: dict[str, dict[int, bytes]] = {}
         self._requests: list[ReceivedRequest] = []
@@ -154,6 +158,12 @@ class PlatformStub:
         with self._cond:
             self._responses_to_lose += times
 
+    def reject_ids(self, ids) -> None:
+        """From now on a POST holding any of these event ids is refused whole with 400
+        and nothing of it is kept, as a platform refuses an event it finds invalid."""
+        with self._cond:
+            self._rejected_ids.update(ids)
+
     # -- what was received ---------------------------------------------------------
 
     @property
@@ -204,7 +214,8 @@ class PlatformStub:
             if lose:
                 self._responses_to_lose -= 1
             self._requests.append(ReceivedRequest(handler.command, path, headers, body or b"",
-                                                  None if lose else answer.status))
+                                                  None if lose else answer.status,
+                                                  time.monotonic()))
             self._cond.notify_all()
         if lose:
             handler.close_connection = True
@@ -243,6 +254,9 @@ class PlatformStub:
             if not isinstance(doc, dict) or doc.get("specversion") != "1.0" or not all(
                     isinstance(doc.get(name), str) and doc[name] for name in _REQUIRED_ATTRIBUTES):
                 return _json_answer(422, error="not a CloudEvent 1.0 with id, source and type")
+        refused = [doc["id"] for doc in documents if doc["id"] in self._rejected_ids]
+        if refused:
+            return _json_answer(400, error="event refused", ids=refused)
         new = [doc for doc in documents if doc["id"] not in self._seen_ids]
         if not new:
             return _json_answer(409, error="already received")

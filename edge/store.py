@@ -214,6 +214,14 @@ class Store:
 
     # ------------------------------------------------------------------ writing
 
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction():
+            self._set_meta(key, value)
+
     def _set_meta(self, key: str, value: str) -> None:
         self._conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) "
                            "DO UPDATE SET value=excluded.value", (key, value))
@@ -299,8 +307,7 @@ class Store:
         return _event(row) if row else None
 
     def last_seq(self) -> int:
-        row = self._conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
-        return int(row[0]) if row else 0
+        return int(self.get_meta("last_seq") or 0)
 
     def pending_count(self, transport: str) -> tuple[int, float | None]:
         """(events not yet accepted by ``transport``, unix time of the oldest)."""

@@ -17,6 +17,12 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 CSV_COLUMNS = ("id", "seq", "kind", "subject", "time", "label", "data")
 
 
+def parse_duration(text: str) -> int | None:
+    """'30m', '2h', '7d', '90s', '1w' → seconds; None when it is not a duration."""
+    m = _DURATION_RE.match(text.strip())
+    return int(m.group(1)) * _UNIT_S[m.group(2)] if m else None
+
+
 def parse_since(text: str, tz, now: dt.datetime) -> float:
     """'today' (local midnight), a duration ('24h', '7d', '30m'), or an ISO-8601 time
     (a time without offset is the site's local time) → unix time."""
@@ -24,9 +30,9 @@ def parse_since(text: str, tz, now: dt.datetime) -> float:
     if text == "today":
         local = now.astimezone(tz)
         return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    m = _DURATION_RE.match(text)
-    if m:
-        return now.timestamp() - int(m.group(1)) * _UNIT_S[m.group(2)]
+    seconds = parse_duration(text)
+    if seconds is not None:
+        return now.timestamp() - seconds
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
