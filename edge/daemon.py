@@ -199,12 +199,16 @@ class Daemon:
             worker.notify(event)
         return event
 
-    def _append(self, kind, subject, when, data, event_id) -> Event | None:
+    def _append(self, kind, subject, when, data, event_id, *,
+                sent_from_memory: bool = False) -> Event | None:
+        """``sent_from_memory``: the event was acted on while unstored, and its immediate
+        SMS went out from memory then; only its fallback rows are still owed."""
         if self.store is None:
             return None
-        kwargs = dict(transports=routing.transports(self.cfg),
-                      sms=routing.sms_requests(self.cfg, kind, when.timestamp()),
-                      event_id=event_id)
+        sms = routing.sms_requests(self.cfg, kind, when.timestamp())
+        if sent_from_memory:
+            sms = [r for r in sms if r.fallback]
+        kwargs = dict(transports=routing.transports(self.cfg), sms=sms, event_id=event_id)
         try:
             return self.store.append(kind, subject, when, data, **kwargs)
         except StorageError as e:
@@ -224,7 +228,7 @@ class Daemon:
         while self._unstored:
             pending = self._unstored[0]
             stored = self._append(pending.kind, pending.subject, pending.time, pending.data,
-                                  pending.id)
+                                  pending.id, sent_from_memory=True)
             if stored is None:
                 return
             self._unstored.pop(0)

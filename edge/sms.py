@@ -15,10 +15,11 @@ import re
 import threading
 from concurrent.futures import Future
 
+from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
 from edge.modem.at import Urc
-from edge.modem.modem import Modem
+from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import Deliver
 from edge.sms_text import alert_text, help_text, status_text
 from edge.store import SmsRow, Store
@@ -34,6 +35,11 @@ SEND_RETRY_MAX_S = 300.0
 # up and recorded as failed: a number the network refuses must not block the outbox.
 MAX_SEND_ATTEMPTS = 12
 OWNER_CALL_TIMEOUT_S = 5.0
+
+
+def _log_unsent(future: Future) -> None:
+    if future.exception() is not None:
+        log.error("SMS of an unstored event not sent: %s", future.exception())
 
 
 def parse_command(text: str) -> str | None:
@@ -63,14 +69,15 @@ def _national(number: str) -> str:
 class SmsWorker(ThreadWorker):
     part = "modem"
 
-    def __init__(self, cfg: Config, daemon, *, modem: Modem | None = None):
+    def __init__(self, cfg: Config, daemon, *, timings: ModemTimings = ModemTimings()):
+        """``timings``: the modem's deadlines (tests shorten them)."""
         super().__init__()
         self.cfg = cfg
         self.daemon = daemon
         m = cfg.modem
-        self.modem = modem or Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
-                                    on_urc=self._on_urc, on_lost=self.wake,
-                                    min_signal=m.min_signal)
+        self.modem = Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
+                           on_urc=self._on_urc, on_lost=self.wake, min_signal=m.min_signal,
+                           timings=timings)
         self._store: Store | None = None
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
         self._direct_lock = threading.Lock()
@@ -84,8 +91,15 @@ class SmsWorker(ThreadWorker):
     def status(self) -> dict:
         return dict(self._health)
 
-    def wants(self, event) -> bool:
-        return True  # a new event may owe an SMS; the outbox query decides
+    def notify(self, event) -> None:
+        if not event.seq:
+            # The store could not take this event (disk full, broken card): its immediate
+            # SMS go from memory now rather than wait for the store.
+            for request in routing.sms_requests(self.cfg, event.kind, event.ts):
+                if not request.fallback:
+                    future = self.send_direct(request.phone, alert_text(event, self.cfg))
+                    future.add_done_callback(_log_unsent)
+        self.wake()  # a stored event may owe an SMS; the outbox query decides
 
     def send_direct(self, number: str, text: str) -> Future:
         """An SMS that is not an event's (test-sms, replies): sent soon, result in the
