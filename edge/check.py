@@ -161,7 +161,7 @@ def _storage(cfg: Config) -> list[Line]:
                                           "(the daemon creates it)"))
         return lines
     try:
-        store = Store(cfg.storage.db_path)
+        store = Store(cfg.storage.db_path, readonly=True)
         try:
             ok = store.integrity_ok()
             seq = store.last_seq()

@@ -25,7 +25,7 @@ def day_summary(cfg: Config, day: dt.date) -> dict:
     per_gate: Counter = Counter()
     backlog = 0
     if cfg.storage.db_path.exists():
-        store = Store(cfg.storage.db_path)
+        store = Store(cfg.storage.db_path, readonly=True)
         try:
             for e in store.events(since=start.timestamp()):
                 if e.ts >= end.timestamp():

@@ -124,11 +124,20 @@ def is_corruption(exc: BaseException) -> bool:
 
 
 class Store:
-    def __init__(self, path: Path, *, check_integrity: bool = False):
+    def __init__(self, path: Path, *, check_integrity: bool = False, readonly: bool = False):
         """Open (creating) the store at ``path``. ``check_integrity``: run quick_check and
-        quarantine a corrupt file (the daemon's first open does; readers do not)."""
+        quarantine a corrupt file (the daemon's first open does; readers do not).
+        ``readonly``: for the CLI's readers (events, report, check), which may run as a
+        member of the edge-alarm group that cannot write the daemon's files."""
         self.path = Path(path)
         self.report = OpenReport()
+        if readonly:
+            try:
+                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+                self._conn.execute("SELECT 1 FROM events LIMIT 1")
+            except sqlite3.Error as e:
+                raise StorageError(f"cannot read {self.path}: {e}") from e
+            return
         try:
             self._conn = self._open(check_integrity)
         except sqlite3.DatabaseError as e:

@@ -50,7 +50,7 @@ def read_events(cfg: Config, since: str | None, kind: str | None,
     since_ts = parse_since(since, cfg.site.tz, now) if since else None
     if not cfg.storage.db_path.exists():
         return []
-    store = Store(cfg.storage.db_path)
+    store = Store(cfg.storage.db_path, readonly=True)
     try:
         return store.events(since=since_ts, kind=kind)
     finally:
