@@ -19,7 +19,7 @@ from edge.inputs import InputPins, PinFactoryError, make_pin_factory
 from edge.owner import MAX_WAIT_S, OwnerLoop, Timer
 from edge.sdnotify import Notifier
 from edge.siren import Siren
-from edge.store import Store, is_corruption
+from edge.store import Checkpointer, Store, is_corruption
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class Daemon:
         self._sync = SyncState()
         self._pin_factory = pin_factory
         self.store: Store | None = None
+        self._checkpointer: Checkpointer | None = None
         self.pins: InputPins | None = None
         self.siren: Siren | None = None
         self.workers: list[Worker] = []
@@ -76,6 +77,7 @@ class Daemon:
         self._next_purge = 0.0
         self._stop_requested = threading.Event()
         self.drill_until: float | None = None  # unix time; drill mode on until then
+        self._alarm_kinds = {i.name: i.kind in ("panic", "tamper") for i in cfg.inputs}
 
     # ================================================================ start / stop
 
@@ -93,15 +95,22 @@ class Daemon:
         for worker in self.workers:
             worker.start()
 
-    def _open_store(self) -> None:
+    def _open_store(self) -> bool:
+        """Open the store (at start, and again while it is unusable); False if it still
+        cannot be opened."""
         try:
-            self.store = Store(self.cfg.storage.db_path, check_integrity=True)
+            self.store = Store(self.cfg.storage.db_path, check_integrity=True,
+                               autocheckpoint=False)
         except StorageError as e:
-            log.error("event store unusable, alarms go on from memory: %s", e)
-            self.part_failed("storage", "unwritable", str(e))
-            return
+            if "storage" not in self.faults:
+                log.error("event store unusable, alarms go on from memory: %s", e)
+                self.part_failed("storage", "unwritable", str(e))
+            return False
+        self._checkpointer = Checkpointer(self.cfg.storage.db_path)
+        self._checkpointer.start()
         if self.store.report.quarantined is not None:
             self.part_failed("storage", "corrupt", str(self.store.report.quarantined))
+        return True
 
     def _arm_pins(self) -> None:
         factory = self._pin_factory
@@ -142,6 +151,10 @@ class Daemon:
                 left = last.ts + self.siren.max_on_s - now.timestamp() if self.siren else 0
                 if left > 0:
                     self._sound(mono, left)
+            elif self.pins is not None and self.pins.active(inp.name):
+                # Already pressed or tripped as we start (the lid opened while the power
+                # was off): that is an alarm, not a state to take for granted.
+                self._alarm_edge(inp, mono, now)
 
     def _last(self, subject: str, kinds) -> Event | None:
         return self.store.last_event(subject, kinds) if self.store is not None else None
@@ -176,6 +189,8 @@ class Daemon:
             self.pins.close()
         if self.siren is not None:
             self.siren.close()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         if self.store is not None:
             self.store.close()
 
@@ -260,7 +275,11 @@ class Daemon:
     # ================================================================ inputs
 
     def on_edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
-        """gpiozero's thread: hand the edge to the owner and return."""
+        """gpiozero's thread: trip the siren for an alarm input, hand the edge to the owner
+        and return."""
+        if active and self.siren is not None and self._alarm_kinds.get(name) and (
+                self.cfg.drill.siren_s > 0 or not self.in_drill()):
+            self.siren.trip()
         self.loop.post(self._edge, name, active, mono, wall)
 
     def _edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
@@ -269,6 +288,8 @@ class Daemon:
             self.gates[name].edge(active, mono, wall)
         elif active:
             self._alarm_edge(inp, mono, wall)
+            if self.siren is not None and self.siren.off_at is None:
+                self.siren.stop()  # tripped by bounce or a silent drill: not wanted on
 
     def _alarm_edge(self, inp: Input, mono: float, wall: dt.datetime) -> None:
         last = self._last_active_edge.get(inp.name)
@@ -282,7 +303,8 @@ class Daemon:
                 self._sound(mono, self.cfg.drill.siren_s)
             self.record("drill", inp.name, inp.label, time=wall)
             return
-        # The siren first: nothing, not even the disk, stands in front of it.
+        # The siren first (gpiozero's thread tripped it already; this sets its time):
+        # nothing, not even the disk, stands in front of it.
         self._sound(mono)
         if inp.name in self.latched:
             return  # pressed again while latched: sound again, the alarm is already raised
@@ -409,12 +431,8 @@ class Daemon:
                     log.info("retention: purged %d events", gone)
 
     def _retry_storage(self) -> None:
-        if self.store is None:
-            try:
-                self.store = Store(self.cfg.storage.db_path, check_integrity=True)
-            except StorageError as e:
-                log.warning("event store still unusable: %s", e)
-                return
+        if self.store is None and not self._open_store():
+            return
         self._flush_unstored()
 
 

@@ -4,6 +4,7 @@ max_on_s at a time, so a forgotten alarm does not wear out the neighbours or the
 from __future__ import annotations
 
 import logging
+import threading
 
 from edge.config import Siren as SirenConfig
 
@@ -17,19 +18,31 @@ class Siren:
         self.max_on_s = cfg.max_on_s
         self._relay = DigitalOutputDevice(cfg.pin, active_high=cfg.active_high,
                                           initial_value=False, pin_factory=pin_factory)
-        self.off_at: float | None = None  # monotonic deadline while sounding
+        # Monotonic deadline while the owner thread wants it sounding; None otherwise.
+        self.off_at: float | None = None
+        self._lock = threading.Lock()  # trip() comes from gpiozero's thread
 
     @property
     def on(self) -> bool:
         return bool(self._relay.value)
 
+    def trip(self) -> None:
+        """Switch the relay on at once, from the input's own thread, before the owner has
+        even seen the edge: the siren must not wait behind a commit on a slow SD card.
+        The owner then either keeps it on (sound) or, for contact bounce, stops it."""
+        with self._lock:
+            self._relay.on()
+
     def sound(self, monotonic: float, for_s: float | None = None) -> None:
-        self._relay.on()
-        self.off_at = monotonic + (self.max_on_s if for_s is None else min(for_s, self.max_on_s))
+        with self._lock:
+            self._relay.on()
+            self.off_at = monotonic + (self.max_on_s if for_s is None
+                                       else min(for_s, self.max_on_s))
 
     def stop(self) -> None:
-        self._relay.off()
-        self.off_at = None
+        with self._lock:
+            self._relay.off()
+            self.off_at = None
 
     def expire(self, monotonic: float) -> bool:
         """Switch off once max_on_s has passed; True when it did."""

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,11 +125,16 @@ def is_corruption(exc: BaseException) -> bool:
 
 
 class Store:
-    def __init__(self, path: Path, *, check_integrity: bool = False, readonly: bool = False):
+    def __init__(self, path: Path, *, check_integrity: bool = False, readonly: bool = False,
+                 autocheckpoint: bool = True):
         """Open (creating) the store at ``path``. ``check_integrity``: run quick_check and
         quarantine a corrupt file (the daemon's first open does; readers do not).
         ``readonly``: for the CLI's readers (events, report, check), which may run as a
-        member of the edge-alarm group that cannot write the daemon's files."""
+        member of the edge-alarm group that cannot write the daemon's files.
+        ``autocheckpoint=False``: this connection's commits never run a WAL checkpoint
+        (the owner thread's: a checkpoint on the alarm path costs a multi-MB write); a
+        Checkpointer thread does it instead."""
+        self._autocheckpoint = autocheckpoint
         self.path = Path(path)
         self.report = OpenReport()
         if readonly:
@@ -164,6 +170,8 @@ class Store:
                 raise StorageError(f"{self.path}: journal_mode={mode}, synchronous={sync}; "
                                    "need wal and FULL")
             conn.execute("PRAGMA foreign_keys=ON")
+            if not self._autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             if check_integrity:
                 result = conn.execute("PRAGMA quick_check").fetchone()[0]
                 if result != "ok":
@@ -446,6 +454,39 @@ class Store:
                 "(SELECT seq FROM deliveries WHERE state='pending') AND seq NOT IN "
                 "(SELECT seq FROM sms WHERE state IN ('pending','waiting'))", (older_than,))
             return cur.rowcount
+
+
+class Checkpointer:
+    """Folds the WAL back into the database every few seconds on a thread of its own,
+    so that the owner's commits (autocheckpoint off) never pay for it."""
+
+    def __init__(self, path: Path, every_s: float = 30.0):
+        self.path = path
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.checkpoint()
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, timeout=5)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            log.warning("WAL checkpoint failed: %s", e)
 
 
 class _Transaction:

@@ -18,6 +18,7 @@ import select
 import shutil
 import tempfile
 import threading
+import time
 import tty
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -93,7 +94,7 @@ class ModemEmulator:
         self._cond = threading.Condition()  # guards everything below and writes to the pty
         self._storage: dict[int, _Stored] = {}
         self._sent: list[SentSms] = []
-        self._commands: list[str] = []
+        self._commands: list[tuple[float, str]] = []  # (time.perf_counter(), line)
         self._send_failures: list[int] = []
         self._urcs_in_response: list[str] = []
         self._refused: set[str] = set()
@@ -197,6 +198,12 @@ class ModemEmulator:
     def commands(self) -> list[str]:
         """Every command line received, in order; "<ESC>" for an aborted prompt."""
         with self._cond:
+            return [line for _, line in self._commands]
+
+    @property
+    def timed_commands(self) -> list[tuple[float, str]]:
+        """(time.perf_counter() when its line end arrived, line) of every command."""
+        with self._cond:
             return list(self._commands)
 
     @property
@@ -276,7 +283,7 @@ class ModemEmulator:
 
     def _take_command(self, line: str, stop: threading.Event) -> None:
         with self._cond:
-            self._commands.append(line)
+            self._commands.append((time.perf_counter(), line))
             if self.echo:
                 self._write(line.encode() + b"\r")
         if self.response_delay:
@@ -513,7 +520,7 @@ class ModemEmulator:
         length, self._prompt_length = self._prompt_length, None
         if terminator == _ESC:
             with self._cond:
-                self._commands.append("<ESC>")
+                self._commands.append((time.perf_counter(), "<ESC>"))
             self._respond([], "OK")  # abort acknowledged; nothing is sent
             return
         pdu = data.decode("ascii", "replace").strip().upper()

@@ -4,7 +4,9 @@ Live, one event per request so an alarm is on the platform within milliseconds; 
 backlog drains, batches of up to 100 events or 256 KB. A failure backs off (capped
 exponential, full jitter, Retry-After honoured) and holds the queue, since the platform
 relies on order; a permanent rejection (4xx) dead-letters only the event it names and the
-queue moves on. The outcome is written in the same transaction that records the answer.
+queue moves on. A refused token or a wrong URL is the device's fault, not the events': it
+holds the queue like a failure. The outcome is written in the same transaction that records
+the answer.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class UplinkWorker(ThreadWorker):
         if result.outcome == ACCEPTED:
             self._store.mark_accepted(UPLINK, seqs, status, self._now())
             self._set_ok()
-        elif result.outcome == REJECTED:
+        elif result.outcome == REJECTED and _blames_the_events(result):
             if len(batch) > 1:
                 # Which event offends is unknown: send these one by one to find out.
                 self._single_through = seqs[-1]
@@ -132,9 +134,14 @@ class UplinkWorker(ThreadWorker):
             attempts = max(a for _, a, _ in batch) + 1
             delay = next_delay(attempts, result.retry_after_s, rng=self._rng)
             self._store.mark_retry(UPLINK, seqs, status, self._now() + delay)
-            log.warning("platform did not take %d event(s) (%s); retry in %.1f s",
-                        len(seqs), result.detail, delay)
-            self._set_failed("unreachable", result.detail)
+            if result.outcome == REJECTED:
+                log.error("platform refuses this device (%s); the events wait, retry in "
+                          "%.1f s", result.detail, delay)
+                self._set_failed("misconfigured", result.detail, at_once=True)
+            else:
+                log.warning("platform did not take %d event(s) (%s); retry in %.1f s",
+                            len(seqs), result.detail, delay)
+                self._set_failed("unreachable", result.detail)
         return 0
 
     def _picture_wait(self, event, now: float) -> float:
@@ -214,3 +221,11 @@ class UplinkWorker(ThreadWorker):
         if at_once or self._failures >= FAULT_AFTER_FAILURES:
             self._ok = False
             self.daemon.loop.post(self.daemon.part_failed, "uplink", reason, detail)
+
+
+def _blames_the_events(result: PostResult) -> bool:
+    """Whether a rejection is about what was sent (400, 413, 422…) rather than about the
+    device: a refused token (401/403), a redirect or an invalid URL would refuse every
+    event alike, and dead-lettering the queue for them would lose it, so those hold it."""
+    return (result.status is not None and 400 <= result.status < 500
+            and result.status not in (401, 403))

@@ -1,0 +1,314 @@
+"""The config (spec §2): every problem is one line `config error: FILE: [table] name.key:
+why`, all found at once; defaults; time ranges; a refused config leaves no trace on disk."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from conftest import GATE_PIN, PANIC_PIN, mock_config_text
+from edge import config
+from edge.config import TimeRange, parse_time_range
+from edge.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "edge" / "config.example.toml"
+LINE_RE = re.compile(r"^config error: config\.toml: \[\[?[a-z_]+\]\]?( \S+)?[ .][a-z_.]+: \S.*$")
+TABLE_LINE_RE = re.compile(r"^config error: config\.toml: \[\[?[a-z_]+\]\]?: \S.*$")
+
+MINIMAL = """\
+[site]
+name = "高山小学"
+device_id = "gate-1"
+
+[storage]
+path = "/var/lib/edge-alarm"
+
+[gpio]
+
+[[panic_button]]
+name = "guard_room"
+pin = 17
+"""
+
+
+def problems(text: str) -> list[str]:
+    """The config error lines for ``text``, as if read from a file named config.toml."""
+    with pytest.raises(ConfigError) as caught:
+        config.parse(tomllib.loads(text), "config.toml")
+    for line in caught.value.problems:
+        assert LINE_RE.match(line) or TABLE_LINE_RE.match(line), line
+    return caught.value.problems
+
+
+def base(extra: str = "", **options) -> str:
+    return mock_config_text(Path("/var/lib/edge-alarm"), Path("/run/ea/control.sock"),
+                            extra=extra, **options)
+
+
+def with_replaced(old: str, new: str, text: str | None = None) -> str:
+    text = base() if text is None else text
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+# ------------------------------------------------------------------ accepted configs
+
+def test_the_shipped_example_config_is_accepted():
+    cfg = config.load(str(EXAMPLE))
+    assert [(i.kind, i.name) for i in cfg.inputs] == [
+        ("panic", "guard_room"), ("gate", "main_gate"), ("tamper", "box")]
+    assert cfg.contacts[0].phone == "+8613800138000"
+
+
+def test_defaults_of_a_minimal_config():
+    cfg = config.parse(tomllib.loads(MINIMAL + """
+[[gate]]
+name = "main_gate"
+pin = 27
+
+[[tamper]]
+name = "box"
+pin = 5
+
+[siren]
+pin = 22
+
+[modem]
+port = "/dev/ttyUSB2"
+
+[uplink]
+url = "https://platform.example.cn/api/v1/events"
+"""))
+    assert cfg.site.timezone == "Asia/Shanghai"
+    assert cfg.storage.retention_days == 90 and cfg.storage.max_snapshots_mb == 2048
+    assert cfg.storage.db_path == Path("/var/lib/edge-alarm/events.db")
+    assert cfg.gpio.pin_factory == "lgpio"
+    panic, gate, tamper = cfg.inputs
+    assert (panic.label, panic.active_low) == ("guard_room", True)
+    assert gate.active_low is False  # open_when = "high"
+    assert (gate.debounce_s, gate.held_open_alert_s) == (0.3, 300)
+    assert gate.open_hours is None and gate.open_days is None
+    assert gate.allowed_at(dt.datetime(2026, 11, 29, 3, 0))  # no hours, no days: any time
+    assert tamper.active_low is False
+    assert (cfg.siren.active_high, cfg.siren.max_on_s) == (True, 180)
+    assert (cfg.modem.baudrate, cfg.modem.sim_pin) == (115200, "")
+    assert cfg.uplink.sms_fallback_after_s == 20 and cfg.uplink.heartbeat_s == 300
+    assert cfg.uplink.token_file == Path("/etc/edge-alarm/token")
+    assert cfg.sms.immediate == frozenset({"panic", "tamper", "gate_after_hours"})
+    assert cfg.sms.max_parts == 4
+    assert cfg.control.socket == Path("/run/edge-alarm/control.sock")
+    assert cfg.camera is None and cfg.contacts == ()
+    assert cfg.has_transport
+
+
+def test_optional_sections_left_out_turn_their_part_off():
+    cfg = config.parse(tomllib.loads(MINIMAL))
+    assert (cfg.siren, cfg.camera, cfg.modem, cfg.uplink) == (None, None, None, None)
+    assert not cfg.has_transport
+
+
+@pytest.mark.parametrize("phone", ["+8613800138000", "13800138000", "+14155550123"])
+def test_good_phone_numbers(phone):
+    cfg = config.parse(tomllib.loads(base(f"""
+[[contact]]
+name = "principal"
+phone = "{phone}"
+receives = ["panic"]
+""")))
+    assert cfg.contacts[0].phone == phone
+
+
+def test_templates_may_use_the_documented_placeholders():
+    cfg = config.parse(tomllib.loads(base("""
+[sms]
+templates = {panic = "【{site}】{label} {time:%H:%M} {kind}"}
+""")))
+    assert cfg.sms.templates["panic"].startswith("【{site}】")
+
+
+# ------------------------------------------------------------------ one line per problem
+
+def test_the_spec_wording_for_a_pin_used_twice(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("config.toml").write_text(
+        with_replaced(f"pin = {GATE_PIN}\n", f"pin = {PANIC_PIN}\n"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        config.load("config.toml")
+    assert caught.value.problems == [
+        "config error: config.toml: [[gate]] main_gate.pin: "
+        "pin 17 is already used by [[panic_button]] guard_room"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    pytest.param(with_replaced("debounce_s = 0.3\n", 'debounce_s = 0.3\ncolour = "red"\n'),
+                 "[[gate]] main_gate.colour: unknown key", id="unknown-key"),
+    pytest.param(base('[colour]\nred = 1\n'), "[colour]: unknown table", id="unknown-table"),
+    pytest.param(with_replaced(f"pin = {PANIC_PIN}\n", f'pin = "{PANIC_PIN}"\n'),
+                 "[[panic_button]] guard_room.pin: must be an integer, not string '17'",
+                 id="string-for-int"),
+    pytest.param(with_replaced("max_on_s = 180", "max_on_s = true"),
+                 "[siren] max_on_s: must be an integer, not boolean True", id="bool-for-int"),
+    pytest.param(with_replaced('device_id = "test-gate-1"\n', ""),
+                 "[site] device_id: missing (required)", id="missing-key"),
+    pytest.param(with_replaced("[gpio]\n", "[gpioo]\n"),
+                 "[gpio]: missing (required)", id="missing-table"),
+    pytest.param(MINIMAL.split("[[panic_button]]")[0],
+                 "[[panic_button]]: at least one input ([[panic_button]], [[gate]] or "
+                 "[[tamper]]) is required", id="no-inputs"),
+    pytest.param(with_replaced('name = "box"', 'name = "guard_room"'),
+                 "[[tamper]] guard_room.name: name 'guard_room' is already used by "
+                 "[[panic_button]] guard_room", id="name-twice"),
+    pytest.param(with_replaced('timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"'),
+                 "[site] timezone: unknown timezone 'Mars/Olympus'", id="timezone"),
+    pytest.param(with_replaced('"fri"]', '"friday"]'),
+                 "[[gate]] main_gate.open_days: 'friday' is not a day name "
+                 "(mon, tue, wed, thu, fri, sat, sun)", id="day-name"),
+    pytest.param(with_replaced('"15:30-18:30"', '"15:30-25:00"'),
+                 "[[gate]] main_gate.open_hours: '15:30-25:00': end must be 00:00 to 24:00",
+                 id="end-25h"),
+    pytest.param(with_replaced('"06:30-08:30"', '"6:30-8:30"'),
+                 "[[gate]] main_gate.open_hours: '6:30-8:30' is not HH:MM-HH:MM",
+                 id="range-format"),
+    pytest.param(with_replaced('"06:30-08:30"', '"24:00-06:00"'),
+                 "[[gate]] main_gate.open_hours: '24:00-06:00': start must be 00:00 to 23:59",
+                 id="start-24h"),
+    pytest.param(with_replaced('"06:30-08:30"', '"08:30-08:30"'),
+                 "[[gate]] main_gate.open_hours: '08:30-08:30' is empty", id="empty-range"),
+    pytest.param(with_replaced('pin_factory = "mock"', 'pin_factory = "wiringpi"'),
+                 "[gpio] pin_factory: must be one of 'lgpio', 'rpigpio', 'pigpio', 'mock'",
+                 id="pin-factory"),
+    pytest.param(with_replaced(f"pin = {GATE_PIN}", "pin = 40"),
+                 "[[gate]] main_gate.pin: must be a BCM GPIO number from 0 to 27", id="pin-range"),
+    pytest.param(with_replaced('path = "/var/lib/edge-alarm"', 'path = "var/lib"'),
+                 "[storage] path: must be an absolute path", id="relative-path"),
+    pytest.param(base('[sms]\ntemplates = {panic = "{site} {colour}"}\n'),
+                 "[sms] templates.panic: unknown placeholder {colour}", id="template"),
+    pytest.param(with_replaced("[siren]", "[[siren]]"),
+                 "[siren]: must be a single [siren] table", id="siren-array"),
+    pytest.param(with_replaced("[[gate]]", "[gate]"),
+                 "[[gate]]: must be an array of tables [[gate]], not [gate]", id="gate-table"),
+])
+def test_each_problem_is_one_line_naming_table_and_key(text, expected):
+    lines = problems(text)
+    assert any(line.startswith("config error: config.toml: " + expected) for line in lines), lines
+
+
+@pytest.mark.parametrize("phone", ["12345", "+86 13800138000", "+0123456789", "23800138000",
+                                   "1380013800"])
+def test_bad_phone_numbers_are_refused(phone):
+    lines = problems(base(f"""
+[[contact]]
+name = "principal"
+phone = "{phone}"
+receives = ["panic"]
+"""))
+    assert lines == [f"config error: config.toml: [[contact]] principal.phone: {phone!r} is "
+                     "neither an E.164 number (+8613800138000) nor a domestic mobile number"]
+
+
+def test_all_problems_are_reported_at_once():
+    text = base("""
+[[contact]]
+name = "principal"
+phone = "555"
+receives = ["panic", "weather"]
+""")
+    text = with_replaced(f"pin = {GATE_PIN}\n", f"pin = {PANIC_PIN}\ncolour = \"red\"\n", text)
+    text = with_replaced('timezone = "Asia/Shanghai"', 'timezone = "Mars/Olympus"', text)
+    text = with_replaced("max_on_s = 180", 'max_on_s = "long"', text)
+    lines = problems(text)
+    wheres = sorted(line.split(": ")[2] for line in lines)
+    assert wheres == sorted([
+        "[site] timezone", "[[gate]] main_gate.pin", "[[gate]] main_gate.colour",
+        "[siren] max_on_s", "[[contact]] principal.phone", "[[contact]] principal.receives"])
+
+
+def test_the_file_name_is_the_path_given(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text(base('[colour]\n'), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path))
+    assert caught.value.problems == [f"config error: {path}: [colour]: unknown table"]
+
+
+@pytest.mark.parametrize("content, why", [
+    (None, "file not found"),
+    ("[site\n", "not valid TOML"),
+])
+def test_unreadable_files_are_one_config_error(tmp_path, content, why):
+    path = tmp_path / "config.toml"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path))
+    [line] = caught.value.problems
+    assert line.startswith(f"config error: {path}: {why}")
+
+
+# ------------------------------------------------------------------ time ranges
+
+def test_time_ranges_start_inclusive_end_exclusive():
+    r = parse_time_range("06:30-08:30")
+    assert r == TimeRange(390, 510)
+    assert not r.contains(389) and r.contains(390) and r.contains(509) and not r.contains(510)
+
+
+def test_a_range_may_end_at_24_00():
+    r = parse_time_range("22:00-24:00")
+    assert r.contains(22 * 60) and r.contains(23 * 60 + 59) and not r.contains(0)
+
+
+def test_a_range_may_cross_midnight():
+    r = parse_time_range("22:00-06:00")
+    assert r.contains(22 * 60) and r.contains(23 * 60 + 59) and r.contains(0)
+    assert r.contains(5 * 60 + 59) and not r.contains(6 * 60) and not r.contains(21 * 60 + 59)
+
+
+def test_allowed_at_checks_days_then_hours():
+    cfg = config.parse(tomllib.loads(base()))
+    gate = cfg.input("main_gate")
+    monday, saturday = dt.datetime(2026, 11, 23), dt.datetime(2026, 11, 28)
+    assert gate.allowed_at(monday.replace(hour=7, minute=0))
+    assert gate.allowed_at(monday.replace(hour=6, minute=30))
+    assert not gate.allowed_at(monday.replace(hour=8, minute=30))
+    assert not gate.allowed_at(monday.replace(hour=21, minute=0))
+    assert not gate.allowed_at(saturday.replace(hour=7, minute=0))
+
+
+def test_days_apply_to_the_weekday_of_the_moment_in_a_midnight_range():
+    # A night range on Fridays only: Friday 23:00 is allowed; Saturday 01:00 is not, as
+    # open_days names the weekday of the moment itself, not the day the range began.
+    cfg = config.parse(tomllib.loads(with_replaced(
+        'open_hours = ["06:30-08:30", "11:00-13:30", "15:30-18:30"]\n'
+        'open_days = ["mon", "tue", "wed", "thu", "fri"]',
+        'open_hours = ["22:00-06:00"]\nopen_days = ["fri"]')))
+    gate = cfg.input("main_gate")
+    assert gate.allowed_at(dt.datetime(2026, 11, 27, 23, 0))  # Friday
+    assert gate.allowed_at(dt.datetime(2026, 11, 27, 1, 0))  # Friday, early
+    assert not gate.allowed_at(dt.datetime(2026, 11, 28, 1, 0))  # Saturday
+    assert not gate.allowed_at(dt.datetime(2026, 11, 27, 12, 0))  # Friday noon
+
+
+# ------------------------------------------------------------------ refused before anything starts
+
+def test_a_refused_config_exits_78_and_creates_nothing(tmp_path, short_dir, cli):
+    storage = tmp_path / "var"
+    socket = short_dir / "sub" / "control.sock"
+    text = mock_config_text(storage, socket)
+    text = text.replace(f"pin = {GATE_PIN}\n", f"pin = {PANIC_PIN}\n")
+    text = text.replace("debounce_s = 0.3\n", "debounce_s = 0.3\ncolour = \"red\"\n")
+    (tmp_path / "config.toml").write_text(text, encoding="utf-8")
+    result = cli("run", "-c", "config.toml", cwd=tmp_path, timeout=10)
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.splitlines() == [
+        "config error: config.toml: [[gate]] main_gate.pin: "
+        "pin 17 is already used by [[panic_button]] guard_room",
+        "config error: config.toml: [[gate]] main_gate.colour: unknown key",
+    ]
+    assert result.stdout == ""
+    assert not storage.exists()
+    assert not socket.parent.exists()

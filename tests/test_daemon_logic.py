@@ -1,0 +1,482 @@
+"""The daemon's decisions, driven on the test thread: gpiozero MockFactory pins raise the
+edges (their callbacks post to the owner loop), `daemon.loop.process(0)` runs them, and a
+FakeClock moves the timers. The store is a real SQLite file, read back through a second
+connection, so "stored" means committed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from conftest import GATE_PIN, PANIC_PIN, SIREN_PIN, TAMPER_PIN
+from edge import config
+from edge.clock import FakeClock
+from edge.daemon import PANIC_LOCKOUT_S, Daemon
+from edge.store import Store
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+MONDAY_7AM = dt.datetime(2026, 11, 23, 7, 0, tzinfo=SHANGHAI)  # school hours
+
+
+class Rig:
+    """One daemon on mock pins with a fake clock, and what a test does to it."""
+
+    def __init__(self, cfg, clock: FakeClock):
+        self.cfg = cfg
+        self.clock = clock
+        self.factory = MockFactory()
+        self.daemon = Daemon(cfg, clock=clock, pin_factory=self.factory)
+        self.closed = False
+
+    def start(self) -> Rig:
+        self.daemon.start()
+        self.run()
+        return self
+
+    def run(self) -> None:
+        self.daemon.loop.process(0)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.run()
+
+    def pin(self, number: int):
+        return self.factory.pin(number)
+
+    # Each edge is handed over at once, as the running owner thread (always waiting on
+    # its queue) would take it: its timers then start from the edge, not from later.
+    def drive(self, number: int, high: bool) -> None:
+        pin = self.pin(number)
+        pin.drive_high() if high else pin.drive_low()
+        self.run()
+
+    def press(self) -> None:
+        self.drive(PANIC_PIN, high=False)  # active_low: pressing grounds the pin
+
+    def release(self) -> None:
+        self.drive(PANIC_PIN, high=True)
+
+    def open_gate(self) -> None:
+        self.drive(GATE_PIN, high=True)  # open_when = "high"
+
+    def close_gate(self) -> None:
+        self.drive(GATE_PIN, high=False)
+
+    @property
+    def siren_on(self) -> bool:
+        return self.pin(SIREN_PIN).state == 1  # the relay's real pin level (active_high)
+
+    def stored(self, *kinds: str):
+        """The committed events, through a connection of our own."""
+        reader = Store(self.cfg.storage.db_path)
+        try:
+            return [e for e in reader.events() if not kinds or e.kind in kinds]
+        finally:
+            reader.close()
+
+    def status(self) -> dict:
+        return self.daemon.status()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.daemon.close()
+
+
+@pytest.fixture
+def make_rig(write_config):
+    rigs = []
+
+    def make(start: dt.datetime = MONDAY_7AM, clock: FakeClock | None = None,
+             **options) -> Rig:
+        cfg = config.load(str(write_config(**options)))
+        rig = Rig(cfg, clock or FakeClock(start))
+        rigs.append(rig)
+        return rig
+    yield make
+    for rig in rigs:
+        rig.close()
+
+
+@pytest.fixture
+def rig(make_rig) -> Rig:
+    return make_rig().start()
+
+
+# ------------------------------------------------------------------ panic
+
+def test_first_edge_raises_the_alarm_at_once(rig):
+    assert not rig.siren_on and rig.stored() == []
+    when = rig.clock.now()
+    rig.pin(PANIC_PIN).drive_low()
+    # gpiozero's callback tripped the relay and handed the edge over, nothing more...
+    assert rig.siren_on and rig.stored() == []
+    rig.run()  # ...the owner acts on it, with no clock movement: no waiting for a level
+    assert rig.siren_on and rig.daemon.siren.off_at is not None
+    [panic] = rig.stored("panic")
+    assert (panic.subject, panic.time) == ("guard_room", when)
+    assert panic.time.utcoffset() == dt.timedelta(hours=8)  # the site's offset
+    assert panic.data["label"] == "门卫室一键报警" and panic.data["site"] == "高山小学"
+    assert isinstance(panic.data["clock_synced"], bool)
+    status = rig.status()
+    assert status["alarm"] == {"active": True, "inputs": ["guard_room"],
+                               "since": panic.time.isoformat(timespec="seconds")}
+    assert status["siren"]["on"] and status["inputs"]["guard_room"]["active"]
+
+
+def bounce(rig, times: int = 5) -> None:
+    for _ in range(times):
+        rig.press()
+        rig.clock.advance(0.002)
+        rig.release()
+        rig.clock.advance(0.002)
+
+
+def test_contact_bounce_is_one_press(rig):
+    bounce(rig)
+    rig.press()
+    assert len(rig.stored("panic")) == 1
+
+
+def test_bounce_after_a_quick_silence_raises_nothing_new(rig):
+    # Latching alone would hide bounce while the alarm is up; the lockout is what keeps
+    # the chatter of the same press from raising a second alarm once it is silenced.
+    bounce(rig, 2)
+    rig.daemon.silence("wang", "button")
+    bounce(rig, 5)
+    assert len(rig.stored("panic")) == 1
+    assert not rig.status()["alarm"]["active"] and not rig.siren_on
+
+
+def test_the_alarm_latches_until_silenced(rig):
+    rig.press()
+    rig.release()
+    rig.advance(3600)  # an hour, released: the alarm never resets itself
+    assert rig.status()["alarm"]["active"]
+    assert list(rig.daemon.latched) == ["guard_room"]
+
+
+def test_siren_stops_after_max_on_s_but_the_alarm_stays(rig):
+    rig.press()
+    rig.release()
+    rig.advance(179)
+    assert rig.siren_on
+    rig.advance(1.5)
+    assert not rig.siren_on
+    assert rig.status()["alarm"]["active"] and not rig.status()["siren"]["on"]
+
+
+def test_a_press_while_latched_sounds_again_without_a_new_event(rig):
+    rig.press()
+    rig.release()
+    rig.advance(181)
+    assert not rig.siren_on
+    rig.press()
+    assert rig.siren_on
+    assert len(rig.stored("panic")) == 1
+
+
+def test_silence_ends_each_latched_alarm_with_who_and_how(rig):
+    rig.press()
+    rig.drive(TAMPER_PIN, high=True)  # the lid comes off
+    alarms = {e.subject: e for e in rig.stored("panic", "tamper")}
+    assert set(alarms) == {"guard_room", "box"} and rig.siren_on
+
+    done = rig.daemon.silence("wang", "cli")
+    rig.run()
+    assert not rig.siren_on
+    assert not rig.status()["alarm"]["active"]
+    silenced = rig.stored("silenced")
+    assert sorted(e.subject for e in silenced) == ["box", "guard_room"]
+    assert [e.id for e in done] == [e.id for e in silenced]
+    for event in silenced:
+        alarm = alarms[event.subject]
+        assert event.data["by"] == "wang" and event.data["via"] == "cli"
+        assert (event.data["alarm_id"], event.data["alarm_kind"]) == (alarm.id, alarm.kind)
+
+
+def test_silence_with_nothing_latched_records_nothing(rig):
+    assert rig.daemon.silence("wang", "cli") == []
+    assert rig.stored("silenced") == []
+
+
+def test_a_press_after_silence_is_a_new_alarm(rig):
+    rig.press()
+    rig.release()
+    rig.daemon.silence("wang", "cli")
+    rig.advance(PANIC_LOCKOUT_S + 1)
+    rig.press()
+    assert len(rig.stored("panic")) == 2 and rig.siren_on
+
+
+def test_tamper_raises_and_latches(rig):
+    rig.drive(TAMPER_PIN, high=True)
+    [tamper] = rig.stored("tamper")
+    assert tamper.subject == "box" and rig.siren_on
+    rig.drive(TAMPER_PIN, high=False)  # lid back on: still latched
+    rig.advance(10)
+    assert rig.daemon.latched["box"].id == tamper.id
+
+
+def test_workers_hear_of_an_event_only_once_it_is_committed(make_rig):
+    rig = make_rig()
+    heard = []
+
+    class CommitChecker:
+        part = "checker"
+
+        def start(self):
+            pass
+
+        def notify(self, event):
+            heard.append((event.kind, event.id in {e.id for e in rig.stored()}))
+
+        def status(self):
+            return {}
+
+        def stop(self, timeout):
+            pass
+
+    rig.daemon.workers.append(CommitChecker())
+    rig.start()
+    rig.press()
+    rig.open_gate()
+    rig.advance(0.5)
+    assert heard == [("panic", True), ("gate_open", True)]
+
+
+# ------------------------------------------------------------------ gates
+
+def test_gate_bounce_shorter_than_debounce_is_nothing(rig):
+    for _ in range(3):
+        rig.open_gate()
+        rig.advance(0.1)
+        rig.close_gate()
+        rig.advance(0.1)
+    rig.advance(5)
+    assert rig.stored("gate_open", "gate_closed") == []
+    assert rig.status()["inputs"]["main_gate"]["open"] is False
+
+
+def test_a_level_held_for_debounce_s_counts_from_its_first_edge(rig):
+    rig.advance(1)
+    opened_at = rig.clock.now()
+    rig.open_gate()
+    rig.advance(0.2)
+    assert rig.stored("gate_open") == []
+    rig.advance(0.2)
+    [opened] = rig.stored("gate_open")
+    assert opened.time == opened_at and opened.subject == "main_gate"
+    assert rig.status()["inputs"]["main_gate"]["open"] is True
+    closed_at = rig.clock.now()
+    rig.close_gate()
+    rig.advance(0.4)
+    [closed] = rig.stored("gate_closed")
+    assert closed.time == closed_at
+    assert not rig.siren_on  # a gate is not a siren alarm
+
+
+@pytest.mark.parametrize("local, after_hours", [
+    (dt.datetime(2026, 11, 23, 7, 0), False),    # Monday 07:00 (Sunday 23:00 UTC)
+    (dt.datetime(2026, 11, 23, 21, 0), True),    # Monday 21:00
+    (dt.datetime(2026, 11, 23, 8, 30), True),    # end of a range is exclusive
+    (dt.datetime(2026, 11, 28, 7, 0), True),     # Saturday in school hours
+    (dt.datetime(2026, 11, 27, 16, 0), False),   # Friday 16:00 (Friday 08:00 UTC)
+])
+def test_gate_after_hours_in_the_site_timezone(make_rig, local, after_hours):
+    utc = local.replace(tzinfo=SHANGHAI).astimezone(dt.timezone.utc)
+    rig = make_rig(start=utc).start()
+    rig.open_gate()
+    rig.advance(0.5)
+    assert len(rig.stored("gate_open")) == 1
+    alerts = rig.stored("gate_after_hours")
+    assert len(alerts) == int(after_hours)
+    if after_hours:
+        assert alerts[0].data["local_time"] == local.strftime("%H:%M:%S")
+        assert alerts[0].time == utc
+
+
+def test_one_held_open_alert_per_opening(rig):
+    rig.open_gate()
+    rig.advance(0.5)
+    rig.advance(299)
+    assert rig.stored("gate_held_open") == []
+    rig.advance(1)
+    [held] = rig.stored("gate_held_open")
+    assert held.data["held_open_alert_s"] == 300
+    rig.advance(1000)
+    assert len(rig.stored("gate_held_open")) == 1
+    rig.close_gate()
+    rig.advance(0.5)
+    rig.open_gate()
+    rig.advance(0.5)
+    rig.advance(300)
+    assert len(rig.stored("gate_held_open")) == 2
+
+
+def test_no_held_open_alert_when_closed_in_time(rig):
+    rig.open_gate()
+    rig.advance(100)
+    rig.close_gate()
+    rig.advance(1000)
+    assert rig.stored("gate_held_open") == []
+    assert [e.kind for e in rig.stored("gate_open", "gate_closed")] == ["gate_open",
+                                                                        "gate_closed"]
+
+
+# ------------------------------------------------------------------ restart
+
+def test_a_restart_restores_latched_alarm_gate_and_timers(make_rig):
+    # Real-pin semantics (a new factory keeps the wiring's levels, pulled up: gate open,
+    # button released), so the gate is still open when the second daemon starts. No
+    # tamper switch: an unwired one reads "lid open", an alarm of its own at each start.
+    clock = FakeClock(MONDAY_7AM)
+    first = make_rig(clock=clock, pin_factory="lgpio", tamper=False).start()
+    first.close_gate()
+    first.advance(1)
+    assert first.stored() == []  # the open level seen at start never settled
+    first.open_gate()
+    first.advance(0.5)
+    first.press()
+    first.release()
+    first.advance(100)
+    first.close()
+    before = first.stored()
+    assert [e.kind for e in before] == ["gate_open", "panic"]
+
+    second = make_rig(clock=clock, pin_factory="lgpio", tamper=False).start()
+    assert second.siren_on
+    assert second.daemon.siren.off_at == pytest.approx(clock.monotonic() + 80)
+    assert second.status()["alarm"]["inputs"] == ["guard_room"]
+    assert second.daemon.latched["guard_room"].id == before[1].id
+    assert second.status()["inputs"]["main_gate"]["open"] is True
+    second.advance(79)
+    assert second.siren_on
+    second.advance(2)
+    assert not second.siren_on and second.status()["alarm"]["active"]
+    second.advance(300 - 0.5 - 100 - 81 - 1)  # 1 s before the opening is 300 s old
+    assert second.stored("gate_held_open") == []
+    second.advance(2)
+    assert len(second.stored("gate_held_open")) == 1
+    assert [e.kind for e in second.stored("gate_open", "panic")] == ["gate_open", "panic"]
+
+
+def test_a_restart_after_silence_keeps_quiet(make_rig):
+    clock = FakeClock(MONDAY_7AM)
+    first = make_rig(clock=clock).start()
+    first.press()
+    first.daemon.silence("wang", "cli")
+    first.close()
+    second = make_rig(clock=clock).start()
+    assert not second.siren_on and not second.status()["alarm"]["active"]
+
+
+def test_a_restart_after_the_siren_ran_out_keeps_it_off_but_latched(make_rig):
+    clock = FakeClock(MONDAY_7AM)
+    first = make_rig(clock=clock).start()
+    first.press()
+    first.advance(200)
+    first.close()
+    second = make_rig(clock=clock).start()
+    assert not second.siren_on and second.status()["alarm"]["active"]
+
+
+def test_a_restart_of_a_gate_that_closed_while_down_records_the_close(make_rig):
+    clock = FakeClock(MONDAY_7AM)
+    first = make_rig(clock=clock).start()
+    first.open_gate()
+    first.advance(0.5)
+    assert len(first.stored("gate_open")) == 1
+    first.close()
+    second = make_rig(clock=clock).start()  # simulated pins start with the gate closed
+    second.advance(0.5)
+    assert [e.kind for e in second.stored("gate_open", "gate_closed")] == ["gate_open",
+                                                                           "gate_closed"]
+    second.advance(400)
+    assert second.stored("gate_held_open") == []
+
+
+def test_a_tamper_switch_open_at_start_raises_the_alarm(make_rig):
+    # Real-pin semantics: the unwired tamper pin is pulled up, which reads "lid open"
+    # (the enclosure was opened while the power was off: cut power, open box, power on).
+    rig = make_rig(pin_factory="lgpio").start()
+    assert rig.status()["inputs"]["box"]["active"] is True
+    assert [e.subject for e in rig.stored("tamper")] == ["box"]
+    assert rig.siren_on
+
+
+# ------------------------------------------------------------------ storage trouble
+
+def test_unwritable_storage_is_a_fault_and_the_alarm_still_works(make_rig, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file where the storage directory should be")
+    rig = make_rig(storage=blocker / "var").start()
+    assert rig.daemon.faults == {"storage": "unwritable"}
+    rig.press()
+    assert rig.siren_on
+    status = rig.status()
+    assert status["faults"] == ["storage"] and status["alarm"]["active"]
+    assert status["storage"]["unstored"] == 2  # the fault and the panic, kept in memory
+    alarm_id = rig.daemon.latched["guard_room"].id
+
+    blocker.unlink()  # someone fixes the disk; the next housekeeping writes the backlog
+    rig.advance(61)
+    assert "storage" not in rig.daemon.faults
+    stored = rig.stored()
+    assert [(e.kind, e.subject) for e in stored[:3]] == [
+        ("fault", "storage"), ("panic", "guard_room"), ("recovered", "storage")]
+    assert stored[1].id == alarm_id  # the id it was acted on with, kept for the platform
+    assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
+
+
+def test_a_corrupt_store_is_set_aside_and_the_alarm_still_works(make_rig, tmp_path):
+    db = tmp_path / "var" / "events.db"
+    db.parent.mkdir()
+    db.write_bytes(b"this is not an sqlite database" * 200)
+    rig = make_rig().start()
+    assert rig.daemon.faults == {"storage": "corrupt"}
+    assert list(db.parent.glob("events.db.corrupt-*"))
+    rig.press()
+    assert rig.siren_on
+    assert [(e.kind, e.subject) for e in rig.stored()] == [("fault", "storage"),
+                                                           ("panic", "guard_room")]
+    assert rig.stored("fault")[0].data["reason"] == "corrupt"
+
+
+# ------------------------------------------------------------------ drill
+
+def test_a_drill_press_is_a_drill_with_a_short_siren_and_no_latch(rig):
+    rig.daemon.set_drill(True, 600)
+    rig.press()
+    assert rig.siren_on
+    [drill] = rig.stored("drill")
+    assert drill.subject == "guard_room" and rig.stored("panic") == []
+    assert not rig.status()["alarm"]["active"] and rig.status()["drill"]["active"]
+    rig.release()
+    rig.advance(5.1)  # [drill] siren_s defaults to 5
+    assert not rig.siren_on
+    rig.advance(600)  # drill mode ends by itself: the next press is real
+    rig.press()
+    assert len(rig.stored("panic")) == 1 and rig.status()["alarm"]["active"]
+
+
+def test_a_silent_drill_never_sounds_the_siren(make_rig):
+    rig = make_rig(extra="[drill]\nsiren_s = 0\n").start()
+    rig.daemon.set_drill(True)
+    rig.pin(PANIC_PIN).drive_low()
+    assert not rig.siren_on  # not even tripped by gpiozero's thread
+    rig.run()
+    assert not rig.siren_on and len(rig.stored("drill")) == 1
+
+
+def test_drill_mode_survives_a_restart(make_rig):
+    clock = FakeClock(MONDAY_7AM)
+    first = make_rig(clock=clock).start()
+    first.daemon.set_drill(True, 1800)
+    first.close()
+    second = make_rig(clock=clock).start()
+    second.press()
+    assert len(second.stored("drill")) == 1 and second.stored("panic") == []
