@@ -105,13 +105,19 @@ class Input:
     open_days: frozenset[int] | None = None
 
     def allowed_at(self, local: dt.datetime) -> bool:
-        """Whether a gate may open at this local time (open_hours / open_days)."""
-        if self.open_days is not None and local.weekday() not in self.open_days:
-            return False
-        if self.open_hours is None:
-            return True
+        """Whether a gate may open at this local time (open_hours / open_days). The part of
+        a range after midnight belongs to the day the range started: with
+        "22:00-06:00" on fri, Saturday 01:00 is allowed and Monday 01:00 is not."""
         minute = local.hour * 60 + local.minute
-        return any(r.contains(minute) for r in self.open_hours)
+        day = local.weekday()
+        ranges = self.open_hours if self.open_hours is not None else (TimeRange(0, 1440),)
+        for r in ranges:
+            if not r.contains(minute):
+                continue
+            started = (day - 1) % 7 if r.start > r.end and minute < r.end else day
+            if self.open_days is None or started in self.open_days:
+                return True
+        return False
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class Daemon:
         self._started_mono = 0.0
         self._next_purge = 0.0
         self._stop_requested = threading.Event()
+        self._closed = False
         self.drill_until: float | None = None  # unix time; drill mode on until then
         self._alarm_kinds = {i.name: i.kind in ("panic", "tamper") for i in cfg.inputs}
 
@@ -182,6 +183,9 @@ class Daemon:
     def close(self, timeout: float = 3.0) -> None:
         """Stop workers, release pins, close the store. Nothing owed is lost: the rows the
         workers did not finish stay in the store for the next start."""
+        if self._closed:
+            return
+        self._closed = True
         self.loop.process(0)
         for worker in self.workers:
             worker.stop(timeout / max(1, len(self.workers)))
@@ -249,8 +253,8 @@ class Daemon:
             self._unstored.pop(0)
             for worker in self.workers:
                 worker.notify(stored)
-        if self.faults.get("storage") == "unwritable" and self.store is not None:
-            self.part_ok("storage")
+        if self.faults.get("storage") in ("unwritable", "corrupt") and self.store is not None:
+            self.part_ok("storage")  # writes work again (a corrupt file is kept aside)
 
     def part_failed(self, part: str, reason: str, detail: str | None = None) -> None:
         """A part failed a check: one `fault` event when it starts failing."""
@@ -465,6 +469,11 @@ class GateWatch:
         return watch
 
     def edge(self, active: bool, mono: float, wall: dt.datetime) -> None:
+        if self._debounce is not None and self._debounce.deadline <= mono:
+            # The level held its debounce time before this edge came: it counts, even if
+            # the owner loop was too busy to run the timer in time.
+            self._debounce.cancel()
+            self._settle()
         if active == self.level:
             return
         self.level, self.level_mono, self.level_wall = active, mono, wall

@@ -68,23 +68,23 @@ class OwnerLoop:
         return self.at(self.clock.monotonic() + delay_s, fn)
 
     def process(self, timeout: float = 0.0) -> None:
-        """Run the timers that are due, then wait up to ``timeout`` for work and run all
-        that is queued. The daemon calls this in its loop; tests call it directly."""
-        self._run_due_timers()
+        """Wait up to ``timeout`` (less when a timer is due sooner) for work, run all that
+        is queued, then the timers that are due. Queued work goes first: it happened
+        before now, and a timer must not fire past an edge that came before its deadline.
+        The daemon calls this in its loop; tests call it directly."""
         wait = timeout
         if self._timers:
             wait = max(0.0, min(wait, self._timers[0][0] - self.clock.monotonic()))
         try:
             item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
         except queue.Empty:
-            self._run_due_timers()
-            return
-        while True:
+            item = None
+        while item is not None:
             self._run(item)
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                item = None
         self._run_due_timers()
 
     def _run(self, item) -> None:

@@ -279,18 +279,19 @@ def test_allowed_at_checks_days_then_hours():
     assert not gate.allowed_at(saturday.replace(hour=7, minute=0))
 
 
-def test_days_apply_to_the_weekday_of_the_moment_in_a_midnight_range():
-    # A night range on Fridays only: Friday 23:00 is allowed; Saturday 01:00 is not, as
-    # open_days names the weekday of the moment itself, not the day the range began.
+def test_a_midnight_range_belongs_to_the_day_it_starts():
+    # A night range on Fridays only: Friday 23:00 and the small hours of Saturday are
+    # allowed (the Friday night shift); Friday 01:00 belongs to Thursday's night: refused.
     cfg = config.parse(tomllib.loads(with_replaced(
         'open_hours = ["06:30-08:30", "11:00-13:30", "15:30-18:30"]\n'
         'open_days = ["mon", "tue", "wed", "thu", "fri"]',
         'open_hours = ["22:00-06:00"]\nopen_days = ["fri"]')))
     gate = cfg.input("main_gate")
-    assert gate.allowed_at(dt.datetime(2026, 11, 27, 23, 0))  # Friday
-    assert gate.allowed_at(dt.datetime(2026, 11, 27, 1, 0))  # Friday, early
-    assert not gate.allowed_at(dt.datetime(2026, 11, 28, 1, 0))  # Saturday
+    assert gate.allowed_at(dt.datetime(2026, 11, 27, 23, 0))  # Friday night
+    assert gate.allowed_at(dt.datetime(2026, 11, 28, 1, 0))  # Saturday, early: Friday's night
+    assert not gate.allowed_at(dt.datetime(2026, 11, 27, 1, 0))  # Friday early: Thursday's
     assert not gate.allowed_at(dt.datetime(2026, 11, 27, 12, 0))  # Friday noon
+    assert not gate.allowed_at(dt.datetime(2026, 11, 28, 23, 0))  # Saturday night
 
 
 # ------------------------------------------------------------------ refused before anything starts

@@ -480,3 +480,24 @@ def test_drill_mode_survives_a_restart(make_rig):
     second = make_rig(clock=clock).start()
     second.press()
     assert len(second.stored("drill")) == 1 and second.stored("panic") == []
+
+
+def test_a_busy_loop_does_not_lose_a_gate_opening_that_held_its_debounce(rig):
+    # The gate opens and closes 0.5 s later (> debounce_s 0.3), both edges queued while the
+    # owner was busy: the opening still counts, by the edges' own times.
+    rig.pin(GATE_PIN).drive_high()
+    rig.clock.advance(0.5)
+    rig.pin(GATE_PIN).drive_low()
+    rig.clock.advance(0.5)
+    rig.run()
+    assert [e.kind for e in rig.stored("gate_open", "gate_closed")] == ["gate_open",
+                                                                        "gate_closed"]
+
+
+def test_a_bounce_queued_with_its_edge_is_still_a_bounce(rig):
+    rig.pin(GATE_PIN).drive_high()
+    rig.clock.advance(0.1)
+    rig.pin(GATE_PIN).drive_low()
+    rig.clock.advance(1)
+    rig.run()
+    assert rig.stored("gate_open", "gate_closed") == []
