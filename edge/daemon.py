@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import signal
 import threading
+import time
 from typing import Protocol
 
 from edge import routing
@@ -174,10 +175,14 @@ class Daemon:
         interval = self.notifier.watchdog_interval_s
         next_ping = 0.0
         while not self._stop_requested.is_set():
-            self.loop.process(MAX_WAIT_S)
-            if interval is not None and self.clock.monotonic() >= next_ping:
+            wait = MAX_WAIT_S
+            if interval is not None:
+                wait = min(wait, max(0.0, next_ping - time.monotonic()))
+            self.loop.process(wait)
+            # Real time, not the daemon's clock: systemd's watchdog runs on real time.
+            if interval is not None and time.monotonic() >= next_ping:
                 self.notifier.watchdog()
-                next_ping = self.clock.monotonic() + interval
+                next_ping = time.monotonic() + interval
         self.notifier.stopping()
 
     def close(self, timeout: float = 3.0) -> None:
