@@ -23,6 +23,7 @@ DEFAULT_SOCKET = "/run/edge-alarm/control.sock"
 
 PIN_FACTORIES = ("lgpio", "rpigpio", "pigpio", "mock")
 CAMERA_BACKENDS = ("picamera2", "none", "test-pattern")
+POWER_SIGNALS = ("mains_lost", "battery_low")
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Kinds a contact may be told of: the event kinds that are worth a message, plus the
 # daily summary that contacts opt into.
@@ -92,9 +93,10 @@ class Gpio:
 
 @dataclass(frozen=True)
 class Input:
-    """A panic button, gate or tamper switch. ``active_low``: the active state is the low level."""
+    """A panic button, gate, tamper switch, acknowledge key switch or power signal.
+    ``active_low``: the active state is the low level."""
 
-    kind: str  # "panic" | "gate" | "tamper"
+    kind: str  # "panic" | "gate" | "tamper" | "ack" | "power"
     name: str
     label: str
     pin: int
@@ -103,6 +105,7 @@ class Input:
     held_open_alert_s: int = 0
     open_hours: tuple[TimeRange, ...] | None = None
     open_days: frozenset[int] | None = None
+    signals: str | None = None  # power inputs: "mains_lost" or "battery_low"
 
     def allowed_at(self, local: dt.datetime) -> bool:
         """Whether a gate may open at this local time (open_hours / open_days). The part of
@@ -401,8 +404,9 @@ def load(path: str) -> Config:
 def parse(raw: dict, path: str = "config.toml") -> Config:
     problems = _Problems(path)
     pins = _Pins()
-    known = {"site", "storage", "gpio", "panic_button", "gate", "tamper", "siren", "camera",
-             "modem", "uplink", "contact", "sms", "drill", "control"}
+    known = {"site", "storage", "gpio", "panic_button", "gate", "tamper", "ack_button",
+             "power_input", "siren", "camera", "modem", "uplink", "contact", "sms", "drill",
+             "control"}
     for key in raw:
         if key not in known:
             problems.add(f"[{key}]", "unknown table")
@@ -411,7 +415,8 @@ def parse(raw: dict, path: str = "config.toml") -> Config:
     storage = _storage(_section(problems, raw, "storage", required=True))
     gpio = _gpio(_section(problems, raw, "gpio", required=True))
     inputs = []
-    for kind, key in (("panic", "panic_button"), ("gate", "gate"), ("tamper", "tamper")):
+    for kind, key in (("panic", "panic_button"), ("gate", "gate"), ("tamper", "tamper"),
+                      ("ack", "ack_button"), ("power", "power_input")):
         for table in _array(problems, raw, key):
             inputs.append(_input(kind, table, pins))
     if not any(t in raw for t in ("panic_button", "gate", "tamper")):
@@ -540,8 +545,12 @@ def _input(kind: str, t: _Table, pins: _Pins):
     pin = t.get("pin", int, check=_valid_pin)
     pins.claim(t, "pin", pin)
     extra = {}
-    if kind == "panic":
+    if kind in ("panic", "ack"):
         active_low = t.get("active_low", bool, True)
+    elif kind == "power":
+        # UPS HATs and power-fail relays pull their signal line low when they signal.
+        active_low = t.get("active_low", bool, True)
+        extra["signals"] = t.get("signals", str, check=_one_of(POWER_SIGNALS))
     elif kind == "tamper":
         # An enclosure switch is held closed (low, with the pull-up) while the lid is shut.
         active_low = t.get("active_low", bool, False)

@@ -17,10 +17,11 @@ from edge.config import Config, Input
 from edge.errors import CommandRefused, StorageError
 from edge.events import LATCHING_KINDS, Event, new_event_id
 from edge.inputs import InputPins, PinFactoryError, make_pin_factory
-from edge.owner import MAX_WAIT_S, OwnerLoop, Timer
+from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
 from edge.siren import Siren
 from edge.store import Checkpointer, Store, is_corruption
+from edge.watches import GateWatch, LevelWatch, PowerWatch
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ STORAGE_RETRY_S = 10.0
 # A Pi has no RTC: give NTP this long after start before the clock counts as a fault.
 CLOCK_GRACE_S = 600.0
 PURGE_EVERY_S = 3600.0
+
+
+LEVEL_WATCHES = {"gate": GateWatch, "power": PowerWatch}
 
 
 class Worker(Protocol):
@@ -69,7 +73,7 @@ class Daemon:
         self.pins: InputPins | None = None
         self.siren: Siren | None = None
         self.workers: list[Worker] = []
-        self.gates: dict[str, GateWatch] = {}
+        self.levels: dict[str, LevelWatch] = {}  # gates and power inputs
         self.latched: dict[str, Event] = {}  # input name → the alarm that latched it
         self.faults: dict[str, str] = {}  # part → reason
         self._last_active_edge: dict[str, float] = {}
@@ -144,8 +148,10 @@ class Daemon:
             until = float(self.store.get_meta("drill_until") or 0)
             self.drill_until = until if until > now.timestamp() else None
         for inp in self.cfg.inputs:
-            if inp.kind == "gate":
-                self.gates[inp.name] = GateWatch.restored(self, inp, now, mono)
+            if inp.kind in LEVEL_WATCHES:
+                self.levels[inp.name] = LEVEL_WATCHES[inp.kind].restored(self, inp, now, mono)
+                continue
+            if inp.kind == "ack":
                 continue
             last = self._last(inp.name, (*LATCHING_KINDS, "silenced"))
             if last is not None and last.kind in LATCHING_KINDS:
@@ -293,8 +299,11 @@ class Daemon:
 
     def _edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
         inp = self.cfg.input(name)
-        if inp.kind == "gate":
-            self.gates[name].edge(active, mono, wall)
+        if inp.kind in LEVEL_WATCHES:
+            self.levels[name].edge(active, mono, wall)
+        elif inp.kind == "ack":
+            if active:  # the guard's key switch: silence and acknowledge, like the CLI
+                self.silence(inp.name, "button")
         elif active:
             self._alarm_edge(inp, mono, wall)
             if self.siren is not None and self.siren.off_at is None:
@@ -375,7 +384,7 @@ class Daemon:
             entry = {"kind": inp.kind, "label": inp.label,
                      "active": self.pins.active(inp.name) if self.pins else None}
             if inp.kind == "gate":
-                entry["open"] = self.gates[inp.name].open if inp.name in self.gates else None
+                entry["open"] = self.levels[inp.name].open if inp.name in self.levels else None
             inputs[inp.name] = entry
         alarms = sorted(self.latched.values(), key=lambda e: e.seq)
         status = {
@@ -443,79 +452,6 @@ class Daemon:
         if self.store is None and not self._open_store():
             return
         self._flush_unstored()
-
-
-class GateWatch:
-    """One gate's reed switch, on the owner thread: a level must hold debounce_s before it
-    counts; an opening outside the allowed hours is an alert; one held-open alert per
-    opening."""
-
-    def __init__(self, daemon: Daemon, inp: Input, is_open: bool):
-        self.daemon = daemon
-        self.inp = inp
-        self.open = is_open  # the settled state, as last recorded
-        self.level = is_open  # the raw level, maybe still bouncing
-        self.level_mono = 0.0
-        self.level_wall: dt.datetime | None = None
-        self._debounce: Timer | None = None
-        self._held: Timer | None = None
-
-    @classmethod
-    def restored(cls, daemon: Daemon, inp: Input, now: dt.datetime, mono: float) -> GateWatch:
-        last = daemon._last(inp.name, ("gate_open", "gate_closed", "gate_held_open"))
-        is_open = last is not None and last.kind != "gate_closed"
-        watch = cls(daemon, inp, is_open)
-        if is_open and last.kind == "gate_open":
-            left = last.ts + inp.held_open_alert_s - now.timestamp()
-            watch._arm_held(mono + max(0.0, left))
-        current = daemon.pins.active(inp.name) if daemon.pins else None
-        if current is not None and current != is_open:
-            watch.edge(current, mono, now)
-        return watch
-
-    def edge(self, active: bool, mono: float, wall: dt.datetime) -> None:
-        if self._debounce is not None and self._debounce.deadline <= mono:
-            # The level held its debounce time before this edge came: it counts, even if
-            # the owner loop was too busy to run the timer in time.
-            self._debounce.cancel()
-            self._settle()
-        if active == self.level:
-            return
-        self.level, self.level_mono, self.level_wall = active, mono, wall
-        if self._debounce is not None:
-            self._debounce.cancel()
-            self._debounce = None
-        if active != self.open:
-            self._debounce = self.daemon.loop.at(mono + self.inp.debounce_s, self._settle)
-
-    def _settle(self) -> None:
-        self._debounce = None
-        if self.level == self.open:
-            return
-        self.open = self.level
-        d, inp, when = self.daemon, self.inp, self.level_wall
-        if self.open:
-            d.record("gate_open", inp.name, inp.label, time=when)
-            local = when.astimezone(d.tz)
-            if not inp.allowed_at(local):
-                d.record("gate_after_hours", inp.name, inp.label,
-                         {"local_time": local.strftime("%H:%M:%S")}, time=when)
-            self._arm_held(self.level_mono + inp.held_open_alert_s)
-        else:
-            if self._held is not None:
-                self._held.cancel()
-                self._held = None
-            d.record("gate_closed", inp.name, inp.label, time=when)
-
-    def _arm_held(self, deadline: float) -> None:
-        if self.inp.held_open_alert_s > 0:
-            self._held = self.daemon.loop.at(deadline, self._held_open)
-
-    def _held_open(self) -> None:
-        self._held = None
-        if self.open:
-            self.daemon.record("gate_held_open", self.inp.name, self.inp.label,
-                               {"held_open_alert_s": self.inp.held_open_alert_s})
 
 
 def install_signal_handlers(daemon: Daemon) -> None:

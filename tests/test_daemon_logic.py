@@ -501,3 +501,61 @@ def test_a_bounce_queued_with_its_edge_is_still_a_bounce(rig):
     rig.clock.advance(1)
     rig.run()
     assert rig.stored("gate_open", "gate_closed") == []
+
+
+# ------------------------------------------------------------------ ack button, power
+
+ACK_AND_POWER = """
+[[ack_button]]
+name = "guard_key"
+label = "门卫室复位钥匙"
+pin = 6
+
+[[power_input]]
+name = "ups_mains"
+label = "市电"
+pin = 13
+signals = "mains_lost"
+
+[[power_input]]
+name = "ups_battery"
+label = "备用电池"
+pin = 19
+signals = "battery_low"
+"""
+
+
+def test_the_ack_key_switch_silences_and_acknowledges(make_rig):
+    rig = make_rig(extra=ACK_AND_POWER).start()
+    rig.press()
+    rig.drive(6, high=False)  # the key turned: active low
+    [silenced] = rig.stored("silenced")
+    assert silenced.data["by"] == "guard_key" and silenced.data["via"] == "button"
+    assert not rig.siren_on and not rig.status()["alarm"]["active"]
+    assert rig.status()["inputs"]["guard_key"]["kind"] == "ack"
+
+
+def test_power_signals_are_debounced_and_recorded(make_rig):
+    rig = make_rig(extra=ACK_AND_POWER).start()
+    assert rig.status()["inputs"]["ups_mains"]["kind"] == "power"
+    rig.drive(13, high=False)  # mains lost, for a flicker only
+    rig.advance(0.2)
+    rig.drive(13, high=True)
+    rig.advance(2)
+    assert rig.stored("power_lost") == []
+    rig.drive(13, high=False)
+    rig.advance(1.5)
+    rig.drive(13, high=True)
+    rig.advance(1.5)
+    rig.drive(19, high=False)
+    rig.advance(1.5)
+    assert [e.kind for e in rig.stored("power_lost", "power_restored", "battery_low")] == [
+        "power_lost", "power_restored", "battery_low"]
+
+
+def test_ack_and_power_config_errors(write_config):
+    bad = write_config(extra=ACK_AND_POWER.replace('signals = "battery_low"',
+                                                   'signals = "low"'))
+    with pytest.raises(config.ConfigError) as e:
+        config.load(str(bad))
+    assert any("[[power_input]] ups_battery.signals" in line for line in e.value.problems)
