@@ -138,7 +138,8 @@ def test_sim_of_an_unknown_input_exits_2(running_daemon):
 def test_sim_is_refused_when_the_pins_are_real(write_config, cli, wait_until):
     # A daemon configured for real pins: MockFactory stands in for the Pi's GPIO, so
     # the daemon runs its real-pin path in this process while the CLI is a subprocess.
-    path = write_config(pin_factory="lgpio")
+    # (No tamper switch: unwired on real-pin semantics it reads "lid open", an alarm.)
+    path = write_config(pin_factory="lgpio", tamper=False)
     cfg = config.load(str(path))
     daemon = Daemon(cfg, pin_factory=MockFactory(), notifier=Notifier(environ={}))
     server = ControlServer(cfg.control.socket, daemon_handlers(daemon))
