@@ -322,10 +322,18 @@ def _one_of(choices):
     return check
 
 
-def _valid_name(value: str) -> str | None:
-    if _NAME_RE.match(value):
-        return None
-    return "must be 1-32 of a-z, 0-9, '_' or '-', starting with a letter or digit"
+def _matching(pattern: re.Pattern, why: str):
+    def check(value: str) -> str | None:
+        return None if pattern.fullmatch(value) else why
+    return check
+
+
+_valid_name = _matching(_NAME_RE, "must be 1-32 of a-z, 0-9, '_' or '-', starting with a "
+                                  "letter or digit")
+_valid_url = _matching(re.compile(r"^https?://[^/\s]+"), "must be an http:// or https:// URL")
+_valid_device_id = _matching(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+                             "must be 1-64 of A-Z, a-z, 0-9, '.', '_' or '-'")
+_sim_pin = _matching(re.compile(r"^([0-9]{4,8})?$"), "must be 4-8 digits")
 
 
 def _valid_pin(value: int) -> str | None:
@@ -333,7 +341,7 @@ def _valid_pin(value: int) -> str | None:
 
 
 def phone_problem(value: str) -> str | None:
-    if _E164_RE.match(value) or _CN_MOBILE_RE.match(value):
+    if _E164_RE.fullmatch(value) or _CN_MOBILE_RE.fullmatch(value):
         return None
     return f"{value!r} is neither an E.164 number (+8613800138000) nor a domestic mobile number"
 
@@ -344,12 +352,6 @@ def _valid_timezone(value: str) -> str | None:
     except (ZoneInfoNotFoundError, ValueError):
         return f"unknown timezone {value!r}"
     return None
-
-
-def _valid_url(value: str) -> str | None:
-    if re.match(r"^https?://[^/\s]+", value):
-        return None
-    return "must be an http:// or https:// URL"
 
 
 def parse_time_range(text: str) -> TimeRange:
@@ -510,12 +512,6 @@ def _site(t: _Table) -> Site:
     return s
 
 
-def _valid_device_id(value: str) -> str | None:
-    if re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", value):
-        return None
-    return "must be 1-64 of A-Z, a-z, 0-9, '.', '_' or '-'"
-
-
 def _storage(t: _Table) -> Storage:
     path = t.get("path", str, check=_absolute_path)
     s = Storage(
@@ -637,10 +633,6 @@ def _modem(t: _Table) -> Modem:
     )
     t.finish()
     return m
-
-
-def _sim_pin(value: str) -> str | None:
-    return None if value == "" or re.match(r"^[0-9]{4,8}$", value) else "must be 4-8 digits"
 
 
 def _uplink(t: _Table) -> Uplink:
