@@ -28,7 +28,9 @@ MODEM_ADVICE = {
     "signal_low": "weak signal: move the antenna (outside a metal box) or use a better one",
     "signal_unknown": "no signal reading: check the antenna",
     "smsc_empty": "the SIM has no SMS centre number: set [modem] smsc",
+    "starting": "the daemon has not reached the modem yet: run check again in a minute",
 }
+CORRUPT_DB_ADVICE = "restart the daemon, it moves the file aside and starts a fresh one"
 
 
 @dataclass
@@ -99,28 +101,42 @@ def _pins(cfg: Config, daemon: dict | None) -> list[Line]:
 def _modem(cfg: Config, daemon: dict | None) -> Line:
     if cfg.modem is None:
         return Line(OFF, "modem", "off (no [modem]): no SMS")
+    error = None
     if daemon is not None:
         m = daemon["modem"]
         ok, reason, signal, operator = m.get("ok"), m.get("reason"), m.get("signal"), \
             m.get("operator")
     else:
-        from edge.errors import ModemError
-        from edge.modem.modem import Modem
-
-        m = cfg.modem
-        try:
-            with Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
-                       min_signal=m.min_signal) as modem:
-                modem.ensure_ready()
-                health = modem.health()
-        except ModemError as e:
-            return Line(FAIL, "modem", f"{cfg.modem.port}: {e}")
+        health, error = _probe_modem(cfg.modem)
         ok, reason, signal, operator = health.ok, health.reason, health.signal, \
             health.operator
-    if ok:
+    if ok and not error:
         return Line(OK, "modem", f"SIM ready, registered ({operator or 'network'}), "
                                  f"signal {signal}/31")
-    return Line(FAIL, "modem", f"{reason}: {MODEM_ADVICE.get(reason, 'see the README')}")
+    if reason is None:  # initialisation failed on something health does not ask
+        return Line(FAIL, "modem", f"{cfg.modem.port}: {error}")
+    return Line(FAIL, "modem", f"{reason}: {MODEM_ADVICE.get(reason, 'see the README')}"
+                               + (f" ({error})" if error else ""))
+
+
+def _probe_modem(m) -> tuple[ModemHealth, str | None]:
+    """(ModemHealth, the error that stopped initialisation or None). A failed
+    initialisation still names its reason (no SIM, PIN…), as the daemon's worker does."""
+    from edge.errors import ModemError
+    from edge.modem.at import AtTimeout, PortLost
+    from edge.modem.modem import Modem, ModemHealth
+
+    with Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
+               min_signal=m.min_signal) as modem:
+        try:
+            modem.ensure_ready()
+        except (AtTimeout, PortLost) as e:
+            # Asking a silent modem again would only wait out another timeout.
+            reason = "silent" if isinstance(e, AtTimeout) else "port_gone"
+            return ModemHealth(False, reason, None, False, None), str(e)
+        except ModemError as e:
+            return modem.health(), str(e)
+        return modem.health(), None
 
 
 def _camera(cfg: Config, daemon: dict | None) -> Line:
@@ -145,7 +161,7 @@ def _camera(cfg: Config, daemon: dict | None) -> Line:
 
 
 def _storage(cfg: Config) -> list[Line]:
-    from edge.store import Store
+    from edge.store import Store, is_corruption
 
     path = cfg.storage.path
     probe_dir = path if path.exists() else path.parent
@@ -168,10 +184,11 @@ def _storage(cfg: Config) -> list[Line]:
         finally:
             store.close()
     except StorageError as e:
-        return lines + [Line(FAIL, "database", str(e))]
+        advice = (CORRUPT_DB_ADVICE if is_corruption(e.__cause__) else
+                  "run check as root or as a member of the edge-alarm group")
+        return lines + [Line(FAIL, "database", f"{e}: {advice}")]
     lines.append(Line(OK, "database", f"integrity ok, {seq} events recorded") if ok else
-                 Line(FAIL, "database", "integrity check failed: restart the daemon, it moves "
-                                        "the file aside and starts a fresh one"))
+                 Line(FAIL, "database", f"integrity check failed: {CORRUPT_DB_ADVICE}"))
     return lines
 
 
@@ -202,4 +219,10 @@ def _platform(cfg: Config) -> Line:
         client.close()
     if result.outcome == ACCEPTED:
         return Line(OK, "platform", f"{up.url}: {result.detail}, token accepted")
-    return Line(FAIL, "platform", f"{up.url}: {result.detail}")
+    if result.status in (401, 403):
+        advice = f"put the token the platform issued for {cfg.site.device_id} in {up.token_file}"
+    elif result.status is None:
+        advice = "check the network (cable, DNS, firewall) and [uplink] url"
+    else:  # a redirect
+        advice = "correct [uplink] url"
+    return Line(FAIL, "platform", f"{up.url}: {result.detail}; {advice}")

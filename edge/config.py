@@ -330,7 +330,8 @@ def _matching(pattern: re.Pattern, why: str):
 
 _valid_name = _matching(_NAME_RE, "must be 1-32 of a-z, 0-9, '_' or '-', starting with a "
                                   "letter or digit")
-_valid_url = _matching(re.compile(r"https?://[^/\s]+(/\S*)?"), "must be an http:// or https:// URL")
+_valid_url = _matching(re.compile(r"https?://[^/\s]+(/\S*)?"),
+                       "must be an http:// or https:// URL")
 _valid_device_id = _matching(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
                              "must be 1-64 of A-Z, a-z, 0-9, '.', '_' or '-'")
 _sim_pin = _matching(re.compile(r"^([0-9]{4,8})?$"), "must be 4-8 digits")

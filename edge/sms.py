@@ -37,9 +37,12 @@ MAX_SEND_ATTEMPTS = 12
 OWNER_CALL_TIMEOUT_S = 5.0
 
 
-def _log_unsent(future: Future) -> None:
-    if future.exception() is not None:
-        log.error("SMS of an unstored event not sent: %s", future.exception())
+def _log_if_unsent(what: str):
+    """A done-callback for a send_direct() future that nobody waits on."""
+    def check(future: Future) -> None:
+        if future.exception() is not None:
+            log.error("%s not sent: %s", what, future.exception())
+    return check
 
 
 def parse_command(text: str) -> str | None:
@@ -98,7 +101,7 @@ class SmsWorker(ThreadWorker):
             for request in routing.sms_requests(self.cfg, event.kind, event.ts):
                 if not request.fallback:
                     future = self.send_direct(request.phone, alert_text(event, self.cfg))
-                    future.add_done_callback(_log_unsent)
+                    future.add_done_callback(_log_if_unsent("SMS of an unstored event"))
         self.wake()  # a stored event may owe an SMS; the outbox query decides
 
     def send_direct(self, number: str, text: str) -> Future:
@@ -146,10 +149,12 @@ class SmsWorker(ThreadWorker):
                 self._next_health = mono + self.cfg.modem.health_s
             self._read_inbox(mono)
             self._send_direct()
-            return self._send_outbox()
+            outbox_wait = self._send_outbox()
         except ModemError as e:
             log.warning("modem: %s", e)
             return 1.0
+        # A health_s shorter than the idle wait must still be kept.
+        return min(outbox_wait, max(0.0, self._next_health - mono))
 
     # --- health -----------------------------------------------------------------------
 
@@ -202,7 +207,9 @@ class SmsWorker(ThreadWorker):
             reply = status_text(status, self.cfg)
         else:
             reply = help_text(self.cfg)
-        self._send(contact.phone, reply)
+        # Queued, not sent here: a reply that fails must not cost the commands read with it.
+        self.send_direct(contact.phone, reply).add_done_callback(
+            _log_if_unsent(f"reply to {contact.name}"))
 
     def _contact(self, number: str) -> Contact | None:
         return next((c for c in self.cfg.contacts if same_number(c.phone, number)), None)

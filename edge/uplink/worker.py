@@ -91,7 +91,9 @@ class UplinkWorker(ThreadWorker):
                                       connect_timeout_s=up.connect_timeout_s,
                                       read_timeout_s=up.read_timeout_s)
         except UplinkError as e:
-            self._set_failed("misconfigured", str(e))
+            # No token, no CA file: nothing can go until someone fixes the files, so
+            # the fault is raised now rather than after FAULT_AFTER_FAILURES tries.
+            self._set_failed("misconfigured", str(e), at_once=True)
             return False
         return True
 
