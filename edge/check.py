@@ -144,6 +144,9 @@ def _camera(cfg: Config, daemon: dict | None) -> Line:
         return Line(OFF, "camera", "off (no [camera]): no snapshots")
     if daemon is not None:
         ok = daemon.get("camera", {}).get("ok")
+        if ok is None:
+            return Line(FAIL, "camera", f"{cfg.camera.backend}: the daemon is still starting "
+                                        "it; run check again in a minute")
         return Line(OK if ok else FAIL, "camera", f"{cfg.camera.backend}: "
                     + ("ok in the daemon" if ok else "failing in the daemon; check the ribbon "
                        "cable and `rpicam-hello --list-cameras`"))
@@ -187,7 +190,7 @@ def _storage(cfg: Config) -> list[Line]:
         advice = (CORRUPT_DB_ADVICE if is_corruption(e.__cause__) else
                   "run check as root or as a member of the edge-alarm group")
         return lines + [Line(FAIL, "database", f"{e}: {advice}")]
-    lines.append(Line(OK, "database", f"integrity ok, {seq} events recorded") if ok else
+    lines.append(Line(OK, "database", f"integrity ok, last event #{seq}") if ok else
                  Line(FAIL, "database", f"integrity check failed: {CORRUPT_DB_ADVICE}"))
     return lines
 

@@ -81,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _setup_logging(verbose: bool = True) -> None:
+def _setup_logging(level: int = logging.INFO) -> None:
     # Under systemd the journal stamps each line itself.
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=fmt,
+    logging.basicConfig(level=level, format=fmt,
                         stream=sys.stderr)
 
 
@@ -104,7 +104,7 @@ def cmd_demo(args) -> int:
 
 def cmd_check(args) -> int:
     cfg = config_mod.load(args.config)
-    _setup_logging(verbose=False)
+    _setup_logging(logging.ERROR)  # check says what is wrong in its own lines
     from edge.check import run_check
     return run_check(cfg)
 
@@ -159,7 +159,7 @@ def cmd_test_sms(args) -> int:
     from edge.sms_send import send_test_sms
 
     cfg = config_mod.load(args.config)
-    _setup_logging(verbose=False)
+    _setup_logging(logging.WARNING)
     refs = send_test_sms(cfg, args.number, args.text)
     print(f"sent to {args.number} ({len(refs)} part(s), message reference(s) "
           f"{', '.join(map(str, refs))})")

@@ -34,6 +34,8 @@ CAMERA_RETRY_S = 30.0
 PRUNE_EVERY_S = 600.0
 # Free space below which the disk counts as full, before a write fails outright.
 MIN_FREE_MB = 20
+# While the disk is full every alarm loses its picture: look for space this often.
+FULL_RECHECK_S = 1.0
 
 
 def snapshot_wanted(event: Event, cfg: Config) -> bool:
@@ -54,12 +56,12 @@ class CameraWorker(ThreadWorker):
         self._camera = camera
         self._queue: collections.deque[Event] = collections.deque()
         self._lock = threading.Lock()
-        self._overlay = ["", "", ""]
+        self._overlay_event: list[str] = []  # the lines of the alarm being captured
         self._store: Store | None = None
         self._camera_ok: bool | None = None
         self._disk_full = False
         self._next_prune = 0.0
-        self._next_start = 0.0
+        self._next_check = 0.0
 
     # ------------------------------------------------------------------ owner side
 
@@ -70,8 +72,9 @@ class CameraWorker(ThreadWorker):
             self.wake()
 
     def status(self) -> dict:
+        # ok is None until the camera's first start has been tried.
         return {"configured": True, "backend": self.cfg.camera.backend,
-                "ok": bool(self._camera_ok)}
+                "ok": self._camera_ok}
 
     # ------------------------------------------------------------------ worker thread
 
@@ -80,8 +83,14 @@ class CameraWorker(ThreadWorker):
         if self._camera is None:
             self._camera = open_camera(self.cfg.camera.backend,
                                        pre_trigger_s=self.cfg.camera.pre_trigger_s,
-                                       overlay=lambda: list(self._overlay))
-        self._start_camera()
+                                       overlay=self._overlay_lines)
+        # Once only: a backend's start() also starts its pre-trigger thread, and a camera
+        # that failed to start is retried by capturing (the backend reopens it itself).
+        try:
+            self._camera.start()
+            self._camera_state(True, None)
+        except CameraError as e:
+            self._camera_failed(str(e))
 
     def teardown(self) -> None:
         if self._camera is not None:
@@ -89,13 +98,25 @@ class CameraWorker(ThreadWorker):
         if self._store is not None:
             self._store.close()
 
-    def _start_camera(self) -> None:
+    def _overlay_lines(self) -> list[str]:
+        """What the test pattern draws: the alarm's lines while its still is taken, and
+        the time of the picture itself (a pre-trigger frame shows its own second)."""
+        now = self.daemon.clock.now().astimezone(self.cfg.site.tz)
+        head = list(self._overlay_event) or [self.cfg.site.device_id]
+        return [*head, now.strftime("%Y-%m-%d %H:%M:%S %z")]
+
+    def _camera_failed(self, error: str) -> None:
+        self._camera_state(False, error)
+        self._next_check = time.monotonic() + CAMERA_RETRY_S
+
+    def _check_camera(self) -> None:
+        """Between alarms, a camera that failed is tried with one capture."""
         try:
-            self._camera.start()
-            self._camera_state(True, None)
+            self._camera.capture_jpeg(CAPTURE_TIMEOUT_S)
         except CameraError as e:
-            self._camera_state(False, str(e))
-            self._next_start = time.monotonic() + CAMERA_RETRY_S
+            self._camera_failed(str(e))
+        else:
+            self._camera_state(True, None)
 
     def _camera_state(self, ok: bool, error: str | None) -> None:
         if ok == self._camera_ok:
@@ -108,31 +129,40 @@ class CameraWorker(ThreadWorker):
             self.daemon.loop.post(self.daemon.part_failed, "camera", "capture_failed", error)
 
     def step(self) -> float:
-        mono = time.monotonic()
-        if not self._camera_ok and not self._queue and mono >= self._next_start:
-            self._start_camera()  # retry a camera that failed at start, between alarms
+        if not self._camera_ok and not self._queue and time.monotonic() >= self._next_check:
+            self._check_camera()
         while True:
             with self._lock:
                 event = self._queue.popleft() if self._queue else None
             if event is None:
                 break
             self._snapshot(event)
-        if mono >= self._next_prune or self._disk_full:
+        mono = time.monotonic()
+        if mono >= self._next_prune:
             self._next_prune = mono + PRUNE_EVERY_S
             self.prune()
-        return IDLE_WAIT_S
+        waits = [IDLE_WAIT_S, self._next_prune - mono]
+        if self._disk_full:
+            if self._space_returned():
+                self._disk(True)
+            else:
+                waits.append(FULL_RECHECK_S)
+        if not self._camera_ok:
+            waits.append(self._next_check - mono)
+        return max(0.0, min(waits))
 
     def _snapshot(self, event: Event) -> None:
         frames = self._camera.pre_trigger_frames()
-        local = event.time.astimezone(self.cfg.site.tz)
-        self._overlay[:] = [f"{self.cfg.site.device_id}  {event.kind}  {event.subject}",
-                            event.data.get("label", ""), local.strftime("%Y-%m-%d %H:%M:%S %z")]
+        self._overlay_event = [f"{self.cfg.site.device_id}  {event.kind}  {event.subject}",
+                               event.data.get("label", "")]
         try:
             jpeg = self._camera.capture_jpeg(CAPTURE_TIMEOUT_S)
         except CameraError as e:
-            self._camera_state(False, str(e))
+            self._camera_failed(str(e))
             self._record_data(event, {"snapshot_error": str(e)[:200]})
             return
+        finally:
+            self._overlay_event = []
         self._camera_state(True, None)
         try:
             files = self._save(event, jpeg, frames)
@@ -140,6 +170,7 @@ class CameraWorker(ThreadWorker):
             full = e.errno in (errno.ENOSPC, errno.EDQUOT)
             log.error("snapshot of event %s not saved: %s", event.id, e)
             self._disk(False, "full" if full else "unwritable", str(e))
+            self._next_prune = 0.0  # pictures beyond the cap may be what filled it
             self._record_data(event, {"snapshot_error": f"not saved: {e.strerror or e}"})
             return
         self._disk(True)
@@ -167,9 +198,16 @@ class CameraWorker(ThreadWorker):
         free = shutil.disk_usage(day).free
         if free < MIN_FREE_MB * 1024 * 1024 + len(jpeg) + sum(map(len, frames)):
             raise OSError(errno.ENOSPC, "less than the minimum free space left", str(day))
-        files = [("snapshot", *_write(day / f"{event.id}.jpg", jpeg))]
-        for k, frame in enumerate(frames, 1):
-            files.append((f"frame-{k}", *_write(day / f"{event.id}-frame-{k}.jpg", frame)))
+        files = []
+        try:
+            files.append(("snapshot", *_write(day / f"{event.id}.jpg", jpeg)))
+            for k, frame in enumerate(frames, 1):
+                files.append((f"frame-{k}", *_write(day / f"{event.id}-frame-{k}.jpg", frame)))
+        except OSError:
+            # Pictures no event row points at would never be uploaded, only pruned last.
+            for _, path, _, _ in files:
+                Path(path).unlink(missing_ok=True)
+            raise
         return files
 
     def _record_data(self, event: Event, update: dict) -> None:
@@ -178,6 +216,21 @@ class CameraWorker(ThreadWorker):
         except StorageError as e:
             log.error("cannot note %s on event %s: %s", update, event.id, e)
         self._wake_uplink()
+
+    def _space_returned(self) -> bool:
+        """Free space well above the minimum, and a file can be created there (a disk
+        out of inodes or over quota has bytes free and still refuses every file)."""
+        probe = self.root / ".space-probe"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if shutil.disk_usage(self.root).free < 2 * MIN_FREE_MB * 1024 * 1024:
+                return False
+            _write(probe, b"\0")
+        except OSError:
+            return False
+        finally:
+            probe.unlink(missing_ok=True)
+        return True
 
     def _disk(self, ok: bool, reason: str = "", detail: str = "") -> None:
         if ok and self._disk_full:
@@ -194,10 +247,9 @@ class CameraWorker(ThreadWorker):
         if not self.root.exists():
             return
         cutoff = time.time() - self.cfg.storage.retention_days * 86400
+        days = [day for day in self.root.iterdir() if day.is_dir()]
         files = []
-        for day in self.root.iterdir():
-            if not day.is_dir():
-                continue
+        for day in days:
             for f in day.iterdir():
                 try:
                     st = f.stat()
@@ -207,8 +259,6 @@ class CameraWorker(ThreadWorker):
                     f.unlink(missing_ok=True)
                 else:
                     files.append((f, st.st_size, st.st_mtime))
-            if not any(day.iterdir()):
-                day.rmdir()
         cap = self.cfg.storage.max_snapshots_mb * 1024 * 1024
         total = sum(size for _, size, _ in files)
         if total > cap:
@@ -224,18 +274,21 @@ class CameraWorker(ThreadWorker):
                 path.unlink(missing_ok=True)
                 total -= size
                 log.info("snapshot cap: removed %s", path)
-        if self._disk_full:
-            free = shutil.disk_usage(self.root).free
-            if free >= 2 * MIN_FREE_MB * 1024 * 1024:
-                self._disk(True)
+        for day in days:
+            if not any(day.iterdir()):
+                day.rmdir()
 
 
 def _write(path: Path, data: bytes) -> tuple[str, str, int]:
     """Write atomically (temp file, fsync, rename): a power cut leaves no half picture."""
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a half-written file would only take space
+        raise
     return str(path), hashlib.sha256(data).hexdigest(), len(data)
