@@ -43,6 +43,12 @@ class FakeClock(Clock):
             self._now += dt.timedelta(seconds=seconds)
             self._mono += seconds
 
+    def cut_to(self, when: dt.datetime) -> None:
+        """Move the wall clock only, as a story cuts to another time of day: the monotonic
+        clock (and every timer on it) does not see the skipped hours."""
+        with self._lock:
+            self._now = when.astimezone(dt.timezone.utc)
+
     def set(self, when: dt.datetime) -> None:
         with self._lock:
             self._mono += (when - self._now).total_seconds()

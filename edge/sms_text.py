@@ -59,7 +59,10 @@ def alert_text(event: Event, cfg: Config, *, fallback: bool = False) -> str:
         "by": event.data.get("by") or event.data.get("number", ""),
     }
     text = string.Formatter().vformat(template, (), fields)
-    return text + FALLBACK_NOTE if fallback else text
+    # The uplink's own fault already says the platform is unreachable.
+    if fallback and not (event.kind == "fault" and event.subject == "uplink"):
+        text += FALLBACK_NOTE
+    return text
 
 
 def status_text(status: dict, cfg: Config) -> str:

@@ -78,7 +78,8 @@ class ModemEmulator:
 
     def __init__(self, *, model: str = "SIM7600E-H", sim_pin: str = "",
                  smsc: str = "+8613800100500", operator: str = "CHINA MOBILE",
-                 signal: int = 20, storage_size: int = 30, first_index: int = 0):
+                 signal: int = 20, storage_size: int = 30, first_index: int = 0,
+                 dir: str | None = None):
         self.model = model
         self.operator = operator
         self.echo = True
@@ -101,7 +102,7 @@ class ModemEmulator:
         self._pin_attempts = 0
         self._next_mr = 1
         self._next_concat = 1
-        self._dir = tempfile.mkdtemp(prefix="edge-modem-")
+        self._dir = tempfile.mkdtemp(prefix="edge-modem-", dir=dir)  # the port link lives here
         self.port = os.path.join(self._dir, "ttyUSB2")
         self._master: int | None = None
         self._slave: int | None = None
