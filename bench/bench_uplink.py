@@ -1,0 +1,256 @@
+"""How fast the uplink gets events to the platform: a 10,000-event backlog drained in batches,
+the same work done one POST per event, and the time from a panic press until the platform
+has accepted the event. The platform is the stand-in (edge.platform_stub.PlatformStub, a
+real http.server) on 127.0.0.1.
+
+    .venv/bin/python bench/bench_uplink.py [--events N] [--single N] [--presses N] [--dir DIR]
+
+Backlog: N events committed to a real store (one transaction each, as the daemon writes
+them, each with its uplink delivery row), then the real daemon (edge.service.build_daemon,
+gpiozero MockFactory pins) starts and its UplinkWorker drains them; the clock runs from the
+daemon's start until the store holds no pending delivery.
+
+One POST per event: the worker has no setting that forces one event per request, so this
+is measured without it: for each event, HttpUplink.post_events([event]) and then
+Store.mark_accepted for it, the two steps the worker takes per request, against the same
+platform stand-in in the same run.
+
+Press→accepted: the real daemon with twenty panic buttons; a button is pressed (its mock
+pin driven low) and the clock stops when the platform stand-in has taken the panic event
+(it has stored it and is answering 200). Each alarm is silenced and its `silenced` event
+delivered before the next press, so every press meets an idle uplink, and a button is
+pressed again only after the daemon's PANIC_LOCKOUT_S.
+
+Exit status 0 when every target is met, 1 when one is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import platform as host
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from gpiozero.pins.mock import MockFactory
+
+from edge.config import Config, parse
+from edge.daemon import PANIC_LOCKOUT_S
+from edge.events import new_event_id
+from edge.platform_stub import PlatformStub
+from edge.routing import UPLINK
+from edge.service import build_daemon
+from edge.store import Store
+from edge.uplink.http import ACCEPTED, HttpUplink
+
+TOKEN = "bench-token"
+DEVICE_ID = "bench-1"
+BUTTON_PINS = tuple(range(2, 22))
+LOCKOUT_MARGIN_S = 0.02
+WAIT_S = 10.0  # a press not accepted in this long is a failure
+POLL_S = 0.002
+BATCHED_TARGET = 2000.0  # events/s
+RATIO_TARGET = 5.0  # batched rate / one-per-request rate
+PRESS_P50_TARGET_S = 0.050
+
+
+def bench_config(root: Path, url: str, buttons: int = 1) -> Config:
+    return parse({
+        "site": {"name": "基准测试小学", "device_id": DEVICE_ID, "timezone": "Asia/Shanghai"},
+        "storage": {"path": str(root / "var")},
+        "gpio": {"pin_factory": "mock"},
+        "panic_button": [{"name": f"button-{pin}", "label": f"一键报警{pin}", "pin": pin}
+                         for pin in BUTTON_PINS[:buttons]],
+        "uplink": {"url": url, "token_file": str(root / "token")},
+    }, "bench")
+
+
+def seed(store: Store, count: int) -> None:
+    """``count`` gate events as the daemon stores them: one commit each, with a delivery row."""
+    start = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))) - dt.timedelta(days=1)
+    for n in range(count):
+        store.append("gate_open" if n % 2 else "gate_closed", "main_gate",
+                     start + dt.timedelta(seconds=n), {"site": "基准测试小学", "label": "校门"},
+                     transports=[UPLINK], event_id=new_event_id())
+
+
+class RunningDaemon:
+    """The daemon as `edge-alarm run` builds it, its owner loop on a thread of its own."""
+
+    def __init__(self, cfg: Config):
+        self.factory = MockFactory()
+        self.daemon = build_daemon(cfg, pin_factory=self.factory)
+        ready = threading.Event()
+        self._owner = threading.Thread(target=self.daemon.run, kwargs={"on_ready": ready.set},
+                                       name="owner", daemon=True)
+        self._owner.start()
+        if not ready.wait(WAIT_S):
+            raise RuntimeError("the daemon did not start")
+
+    def close(self) -> None:
+        self.daemon.request_stop()
+        self._owner.join(WAIT_S)
+        self.daemon.close()
+
+
+def wait_for(predicate, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not within {timeout:g} s: {what}")
+        time.sleep(POLL_S)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def drain_batched(root: Path, stub: PlatformStub, events: int) -> float:
+    """Events per second of the daemon draining ``events`` stored events."""
+    cfg = bench_config(root, stub.url)
+    reader = Store(cfg.storage.db_path)
+    try:
+        seed(reader, events)
+        before = len(stub.events)
+        t0 = time.perf_counter()
+        daemon = RunningDaemon(cfg)
+        try:
+            wait_for(lambda: reader.pending_count(UPLINK)[0] == 0, "the backlog drained",
+                     timeout=max(60.0, events / 100))
+            elapsed = time.perf_counter() - t0
+        finally:
+            daemon.close()
+        taken = len(stub.events) - before
+        if taken < events:
+            raise RuntimeError(f"the platform took {taken} events, not {events}")
+    finally:
+        reader.close()
+    return events / elapsed
+
+
+def drain_one_per_request(root: Path, stub: PlatformStub, events: int) -> float:
+    """Events per second when every event is its own POST (see the module's docstring)."""
+    cfg = bench_config(root, stub.url)
+    store = Store(cfg.storage.db_path)
+    client = HttpUplink(stub.url, str(root / "token"))
+    try:
+        seed(store, events)
+        rows = store.pending_deliveries(UPLINK, events)
+        t0 = time.perf_counter()
+        for event, _, _ in rows:
+            result = client.post_events([event.to_cloudevent(DEVICE_ID)])
+            if result.outcome != ACCEPTED:
+                raise RuntimeError(f"event {event.seq} not accepted: {result.detail}")
+            store.mark_accepted(UPLINK, [event.seq], str(result.status), time.time())
+        elapsed = time.perf_counter() - t0
+    finally:
+        client.close()
+        store.close()
+    return len(rows) / elapsed
+
+
+def press_to_accepted(root: Path, stub: PlatformStub, presses: int) -> list[float]:
+    cfg = bench_config(root, stub.url, buttons=len(BUTTON_PINS))
+    running = RunningDaemon(cfg)
+    daemon, pins = running.daemon, [running.factory.pin(p) for p in BUTTON_PINS]
+    reader = Store(cfg.storage.db_path)
+    last_press = [-math.inf] * len(pins)
+    times = []
+    try:
+        wait_for(lambda: reader.pending_count(UPLINK)[0] == 0, "the start-up heartbeat",
+                 WAIT_S)
+        for n in range(presses):
+            i = n % len(pins)
+            wait = last_press[i] + PANIC_LOCKOUT_S + LOCKOUT_MARGIN_S - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            subject = f"button-{BUTTON_PINS[i]}"
+            seen = len(stub.events)
+            last_press[i] = time.monotonic()
+            t0 = time.perf_counter()
+            pins[i].drive_low()
+            if not stub.wait_for(lambda: any(e.subject == subject and e.type.endswith(".panic")
+                                             for e in stub.events[seen:]), WAIT_S):
+                raise RuntimeError(f"{subject}: the panic did not reach the platform")
+            times.append(time.perf_counter() - t0)
+            pins[i].drive_high()
+            daemon.loop.call(daemon.silence, "bench", "cli")
+            wait_for(lambda: reader.pending_count(UPLINK)[0] == 0, "the silence delivered",
+                     WAIT_S)
+    finally:
+        reader.close()
+        running.close()
+    return times
+
+
+# ---------------------------------------------------------------- report
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=10_000,
+                        help="backlog drained by the daemon (default 10000)")
+    parser.add_argument("--single", type=int, default=2_000,
+                        help="events sent one POST each (default 2000)")
+    parser.add_argument("--presses", type=int, default=200,
+                        help="panic presses timed until accepted (default 200)")
+    parser.add_argument("--dir", type=Path, default=Path.cwd(),
+                        help="directory for the stores; a temporary directory is made and "
+                             "removed inside it (default: the current directory)")
+    args = parser.parse_args(argv)
+    if min(args.events, args.single, args.presses) < 1:
+        parser.error("--events, --single and --presses must be at least 1")
+
+    cpus = os.cpu_count()
+    print(f"python     {host.python_implementation()} {host.python_version()} "
+          f"on {host.machine()}, {cpus} cpus")
+    work = Path(tempfile.mkdtemp(prefix="bench-uplink-", dir=args.dir))
+    try:
+        runs = {}
+        for name in ("batched", "single", "presses"):
+            runs[name] = work / name
+            runs[name].mkdir()
+            token = runs[name] / "token"
+            token.write_text(TOKEN + "\n")
+            token.chmod(0o600)
+        with PlatformStub(token=TOKEN) as stub:
+            batched = drain_batched(runs["batched"], stub, args.events)
+            single = drain_one_per_request(runs["single"], stub, args.single)
+            presses = press_to_accepted(runs["presses"], stub, args.presses)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    ratio = batched / single
+    p50 = statistics.median(presses)
+    ordered = sorted(presses)
+    p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+    checks = [
+        (f"backlog of {args.events} drained by the daemon, batched: {batched:8.0f} events/s "
+         f"(target >= {BATCHED_TARGET:.0f})", batched >= BATCHED_TARGET),
+        (f"one POST per event ({args.single} events, HttpUplink.post_events + "
+         f"Store.mark_accepted each): {single:8.0f} events/s", True),
+        (f"batched / one per request: {ratio:6.1f}x (target >= {RATIO_TARGET:g}x)",
+         ratio >= RATIO_TARGET),
+        (f"press -> accepted by the platform, {len(presses)} presses: p50 {p50 * 1000:6.2f} ms"
+         f"  p95 {p95 * 1000:6.2f} ms  max {max(presses) * 1000:6.2f} ms "
+         f"(target p50 <= {PRESS_P50_TARGET_S * 1000:g} ms)", p50 <= PRESS_P50_TARGET_S),
+    ]
+    for text, ok in checks:
+        print(f"{verdict(ok)}  {text}")
+    all_ok = all(ok for _, ok in checks)
+    print("all targets met" if all_ok else "a target was missed")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
