@@ -62,8 +62,11 @@ class UplinkWorker(ThreadWorker):
         return {"ok": self._ok, "last_error": self._last_error}
 
     def reload(self) -> None:
-        """SIGHUP: read the token file again."""
-        if self._client is not None:
+        """SIGHUP: read the token file again (or, if it was unusable at start, try the
+        client again now)."""
+        if self._client is None:
+            self.wake()
+        else:
             try:
                 self._client.reload_token()
                 log.info("uplink token reloaded")
@@ -106,14 +109,15 @@ class UplinkWorker(ThreadWorker):
             log.warning("uplink cannot read the outbox: %s", e)
             return IDLE_WAIT_S
         now = self._now()
-        upload_wait = self._upload_pictures(now)
+        # Events first: a picture PUT (a megabyte over a slow mobile link) never holds
+        # up an alarm; pictures go one per step while no event can be sent.
         if not rows:
-            return upload_wait
+            return self._upload_picture(now)
         if rows[0][2] > now:
-            return min(rows[0][2] - now, upload_wait)
+            return min(rows[0][2] - now, self._upload_picture(now))
         picture_wait = self._picture_wait(rows[0][0], now)
         if picture_wait > 0:
-            return min(picture_wait, upload_wait)
+            return min(picture_wait, self._upload_picture(now))
         batch, docs = self._batch(rows, now)
         result = self._client.post_events(docs)
         seqs = [event.seq for event, _, _ in batch]
@@ -173,39 +177,43 @@ class UplinkWorker(ThreadWorker):
             size += doc_size
         return batch, docs
 
-    def _upload_pictures(self, now: float) -> float:
-        """PUT the snapshots and frames of accepted events; returns how long until the
-        next try when the platform did not take one."""
+    def _upload_picture(self, now: float) -> float:
+        """PUT one snapshot or frame of an accepted event; returns how long to wait
+        before the next (0: more are waiting)."""
         if now < self._pictures_retry_at:
             return self._pictures_retry_at - now
         try:
-            pending = self._store.attachments_to_upload(UPLINK)
+            pending = self._store.attachments_to_upload(UPLINK, limit=1)
         except StorageError as e:
             log.warning("uplink cannot read the pictures to upload: %s", e)
             return IDLE_WAIT_S
-        for seq, event_id, name, path in pending:
-            try:
-                jpeg = Path(path).read_bytes()
-            except OSError as e:
-                log.warning("picture %s of event %s is gone (%s); not uploaded", name,
-                            event_id, e)
-                self._store.mark_uploaded(seq, name)
-                continue
-            if name == "snapshot":
-                result = self._client.put_snapshot(event_id, jpeg)
-            else:
-                result = self._client.put_frame(event_id, int(name.split("-")[1]), jpeg)
-            if result.outcome == RETRY:
-                self._picture_attempts += 1
-                delay = next_delay(self._picture_attempts, result.retry_after_s, rng=self._rng)
-                self._pictures_retry_at = now + delay
-                return delay
-            if result.outcome == REJECTED:
-                log.error("platform refused picture %s of event %s: %s", name, event_id,
-                          result.detail)
-            self._picture_attempts = 0
+        if not pending:
+            return IDLE_WAIT_S
+        seq, event_id, name, path = pending[0]
+        try:
+            jpeg = Path(path).read_bytes()
+        except OSError as e:
+            log.warning("picture %s of event %s is gone (%s); not uploaded", name,
+                        event_id, e)
             self._store.mark_uploaded(seq, name)
-        return IDLE_WAIT_S
+            return 0.0
+        if name == "snapshot":
+            result = self._client.put_snapshot(event_id, jpeg)
+        else:
+            result = self._client.put_frame(event_id, int(name.split("-")[1]), jpeg)
+        # A refused token refuses every picture alike: hold them, as the events are held.
+        if result.outcome == RETRY or (result.outcome == REJECTED
+                                       and not _blames_the_events(result)):
+            self._picture_attempts += 1
+            delay = next_delay(self._picture_attempts, result.retry_after_s, rng=self._rng)
+            self._pictures_retry_at = now + delay
+            return delay
+        if result.outcome == REJECTED:
+            log.error("platform refused picture %s of event %s: %s", name, event_id,
+                      result.detail)
+        self._picture_attempts = 0
+        self._store.mark_uploaded(seq, name)
+        return 0.0
 
     def _now(self) -> float:
         return self.daemon.clock.now().timestamp()
