@@ -91,7 +91,8 @@ class FrameRing:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if self._thread.ident is None:  # a second start() is a no-op, not a RuntimeError
+            self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()

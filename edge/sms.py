@@ -18,8 +18,8 @@ from concurrent.futures import Future
 from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
-from edge.modem.at import Urc
-from edge.modem.modem import Modem, ModemTimings
+from edge.modem.at import AtTimeout, PortLost, Urc
+from edge.modem.modem import Modem, ModemHealth, ModemTimings
 from edge.modem.pdu import Deliver
 from edge.sms_text import alert_text, help_text, status_text
 from edge.store import SmsRow, Store
@@ -148,8 +148,8 @@ class SmsWorker(ThreadWorker):
                 self._check_health()
                 self._next_health = mono + self.cfg.modem.health_s
             self._read_inbox(mono)
+            outbox_wait = self._send_outbox()  # the alarms before replies and test SMS
             self._send_direct()
-            outbox_wait = self._send_outbox()
         except ModemError as e:
             log.warning("modem: %s", e)
             return 1.0
@@ -169,7 +169,12 @@ class SmsWorker(ThreadWorker):
                                   f"signal={health.signal}")
 
     def _unhealthy(self, error: ModemError) -> None:
-        health = self.modem.health()  # names the reason: port gone, silent, SIM…
+        if isinstance(error, (PortLost, AtTimeout)):
+            # The error names the reason; probing a silent modem again costs its deadline.
+            reason = "port_gone" if isinstance(error, PortLost) else "silent"
+            health = ModemHealth(False, reason, None, False, None)
+        else:
+            health = self.modem.health()  # names the reason: SIM, PIN, registration…
         reason = health.reason or "silent"
         if self._health.get("reason") != reason:
             log.error("modem not usable (%s): %s", reason, error)
@@ -182,7 +187,10 @@ class SmsWorker(ThreadWorker):
     def _read_inbox(self, mono: float) -> None:
         scan, self._scan_inbox = self._scan_inbox, False
         for message in self.modem.receive(mono, scan=scan):
-            self._handle_incoming(message)
+            try:
+                self._handle_incoming(message)
+            except Exception:  # one message that fails (a stuck owner call) spares the rest
+                log.exception("SMS from %s not handled: %r", message.sender, message.text[:80])
 
     def _handle_incoming(self, message: Deliver) -> None:
         contact = self._contact(message.sender)
@@ -267,6 +275,8 @@ class SmsWorker(ThreadWorker):
         now = self.daemon.clock.now().timestamp
         try:
             refs = self._send(row.phone, text)
+        except PortLost:
+            raise  # the modem went away, not this message: it goes once the modem is back
         except ModemError as e:
             attempts = row.attempts + 1
             if attempts >= MAX_SEND_ATTEMPTS:

@@ -432,7 +432,9 @@ class Store:
             "SELECT a.seq, e.id, a.name, a.path FROM attachments a "
             "JOIN events e ON e.seq = a.seq JOIN deliveries d ON d.seq = a.seq "
             "WHERE a.uploaded = 0 AND d.transport = ? AND d.state = 'accepted' "
-            "ORDER BY a.seq, a.name LIMIT ?", (transport, limit)).fetchall()
+            # The snapshot first, then frames 1, 2 … 10 in number order (not as text).
+            "ORDER BY a.seq, a.name != 'snapshot', CAST(substr(a.name, 7) AS INTEGER) "
+            "LIMIT ?", (transport, limit)).fetchall()
 
     def mark_uploaded(self, seq: int, name: str) -> None:
         with self._transaction() as c:

@@ -1,0 +1,671 @@
+"""The SMS path end to end: a daemon on mock pins (in this process, or a real `edge-alarm
+run`) with its SMS worker talking to the ModemEmulator through a real pty. What the
+principal's phone would get is read back with Gammu's own decoder."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import socket
+import threading
+import time
+from zoneinfo import ZoneInfo
+
+import gammu
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+import edge.sms
+from conftest import edge_cli, start_daemon, stop_daemon
+from edge import config as config_mod
+from edge.control import ControlServer, daemon_handlers, request
+from edge.modem.emulator import ModemEmulator, SentSms
+from edge.modem.modem import ModemTimings
+from edge.service import build_daemon
+from edge.sms import SmsWorker
+from edge.store import Store
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+PRINCIPAL = "+8613800138000"
+DEPUTY = "+8613700137000"  # told of tampering only, may not command
+STRANGER = "+8613912345678"
+PANIC_TEXT = "【高山小学】紧急报警：门卫室一键报警 于 {time} 触发。回复 SILENCE 解除。"
+# Deadlines short enough that a silent modem costs a test a second, not a minute.
+TEST_TIMINGS = ModemTimings(command_s=1.0, send_s=3.0, prompt_s=1.0, list_s=3.0,
+                            settle_s=0.02, sim_ready_s=0.5, busy_retry_s=0.02,
+                            reopen_first_s=0.05, reopen_max_s=0.3)
+
+
+def config_text(storage, sock, port, *, held_open_s: int = 300,
+                principal_receives=("panic", "tamper", "gate_after_hours",
+                                    "gate_held_open", "fault"),
+                modem: str | None = "", sms: str = "", uplink: str = "") -> str:
+    """A school gate on mock pins with an emulated modem: a panic button, a gate that may
+    open at any hour, a tamper switch, a siren; the principal commands, the deputy is only
+    told of tampering. ``modem``/``sms``/``uplink``: lines added to those tables (no
+    [modem] at all when ``modem`` is None)."""
+    receives = ", ".join(f'"{k}"' for k in principal_receives)
+    modem_table = "" if modem is None else f'[modem]\nport = "{port}"\n{modem}\n'
+    text = f"""\
+[site]
+name = "高山小学"
+device_id = "sms-test-1"
+timezone = "Asia/Shanghai"
+
+[storage]
+path = "{storage}"
+
+[gpio]
+pin_factory = "mock"
+
+[[panic_button]]
+name = "guard_room"
+label = "门卫室一键报警"
+pin = 17
+
+[[gate]]
+name = "main_gate"
+label = "校门"
+pin = 27
+held_open_alert_s = {held_open_s}
+debounce_s = 0.05
+
+[[tamper]]
+name = "box"
+label = "报警主机防拆"
+pin = 5
+
+[siren]
+pin = 22
+
+{modem_table}
+[[contact]]
+name = "principal"
+phone = "{PRINCIPAL}"
+receives = [{receives}]
+may_command = true
+
+[[contact]]
+name = "deputy"
+phone = "{DEPUTY}"
+receives = ["tamper"]
+
+[control]
+socket = "{sock}"
+"""
+    if sms:
+        text += f"\n[sms]\n{sms}\n"
+    if uplink:
+        text += f"\n[uplink]\n{uplink}\n"
+    return text
+
+
+# --------------------------------------------------------------------------- helpers
+
+def decoded(messages: list[SentSms]) -> str:
+    """What the phone shows for the PDUs of one message: Gammu decodes every part,
+    links them by their concatenation headers (in whatever order they came) and
+    joins them."""
+    parts = [gammu.DecodePDU(bytes.fromhex(m.pdu), True) for m in messages]
+    if len(parts) == 1:
+        return parts[0]["Text"]
+    linked = gammu.LinkSMS([[part] for part in reversed(parts)])
+    assert len(linked) == 1, "Gammu did not link the parts into one message"
+    return gammu.DecodeSMS(linked[0])["Entries"][0]["Buffer"]
+
+
+def texts_to(emulator: ModemEmulator, number: str) -> list[str]:
+    """Every whole message sent to ``number``, in order, as the phone shows it."""
+    out, pending = [], []
+    for message in emulator.sent:
+        if message.number != number:
+            continue
+        if message.concat is None:
+            out.append(decoded([message]))
+            continue
+        pending.append(message)
+        if message.concat[2] == message.concat[1]:  # the last part
+            out.append(decoded(pending))
+            pending = []
+    return out
+
+
+def stored_events(cfg, *kinds: str):
+    reader = Store(cfg.storage.db_path)
+    try:
+        return [e for e in reader.events() if not kinds or e.kind in kinds]
+    finally:
+        reader.close()
+
+
+def sms_rows(cfg, seq: int) -> list[dict]:
+    reader = Store(cfg.storage.db_path)
+    try:
+        return reader.sms_rows(seq)
+    finally:
+        reader.close()
+
+
+def sms_states(cfg, seq: int) -> dict[str, str]:
+    return {r["contact"]: r["state"] for r in sms_rows(cfg, seq)}
+
+
+def cmgs_issued(emulator: ModemEmulator) -> bool:
+    return any(c.startswith("AT+CMGS=") for c in emulator.commands)
+
+
+def local_hms(event) -> str:
+    return event.time.astimezone(SHANGHAI).strftime("%H:%M:%S")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveDaemon:
+    """build_daemon() on mock pins, its owner loop on a thread and its control socket up,
+    as `edge-alarm run` has them; the SMS worker with short modem deadlines."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.daemon = build_daemon(cfg, pin_factory=MockFactory())
+        workers = self.daemon.workers
+        workers[:] = [SmsWorker(cfg, self.daemon, timings=TEST_TIMINGS)
+                      if w.part == "modem" else w for w in workers]
+        self.sms = next(w for w in workers if w.part == "modem")
+        self.server = ControlServer(cfg.control.socket, daemon_handlers(self.daemon))
+        self.thread = threading.Thread(target=self.daemon.run,
+                                       kwargs={"on_ready": self.server.start},
+                                       name="owner", daemon=True)
+
+    def start(self, wait_until, ready: bool = True) -> LiveDaemon:
+        self.thread.start()
+        if ready:
+            wait_until(lambda: self.sms.status()["ok"], timeout=5, what="modem ready")
+        return self
+
+    def stop(self) -> None:
+        self.daemon.request_stop()
+        self.thread.join(5)
+        self.server.close()
+        self.daemon.close()
+
+    def call(self, fn, *args):
+        return self.daemon.loop.call(fn, *args)
+
+    def press(self, name: str = "guard_room") -> None:
+        self.call(self.daemon.simulate, name, True)
+
+    def status(self) -> dict:
+        return self.call(self.daemon.status)
+
+    def events(self, *kinds: str):
+        return stored_events(self.cfg, *kinds)
+
+    def alive(self) -> bool:
+        return self.thread.is_alive() and self.sms._thread.is_alive()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture
+def emulator():
+    with ModemEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def write_sms_config(tmp_path, short_dir, emulator):
+    """write_sms_config(**config_text options) → the path of the written config."""
+    def write(**options):
+        path = tmp_path / "config.toml"
+        path.write_text(config_text(tmp_path / "var", short_dir / "control.sock",
+                                    emulator.port, **options), encoding="utf-8")
+        return path
+    return write
+
+
+@pytest.fixture
+def make_config(write_sms_config):
+    return lambda **options: config_mod.load(str(write_sms_config(**options)))
+
+
+@pytest.fixture
+def live(make_config, wait_until):
+    """live(ready=True, **config options) → a started LiveDaemon (with ready: once its
+    modem is), stopped at teardown."""
+    started = []
+
+    def start(ready: bool = True, **options):
+        daemon = LiveDaemon(make_config(**options)).start(wait_until, ready)
+        started.append(daemon)
+        return daemon
+    yield start
+    for daemon in started:
+        daemon.stop()
+
+
+# --------------------------------------------------------------------------- alerts
+
+def test_panic_press_sends_the_principal_the_chinese_alert(live, emulator, wait_until):
+    d = live()
+    before = dt.datetime.now(SHANGHAI)
+    d.press()
+    sent = emulator.wait_sent(1, timeout=5)
+    (panic,) = d.events("panic")
+    assert sent[0].number == PRINCIPAL and sent[0].concat is None
+    assert decoded(sent) == PANIC_TEXT.format(time=local_hms(panic))
+    assert before - dt.timedelta(seconds=1) <= panic.time <= dt.datetime.now(SHANGHAI)
+    wait_until(lambda: sms_states(d.cfg, panic.seq) == {"principal": "sent"},
+               what="the SMS row marked sent")
+    assert texts_to(emulator, DEPUTY) == []  # the deputy is told of tampering only
+
+
+def test_long_chinese_alert_goes_as_three_parts_gammu_joins_in_order(live, emulator,
+                                                                      wait_until):
+    def render(template: str, time: str) -> str:
+        return template.format(site="高山小学", label="门卫室一键报警", time=time)
+
+    head = "【{site}】紧急报警：{label} 于 {time} 触发。"
+    filler = "请值班人员立即前往现场查看情况，确认全体师生安全后回复收到。" * 5
+    template = head + filler[:150 - len(render(head, "07:42:15"))]
+    d = live(sms=f'templates = {{ panic = "{template}" }}')
+    d.press()
+    sent = emulator.wait_sent(3, timeout=5)
+    (panic,) = d.events("panic")
+    expected = render(template, local_hms(panic))
+    assert len(expected) == 150
+    assert [m.concat[1:] for m in sent] == [(3, 1), (3, 2), (3, 3)]
+    assert len({m.concat[0] for m in sent}) == 1  # one reference ties them together
+    assert decoded(sent) == expected  # linked by Gammu from the parts in reverse order
+    wait_until(lambda: sms_states(d.cfg, panic.seq) == {"principal": "sent"})
+
+
+def test_only_kinds_a_contact_receives_reach_it(live, emulator, wait_until):
+    d = live()
+    d.call(d.daemon.simulate, "box", True)
+    emulator.wait_sent(2, timeout=5)
+    (tamper,) = d.events("tamper")
+    expected = f"【高山小学】防拆报警：报警主机防拆 于 {local_hms(tamper)} 被打开。回复 SILENCE 解除。"
+    assert texts_to(emulator, PRINCIPAL) == [expected]
+    assert texts_to(emulator, DEPUTY) == [expected]
+    d.call(d.daemon.simulate, "main_gate", True)  # a gate opening: nobody receives gate_open
+    wait_until(lambda: d.events("gate_open"), what="gate_open stored")
+    d.press()
+    emulator.wait_sent(3, timeout=5)
+    assert len(texts_to(emulator, PRINCIPAL)) == 2 and len(texts_to(emulator, DEPUTY)) == 1
+
+
+def test_without_uplink_other_kinds_go_at_once(live, emulator, wait_until):
+    d = live(held_open_s=1, sms='templates = { gate_held_open = "【{site}】{label}开着（{time}）" }')
+    d.call(d.daemon.simulate, "main_gate", True)
+    (message,) = emulator.wait_sent(1, timeout=5)
+    (held,) = d.events("gate_held_open")
+    assert decoded([message]) == f"【高山小学】校门开着（{local_hms(held)}）"
+    wait_until(lambda: sms_states(d.cfg, held.seq) == {"principal": "sent"})
+    assert sms_rows(d.cfg, held.seq)[0]["fallback"] == 0
+
+
+def test_with_an_unreachable_uplink_a_non_immediate_kind_falls_back_to_sms(
+        live, emulator, tmp_path, wait_until):
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    d = live(held_open_s=1, uplink=f'url = "http://127.0.0.1:{closed_port()}/api/v1/events"\n'
+                                   f'token_file = "{token}"\nsms_fallback_after_s = 1')
+    d.press()  # immediate: the platform is not waited for
+    emulator.wait_sent(1, timeout=5)
+    (panic,) = d.events("panic")
+    assert sms_rows(d.cfg, panic.seq)[0]["fallback"] == 0
+    d.call(d.daemon.simulate, "main_gate", True)
+    held = wait_until(lambda: d.events("gate_held_open"), timeout=5)[0]
+    (row,) = sms_rows(d.cfg, held.seq)
+    assert row["fallback"] == 1 and row["state"] == "waiting"
+    (message,) = emulator.wait_sent(2, timeout=5)[1:]
+    sent_after = time.time() - held.ts
+    assert decoded([message]) == (f"【高山小学】门未关闭：校门 于 {local_hms(held)} 仍然开着，"
+                                  "已超过规定时长。（平台无法连接，经短信补发）")
+    assert 0.9 <= sent_after < 3.0
+
+
+# --------------------------------------------------------------------------- commands
+
+def alarm_raised(d: LiveDaemon, emulator: ModemEmulator) -> None:
+    d.press()
+    emulator.wait_sent(1, timeout=5)
+    assert d.status()["siren"]["on"]
+
+
+@pytest.mark.parametrize("word", ["STATUS", "状态", "status"])
+def test_status_command_is_answered_with_the_alarm_state(live, emulator, word):
+    d = live()
+    alarm_raised(d, emulator)
+    emulator.deliver(PRINCIPAL, word)
+    emulator.wait_sent(2, timeout=5)
+    reply = texts_to(emulator, PRINCIPAL)[1]
+    assert reply.startswith("【高山小学】状态 ")
+    assert "报警中：门卫室一键报警" in reply and "门：校门关" in reply and "信号20" in reply
+    assert d.status()["alarm"]["active"]  # asking changes nothing
+    assert emulator.stored == {}  # read, then deleted from the SIM
+
+
+@pytest.mark.parametrize("word", ["SILENCE", "解除", "收到", "silence。"])
+def test_silence_command_from_the_principal_silences(live, emulator, wait_until, word):
+    d = live()
+    alarm_raised(d, emulator)
+    (panic,) = d.events("panic")
+    emulator.deliver(PRINCIPAL, word)
+    (silenced,) = wait_until(lambda: d.events("silenced"), timeout=5)
+    assert silenced.subject == "guard_room"
+    assert (silenced.data["by"], silenced.data["via"]) == ("principal", "sms")
+    assert silenced.data["alarm_id"] == panic.id
+    status = d.status()
+    assert not status["alarm"]["active"] and not status["siren"]["on"]
+    emulator.wait_sent(2, timeout=5)
+    reply = texts_to(emulator, PRINCIPAL)[1]
+    assert reply.startswith("【高山小学】已解除1个报警，警号已关闭。") and "无报警" in reply
+
+
+def test_a_national_number_is_the_same_contact(live, emulator, wait_until):
+    d = live()
+    alarm_raised(d, emulator)
+    emulator.deliver("13800138000", "解除")
+    (silenced,) = wait_until(lambda: d.events("silenced"), timeout=5)
+    assert silenced.data["by"] == "principal"
+    emulator.wait_sent(2, timeout=5)
+    assert emulator.sent[1].number == PRINCIPAL  # the reply goes to the configured number
+
+
+@pytest.mark.parametrize("sender, contact", [(STRANGER, None), (DEPUTY, "deputy")])
+def test_silence_from_a_number_that_may_not_command_changes_nothing(
+        live, emulator, wait_until, sender, contact):
+    d = live()
+    alarm_raised(d, emulator)
+    emulator.deliver(sender, "SILENCE 快关掉")
+    (refused,) = wait_until(lambda: d.events("sms_refused"), timeout=5)
+    assert refused.data["number"] == sender and refused.data["text"] == "SILENCE 快关掉"
+    assert refused.data["contact"] == contact
+    assert emulator.stored == {}
+    status = d.status()
+    assert status["alarm"]["active"] and status["siren"]["on"]
+    assert d.events("silenced") == []
+    emulator.deliver(PRINCIPAL, "STATUS")  # answered after anything owed the refused one
+    emulator.wait_sent(2, timeout=5)
+    assert [m.number for m in emulator.sent] == [PRINCIPAL, PRINCIPAL]  # no answer to it
+
+
+def test_a_command_arriving_while_an_alarm_is_being_sent_is_answered(live, emulator,
+                                                                    wait_until):
+    d = live()
+    emulator.prompt_delay = 0.3
+    emulator.urc_in_next_response("^RSSI: 18")  # noise inside the answer to the PDU
+    d.press()
+    wait_until(lambda: cmgs_issued(emulator), what="AT+CMGS")
+    emulator.deliver(PRINCIPAL, "状态")  # its +CMTI comes while '>' is awaited
+    emulator.wait_sent(2, timeout=5)
+    alert, reply = texts_to(emulator, PRINCIPAL)
+    assert alert.startswith("【高山小学】紧急报警") and "报警中：门卫室一键报警" in reply
+
+
+def test_unknown_words_get_the_help_text(live, emulator):
+    d = live()
+    emulator.deliver(PRINCIPAL, "你好")
+    (reply,) = emulator.wait_sent(1, timeout=5)
+    assert decoded([reply]).startswith("【高山小学】未识别的指令。")
+    assert d.events("silenced", "sms_refused") == []
+
+
+# --------------------------------------------------------------------------- modem health
+
+def modem_events(d: LiveDaemon) -> list[tuple[str, str]]:
+    return [(e.kind, e.data["reason"]) for e in d.events("fault", "recovered")
+            if e.subject == "modem"]
+
+
+def test_unplug_and_replug_fault_then_recovered_and_no_sms_lost(live, emulator, wait_until):
+    d = live(principal_receives=("panic", "tamper"))
+    emulator.unplug()
+    wait_until(lambda: modem_events(d) == [("fault", "port_gone")], timeout=5)
+    status = d.status()
+    assert status["faults"] == ["modem"] and status["modem"]["ok"] is False
+    d.press()  # raised while the modem is away
+    (panic,) = wait_until(lambda: d.events("panic"), timeout=5)
+    assert sms_states(d.cfg, panic.seq) == {"principal": "pending"}
+    emulator.replug()
+    wait_until(lambda: modem_events(d) == [("fault", "port_gone"), ("recovered", "port_gone")],
+               timeout=5)
+    (message,) = emulator.wait_sent(1, timeout=5)
+    assert decoded([message]) == PANIC_TEXT.format(time=local_hms(panic))
+    wait_until(lambda: sms_states(d.cfg, panic.seq) == {"principal": "sent"})
+    assert d.status()["modem"]["ok"] and d.alive()
+    d.call(d.daemon.simulate, "box", True)  # what is sent next comes after it, not it again
+    emulator.wait_sent(3, timeout=5)
+    assert [t[6:10] for t in texts_to(emulator, PRINCIPAL)] == ["紧急报警", "防拆报警"]
+
+
+def test_a_silent_modem_is_a_fault_until_it_answers_again(live, emulator, wait_until):
+    d = live(modem="health_s = 1", principal_receives=("panic",))
+    emulator.silent = True
+    wait_until(lambda: modem_events(d) == [("fault", "silent")], timeout=8)
+    d.press()  # the siren does not wait for the modem
+    assert d.status()["siren"]["on"]
+    emulator.silent = False
+    wait_until(lambda: modem_events(d)[-1:] == [("recovered", "silent")], timeout=10)
+    emulator.wait_sent(1, timeout=5)
+    assert len(texts_to(emulator, PRINCIPAL)) == 1 and d.alive()
+
+
+@pytest.mark.parametrize("knob, value, reason", [
+    ("sim_present", False, "sim_missing"),
+    ("registration", 0, "not_registered"),
+    ("signal", 2, "signal_low"),
+    ("signal", 99, "signal_unknown"),
+])
+def test_health_check_faults_name_the_reason(live, emulator, wait_until, knob, value, reason):
+    d = live(modem="health_s = 1")
+    good = getattr(emulator, knob)
+    setattr(emulator, knob, value)
+    wait_until(lambda: modem_events(d) == [("fault", reason)], timeout=5)
+    assert d.status()["modem"]["ok"] is False
+    setattr(emulator, knob, good)
+    wait_until(lambda: modem_events(d)[1:] == [("recovered", reason)], timeout=5)
+    modem = d.status()["modem"]
+    assert (modem["ok"], modem["signal"]) == (True, 20)
+
+
+def test_sim_pin_is_entered_at_start(live, emulator):
+    emulator.sim_pin = "1234"
+    d = live(modem='sim_pin = "1234"')
+    assert 'AT+CPIN="1234"' in emulator.commands
+    d.press()
+    emulator.wait_sent(1, timeout=5)
+
+
+def test_a_wrong_sim_pin_is_a_fault_and_tried_once(live, emulator, wait_until):
+    emulator.sim_pin = "1234"
+    d = live(modem='sim_pin = "4321"', ready=False)
+    wait_until(lambda: modem_events(d) == [("fault", "sim_pin")], timeout=5)
+    # The worker goes on looking at the SIM, but never offers that PIN again.
+    wait_until(lambda: emulator.commands.count("AT+CPIN?") >= 5, timeout=5)
+    assert emulator.pin_attempts == 1
+
+
+def test_a_send_refused_by_the_network_is_retried_later_and_sent_once(
+        live, emulator, wait_until, monkeypatch):
+    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    d = live()
+    emulator.fail_next_sends(38)  # +CMS ERROR: 38, network out of order
+    d.press()
+    (panic,) = wait_until(lambda: d.events("panic"))
+    (row,) = wait_until(lambda: [r for r in sms_rows(d.cfg, panic.seq) if r["attempts"]])
+    assert row["state"] == "pending" and "+CMS ERROR: 38" in row["last_error"]
+    assert emulator.sent == []
+    wait_until(lambda: sms_states(d.cfg, panic.seq) == {"principal": "sent"}, timeout=5)
+    assert len(emulator.sent) == 1
+    assert sms_rows(d.cfg, panic.seq)[0]["attempts"] == 2
+
+
+# --------------------------------------------------------------------------- kill -9
+
+@pytest.fixture
+def daemon_process(write_sms_config, tmp_path):
+    """daemon_process(**config options) → a real `edge-alarm run` (RunningDaemon) and its
+    Config; every one started is stopped at teardown."""
+    started = []
+
+    def start(**options):
+        path = write_sms_config(**options)
+        cfg = config_mod.load(str(path))
+        daemon = start_daemon(path, cfg.control.socket, tmp_path / f"run{len(started)}.log")
+        started.append(daemon)
+        return daemon, cfg
+    yield start
+    for daemon in started:
+        stop_daemon(daemon)
+
+
+def kill_9(daemon) -> None:
+    daemon.proc.send_signal(signal.SIGKILL)
+    assert daemon.proc.wait(5) == -signal.SIGKILL
+
+
+def sim(cfg, name: str, state: str = "on") -> None:
+    request(cfg.control.socket, "sim", {"input": name, "state": state})
+
+
+def panic_texts_after_a_later_alarm(cfg, emulator, wait_until) -> list[str]:
+    """Raise a tamper alarm and wait for its SMS: the outbox goes in event order, so
+    anything still owed for earlier events has been sent by then. The principal's
+    panic texts."""
+    sim(cfg, "box")
+    (tamper,) = wait_until(lambda: stored_events(cfg, "tamper"), timeout=10)
+    wait_until(lambda: set(sms_states(cfg, tamper.seq).values()) == {"sent"}, timeout=10)
+    return [t for t in texts_to(emulator, PRINCIPAL) if "紧急报警" in t]
+
+
+def test_an_alarm_sent_before_kill_9_is_not_sent_again(daemon_process, emulator, wait_until):
+    first, cfg = daemon_process()
+    wait_until(lambda: request(cfg.control.socket, "status")["modem"]["ok"], timeout=10)
+    sim(cfg, "guard_room")
+    (panic,) = wait_until(lambda: stored_events(cfg, "panic"), timeout=5)
+    wait_until(lambda: sms_states(cfg, panic.seq) == {"principal": "sent"}, timeout=10)
+    kill_9(first)
+    daemon_process()
+    assert panic_texts_after_a_later_alarm(cfg, emulator, wait_until) == [
+        PANIC_TEXT.format(time=local_hms(panic))]
+
+
+def test_an_alarm_not_yet_sent_at_kill_9_is_sent_after_restart(daemon_process, emulator,
+                                                                 wait_until):
+    first, cfg = daemon_process()
+    wait_until(lambda: request(cfg.control.socket, "status")["modem"]["ok"], timeout=10)
+    emulator.prompt_delay = 2.0  # the network is slow: killed while waiting for '>'
+    sim(cfg, "guard_room")
+    wait_until(lambda: cmgs_issued(emulator), timeout=5, what="AT+CMGS")
+    kill_9(first)
+    emulator.prompt_delay = 0.0
+    (panic,) = stored_events(cfg, "panic")
+    assert sms_states(cfg, panic.seq) == {"principal": "pending"}
+    assert emulator.sent == []
+    daemon_process()
+    wait_until(lambda: sms_states(cfg, panic.seq) == {"principal": "sent"}, timeout=15)
+    assert panic_texts_after_a_later_alarm(cfg, emulator, wait_until) == [
+        PANIC_TEXT.format(time=local_hms(panic))]
+
+
+# --------------------------------------------------------------------------- test-sms
+
+def test_test_sms_through_the_running_daemon(live, emulator, write_sms_config):
+    d = live()
+    result = edge_cli("test-sms", "13800138000", "Test 1, 2: ok?", config=d.cfg.path)
+    assert result.returncode == 0, result.stderr
+    (message,) = emulator.wait_sent(1, timeout=1)  # sent before the command returned
+    assert (message.number, decoded([message])) == ("13800138000", "Test 1, 2: ok?")
+    assert "sent to 13800138000 (1 part(s)" in result.stdout
+    result = edge_cli("test-sms", PRINCIPAL, config=d.cfg.path)  # no TEXT: the signed test text
+    assert result.returncode == 0, result.stderr
+    assert decoded(emulator.sent[1:]).startswith("【高山小学】测试短信：")
+    assert d.events() == []  # a test SMS is no event
+
+
+def test_test_sms_failing_through_the_daemon_exits_1(live, emulator):
+    d = live()
+    emulator.fail_next_sends(500)
+    result = edge_cli("test-sms", PRINCIPAL, "x", config=d.cfg.path)
+    assert result.returncode == 1
+    assert "+CMS ERROR: 500" in result.stderr
+    assert d.alive()
+
+
+def test_test_sms_without_a_daemon_opens_the_port_itself(write_sms_config, emulator):
+    config = write_sms_config()
+    result = edge_cli("test-sms", PRINCIPAL, "紧急测试", config=config)
+    assert result.returncode == 0, result.stderr
+    assert [(m.number, decoded([m])) for m in emulator.sent] == [(PRINCIPAL, "紧急测试")]
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("no_sim", "no usable SIM"),
+    ("no_modem", "no [modem] is configured"),
+    ("bad_number", "12345"),
+])
+def test_test_sms_failures_exit_1(write_sms_config, emulator, problem, message):
+    config = write_sms_config()
+    number = PRINCIPAL
+    if problem == "no_sim":
+        emulator.sim_present = False
+    elif problem == "no_modem":
+        config = write_sms_config(modem=None)
+    else:
+        number = "12345"
+    result = edge_cli("test-sms", number, "x", config=config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert message in result.stderr
+    assert emulator.sent == []
+
+
+def test_a_failed_reply_does_not_lose_the_next_command(live, emulator, wait_until):
+    d = live(principal_receives=("panic",))
+    alarm_raised(d, emulator)
+    emulator.unplug()  # both arrive while the modem is away: read in one scan after replug
+    emulator.deliver(PRINCIPAL, "STATUS")
+    emulator.deliver(PRINCIPAL, "SILENCE")
+    emulator.fail_next_sends(500)  # the answer to STATUS does not go
+    emulator.replug()
+    (silenced,) = wait_until(lambda: d.events("silenced"), timeout=5)
+    assert silenced.data["by"] == "principal"
+    emulator.wait_sent(2, timeout=5)
+    assert texts_to(emulator, PRINCIPAL)[1].startswith("【高山小学】已解除1个报警")
+    assert emulator.stored == {}
+
+
+def test_an_sms_cut_off_by_an_unplug_goes_as_soon_as_the_modem_is_back(live, emulator,
+                                                                        wait_until):
+    d = live(principal_receives=("panic",))
+    emulator.prompt_delay = 0.5
+    d.press()
+    wait_until(lambda: cmgs_issued(emulator), what="AT+CMGS")
+    emulator.unplug()
+    emulator.prompt_delay = 0.0
+    emulator.replug()
+    (message,) = emulator.wait_sent(1, timeout=3)  # not after a retry pause for the message
+    (panic,) = d.events("panic")
+    assert decoded([message]) == PANIC_TEXT.format(time=local_hms(panic))
+
+
+# --------------------------------------------------------------------------- drill
+
+def test_a_drill_press_is_texted_as_a_drill_to_those_told_of_panics(live, emulator,
+                                                                     wait_until):
+    d = live()
+    d.call(d.daemon.set_drill, True, 600)
+    d.press()
+    sent = emulator.wait_sent(1, timeout=5)
+    (drill,) = d.events("drill")
+    assert d.events("panic") == []
+    assert sent[0].number == PRINCIPAL  # the deputy is not told of panics: no drill SMS
+    assert decoded(sent) == (f"【高山小学】【演练】门卫室一键报警 于 {local_hms(drill)} "
+                             "触发（演练，非真实报警）。")
+    wait_until(lambda: sms_states(d.cfg, drill.seq) == {"principal": "sent"}, timeout=5,
+               what="the drill SMS row marked sent")
