@@ -7,11 +7,15 @@ from __future__ import annotations
 import shutil
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edge.clock import Clock, SyncState
 from edge.config import Config
 from edge.control import request
 from edge.errors import DaemonUnreachable, EdgeAlarmError, StorageError
+
+if TYPE_CHECKING:  # the modem driver is imported only when a modem is probed
+    from edge.modem.modem import ModemHealth
 
 OK, FAIL, OFF = "✓", "✗", "–"
 MIN_FREE_MB = 200
@@ -126,8 +130,7 @@ def _probe_modem(m) -> tuple[ModemHealth, str | None]:
     from edge.modem.at import AtTimeout, PortLost
     from edge.modem.modem import Modem, ModemHealth
 
-    with Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
-               min_signal=m.min_signal) as modem:
+    with Modem.from_config(m) as modem:
         try:
             modem.ensure_ready()
         except (AtTimeout, PortLost) as e:
@@ -210,10 +213,7 @@ def _platform(cfg: Config) -> Line:
 
     up = cfg.uplink
     try:
-        client = HttpUplink(up.url, str(up.token_file),
-                            ca_file=str(up.ca_file) if up.ca_file else None,
-                            connect_timeout_s=up.connect_timeout_s,
-                            read_timeout_s=up.read_timeout_s)
+        client = HttpUplink.from_config(up)
     except UplinkError as e:
         return Line(FAIL, "platform", str(e))
     try:

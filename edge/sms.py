@@ -77,10 +77,8 @@ class SmsWorker(ThreadWorker):
         super().__init__()
         self.cfg = cfg
         self.daemon = daemon
-        m = cfg.modem
-        self.modem = Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
-                           on_urc=self._on_urc, on_lost=self.wake, min_signal=m.min_signal,
-                           timings=timings)
+        self.modem = Modem.from_config(cfg.modem, on_urc=self._on_urc, on_lost=self.wake,
+                                       timings=timings)
         self._store: Store | None = None
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
         self._direct_lock = threading.Lock()

@@ -25,8 +25,6 @@ def send_test_sms(cfg: Config, number: str, text: str | None) -> list[int]:
         pass
     except CommandRefused as e:
         raise EdgeAlarmError(str(e)) from e
-    m = cfg.modem
-    with Modem(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
-               min_signal=m.min_signal) as modem:
+    with Modem.from_config(cfg.modem) as modem:
         modem.ensure_ready()
         return modem.send_sms(number, text, reference=1, max_parts=cfg.sms.max_parts)

@@ -115,6 +115,12 @@ class Modem:
         self._announced: collections.deque[int] = collections.deque()  # appended by the reader
         self._reassembler = Reassembler()
 
+    @classmethod
+    def from_config(cls, m, **kwargs) -> "Modem":
+        """The modem of a ``[modem]`` section (edge.config.Modem); ``kwargs`` as __init__."""
+        return cls(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
+                   min_signal=m.min_signal, **kwargs)
+
     # --- lifetime and recovery ----------------------------------------------------------
 
     def open(self) -> None:

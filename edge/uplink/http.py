@@ -103,6 +103,12 @@ class HttpUplink:
         self._session = session or requests.Session()
         self.reload_token()
 
+    @classmethod
+    def from_config(cls, up) -> "HttpUplink":
+        """The client of an ``[uplink]`` section (edge.config.Uplink)."""
+        return cls(up.url, str(up.token_file), ca_file=str(up.ca_file) if up.ca_file else None,
+                   connect_timeout_s=up.connect_timeout_s, read_timeout_s=up.read_timeout_s)
+
     def __repr__(self):
         return f"HttpUplink(url={self.url!r}, token_file={self.token_file!r})"
 

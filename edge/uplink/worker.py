@@ -22,7 +22,7 @@ from edge.routing import UPLINK
 from edge.store import Store
 from edge.uplink.backoff import next_delay
 from edge.snapshots import snapshot_wanted
-from edge.uplink.http import ACCEPTED, REJECTED, RETRY, HttpUplink
+from edge.uplink.http import ACCEPTED, REJECTED, RETRY, HttpUplink, PostResult
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,8 @@ class UplinkWorker(ThreadWorker):
     def _ensure_client(self) -> bool:
         if self._client is not None:
             return True
-        up = self.cfg.uplink
         try:
-            self._client = HttpUplink(up.url, str(up.token_file),
-                                      ca_file=str(up.ca_file) if up.ca_file else None,
-                                      connect_timeout_s=up.connect_timeout_s,
-                                      read_timeout_s=up.read_timeout_s)
+            self._client = HttpUplink.from_config(self.cfg.uplink)
         except UplinkError as e:
             # No token, no CA file: nothing can go until someone fixes the files, so
             # the fault is raised now rather than after FAULT_AFTER_FAILURES tries.
