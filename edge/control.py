@@ -33,10 +33,14 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
+    def in_use(self) -> bool:
+        """Whether another daemon already answers on this socket."""
+        return _answers(self.path)
+
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() or self.path.is_symlink():
-            if _answers(self.path):
+            if self.in_use():
                 raise EdgeAlarmError(f"another edge-alarm daemon answers on {self.path}")
             self.path.unlink()  # left behind by a daemon that was killed
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -33,6 +33,8 @@ PART_LABELS = {
     "storage": "事件存储",
     "clock": "系统时钟",
     "gpio": "输入接口",
+    "siren": "警号",
+    "control": "控制接口",
 }
 # A panic or tamper contact bounces for a few milliseconds; edges this close to the
 # previous active edge are the same press.
@@ -78,6 +80,7 @@ class Daemon:
         self.faults: dict[str, str] = {}  # part → reason
         self._last_active_edge: dict[str, float] = {}
         self._unstored: list[Event] = []  # acted on, not yet written (storage failing)
+        self._storage_retry_armed = False
         self._started_mono = 0.0
         self._next_purge = 0.0
         self._stop_requested = threading.Event()
@@ -225,6 +228,9 @@ class Daemon:
             event = Event(seq=0, id=event_id, kind=kind, subject=subject, time=when, data=data)
             self._unstored.append(event)
         log.info("event %s %s %s", event.kind, event.subject, event.data)
+        if event.seq == 0 and not self._storage_retry_armed:
+            self._storage_retry_armed = True
+            self.loop.after(STORAGE_RETRY_S, self._retry_storage)
         for worker in self.workers:
             worker.notify(event)
         return event
@@ -449,9 +455,12 @@ class Daemon:
                     log.info("retention: purged %d events", gone)
 
     def _retry_storage(self) -> None:
-        if self.store is None and not self._open_store():
-            return
-        self._flush_unstored()
+        self._storage_retry_armed = False
+        if self.store is not None or self._open_store():
+            self._flush_unstored()
+        if self._unstored and not self._storage_retry_armed:
+            self._storage_retry_armed = True
+            self.loop.after(STORAGE_RETRY_S, self._retry_storage)
 
 
 def install_signal_handlers(daemon: Daemon) -> None:

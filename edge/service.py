@@ -7,6 +7,7 @@ import logging
 from edge.config import Config
 from edge.control import ControlServer, daemon_handlers
 from edge.daemon import Daemon, install_signal_handlers
+from edge.errors import EdgeAlarmError
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,21 @@ def build_daemon(cfg: Config, **kwargs) -> Daemon:
 def run_daemon(cfg: Config) -> int:
     daemon = build_daemon(cfg)
     server = ControlServer(cfg.control.socket, daemon_handlers(daemon))
+    if server.in_use():
+        # Two daemons on the same pins and modem would fight: the second one goes.
+        raise EdgeAlarmError(f"another edge-alarm daemon answers on {server.path}")
     install_signal_handlers(daemon)
     log.info("edge-alarm starting: %s (%s)", cfg.site.name, cfg.site.device_id)
+
+    def start_control() -> None:
+        try:
+            server.start()
+        except OSError as e:  # the alarm works without it; only the CLI cannot reach us
+            log.error("control socket %s unusable: %s", server.path, e)
+            daemon.part_failed("control", "unavailable", str(e))
+
     try:
-        daemon.run(on_ready=server.start)
+        daemon.run(on_ready=start_control)
     finally:
         server.close()
         daemon.close()
