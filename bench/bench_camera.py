@@ -26,33 +26,24 @@ Prints numbers; the exit status is 0 unless the daemon failed to take a snapshot
 
 from __future__ import annotations
 
-import argparse
 import gc
 import io
-import math
 import os
-import platform
 import random
-import shutil
 import statistics
 import sys
-import tempfile
-import threading
 import time
 import tracemalloc
 from pathlib import Path
 
-from gpiozero.pins.mock import MockFactory
+from _common import (arg_parser, print_machine, site_config, spread, start_on_mock_pins,
+                     wait_for, work_dir)
 from PIL import Image
 
 from edge.camera import Picamera2Camera, TestPatternCamera, yuv420_to_jpeg
-from edge.config import Config, parse
-from edge.daemon import PANIC_LOCKOUT_S
-from edge.service import build_daemon
+from edge.config import Config
 from edge.store import Store
 
-BUTTON_PINS = tuple(range(2, 22))
-LOCKOUT_MARGIN_S = 0.02
 POLL_S = 0.0005
 WAIT_S = 10.0  # a press without a snapshot in this long is a failure
 RING_SIZES = (0, 5, 30)
@@ -66,28 +57,12 @@ SENSORS = (
 
 
 def bench_config(root: Path, pre_trigger_s: int) -> Config:
-    return parse({
-        "site": {"name": "基准测试小学", "device_id": "bench-1", "timezone": "Asia/Shanghai"},
-        "storage": {"path": str(root / "var")},
-        "gpio": {"pin_factory": "mock"},
-        "panic_button": [{"name": f"button-{pin}", "label": f"一键报警{pin}", "pin": pin}
-                         for pin in BUTTON_PINS],
-        "camera": {"backend": "test-pattern", "pre_trigger_s": pre_trigger_s},
-    }, "bench")
+    return site_config(root / "var", "bench-1",
+                       camera={"backend": "test-pattern", "pre_trigger_s": pre_trigger_s})
 
 
-def wait_for(predicate, what: str, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not within {timeout:g} s: {what}")
-        time.sleep(POLL_S)
-    return result
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+def poll(predicate, what: str, timeout: float = WAIT_S):
+    return wait_for(predicate, what, timeout, POLL_S)
 
 
 def ms(seconds: float) -> str:
@@ -109,51 +84,36 @@ def new_still(day: Path, known: set[str]) -> str | None:
 
 def press_to_snapshot(root: Path, presses: int, pre_trigger_s: int):
     cfg = bench_config(root, pre_trigger_s)
-    factory = MockFactory()
-    daemon = build_daemon(cfg, pin_factory=factory)
-    ready = threading.Event()
-    owner = threading.Thread(target=daemon.run, kwargs={"on_ready": ready.set},
-                             name="owner", daemon=True)
-    owner.start()
-    if not ready.wait(WAIT_S):
-        raise RuntimeError("the daemon did not start")
+    owner, buttons = start_on_mock_pins(cfg, WAIT_S)
+    daemon = owner.daemon
     reader = Store(cfg.storage.db_path)
-    pins = [factory.pin(p) for p in BUTTON_PINS]
-    last_press = [-math.inf] * len(pins)
     on_disk, recorded, known = [], [], set()
     try:
         worker = next(w for w in daemon.workers if w.part == "camera")
-        wait_for(lambda: worker.status()["ok"], "the camera started")
+        poll(lambda: worker.status()["ok"], "the camera started")
         # Presses start once the ring is full, as at a gate where the camera runs all day.
-        wait_for(lambda: len(worker._camera.pre_trigger_frames()) == pre_trigger_s,
-                 "the pre-trigger ring full", pre_trigger_s + WAIT_S)
+        poll(lambda: len(worker._camera.pre_trigger_frames()) == pre_trigger_s,
+             "the pre-trigger ring full", pre_trigger_s + WAIT_S)
         for n in range(presses):
-            i = n % len(pins)
-            wait = last_press[i] + PANIC_LOCKOUT_S + LOCKOUT_MARGIN_S - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+            i = n % len(buttons)
             day = cfg.storage.snapshots_path / daemon.clock.now().astimezone(
                 cfg.site.tz).strftime("%Y-%m-%d")
-            last_press[i] = time.monotonic()
-            t0 = time.perf_counter()
-            pins[i].drive_low()
-            name = wait_for(lambda: new_still(day, known), f"press {n}: the snapshot on disk")
+            t0 = buttons.press(i)
+            name = poll(lambda: new_still(day, known), f"press {n}: the snapshot on disk")
             on_disk.append(time.perf_counter() - t0)
             known.add(name)
             event_id = name.removesuffix(".jpg")
-            wait_for(lambda: any(e.id == event_id and "snapshot_sha256" in e.data
-                                 for e in reader.events(kind="panic", after_seq=max(
-                                     0, reader.last_seq() - 5))),
-                     f"press {n}: the snapshot recorded")
+            poll(lambda: any(e.id == event_id and "snapshot_sha256" in e.data
+                             for e in reader.events(kind="panic", after_seq=max(
+                                 0, reader.last_seq() - 5))),
+                 f"press {n}: the snapshot recorded")
             recorded.append(time.perf_counter() - t0)
-            pins[i].drive_high()
+            buttons.release(i)
             daemon.loop.call(daemon.silence, "bench", "cli")
         frames = [e.data.get("frames", 0) for e in reader.events(kind="panic")]
     finally:
         reader.close()
-        daemon.request_stop()
-        owner.join(WAIT_S)
-        daemon.close()
+        owner.close()
     return on_disk, recorded, frames
 
 
@@ -182,11 +142,11 @@ def ring_memory(pre_trigger_s: int) -> tuple[int, int]:
         if pre_trigger_s:
             # Full, then round once more: the first frames have been dropped again, as on
             # a camera that runs all day.
-            first = wait_for(lambda: len(f := camera.pre_trigger_frames()) == pre_trigger_s
-                             and f, "the ring full", 60)
+            first = poll(lambda: len(f := camera.pre_trigger_frames()) == pre_trigger_s
+                         and f, "the ring full", 60)
             seen = {id(frame) for frame in first}
-            wait_for(lambda: seen.isdisjoint(map(id, camera.pre_trigger_frames())),
-                     "the ring round once more", 60)
+            poll(lambda: seen.isdisjoint(map(id, camera.pre_trigger_frames())),
+                 "the ring round once more", 60)
             del first
         camera.close()
         gc.collect()
@@ -234,18 +194,14 @@ def kb(n: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--presses", type=int, default=100)
     parser.add_argument("--pre-trigger", type=int, default=5,
                         help="[camera] pre_trigger_s of the daemon (default 5)")
-    parser.add_argument("--dir", type=Path, default=Path.cwd(),
-                        help="where the store and the snapshots are written")
     args = parser.parse_args(argv)
 
-    root = Path(tempfile.mkdtemp(prefix="bench-camera-", dir=args.dir))
-    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}; "
-          f"files under {root}")
-    try:
+    print_machine(args.dir)
+    with work_dir(args.dir, "bench-camera-") as root:
         print(f"\npress → snapshot, {args.presses} presses, test-pattern 1280x720, "
               f"pre_trigger_s = {args.pre_trigger}")
         try:
@@ -254,12 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAILED: {e}")
             return 1
         for what, times in (("on disk  ", on_disk), ("recorded ", recorded)):
-            print(f"  press → {what} p50 {ms(statistics.median(times))}   "
-                  f"p99 {ms(percentile(times, 99))}   max {ms(max(times))}")
+            print(f"  press → {what} {spread(times, 1)}")
         print(f"  frames per snapshot: min {min(frames)}, max {max(frames)}")
         print(f"  for scale: one 1280x720 test-pattern render+encode {ms(still_render_time())}")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
     print("\npre-trigger ring, test-pattern 320x180 JPEG frames (tracemalloc, live bytes)")
     base, _ = ring_memory(0)

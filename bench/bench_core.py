@@ -15,35 +15,25 @@ Exit status 0 when every target is met, 1 when one is missed.
 
 from __future__ import annotations
 
-import argparse
-import math
-import os
-import platform
 import sqlite3
-import statistics
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _common import (BUTTON_PINS, Buttons, Owner, arg_parser, percentile, print_machine,
+                     site_config, spread, verdict, work_dir)
 from gpiozero.pins.mock import MockFactory, MockPin
 
-from edge import daemon as daemon_module
-from edge.config import Config, parse
-from edge.daemon import Daemon
+from edge.config import Config
+from edge.daemon import PANIC_LOCKOUT_S, Daemon
 from edge.events import Event
 
 SIREN_PIN = 22
-# Twenty buttons on their own pins, pressed in turn. The daemon takes an active edge that
-# comes within PANIC_LOCKOUT_S of the same input's previous one for contact bounce and
-# makes no event of it; rather than patch that constant away (and measure a daemon that is
-# not the shipped one), each button is pressed again only after its lockout has passed.
-# With 20 buttons that costs ~26 s per 1,000 presses, and between presses the owner loop
-# sits idle in its queue wait, as it does at a school gate when someone presses.
-BUTTON_PINS = tuple(range(2, 22))
-LOCKOUT_MARGIN_S = 0.02
+# The twenty buttons of _common, each pressed again only after its lockout: that costs
+# ~26 s per 1,000 presses, and between presses the owner loop sits idle in its queue wait,
+# as it does at a school gate when someone presses.
 WAIT_S = 5.0  # a press that sounds nothing or stores nothing in this long is a failure
 SIREN_P99_TARGET_S = 0.005
 COMMIT_RATIO_TARGET = 1.5
@@ -102,33 +92,13 @@ class CommitWatch:
 def bench_config(storage: Path) -> Config:
     """A production-shaped configuration: uplink and an SMS contact, so a panic commit
     carries its delivery row and its SMS row as it does at a school."""
-    return parse({
-        "site": {"name": "基准测试小学", "device_id": "bench-1", "timezone": "Asia/Shanghai"},
-        "storage": {"path": str(storage)},
-        "gpio": {"pin_factory": "mock"},
-        "panic_button": [{"name": f"button-{pin}", "label": f"一键报警{pin}", "pin": pin}
-                         for pin in BUTTON_PINS],
-        "siren": {"pin": SIREN_PIN, "max_on_s": 180},
-        "modem": {"port": "/dev/null"},
-        "uplink": {"url": "http://127.0.0.1:9/events", "token_file": "/nonexistent/token"},
-        "contact": [{"name": "principal", "phone": "+8613800138000",
-                     "receives": ["panic", "tamper"]}],
-    }, "bench")
-
-
-def filesystem_of(path: Path) -> tuple[str, str, str]:
-    """(fstype, device, mount point) of the mount that holds ``path``."""
-    real = os.path.realpath(path)
-    best = ("?", "?", "/")
-    best_len = -1
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            device, mount_point, fstype = line.split()[:3]
-            mount_point = mount_point.replace("\\040", " ")
-            inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
-            if inside and len(mount_point) > best_len:
-                best, best_len = (fstype, device, mount_point), len(mount_point)
-    return best
+    return site_config(
+        storage, "bench-1",
+        siren={"pin": SIREN_PIN, "max_on_s": 180},
+        modem={"port": "/dev/null"},
+        uplink={"url": "http://127.0.0.1:9/events", "token_file": "/nonexistent/token"},
+        contact=[{"name": "principal", "phone": "+8613800138000",
+                  "receives": ["panic", "tamper"]}])
 
 
 # ---------------------------------------------------------------- measurements
@@ -172,39 +142,26 @@ class Panel:
         self.daemon = Daemon(bench_config(storage), pin_factory=self.factory)
         self.watch = CommitWatch()
         self.daemon.workers.append(self.watch)
-        self.pins = [self.factory.pin(p) for p in BUTTON_PINS]
-        self._last_press = [-math.inf] * len(self.pins)
+        self.buttons = Buttons(self.factory)
         self._last_seq = 0
-        ready = threading.Event()
-        self._owner = threading.Thread(target=self.daemon.run, kwargs={"on_ready": ready.set},
-                                       name="owner", daemon=True)
-        self._owner.start()
-        if not ready.wait(WAIT_S):
-            raise RuntimeError("the daemon did not start")
+        self._owner = Owner(self.daemon, WAIT_S)
 
     def press(self, i: int, before=None) -> tuple[float, float]:
         """Press button ``i`` once its lockout has passed; (press→siren, press→committed)
         in seconds. ``before`` runs just ahead of the press, inside the wait for the siren."""
-        wait = self._last_press[i] + daemon_module.PANIC_LOCKOUT_S + LOCKOUT_MARGIN_S \
-            - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
         SirenWatchPin.went_high.clear()
         self.watch.committed.clear()
-        if before is not None:
-            before()
-        self._last_press[i] = time.monotonic()
-        t0 = time.perf_counter()
-        self.pins[i].drive_low()
+        t0 = self.buttons.press(i, before)
+        name = self.buttons.name(i)
         if not SirenWatchPin.went_high.wait(WAIT_S):
-            raise RuntimeError(f"button-{BUTTON_PINS[i]}: the siren did not go on")
+            raise RuntimeError(f"{name}: the siren did not go on")
         if not self.watch.committed.wait(WAIT_S):
-            raise RuntimeError(f"button-{BUTTON_PINS[i]}: no panic event was committed")
+            raise RuntimeError(f"{name}: no panic event was committed")
         event = self.watch.event
-        if event.subject != f"button-{BUTTON_PINS[i]}" or event.seq <= self._last_seq:
-            raise RuntimeError(f"button-{BUTTON_PINS[i]}: unexpected event {event}")
+        if event.subject != name or event.seq <= self._last_seq:
+            raise RuntimeError(f"{name}: unexpected event {event}")
         self._last_seq = event.seq
-        self.pins[i].drive_high()
+        self.buttons.release(i)
         return SirenWatchPin.high_at - t0, self.watch.at - t0
 
     def silence(self) -> None:
@@ -216,9 +173,7 @@ class Panel:
         self.daemon.loop.post(self.daemon.silence, "bench", "cli")
 
     def close(self) -> None:
-        self.daemon.request_stop()
-        self._owner.join(WAIT_S)
-        self.daemon.close()
+        self._owner.close()
 
 
 def run_presses(storage: Path, presses: int, busy_presses: int,
@@ -249,29 +204,10 @@ def run_presses(storage: Path, presses: int, busy_presses: int,
 # ---------------------------------------------------------------- report
 
 
-def p99(values: list[float]) -> float:
-    """Nearest-rank 99th percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
-
-
-def summary(values: list[float]) -> str:
-    ms = 1000.0
-    return (f"median {statistics.median(values) * ms:7.3f} ms   p99 {p99(values) * ms:7.3f} ms"
-            f"   max {max(values) * ms:7.3f} ms")
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--presses", type=int, default=1000,
                         help="panic presses to measure (default 1000)")
-    parser.add_argument("--dir", type=Path, default=Path.cwd(),
-                        help="directory on the disk to measure; a temporary directory is "
-                             "made and removed inside it (default: the current directory)")
     parser.add_argument("--busy-presses", type=int, default=200,
                         help="further presses that each come while the owner thread is "
                              "storing a silence (default 200; 0 skips them)")
@@ -279,22 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.presses < 1 or args.busy_presses < 0:
         parser.error("--presses must be at least 1 and --busy-presses not negative")
 
-    fstype, device, mount_point = filesystem_of(args.dir)
-    cpus = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
-    print(f"python     {platform.python_implementation()} {platform.python_version()} "
-          f"on {platform.machine()}, SQLite {sqlite3.sqlite_version}")
-    print(f"cpus       {cpus} ({usable} usable by this process)")
-    print(f"directory  {args.dir.resolve()}: {fstype} on {device} (mounted at {mount_point})")
-    if fstype in ("tmpfs", "ramfs"):
-        print("           WARNING: a RAM filesystem; fsync costs nothing here and the "
-              "commit numbers say nothing about a disk")
+    print_machine(args.dir)
     print(f"presses    {args.presses} over {len(BUTTON_PINS)} panic buttons in turn "
-          f"(PANIC_LOCKOUT_S={daemon_module.PANIC_LOCKOUT_S} s left as shipped), "
+          f"(PANIC_LOCKOUT_S={PANIC_LOCKOUT_S} s left as shipped), "
           "each released and silenced before the next")
 
-    with tempfile.TemporaryDirectory(prefix="bench-core-", dir=args.dir) as tmp:
-        tmp = Path(tmp)
+    with work_dir(args.dir, "bench-core-") as tmp:
         bare = BareCommits(tmp / "bare.db")
         try:
             press = run_presses(tmp / "daemon", args.presses, args.busy_presses, bare)
@@ -303,14 +229,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bare.close()
 
-    siren_ok = p99(press.siren_s) <= SIREN_P99_TARGET_S
-    ratio = p99(press.commit_s) / p99(bare.times)
+    siren_ok = percentile(press.siren_s, 99) <= SIREN_P99_TARGET_S
+    ratio = percentile(press.commit_s, 99) / percentile(bare.times, 99)
     commit_ok = ratio <= COMMIT_RATIO_TARGET
     print()
-    print(f"press → siren on    {summary(press.siren_s)}   "
+    print(f"press → siren on    {spread(press.siren_s)}   "
           f"target p99 ≤ {SIREN_P99_TARGET_S * 1000:.0f} ms: {verdict(siren_ok)}")
-    print(f"press → committed   {summary(press.commit_s)}")
-    print(f"bare insert+commit  {summary(bare.times)}   ({len(bare.times)} commits, WAL, "
+    print(f"press → committed   {spread(press.commit_s)}")
+    print(f"bare insert+commit  {spread(bare.times)}   ({len(bare.times)} commits, WAL, "
           f"synchronous=FULL; {args.presses} of them one after each press)")
     print(f"committed p99 / bare p99 = {ratio:.2f}   "
           f"target ≤ {COMMIT_RATIO_TARGET}: {verdict(commit_ok)}")
@@ -318,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"press → siren on while the owner stores a silence ({len(press.busy_siren_s)} "
               "presses; for information, no target):")
-        print(f"                    {summary(press.busy_siren_s)}")
+        print(f"                    {spread(press.busy_siren_s)}")
     return 0 if siren_ok and commit_ok else 1
 
 

@@ -22,27 +22,18 @@ Exit status 0 when the latency target is met, 1 when it is missed.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import math
-import platform
-import statistics
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
-from gpiozero.pins.mock import MockFactory
+from _common import (BUTTON_PINS, arg_parser, percentile, print_machine, site_config, spread,
+                     start_on_mock_pins, verdict, wait_for, work_dir)
 
-from edge import daemon as daemon_module
-from edge.config import Config, parse
+from edge.config import Config
 from edge.modem.emulator import ModemEmulator
-from edge.service import build_daemon
 
-BUTTON_PINS = tuple(range(2, 22))
 SIREN_PIN = 22
-LOCKOUT_MARGIN_S = 0.02
 WAIT_S = 10.0  # a press that reaches no AT+CMGS in this long is a failure
 LATENCY_P99_TARGET_S = 0.200
 PRINCIPAL = "+8613800138000"
@@ -51,17 +42,11 @@ PRINCIPAL = "+8613800138000"
 def bench_config(storage: Path, port: str) -> Config:
     """Twenty panic buttons and a siren; the principal is told of panics only, so every
     press is exactly one SMS (silences and modem faults send none)."""
-    return parse({
-        "site": {"name": "基准测试小学", "device_id": "bench-sms-1", "timezone": "Asia/Shanghai"},
-        "storage": {"path": str(storage)},
-        "gpio": {"pin_factory": "mock"},
-        "panic_button": [{"name": f"button-{pin}", "label": f"{pin}号一键报警", "pin": pin}
-                         for pin in BUTTON_PINS],
-        "siren": {"pin": SIREN_PIN},
-        "modem": {"port": port},
-        "contact": [{"name": "principal", "phone": PRINCIPAL, "receives": ["panic"],
-                     "may_command": True}],
-    }, "bench")
+    return site_config(storage, "bench-sms-1", label="{pin}号一键报警",
+                       siren={"pin": SIREN_PIN},
+                       modem={"port": port},
+                       contact=[{"name": "principal", "phone": PRINCIPAL, "receives": ["panic"],
+                                 "may_command": True}])
 
 
 class Gate:
@@ -70,41 +55,27 @@ class Gate:
 
     def __init__(self, storage: Path, emulator: ModemEmulator):
         self.emulator = emulator
-        self.factory = MockFactory()
-        self.daemon = build_daemon(bench_config(storage, emulator.port),
-                                   pin_factory=self.factory)
+        self._owner, self.buttons = start_on_mock_pins(bench_config(storage, emulator.port),
+                                                       WAIT_S)
+        self.daemon = self._owner.daemon
         self.sms = next(w for w in self.daemon.workers if w.part == "modem")
-        self.pins = [self.factory.pin(p) for p in BUTTON_PINS]
-        self._last_press = [-math.inf] * len(self.pins)
-        self._owner = threading.Thread(target=self.daemon.run, name="owner", daemon=True)
-        self._owner.start()
         self.wait_for(lambda: self.sms.status()["ok"], "the modem to be ready")
 
     def wait_for(self, predicate, what: str) -> None:
         """For set-up steps only; no measured time goes through here."""
-        deadline = time.monotonic() + WAIT_S
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}")
-            time.sleep(0.01)
+        wait_for(predicate, what, WAIT_S, poll_s=0.01)
 
     def press(self, i: int) -> float:
         """Press button ``i`` once its lockout has passed; seconds from the press to the
         emulator reading AT+CMGS. Returns after the PDU was taken and the alarm silenced."""
-        wait = (self._last_press[i] + daemon_module.PANIC_LOCKOUT_S + LOCKOUT_MARGIN_S
-                - time.monotonic())
-        if wait > 0:
-            time.sleep(wait)
         sent_before = len(self.emulator.sent)
-        self._last_press[i] = time.monotonic()
-        t0 = time.perf_counter()
-        self.pins[i].drive_low()
+        t0 = self.buttons.press(i)
         message = self.emulator.wait_sent(sent_before + 1, WAIT_S)[sent_before]
         if f"{BUTTON_PINS[i]}号一键报警" not in message.text:
-            raise RuntimeError(f"button-{BUTTON_PINS[i]}: unexpected SMS {message.text!r}")
+            raise RuntimeError(f"{self.buttons.name(i)}: unexpected SMS {message.text!r}")
         issued = next(t for t, line in self.emulator.timed_commands
                       if t >= t0 and line.startswith("AT+CMGS="))
-        self.pins[i].drive_high()
+        self.buttons.release(i)
         self.daemon.loop.call(self.daemon.silence, "bench", "cli")
         return issued - t0
 
@@ -129,50 +100,33 @@ class Gate:
         return count / (done - first)
 
     def close(self) -> None:
-        self.daemon.request_stop()
-        self._owner.join(WAIT_S)
-        self.daemon.close()
-
-
-def p99(values: list[float]) -> float:
-    """Nearest-rank 99th percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+        self._owner.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--presses", type=int, default=200,
                         help="panic presses to measure (default 200)")
     parser.add_argument("--backlog", type=int, default=200,
                         help="queued alarms for the throughput run (default 200; 0 skips)")
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="directory for the event store (default: a temporary one)")
     args = parser.parse_args(argv)
     if args.presses < 1 or args.backlog < 0:
         parser.error("--presses must be at least 1 and --backlog not negative")
 
     # The throughput run unplugs the modem: its warnings are expected, and go to stderr.
     logging.basicConfig(level=logging.WARNING, format="log: %(levelname)s %(name)s: %(message)s")
-    print(f"python     {platform.python_implementation()} {platform.python_version()} "
-          f"on {platform.machine()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-sms-", dir=args.dir) as tmp, \
-            ModemEmulator() as emulator:
-        print(f"store      {tmp}", flush=True)
-        gate = Gate(Path(tmp), emulator)
+    print_machine(args.dir)
+    with work_dir(args.dir, "bench-sms-") as tmp, ModemEmulator() as emulator:
+        gate = Gate(tmp, emulator)
         try:
             latencies = [gate.press(n % len(BUTTON_PINS)) for n in range(args.presses)]
             rate = gate.backlog(args.backlog) if args.backlog else None
         finally:
             gate.close()
 
-    ms = 1000.0
-    worst = p99(latencies)
-    ok = worst <= LATENCY_P99_TARGET_S
-    print(f"press → AT+CMGS ({len(latencies)} presses): "
-          f"p50 {statistics.median(latencies) * ms:.1f} ms   p99 {worst * ms:.1f} ms   "
-          f"max {max(latencies) * ms:.1f} ms   target p99 ≤ {LATENCY_P99_TARGET_S * ms:.0f} ms"
-          f"   {'PASS' if ok else 'FAIL'}")
+    ok = percentile(latencies, 99) <= LATENCY_P99_TARGET_S
+    print(f"press → AT+CMGS ({len(latencies)} presses): {spread(latencies, 1)}   "
+          f"target p99 ≤ {LATENCY_P99_TARGET_S * 1000:.0f} ms   {verdict(ok)}")
     if rate is not None:
         print(f"throughput ({args.backlog} queued alarms, modem answering at once): "
               f"{rate:.1f} SMS/s")

@@ -26,34 +26,24 @@ Exit status 0 when every target is met, 1 when one is missed.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import math
-import os
-import platform as host
-import shutil
 import statistics
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
-from gpiozero.pins.mock import MockFactory
+from _common import (BUTTON_PINS, SCHOOL, arg_parser, print_machine, site_config, spread,
+                     start_on_mock_pins, verdict, wait_for, work_dir)
 
-from edge.config import Config, parse
-from edge.daemon import PANIC_LOCKOUT_S
+from edge.config import Config
 from edge.events import new_event_id
 from edge.platform_stub import PlatformStub
 from edge.routing import UPLINK
-from edge.service import build_daemon
 from edge.store import Store
 from edge.uplink.http import ACCEPTED, HttpUplink
 
 TOKEN = "bench-token"
 DEVICE_ID = "bench-1"
-BUTTON_PINS = tuple(range(2, 22))
-LOCKOUT_MARGIN_S = 0.02
 WAIT_S = 10.0  # a press not accepted in this long is a failure
 POLL_S = 0.002
 BATCHED_TARGET = 2000.0  # events/s
@@ -62,14 +52,8 @@ PRESS_P50_TARGET_S = 0.050
 
 
 def bench_config(root: Path, url: str, buttons: int = 1) -> Config:
-    return parse({
-        "site": {"name": "基准测试小学", "device_id": DEVICE_ID, "timezone": "Asia/Shanghai"},
-        "storage": {"path": str(root / "var")},
-        "gpio": {"pin_factory": "mock"},
-        "panic_button": [{"name": f"button-{pin}", "label": f"一键报警{pin}", "pin": pin}
-                         for pin in BUTTON_PINS[:buttons]],
-        "uplink": {"url": url, "token_file": str(root / "token")},
-    }, "bench")
+    return site_config(root / "var", DEVICE_ID, buttons=buttons,
+                       uplink={"url": url, "token_file": str(root / "token")})
 
 
 def seed(store: Store, count: int) -> None:
@@ -77,35 +61,12 @@ def seed(store: Store, count: int) -> None:
     start = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))) - dt.timedelta(days=1)
     for n in range(count):
         store.append("gate_open" if n % 2 else "gate_closed", "main_gate",
-                     start + dt.timedelta(seconds=n), {"site": "基准测试小学", "label": "校门"},
+                     start + dt.timedelta(seconds=n), {"site": SCHOOL, "label": "校门"},
                      transports=[UPLINK], event_id=new_event_id())
 
 
-class RunningDaemon:
-    """The daemon as `edge-alarm run` builds it, its owner loop on a thread of its own."""
-
-    def __init__(self, cfg: Config):
-        self.factory = MockFactory()
-        self.daemon = build_daemon(cfg, pin_factory=self.factory)
-        ready = threading.Event()
-        self._owner = threading.Thread(target=self.daemon.run, kwargs={"on_ready": ready.set},
-                                       name="owner", daemon=True)
-        self._owner.start()
-        if not ready.wait(WAIT_S):
-            raise RuntimeError("the daemon did not start")
-
-    def close(self) -> None:
-        self.daemon.request_stop()
-        self._owner.join(WAIT_S)
-        self.daemon.close()
-
-
-def wait_for(predicate, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not within {timeout:g} s: {what}")
-        time.sleep(POLL_S)
+def no_pending(reader: Store, what: str, timeout: float = WAIT_S) -> None:
+    wait_for(lambda: reader.pending_count(UPLINK)[0] == 0, what, timeout, POLL_S)
 
 
 # ---------------------------------------------------------------- measurements
@@ -119,13 +80,12 @@ def drain_batched(root: Path, stub: PlatformStub, events: int) -> float:
         seed(reader, events)
         before = len(stub.events)
         t0 = time.perf_counter()
-        daemon = RunningDaemon(cfg)
+        owner, _ = start_on_mock_pins(cfg, WAIT_S)
         try:
-            wait_for(lambda: reader.pending_count(UPLINK)[0] == 0, "the backlog drained",
-                     timeout=max(60.0, events / 100))
+            no_pending(reader, "the backlog drained", timeout=max(60.0, events / 100))
             elapsed = time.perf_counter() - t0
         finally:
-            daemon.close()
+            owner.close()
         taken = len(stub.events) - before
         if taken < events:
             raise RuntimeError(f"the platform took {taken} events, not {events}")
@@ -157,65 +117,47 @@ def drain_one_per_request(root: Path, stub: PlatformStub, events: int) -> float:
 
 def press_to_accepted(root: Path, stub: PlatformStub, presses: int) -> list[float]:
     cfg = bench_config(root, stub.url, buttons=len(BUTTON_PINS))
-    running = RunningDaemon(cfg)
-    daemon, pins = running.daemon, [running.factory.pin(p) for p in BUTTON_PINS]
+    owner, buttons = start_on_mock_pins(cfg, WAIT_S)
+    daemon = owner.daemon
     reader = Store(cfg.storage.db_path)
-    last_press = [-math.inf] * len(pins)
     times = []
     try:
-        wait_for(lambda: reader.pending_count(UPLINK)[0] == 0, "the start-up heartbeat",
-                 WAIT_S)
+        no_pending(reader, "the start-up heartbeat")
         for n in range(presses):
-            i = n % len(pins)
-            wait = last_press[i] + PANIC_LOCKOUT_S + LOCKOUT_MARGIN_S - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            subject = f"button-{BUTTON_PINS[i]}"
+            i = n % len(buttons)
+            subject = buttons.name(i)
             seen = len(stub.events)
-            last_press[i] = time.monotonic()
-            t0 = time.perf_counter()
-            pins[i].drive_low()
+            t0 = buttons.press(i)
             if not stub.wait_for(lambda: any(e.subject == subject and e.type.endswith(".panic")
                                              for e in stub.events[seen:]), WAIT_S):
                 raise RuntimeError(f"{subject}: the panic did not reach the platform")
             times.append(time.perf_counter() - t0)
-            pins[i].drive_high()
+            buttons.release(i)
             daemon.loop.call(daemon.silence, "bench", "cli")
-            wait_for(lambda: reader.pending_count(UPLINK)[0] == 0, "the silence delivered",
-                     WAIT_S)
+            no_pending(reader, "the silence delivered")
     finally:
         reader.close()
-        running.close()
+        owner.close()
     return times
 
 
 # ---------------------------------------------------------------- report
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arg_parser(__doc__)
     parser.add_argument("--events", type=int, default=10_000,
                         help="backlog drained by the daemon (default 10000)")
     parser.add_argument("--single", type=int, default=2_000,
                         help="events sent one POST each (default 2000)")
     parser.add_argument("--presses", type=int, default=200,
                         help="panic presses timed until accepted (default 200)")
-    parser.add_argument("--dir", type=Path, default=Path.cwd(),
-                        help="directory for the stores; a temporary directory is made and "
-                             "removed inside it (default: the current directory)")
     args = parser.parse_args(argv)
     if min(args.events, args.single, args.presses) < 1:
         parser.error("--events, --single and --presses must be at least 1")
 
-    cpus = os.cpu_count()
-    print(f"python     {host.python_implementation()} {host.python_version()} "
-          f"on {host.machine()}, {cpus} cpus")
-    work = Path(tempfile.mkdtemp(prefix="bench-uplink-", dir=args.dir))
-    try:
+    print_machine(args.dir)
+    with work_dir(args.dir, "bench-uplink-") as work:
         runs = {}
         for name in ("batched", "single", "presses"):
             runs[name] = work / name
@@ -227,13 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             batched = drain_batched(runs["batched"], stub, args.events)
             single = drain_one_per_request(runs["single"], stub, args.single)
             presses = press_to_accepted(runs["presses"], stub, args.presses)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
     ratio = batched / single
     p50 = statistics.median(presses)
-    ordered = sorted(presses)
-    p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
     checks = [
         (f"backlog of {args.events} drained by the daemon, batched: {batched:8.0f} events/s "
          f"(target >= {BATCHED_TARGET:.0f})", batched >= BATCHED_TARGET),
@@ -241,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
          f"Store.mark_accepted each): {single:8.0f} events/s", True),
         (f"batched / one per request: {ratio:6.1f}x (target >= {RATIO_TARGET:g}x)",
          ratio >= RATIO_TARGET),
-        (f"press -> accepted by the platform, {len(presses)} presses: p50 {p50 * 1000:6.2f} ms"
-         f"  p95 {p95 * 1000:6.2f} ms  max {max(presses) * 1000:6.2f} ms "
+        (f"press -> accepted by the platform, {len(presses)} presses: {spread(presses, 2)} "
          f"(target p50 <= {PRESS_P50_TARGET_S * 1000:g} ms)", p50 <= PRESS_P50_TARGET_S),
     ]
     for text, ok in checks:

@@ -1,40 +1,66 @@
-"""Shared test helpers: a mock-pin config on disk, a deadline poller, and a real
-`edge-alarm run` subprocess. Nothing here is autouse; a test asks for what it needs."""
+"""Shared test helpers: a mock-pin config on disk, a deadline poller, a real
+`edge-alarm run` subprocess, the emulated modem and the platform stand-in with its token.
+Nothing here is autouse; a test asks for what it needs."""
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-# The pins of mock_config_text(), as the example config wires them.
+from edge.modem.emulator import ModemEmulator
+from edge.modem.modem import ModemTimings
+from edge.platform_stub import PlatformStub
+
+# The school and the pins of mock_config_text(), as the example config wires them.
+SITE_NAME = "高山小学"
 PANIC_PIN, GATE_PIN, TAMPER_PIN, SIREN_PIN = 17, 27, 5, 22
+# Unique per run, so "the token appears nowhere" cannot pass by accident.
+PLATFORM_TOKEN = f"tok-{uuid.uuid4().hex}"
+# Deadlines short enough that a silent modem costs a test a second, not a minute.
+SHORT_MODEM_TIMINGS = ModemTimings(command_s=1.0, send_s=3.0, prompt_s=1.0, list_s=3.0,
+                                   settle_s=0.02, sim_ready_s=0.5, busy_retry_s=0.02,
+                                   reopen_first_s=0.05, reopen_max_s=0.3)
 
 
 def mock_config_text(storage: Path, socket: Path, *, pin_factory: str = "mock",
-                     extra: str = "", tamper: bool = True) -> str:
-    """A school gate on simulated pins: one panic button, one gate (school hours on
-    weekdays, Asia/Shanghai), one tamper switch (unless ``tamper`` is false) and a siren;
-    ``extra`` is appended."""
+                     extra: str = "", tamper: bool = True, siren: bool = True,
+                     device_id: str = "test-gate-1", school_hours: bool = True,
+                     held_open_alert_s: int = 300, debounce_s: float = 0.3) -> str:
+    """A school gate on simulated pins: one panic button, one gate (open in school hours
+    on weekdays, Asia/Shanghai; at any hour unless ``school_hours``), one tamper switch
+    (unless ``tamper`` is false) and a siren (unless ``siren`` is false); ``extra`` is
+    appended."""
+    hours = """open_hours = ["06:30-08:30", "11:00-13:30", "15:30-18:30"]
+open_days = ["mon", "tue", "wed", "thu", "fri"]
+""" if school_hours else ""
     tamper_table = f"""
 [[tamper]]
 name = "box"
 label = "报警主机防拆"
 pin = {TAMPER_PIN}
 """ if tamper else ""
+    siren_table = f"""
+[siren]
+pin = {SIREN_PIN}
+max_on_s = 180
+""" if siren else ""
     return f"""\
 [site]
-name = "高山小学"
-device_id = "test-gate-1"
+name = "{SITE_NAME}"
+device_id = "{device_id}"
 timezone = "Asia/Shanghai"
 
 [storage]
@@ -52,16 +78,9 @@ pin = {PANIC_PIN}
 name = "main_gate"
 label = "校门"
 pin = {GATE_PIN}
-held_open_alert_s = 300
-debounce_s = 0.3
-open_hours = ["06:30-08:30", "11:00-13:30", "15:30-18:30"]
-open_days = ["mon", "tue", "wed", "thu", "fri"]
-
-{tamper_table}
-[siren]
-pin = {SIREN_PIN}
-max_on_s = 180
-
+held_open_alert_s = {held_open_alert_s}
+debounce_s = {debounce_s}
+{hours}{tamper_table}{siren_table}
 [control]
 socket = "{socket}"
 """ + extra
@@ -87,6 +106,51 @@ def write_config(tmp_path, short_dir) -> Callable[..., Path]:
                         encoding="utf-8")
         return path
     return write
+
+
+@pytest.fixture
+def emulator():
+    """The emulated modem (edge.modem.emulator) on a real pty: powered up, SIM ready,
+    registered."""
+    with ModemEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def urcs():
+    """A queue for an on_urc callback: pass ``urcs.put``."""
+    return queue.Queue()
+
+
+def write_token(path: Path, token: str = PLATFORM_TOKEN, mode: int = 0o600) -> Path:
+    """A token file as the installer leaves one: the token on its first line, ``mode``."""
+    path.write_text(f"{token}\n")
+    os.chmod(path, mode)
+    return path
+
+
+@pytest.fixture
+def token_file(tmp_path) -> Path:
+    """tmp_path/"token" holding PLATFORM_TOKEN, as write_token() leaves it."""
+    return write_token(tmp_path / "token")
+
+
+@pytest.fixture
+def platform():
+    """The platform stand-in (a real http.server on 127.0.0.1) taking PLATFORM_TOKEN."""
+    with PlatformStub(token=PLATFORM_TOKEN) as stub:
+        yield stub
+
+
+@pytest.fixture
+def token_never_logged(caplog):
+    """Fails the test when PLATFORM_TOKEN is in any log message of its set-up or call, at
+    any level (urllib3's request lines included). A module that sends the token asks for
+    it in every test: ``pytestmark = pytest.mark.usefixtures("token_never_logged")``."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    assert not [r.getMessage() for r in records if PLATFORM_TOKEN in r.getMessage()]
 
 
 def _wait_until(predicate: Callable[[], object], timeout: float = 2.0,

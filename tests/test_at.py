@@ -7,19 +7,7 @@ import pytest
 
 from edge.errors import ModemError
 from edge.modem.at import AtChannel, AtError, AtTimeout, CmeError, CmsError, PortLost, Urc
-from edge.modem.emulator import ModemEmulator
 from edge.modem.pdu import encode_submit
-
-
-@pytest.fixture
-def emulator():
-    with ModemEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def urcs():
-    return queue.Queue()
 
 
 @pytest.fixture

@@ -12,14 +12,10 @@ import json
 import re
 import time
 
-import pytest
-
-from conftest import start_daemon, stop_daemon
+from conftest import PLATFORM_TOKEN, start_daemon, stop_daemon
 from edge.check import FAIL, OFF, OK
 from edge.clock import SyncState
 from edge.control import request
-from edge.modem.emulator import ModemEmulator
-from edge.platform_stub import PlatformStub
 
 CONFIG_EXIT = 78
 
@@ -54,26 +50,6 @@ def modem_section(port: str) -> str:
 
 def uplink_section(url: str, token_file) -> str:
     return f'\n[uplink]\nurl = "{url}"\ntoken_file = "{token_file}"\n'
-
-
-@pytest.fixture
-def modem():
-    with ModemEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def platform():
-    with PlatformStub(token="right-token") as stub:
-        yield stub
-
-
-@pytest.fixture
-def token_file(tmp_path):
-    path = tmp_path / "token"
-    path.write_text("right-token\n")
-    path.chmod(0o600)
-    return path
 
 
 # --- config and the parts that are off ------------------------------------------------------
@@ -111,33 +87,33 @@ def test_a_bad_config_exits_78_with_one_line_per_problem(write_config, cli):
 
 # --- modem ----------------------------------------------------------------------------------
 
-def test_a_healthy_modem_shows_its_operator_and_signal(write_config, cli, modem):
-    result = cli("check", config=write_config(extra=modem_section(modem.port)))
+def test_a_healthy_modem_shows_its_operator_and_signal(write_config, cli, emulator):
+    result = cli("check", config=write_config(extra=modem_section(emulator.port)))
     line = line_of(result.stdout, "modem")
     assert line.startswith(f"{OK} modem") and "CHINA MOBILE" in line, line
     assert line.endswith("signal 20/31"), line
     assert result.returncode == exit_when_healthy(), result.stdout
 
 
-def test_a_missing_sim_is_named_with_what_to_do(write_config, cli, modem):
-    modem.sim_present = False
-    result = cli("check", config=write_config(extra=modem_section(modem.port)))
+def test_a_missing_sim_is_named_with_what_to_do(write_config, cli, emulator):
+    emulator.sim_present = False
+    result = cli("check", config=write_config(extra=modem_section(emulator.port)))
     line = line_of(result.stdout, "modem")
     assert line.startswith(f"{FAIL} modem     sim_missing: no SIM card: insert one"), line
     assert result.returncode == 1
 
 
-def test_a_modem_not_registered_points_at_the_antenna(write_config, cli, modem):
-    modem.registration = 0
-    result = cli("check", config=write_config(extra=modem_section(modem.port)))
+def test_a_modem_not_registered_points_at_the_antenna(write_config, cli, emulator):
+    emulator.registration = 0
+    result = cli("check", config=write_config(extra=modem_section(emulator.port)))
     line = line_of(result.stdout, "modem")
     assert line.startswith(f"{FAIL} modem     not_registered:") and "antenna" in line, line
     assert result.returncode == 1
 
 
-def test_a_silent_modem_fails_within_a_bounded_time(write_config, cli, modem):
-    modem.silent = True
-    config = write_config(extra=modem_section(modem.port))
+def test_a_silent_modem_fails_within_a_bounded_time(write_config, cli, emulator):
+    emulator.silent = True
+    config = write_config(extra=modem_section(emulator.port))
     started = time.monotonic()
     result = cli("check", config=config, timeout=40)
     elapsed = time.monotonic() - started
@@ -145,7 +121,7 @@ def test_a_silent_modem_fails_within_a_bounded_time(write_config, cli, modem):
     assert line.startswith(f"{FAIL} modem     silent:") and "does not answer AT" in line, line
     assert result.returncode == 1
     assert elapsed < 30, f"check took {elapsed:.1f} s on a silent modem"
-    assert modem.commands == []  # it read everything and answered nothing
+    assert emulator.commands == []  # it read everything and answered nothing
 
 
 def test_a_modem_port_that_is_not_there(write_config, cli, tmp_path):
@@ -182,7 +158,7 @@ def test_a_wrong_token_is_refused(write_config, cli, platform, token_file):
     line = line_of(result.stdout, "platform")
     assert line.startswith(FAIL) and "token refused (HTTP 401" in line, line
     assert str(token_file) in line  # where to put the right one
-    assert "right-token" not in result.stdout + result.stderr
+    assert PLATFORM_TOKEN not in result.stdout + result.stderr
     assert result.returncode == 1
 
 
@@ -219,9 +195,9 @@ def test_a_corrupt_database_fails_with_what_to_do(write_config, cli, tmp_path):
 
 # --- with the daemon running ----------------------------------------------------------------
 
-def test_a_running_daemon_is_asked_for_pins_and_modem(write_config, cli, wait_until, modem,
+def test_a_running_daemon_is_asked_for_pins_and_modem(write_config, cli, wait_until, emulator,
                                                       short_dir, tmp_path):
-    config = write_config(extra=modem_section(modem.port))
+    config = write_config(extra=modem_section(emulator.port))
     socket = short_dir / "control.sock"
     daemon = start_daemon(config, socket, tmp_path / "daemon.log")
     try:
@@ -230,8 +206,8 @@ def test_a_running_daemon_is_asked_for_pins_and_modem(write_config, cli, wait_un
         assert daemon.cli("sim", "main_gate", "on").returncode == 0
         wait_until(lambda: request(socket, "status")["storage"]["last_seq"], timeout=5,
                    what="the gate's opening stored by the daemon")
-        initialisations = modem.commands.count("ATE0")
-        modem.signal = 9  # what opening the port now would read; the daemon read 20
+        initialisations = emulator.commands.count("ATE0")
+        emulator.signal = 9  # what opening the port now would read; the daemon read 20
         result = cli("check", config=config)
         assert daemon.proc.poll() is None, daemon.log_text()
     finally:
@@ -243,7 +219,7 @@ def test_a_running_daemon_is_asked_for_pins_and_modem(write_config, cli, wait_un
     assert f"{OK} pin       main_gate (校门): active" in pins, pins
     assert f"{OK} pin       guard_room (门卫室一键报警): idle" in pins, pins
     assert line_of(out, "modem").endswith("signal 20/31"), out
-    assert modem.commands.count("ATE0") == initialisations  # check never opened the port
+    assert emulator.commands.count("ATE0") == initialisations  # check never opened the port
     assert_clock_line_honest(out)
     assert result.returncode == exit_when_healthy(), out
 

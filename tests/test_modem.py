@@ -1,36 +1,25 @@
 """The modem driver against the emulated modem, through a real pty opened by pyserial."""
 
-import queue
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import gammu
 import pytest
 
+from conftest import SHORT_MODEM_TIMINGS
 from edge.errors import ModemError
 from edge.modem.at import AtTimeout, CmsError, PortLost
 from edge.modem.emulator import ModemEmulator
 from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import encode_deliver
 
-FAST = ModemTimings(command_s=0.5, send_s=2, prompt_s=1, list_s=2, settle_s=0.02,
-                    sim_ready_s=0.5, busy_retry_s=0.02, busy_retries=3,
-                    reopen_first_s=0.05, reopen_max_s=0.2)
+# The driver alone, with no daemon around it, is held to tighter deadlines still.
+FAST = replace(SHORT_MODEM_TIMINGS, command_s=0.5, send_s=2, list_s=2, reopen_max_s=0.2)
 PRINCIPAL = "+8613800138000"
 ALERT = ("【高山小学】紧急报警：门卫室一键报警 于 07:42:15 触发。回复 SILENCE 解除。"
          "请值班人员立即到门卫室查看情况，确认学生安全后回复 收到。")
 SENT_AT = datetime(2024, 9, 2, 7, 42, 15, tzinfo=timezone(timedelta(hours=8)))
-
-
-@pytest.fixture
-def emulator():
-    with ModemEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def urcs():
-    return queue.Queue()
 
 
 @pytest.fixture

@@ -20,20 +20,18 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from PIL import Image
 
+from conftest import PLATFORM_TOKEN, write_token
 from edge import snapshots
 from edge.clock import Clock
 from edge.config import load
 from edge.daemon import Daemon
 from edge.errors import CameraError
 from edge.events import Event
-from edge.modem.emulator import ModemEmulator
-from edge.platform_stub import PlatformStub
 from edge.service import build_daemon
 from edge.snapshots import CameraWorker
 from edge.store import Store
 from edge.uplink.worker import SNAPSHOT_WAIT_S
 
-TOKEN = "snapshot-test-token"
 PRINCIPAL = "+8613800138000"
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 MONDAY_MORNING = dt.datetime(2025, 3, 3, 7, 0, tzinfo=SHANGHAI)   # the gate may open
@@ -50,7 +48,7 @@ def camera_toml(*, pre_trigger_s: int = 0, on_gate_open: bool | None = None) -> 
 
 
 def uplink_toml(url: str, token_file: Path) -> str:
-    token_file.write_text(TOKEN + "\n")
+    write_token(token_file)
     return f"""
 [uplink]
 url = "{url}"
@@ -205,18 +203,6 @@ def sites():
 
 
 @pytest.fixture
-def platform():
-    with PlatformStub(token=TOKEN) as stub:
-        yield stub
-
-
-@pytest.fixture
-def modem():
-    with ModemEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
 def tiny_fs(tmp_path):
     """mount_tiny(dir, options) mounts a tmpfs there (skips the test when mounting is
     not permitted); everything mounted is unmounted at teardown. Ask for it before
@@ -304,7 +290,7 @@ def test_a_panic_yields_a_jpeg_whose_sha_is_in_the_event_and_reaches_the_platfor
     for request in platform.requests:
         if request.method == "PUT":
             assert request.headers["Content-Type"] == "image/jpeg"
-            assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+            assert request.headers["Authorization"] == f"Bearer {PLATFORM_TOKEN}"
 
     # The CLI reads the same sha from the store while the daemon runs.
     listed = cli("events", "--kind", "panic", "--json", config=config)
@@ -331,12 +317,12 @@ def test_frames_are_numbered_oldest_first_on_disk_and_on_the_platform(
 # ---------------------------------------------------------------------- a failing camera
 
 def test_a_failing_camera_raises_a_fault_and_the_alarm_goes_out_at_once(
-        write_config, tmp_path, sites, platform, modem, wait_until, monkeypatch):
+        write_config, tmp_path, sites, platform, emulator, wait_until, monkeypatch):
     monkeypatch.setattr(snapshots, "CAMERA_RETRY_S", 0.2)
     camera = BrokenableCamera()
     config = write_config(extra=camera_toml(pre_trigger_s=3)
                           + uplink_toml(platform.url, tmp_path / "token")
-                          + modem_toml(modem.port))
+                          + modem_toml(emulator.port))
     site = sites(config, camera=camera)
     wait_until(lambda: site.status()["camera"]["ok"], 5, what="the camera up")
     camera.broken = True
@@ -346,7 +332,7 @@ def test_a_failing_camera_raises_a_fault_and_the_alarm_goes_out_at_once(
     assert site.status()["siren"]["on"]
     panic = site.one("panic")
     assert panic is not None, "the panic is stored before the picture is tried"
-    [sms] = modem.wait_sent(1, timeout=5)
+    [sms] = emulator.wait_sent(1, timeout=5)
     assert sms.number == PRINCIPAL and "门卫室一键报警" in sms.text
     assert platform.wait_for(lambda: panic.id in [e.id for e in platform.events], 5)
     took = time.monotonic() - pressed
@@ -424,7 +410,7 @@ def test_pictures_refused_for_the_token_are_held_not_dropped(
     assert platform.wait_for(lambda: any(r.method == "PUT" and r.status == 401
                                          for r in platform.requests), 5)
     platform.set_delay(0)
-    platform.set_token(TOKEN)
+    platform.set_token(PLATFORM_TOKEN)
     assert platform.wait_for(lambda: panic.id in platform.snapshots, 5), \
         "a picture refused for the token was given up"
 

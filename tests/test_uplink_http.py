@@ -12,39 +12,13 @@ import pytest
 import requests
 from PIL import Image
 
+from conftest import PLATFORM_TOKEN, write_token
 from edge.errors import UplinkError
-from edge.platform_stub import PlatformStub
 from edge.uplink.backoff import MAX_DELAY_S, backoff_delay, next_delay
 from edge.uplink.http import (ACCEPTED, CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE, REJECTED,
                               RETRY, HttpUplink, PostResult, parse_retry_after)
 
-# Unique per run, so "the token appears nowhere" cannot pass by accident.
-TOKEN = f"tok-{uuid.uuid4().hex}"
-
-
-@pytest.fixture(autouse=True)
-def token_never_logged(caplog):
-    caplog.set_level(logging.DEBUG)      # urllib3's request lines included
-    yield
-    records = caplog.get_records("setup") + caplog.get_records("call")
-    assert not [r.getMessage() for r in records if TOKEN in r.getMessage()]
-
-
-def write_token(path, token: str, mode: int = 0o600):
-    path.write_text(f"{token}\n")
-    os.chmod(path, mode)
-    return path
-
-
-@pytest.fixture
-def token_file(tmp_path):
-    return write_token(tmp_path / "token", TOKEN)
-
-
-@pytest.fixture
-def platform():
-    with PlatformStub(token=TOKEN) as stub:
-        yield stub
+pytestmark = pytest.mark.usefixtures("token_never_logged")
 
 
 @pytest.fixture
@@ -69,7 +43,7 @@ def jpeg(shade: int = 128) -> bytes:
 
 def check(result: PostResult, outcome: str, status: int | None) -> PostResult:
     assert (result.outcome, result.status) == (outcome, status), result
-    assert TOKEN not in result.detail and TOKEN not in repr(result)
+    assert PLATFORM_TOKEN not in result.detail and PLATFORM_TOKEN not in repr(result)
     return result
 
 
@@ -81,7 +55,7 @@ def test_one_event_is_a_cloudevent_with_auth_and_idempotency_key(platform, uplin
 
     [request] = platform.requests
     assert request.headers["Content-Type"] == CLOUDEVENT_TYPE
-    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["Authorization"] == f"Bearer {PLATFORM_TOKEN}"
     assert request.headers["Idempotency-Key"] == event["id"]
     [received] = platform.events
     assert received.document == event        # Chinese text arrives intact
@@ -95,7 +69,7 @@ def test_several_events_are_one_batch_in_order_keyed_by_the_first(platform, upli
 
     [request] = platform.requests
     assert request.headers["Content-Type"] == CLOUDEVENT_BATCH_TYPE
-    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["Authorization"] == f"Bearer {PLATFORM_TOKEN}"
     assert request.headers["Idempotency-Key"] == events[0]["id"]
     assert [e.id for e in platform.events] == [e["id"] for e in events]
     assert [int(e.sequence) for e in platform.events] == [1, 2, 3]
@@ -169,7 +143,8 @@ def test_a_redirect_is_a_misconfiguration_and_not_followed(platform, uplink, sta
 
 
 def test_a_server_echoing_the_token_does_not_leak_it(platform, uplink):
-    platform.respond_with(400, body=f"bad credentials: Bearer {TOKEN}\r\n\x1b[31m".encode())
+    platform.respond_with(
+        400, body=f"bad credentials: Bearer {PLATFORM_TOKEN}\r\n\x1b[31m".encode())
     result = check(uplink.post_events([make_event()]), REJECTED, 400)
     assert "***" in result.detail
     assert all(ch.isprintable() for ch in result.detail)
@@ -272,35 +247,35 @@ def test_an_empty_token_file_is_a_clear_error(tmp_path, platform, content):
 
 
 def test_a_token_that_a_header_cannot_carry_is_refused_without_showing_it(tmp_path, platform):
-    path = write_token(tmp_path / "token", f"{TOKEN} {TOKEN}")
+    path = write_token(tmp_path / "token", f"{PLATFORM_TOKEN} {PLATFORM_TOKEN}")
     with pytest.raises(UplinkError, match="cannot carry") as raised:
         HttpUplink(platform.url, str(path))
-    assert TOKEN not in str(raised.value) and TOKEN not in repr(raised.value)
+    assert PLATFORM_TOKEN not in str(raised.value) and PLATFORM_TOKEN not in repr(raised.value)
 
 
 def test_only_the_first_line_is_the_token(tmp_path, platform):
     path = tmp_path / "token"
-    path.write_text(f"  {TOKEN}  \n# issued 2025-03-01\n")
+    path.write_text(f"  {PLATFORM_TOKEN}  \n# issued 2025-03-01\n")
     os.chmod(path, 0o600)
     check(HttpUplink(platform.url, str(path)).post_events([make_event()]), ACCEPTED, 200)
 
 
 def test_a_world_readable_token_file_is_warned_about_without_the_token(tmp_path, platform,
                                                                         caplog):
-    path = write_token(tmp_path / "token", TOKEN, mode=0o644)
+    path = write_token(tmp_path / "token", PLATFORM_TOKEN, mode=0o644)
     up = HttpUplink(platform.url, str(path))
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert str(path) in warning.getMessage() and "0644" in warning.getMessage()
-    assert TOKEN not in repr(up) and TOKEN not in str(vars(up))
+    assert PLATFORM_TOKEN not in repr(up) and PLATFORM_TOKEN not in str(vars(up))
 
 
 def test_a_group_readable_token_file_is_normal(tmp_path, platform, caplog):
-    HttpUplink(platform.url, str(write_token(tmp_path / "token", TOKEN, mode=0o640)))
+    HttpUplink(platform.url, str(write_token(tmp_path / "token", PLATFORM_TOKEN, mode=0o640)))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_reload_token_takes_the_new_token(platform, uplink, token_file):
-    new_token = f"{TOKEN}-rotated"
+    new_token = f"{PLATFORM_TOKEN}-rotated"
     platform.set_token(new_token)
     check(uplink.post_events([make_event()]), REJECTED, 401)
 
@@ -328,7 +303,7 @@ def test_snapshot_put_after_its_event(platform, uplink):
     request = platform.requests[-1]
     assert (request.method, request.path) == ("PUT", f"/api/v1/events/{event['id']}/snapshot")
     assert request.headers["Content-Type"] == "image/jpeg"
-    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["Authorization"] == f"Bearer {PLATFORM_TOKEN}"
 
 
 def test_pre_trigger_frames_are_numbered_from_the_oldest(platform, uplink):
@@ -361,7 +336,7 @@ def test_probe_of_a_healthy_platform(platform, uplink):
     result = check(uplink.probe(), ACCEPTED, 200)
     assert result.detail == "reachable (HTTP 200)"
     assert platform.requests[-1].method == "HEAD"
-    assert platform.requests[-1].headers["Authorization"] == f"Bearer {TOKEN}"
+    assert platform.requests[-1].headers["Authorization"] == f"Bearer {PLATFORM_TOKEN}"
 
 
 def test_probe_with_a_refused_token(platform, uplink):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import math
 import signal
 import sqlite3
@@ -20,7 +19,8 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from conftest import start_daemon, stop_daemon
+from conftest import (PLATFORM_TOKEN, SITE_NAME, mock_config_text, start_daemon,
+                      stop_daemon, write_token)
 from edge.config import load
 from edge.events import new_event_id
 from edge.modem.emulator import ModemEmulator
@@ -32,10 +32,9 @@ from edge.store import Store
 from edge.uplink.http import CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE
 from edge.uplink.worker import BATCH_MAX_BYTES, BATCH_MAX_EVENTS, UplinkWorker
 
-# Unique per run, so "the token appears nowhere" cannot pass by accident.
-TOKEN = f"tok-{uuid.uuid4().hex}"
+pytestmark = pytest.mark.usefixtures("token_never_logged")
+
 DEVICE_ID = "gaoshan-gate-1"
-SITE = "高山小学"
 PRINCIPAL = "+8613800138000"
 SHANGHAI = dt.timedelta(hours=8)
 # The backoff draws a twentieth of each ceiling instead of a random share: retries come
@@ -43,43 +42,13 @@ SHANGHAI = dt.timedelta(hours=8)
 JITTER = 0.05
 
 
-@pytest.fixture(autouse=True)
-def token_never_logged(caplog):
-    caplog.set_level(logging.DEBUG)
-    yield
-    records = caplog.get_records("setup") + caplog.get_records("call")
-    assert not [r.getMessage() for r in records if TOKEN in r.getMessage()]
-
-
 def config_text(root: Path, url: str, *, modem_port: str | None = None,
                 fallback_s: int = 20, heartbeat_s: int = 3600,
                 read_timeout_s: float = 5.0) -> str:
-    """A gate with one panic button and an always-allowed gate (no after-hours alerts,
-    whatever the hour the tests run at); a modem and the principal when ``modem_port``."""
-    text = f"""\
-[site]
-name = "{SITE}"
-device_id = "{DEVICE_ID}"
-timezone = "Asia/Shanghai"
-
-[storage]
-path = "{root / 'var'}"
-
-[gpio]
-pin_factory = "mock"
-
-[[panic_button]]
-name = "guard_room"
-label = "门卫室一键报警"
-pin = 17
-
-[[gate]]
-name = "main_gate"
-label = "校门"
-pin = 27
-debounce_s = 0
-held_open_alert_s = 1
-
+    """The mock school gate of conftest without tamper switch and siren, its gate allowed
+    at any hour (no after-hours alerts, whatever the hour the tests run at); a modem and
+    the principal when ``modem_port``."""
+    text = f"""
 [uplink]
 url = "{url}"
 token_file = "{root / 'token'}"
@@ -87,9 +56,6 @@ sms_fallback_after_s = {fallback_s}
 heartbeat_s = {heartbeat_s}
 connect_timeout_s = 2.0
 read_timeout_s = {read_timeout_s}
-
-[control]
-socket = "{root / 'control.sock'}"
 """
     if modem_port is not None:
         text += f"""
@@ -101,13 +67,13 @@ name = "principal"
 phone = "{PRINCIPAL}"
 receives = ["panic", "gate_held_open"]
 """
-    return text
+    return mock_config_text(root / "var", root / "control.sock", device_id=DEVICE_ID,
+                            tamper=False, siren=False, school_hours=False,
+                            held_open_alert_s=1, debounce_s=0, extra=text)
 
 
 def write_site(root: Path, url: str, **options) -> Path:
-    token = root / "token"
-    token.write_text(TOKEN + "\n")
-    token.chmod(0o600)
+    write_token(root / "token")
     path = root / "config.toml"
     path.write_text(config_text(root, url, **options), encoding="utf-8")
     return path
@@ -174,18 +140,6 @@ def delivery_row(db: Path, seq: int) -> dict:
 
 
 @pytest.fixture
-def platform():
-    with PlatformStub(token=TOKEN) as stub:
-        yield stub
-
-
-@pytest.fixture
-def modem():
-    with ModemEmulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
 def make_site(short_dir, platform, wait_until):
     """make_site(**config_text options) → a started Site whose start-up heartbeat has
     reached the platform (so scripted answers meet the test's own events)."""
@@ -245,10 +199,10 @@ def test_a_panic_reaches_the_platform_as_a_cloudevent(make_site, platform, wait_
     assert sent_time.utcoffset() == SHANGHAI
     assert abs((sent_time - panic.time).total_seconds()) < 0.001
     assert abs(sent_time.timestamp() - time.time()) < 5
-    assert doc["data"]["site"] == SITE and doc["data"]["label"] == "门卫室一键报警"
+    assert doc["data"]["site"] == SITE_NAME and doc["data"]["label"] == "门卫室一键报警"
 
     [request] = requests_for(platform, panic.id)  # live: one event, one request, once
-    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["Authorization"] == f"Bearer {PLATFORM_TOKEN}"
     assert request.headers["Idempotency-Key"] == panic.id
     assert request.headers["Content-Type"] == CLOUDEVENT_TYPE
     assert request.status == 200
@@ -404,7 +358,7 @@ def test_a_refused_token_holds_the_queue_instead_of_dead_lettering_it(
     assert (fault.subject, fault.data["reason"]) == ("uplink", "misconfigured")
     assert all(site.delivery(e.seq)["state"] == "pending" for e in events)
 
-    platform.set_token(TOKEN)       # the platform's side fixed (or the file, then SIGHUP)
+    platform.set_token(PLATFORM_TOKEN)       # the platform's side fixed (or the file, then SIGHUP)
     wait_until(lambda: site.events("recovered") and drained(site, platform), 10)
 
 
@@ -462,63 +416,63 @@ def test_heartbeats_at_start_and_every_heartbeat_s_purged_once_delivered(
 
 # ---------------------------------------------------------------------- SMS fallback
 
-def sms_texts(modem: ModemEmulator) -> list[str]:
-    return [s.text for s in modem.sent]
+def sms_texts(emulator: ModemEmulator) -> list[str]:
+    return [s.text for s in emulator.sent]
 
 
 def test_platform_unreachable_the_alert_goes_by_sms_at_the_fallback_deadline(
-        modem, make_site, platform, wait_until):
-    site = make_site(modem_port=modem.port, fallback_s=1)
+        emulator, make_site, platform, wait_until):
+    site = make_site(modem_port=emulator.port, fallback_s=1)
     wait_until(lambda: site.status()["modem"]["ok"], 5, what="modem ready")
     platform.respond_with(503, times=1000)
     site.sim("main_gate", True)          # held open for held_open_alert_s = 1
     held = wait_until(lambda: site.events("gate_held_open"), 3)[0]
 
-    [sms] = modem.wait_sent(1, timeout=3)
+    [sms] = emulator.wait_sent(1, timeout=3)
     late = time.time() - held.ts
     assert 1.0 - 0.05 <= late <= 1.0 + 1.0
     assert sms.number == PRINCIPAL
-    assert sms.text.startswith(f"【{SITE}】") and "校门" in sms.text
+    assert sms.text.startswith(f"【{SITE_NAME}】") and "校门" in sms.text
     assert sms.text.endswith(FALLBACK_NOTE)
     wait_until(lambda: [r["state"] for r in site.store.sms_rows(held.seq)] == ["sent"])
 
 
-def test_platform_accepting_in_time_no_sms(modem, make_site, platform, wait_until):
-    site = make_site(modem_port=modem.port, fallback_s=1)
+def test_platform_accepting_in_time_no_sms(emulator, make_site, platform, wait_until):
+    site = make_site(modem_port=emulator.port, fallback_s=1)
     site.sim("main_gate", True)
     held = wait_until(lambda: site.events("gate_held_open"), 3)[0]
     wait_until(lambda: [r["state"] for r in site.store.sms_rows(held.seq)] == ["cancelled"], 2)
     time.sleep(max(0.0, held.ts + 1.0 + 0.5 - time.time()))  # past the deadline: nothing
-    assert modem.sent == []
+    assert emulator.sent == []
     assert held.id in received_ids(platform)
 
 
 def test_an_immediate_kind_goes_by_sms_at_once_whatever_the_platform(
-        modem, make_site, platform, wait_until):
-    site = make_site(modem_port=modem.port, fallback_s=20)
+        emulator, make_site, platform, wait_until):
+    site = make_site(modem_port=emulator.port, fallback_s=20)
     wait_until(lambda: site.status()["modem"]["ok"], 5, what="modem ready")
     platform.respond_with(503, times=1000)
     pressed = time.time()
     site.sim("guard_room", True)
-    [sms] = modem.wait_sent(1, timeout=3)
+    [sms] = emulator.wait_sent(1, timeout=3)
     assert time.time() - pressed < 2.0
     assert "紧急报警" in sms.text and "门卫室一键报警" in sms.text
     assert not sms.text.endswith(FALLBACK_NOTE)
 
 
-def test_the_fallback_deadline_survives_a_restart(short_dir, platform, modem, wait_until):
-    config = write_site(short_dir, platform.url, modem_port=modem.port, fallback_s=2)
+def test_the_fallback_deadline_survives_a_restart(short_dir, platform, emulator, wait_until):
+    config = write_site(short_dir, platform.url, modem_port=emulator.port, fallback_s=2)
     site = Site(config).start()
     try:
         platform.respond_with(503, times=1000)
         held = site.record("gate_held_open", extra={"held_open_alert_s": 1})
         site.stop()                      # well before the deadline
-        assert modem.sent == []
+        assert emulator.sent == []
         assert [r["state"] for r in site.store.sms_rows(held.seq)] == ["waiting"]
         time.sleep(max(0.0, held.ts + 2.0 + 0.2 - time.time()))
 
         site.start()                     # after it: the SMS goes, from the stored event
-        [sms] = modem.wait_sent(1, timeout=5)
+        [sms] = emulator.wait_sent(1, timeout=5)
         assert sms.text.endswith(FALLBACK_NOTE) and "校门" in sms.text
         wait_until(lambda: [r["state"] for r in site.store.sms_rows(held.seq)] == ["sent"], 2)
         site.stop()
@@ -527,7 +481,7 @@ def test_the_fallback_deadline_survives_a_restart(short_dir, platform, modem, wa
     finally:
         site.stop()
         site.store.close()
-    assert len(modem.sent) == 1
+    assert len(emulator.sent) == 1
 
 
 # ---------------------------------------------------------------------- SIGKILL mid-drain
@@ -540,7 +494,7 @@ def test_sigkill_in_the_middle_of_a_drain_loses_nothing_and_keeps_order(
     start = dt.datetime.now(dt.timezone(SHANGHAI)) - dt.timedelta(hours=2)
     for n in range(1000):
         store.append("gate_open" if n % 2 else "gate_closed", "main_gate",
-                     start + dt.timedelta(seconds=n), {"site": SITE, "label": "校门"},
+                     start + dt.timedelta(seconds=n), {"site": SITE_NAME, "label": "校门"},
                      transports=[UPLINK], event_id=new_event_id())
     platform.set_delay(0.15)          # a slow platform: the drain takes a while
     log = tmp_path / "daemon.log"
@@ -573,7 +527,7 @@ def test_sigkill_in_the_middle_of_a_drain_loses_nothing_and_keeps_order(
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
         assert seqs[0] <= highest + 1
         highest = max(highest, seqs[-1])
-    assert TOKEN not in log.read_text(errors="replace")
+    assert PLATFORM_TOKEN not in log.read_text(errors="replace")
 
 
 def test_sighup_rereads_the_token_file(short_dir, tmp_path, platform, wait_until):
@@ -598,4 +552,4 @@ def test_sighup_rereads_the_token_file(short_dir, tmp_path, platform, wait_until
     [request] = requests_for(platform, opened.id)
     assert request.headers["Authorization"] == f"Bearer {new_token}"
     text = log.read_text(errors="replace")
-    assert TOKEN not in text and new_token not in text
+    assert PLATFORM_TOKEN not in text and new_token not in text

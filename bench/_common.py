@@ -1,0 +1,195 @@
+"""What the benches share: their command line, the machine and disk a run measured, the real
+daemon on an owner thread of its own, the panic buttons it is pressed through, and the
+statistics they print.
+
+The benches are run as scripts (`.venv/bin/python bench/bench_X.py`), which puts this
+directory first on sys.path; they import this module as `_common`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+from gpiozero.pins.mock import MockFactory
+
+from edge.config import Config, parse
+from edge.daemon import PANIC_LOCKOUT_S
+from edge.service import build_daemon
+
+SCHOOL = "基准测试小学"
+# Twenty panic buttons on their own pins, pressed in turn. The daemon takes an active edge
+# that comes within PANIC_LOCKOUT_S of the same input's previous one for contact bounce and
+# makes no event of it; rather than patch that constant away (and measure a daemon that is
+# not the shipped one), each button is pressed again only after its lockout has passed.
+BUTTON_PINS = tuple(range(2, 22))
+LOCKOUT_MARGIN_S = 0.02
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- command line and machine
+
+
+def arg_parser(doc: str) -> argparse.ArgumentParser:
+    """The bench's command line: the first paragraph of ``doc`` as its description, and
+    --dir; the bench adds its own sizes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=Path.cwd(),
+                        help="directory on the disk to measure; a temporary directory is "
+                             "made and removed inside it (default: the current directory)")
+    return parser
+
+
+@contextmanager
+def work_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A temporary directory inside ``parent``, removed with everything in it afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=parent) as tmp:
+        yield Path(tmp)
+
+
+def filesystem_of(path: Path) -> tuple[str, str, str]:
+    """(fstype, device, mount point) of the mount that holds ``path``."""
+    real = os.path.realpath(path)
+    best = ("?", "?", "/")
+    best_len = -1
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            device, mount_point, fstype = line.split()[:3]
+            mount_point = mount_point.replace("\\040", " ")
+            inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) > best_len:
+                best, best_len = (fstype, device, mount_point), len(mount_point)
+    return best
+
+
+def print_machine(directory: Path) -> None:
+    """What the numbers depend on: Python, SQLite, the CPUs, and the filesystem that
+    ``directory`` (where the bench writes) is on."""
+    fstype, device, mount_point = filesystem_of(directory)
+    cpus = os.cpu_count()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
+    lines = [f"python     {platform.python_implementation()} {platform.python_version()} "
+             f"on {platform.machine()}, SQLite {sqlite3.sqlite_version}",
+             f"cpus       {cpus} ({usable} usable by this process)",
+             f"directory  {directory.resolve()}: {fstype} on {device} (mounted at {mount_point})"]
+    if fstype in ("tmpfs", "ramfs"):
+        lines.append("           WARNING: a RAM filesystem; fsync costs nothing here and the "
+                     "commit numbers say nothing about a disk")
+    print("\n".join(lines), flush=True)
+
+
+# ---------------------------------------------------------------- the daemon and its buttons
+
+
+def site_config(storage: Path, device_id: str, *, buttons: int = len(BUTTON_PINS),
+                label: str = "一键报警{pin}", **tables) -> Config:
+    """A school on mock pins with ``buttons`` panic buttons (button-<pin> on BUTTON_PINS,
+    labelled ``label``.format(pin=pin)) and the further ``tables``."""
+    return parse({
+        "site": {"name": SCHOOL, "device_id": device_id, "timezone": "Asia/Shanghai"},
+        "storage": {"path": str(storage)},
+        "gpio": {"pin_factory": "mock"},
+        "panic_button": [{"name": f"button-{pin}", "label": label.format(pin=pin), "pin": pin}
+                         for pin in BUTTON_PINS[:buttons]],
+        **tables,
+    }, "bench")
+
+
+class Owner:
+    """``daemon.run`` on an owner thread of its own, as `edge-alarm run` has it (without its
+    control socket and signal handlers); returned once the daemon is ready."""
+
+    def __init__(self, daemon, timeout: float):
+        self.daemon = daemon
+        self._timeout = timeout
+        ready = threading.Event()
+        self._thread = threading.Thread(target=daemon.run, kwargs={"on_ready": ready.set},
+                                        name="owner", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("the daemon did not start")
+
+    def close(self) -> None:
+        self.daemon.request_stop()
+        self._thread.join(self._timeout)
+        self.daemon.close()
+
+
+class Buttons:
+    """The mock pins of the first ``count`` panic buttons of site_config()."""
+
+    def __init__(self, factory: MockFactory, count: int = len(BUTTON_PINS)):
+        self.pins = [factory.pin(p) for p in BUTTON_PINS[:count]]
+        self._last_press = [-math.inf] * count
+
+    def __len__(self) -> int:
+        return len(self.pins)
+
+    @staticmethod
+    def name(i: int) -> str:
+        return f"button-{BUTTON_PINS[i]}"
+
+    def press(self, i: int, before: Callable[[], object] | None = None) -> float:
+        """Drive button ``i`` low once its lockout has passed; perf_counter just before.
+        ``before`` runs right ahead of the press, after the wait."""
+        wait = self._last_press[i] + PANIC_LOCKOUT_S + LOCKOUT_MARGIN_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        if before is not None:
+            before()
+        self._last_press[i] = time.monotonic()
+        t0 = time.perf_counter()
+        self.pins[i].drive_low()
+        return t0
+
+    def release(self, i: int) -> None:
+        self.pins[i].drive_high()
+
+
+def start_on_mock_pins(cfg: Config, timeout: float) -> tuple[Owner, Buttons]:
+    """The daemon as `edge-alarm run` builds it (edge.service.build_daemon) on gpiozero's
+    MockFactory, running; and the pins of its panic buttons."""
+    factory = MockFactory()
+    return Owner(build_daemon(cfg, pin_factory=factory), timeout), Buttons(factory)
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout: float, poll_s: float) -> T:
+    """Poll ``predicate`` every ``poll_s`` until it returns something truthy (returned);
+    RuntimeError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not within {timeout:g} s: {what}")
+        time.sleep(poll_s)
+    return result
+
+
+# ---------------------------------------------------------------- report
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank ``p``th percentile: with 1,000 values p99 is the 10th-slowest."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p * len(ordered) / 100) - 1)]
+
+
+def spread(values: list[float], decimals: int = 3) -> str:
+    """p50, p99 and max of durations in seconds, in milliseconds."""
+    return "   ".join(f"{name} {seconds * 1000:7.{decimals}f} ms" for name, seconds in (
+        ("p50", statistics.median(values)), ("p99", percentile(values, 99)),
+        ("max", max(values))))
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
