@@ -47,7 +47,6 @@ CREATE TABLE IF NOT EXISTS events(
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_subject ON events(subject, seq);
-CREATE INDEX IF NOT EXISTS events_kind ON events(kind, seq);
 -- What each transport still owes the platform: pending → accepted | rejected.
 CREATE TABLE IF NOT EXISTS deliveries(
     seq         INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
@@ -77,7 +76,6 @@ CREATE TABLE IF NOT EXISTS sms(
     done_ts    REAL,
     PRIMARY KEY(seq, contact)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sms_open ON sms(state, due);
 -- Pictures attached to an event after it was stored (snapshot, pre-trigger frames).
 CREATE TABLE IF NOT EXISTS attachments(
     seq      INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
@@ -459,10 +457,11 @@ class Store:
 
 
 class Checkpointer:
-    """Folds the WAL back into the database every few seconds on a thread of its own,
-    so that the owner's commits (autocheckpoint off) never pay for it."""
+    """Folds the WAL back into the database every second on a thread of its own, so that
+    the owner's commits (autocheckpoint off) never pay for a checkpoint, and the WAL stays
+    small enough to be rewound and overwritten instead of growing with every commit."""
 
-    def __init__(self, path: Path, every_s: float = 30.0):
+    def __init__(self, path: Path, every_s: float = 1.0):
         self.path = path
         self.every_s = every_s
         self._stop = threading.Event()
