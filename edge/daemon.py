@@ -15,7 +15,7 @@ from edge import routing
 from edge.clock import Clock, SyncState
 from edge.config import Config, Input
 from edge.errors import CommandRefused, StorageError
-from edge.events import LATCHING_KINDS, Event, new_event_id
+from edge.events import LATCHING_KINDS, PART_LABELS, Event, new_event_id
 from edge.inputs import InputPins, PinFactoryError, make_pin_factory
 from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
@@ -25,17 +25,6 @@ from edge.watches import GateWatch, LevelWatch, PowerWatch
 
 log = logging.getLogger(__name__)
 
-# The parts whose faults are reported; inputs are reported under their own names.
-PART_LABELS = {
-    "modem": "短信模块",
-    "camera": "摄像头",
-    "uplink": "平台连接",
-    "storage": "事件存储",
-    "clock": "系统时钟",
-    "gpio": "输入接口",
-    "siren": "警号",
-    "control": "控制接口",
-}
 # A panic or tamper contact bounces for a few milliseconds; edges this close to the
 # previous active edge are the same press.
 PANIC_LOCKOUT_S = 0.5

@@ -22,6 +22,18 @@ LATCHING_KINDS = frozenset({"panic", "tamper"})
 # Kinds whose events carry a camera snapshot.
 SNAPSHOT_KINDS = frozenset({"panic", "tamper", "gate_after_hours"})
 
+# The parts whose faults are reported; inputs are reported under their own names.
+PART_LABELS = {
+    "modem": "短信模块",
+    "camera": "摄像头",
+    "uplink": "平台连接",
+    "storage": "事件存储",
+    "clock": "系统时钟",
+    "gpio": "输入接口",
+    "siren": "警号",
+    "control": "控制接口",
+}
+
 CLOUDEVENT_TYPE_PREFIX = "cn.edu.school.edge-alarm."
 
 

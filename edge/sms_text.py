@@ -7,7 +7,7 @@ import datetime as dt
 import string
 
 from edge.config import Config
-from edge.events import Event
+from edge.events import PART_LABELS, Event
 
 DEFAULT_TEMPLATES = {
     "panic": "【{site}】紧急报警：{label} 于 {time} 触发。回复 SILENCE 解除。",
@@ -77,7 +77,8 @@ def status_text(status: dict, cfg: Config) -> str:
              for i in status["inputs"].values() if i["kind"] == "gate"]
     if gates:
         parts.append("门：" + "、".join(gates))
-    faults = status["faults"]
+    faults = [status["inputs"][f]["label"] if f in status["inputs"] else PART_LABELS.get(f, f)
+              for f in status["faults"]]
     parts.append("故障：" + ("、".join(faults) if faults else "无"))
     if status["uplink"].get("configured"):
         parts.append(f"待上传{status['uplink']['pending']}条")
