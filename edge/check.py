@@ -23,6 +23,8 @@ MIN_FREE_MB = 200
 MODEM_ADVICE = {
     "port_gone": "the modem's port is missing: check the USB cable and [modem] port "
                  "(ls -l /dev/edge-alarm-modem /dev/ttyUSB*)",
+    "port_busy": "another program holds the modem port: stop it (ModemManager, minicom, "
+                 "a second edge-alarm)",
     "silent": "the modem does not answer AT: check power (a 2 A supply), baud rate, and "
               "that no other program (ModemManager) holds the port",
     "sim_missing": "no SIM card: insert one (contacts down, cut corner first)",
@@ -127,15 +129,16 @@ def _probe_modem(m) -> tuple[ModemHealth, str | None]:
     """(ModemHealth, the error that stopped initialisation or None). A failed
     initialisation still names its reason (no SIM, PIN…), as the daemon's worker does."""
     from edge.errors import ModemError
-    from edge.modem.at import AtTimeout, PortLost
+    from edge.modem.at import AtTimeout, PortBusy, PortLost
     from edge.modem.modem import Modem, ModemHealth
 
     with Modem.from_config(m) as modem:
         try:
             modem.ensure_ready()
-        except (AtTimeout, PortLost) as e:
+        except (AtTimeout, PortLost, PortBusy) as e:
             # Asking a silent modem again would only wait out another timeout.
-            reason = "silent" if isinstance(e, AtTimeout) else "port_gone"
+            reason = {AtTimeout: "silent", PortLost: "port_gone", PortBusy: "port_busy"}[
+                type(e)]
             return ModemHealth(False, reason, None, False, None), str(e)
         except ModemError as e:
             return modem.health(), str(e)

@@ -84,3 +84,19 @@ class SyncState:
         buf = ctypes.create_string_buffer(512)  # struct timex; modes = 0 reads only
         state = self._libc.adjtimex(buf)
         return 0 <= state != _TIME_ERROR
+
+
+class LocalTime(dt.datetime):
+    """A time for SMS templates: "07:42:15" as it stands, or formatted as the template
+    asks ({time:%m月%d日 %H:%M})."""
+
+    def __str__(self) -> str:
+        return self.strftime("%H:%M:%S")
+
+    def __format__(self, spec: str) -> str:
+        return self.strftime(spec) if spec else str(self)
+
+    @classmethod
+    def of(cls, t: dt.datetime) -> "LocalTime":
+        return cls(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond, t.tzinfo)
+

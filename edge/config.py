@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from edge.clock import LocalTime
 from edge.errors import ConfigError
 
 DEFAULT_PATH = "/etc/edge-alarm/config.toml"
@@ -573,6 +574,8 @@ def _open_hours(t: _Table):
     ranges = t.get("open_hours", list, None)
     if ranges is None:
         return None
+    if not ranges:
+        t.fail("open_hours", "must not be empty (leave it out to allow any time)")
     out = []
     for text in ranges:
         if not isinstance(text, str):
@@ -589,6 +592,8 @@ def _open_days(t: _Table):
     days = t.get("open_days", list, None)
     if days is None:
         return None
+    if not days:
+        t.fail("open_days", "must not be empty (leave it out to allow every day)")
     out = set()
     for day in days:
         if isinstance(day, str) and day.lower() in DAY_NAMES:
@@ -712,6 +717,11 @@ def _template_problem(text: str) -> str | None:
     if unknown:
         return (f"unknown placeholder {{{unknown[0]}}} (use "
                 f"{', '.join('{' + f + '}' for f in sorted(TEMPLATE_FIELDS))})")
+    try:  # a format spec or conversion ({label:d}, {time!x}) fails only when filled in
+        text.format(**{**{f: "x" for f in TEMPLATE_FIELDS},
+                       "time": LocalTime.of(dt.datetime(2026, 1, 1, 7, 42, 15))})
+    except (ValueError, KeyError, IndexError) as e:
+        return f"not a valid template: {e}"
     return None
 
 

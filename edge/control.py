@@ -44,11 +44,9 @@ class ControlServer:
                 raise EdgeAlarmError(f"another edge-alarm daemon answers on {self.path}")
             self.path.unlink()  # left behind by a daemon that was killed
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o117)  # the socket file is born 0660, never briefly wider
-        try:
-            sock.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
+        # Not umask: it is process-wide, and other threads create files meanwhile. The
+        # runtime directory (0750) keeps others out during the instant before chmod.
+        sock.bind(str(self.path))
         os.chmod(self.path, 0o660)
         sock.listen(16)
         self._sock = sock

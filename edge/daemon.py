@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from typing import Protocol
@@ -33,6 +34,9 @@ STORAGE_RETRY_S = 10.0
 # A Pi has no RTC: give NTP this long after start before the clock counts as a fault.
 CLOCK_GRACE_S = 600.0
 PURGE_EVERY_S = 3600.0
+# How far a service centre's clock may be behind ours when an SMS's time is compared with
+# an alarm's.
+SMS_CLOCK_SLACK_S = 300.0
 
 
 LEVEL_WATCHES = {"gate": GateWatch, "power": PowerWatch}
@@ -86,7 +90,11 @@ class Daemon:
         self._started_mono = self.clock.monotonic()
         self._open_store()
         self._arm_pins()
-        self._restore()
+        try:
+            self._restore()
+        except StorageError as e:  # an unreadable store must not keep the alarm from arming
+            log.error("state not restored from the store: %s", e)
+            self.part_failed("storage", "unreadable", str(e))
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
         if self.cfg.has_transport:
             self._heartbeat()
@@ -225,24 +233,23 @@ class Daemon:
         return event
 
     def _append(self, kind, subject, when, data, event_id, *,
-                sent_from_memory: bool = False) -> Event | None:
-        """``sent_from_memory``: the event was acted on while unstored, and its immediate
-        SMS went out from memory then; only its fallback rows are still owed."""
+                sms_sent: set[str] = frozenset()) -> Event | None:
+        """``sms_sent``: contacts that already got this event's SMS from memory while it
+        could not be stored; the store owes them nothing."""
         if self.store is None:
             return None
-        sms = routing.sms_requests(self.cfg, kind, when.timestamp())
-        if sent_from_memory:
-            sms = [r for r in sms if r.fallback]
+        sms = [r for r in routing.sms_requests(self.cfg, kind, when.timestamp())
+               if r.contact not in sms_sent]
         kwargs = dict(transports=routing.transports(self.cfg), sms=sms, event_id=event_id)
         try:
             return self.store.append(kind, subject, when, data, **kwargs)
         except StorageError as e:
             if is_corruption(e.__cause__):
-                moved = self.store.recover_from_corruption()
-                self.part_failed("storage", "corrupt", str(moved))
                 try:
+                    moved = self.store.recover_from_corruption()
+                    self.part_failed("storage", "corrupt", str(moved))
                     return self.store.append(kind, subject, when, data, **kwargs)
-                except StorageError as again:
+                except (StorageError, OSError, sqlite3.Error) as again:
                     e = again
             log.error("cannot store %s event: %s", kind, e)
             if "storage" not in self.faults:
@@ -252,8 +259,10 @@ class Daemon:
     def _flush_unstored(self) -> None:
         while self._unstored:
             pending = self._unstored[0]
+            sent = set().union(*(w.sent_from_memory(pending.id) for w in self.workers
+                                 if hasattr(w, "sent_from_memory")))
             stored = self._append(pending.kind, pending.subject, pending.time, pending.data,
-                                  pending.id, sent_from_memory=True)
+                                  pending.id, sms_sent=sent)
             if stored is None:
                 return
             self._unstored.pop(0)
@@ -336,17 +345,24 @@ class Daemon:
 
     # ================================================================ commands
 
-    def silence(self, by: str, via: str) -> list[Event]:
+    def silence(self, by: str, via: str, sent_at: float | None = None) -> list[Event]:
         """Silence the siren and acknowledge every latched alarm: one `silenced` event
-        per alarm, saying who and how."""
-        if self.siren is not None:
-            self.siren.stop()
+        per alarm, saying who and how. ``sent_at``: when the command was given (an SMS's
+        service-centre time): it acknowledges only the alarms its sender could have known
+        of, so an SMS delayed for hours cannot silence a new alarm."""
+        cutoff = None
+        if sent_at is not None and self._sync.synced():
+            cutoff = sent_at + SMS_CLOCK_SLACK_S
         done = []
         for name, alarm in list(self.latched.items()):
+            if cutoff is not None and alarm.ts > cutoff:
+                continue
             done.append(self.record("silenced", name, self._part_label(name),
                                     {"by": by, "via": via, "alarm_id": alarm.id,
                                      "alarm_kind": alarm.kind}))
-        self.latched.clear()
+            del self.latched[name]
+        if self.siren is not None and not self.latched:
+            self.siren.stop()
         return done
 
     def in_drill(self) -> bool:

@@ -29,7 +29,7 @@ def day_summary(cfg: Config, day: dt.date) -> dict:
         try:
             for e in store.events(since=start.timestamp()):
                 if e.ts >= end.timestamp():
-                    break
+                    continue  # seq order is not time order when the clock stepped
                 counts[e.kind] += 1
                 if e.kind == "gate_open":
                     per_gate[e.data.get("label", e.subject)] += 1

@@ -34,10 +34,11 @@ class Siren:
             self._relay.on()
 
     def sound(self, monotonic: float, for_s: float | None = None) -> None:
+        until = monotonic + (self.max_on_s if for_s is None else min(for_s, self.max_on_s))
         with self._lock:
             self._relay.on()
-            self.off_at = monotonic + (self.max_on_s if for_s is None
-                                       else min(for_s, self.max_on_s))
+            # Never shorten: a drill press must not cut a real alarm's siren short.
+            self.off_at = until if self.off_at is None else max(self.off_at, until)
 
     def stop(self) -> None:
         with self._lock:

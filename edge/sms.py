@@ -18,22 +18,23 @@ from concurrent.futures import Future
 from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
-from edge.modem.at import AtTimeout, PortLost, Urc
+from edge.modem.at import AtTimeout, PortBusy, PortLost, Urc
 from edge.modem.modem import Modem, ModemHealth, ModemTimings
 from edge.modem.pdu import Deliver
 from edge.sms_text import alert_text, help_text, status_text
-from edge.store import SmsRow, Store
+from edge.store import SmsRow
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
 
+_NUMERIC_SENDER = re.compile(r"\+?[0-9]{3,20}")
 STATUS_WORDS = frozenset({"STATUS", "状态"})
 SILENCE_WORDS = frozenset({"SILENCE", "解除", "收到"})
 SEND_RETRY_FIRST_S = 10.0
 SEND_RETRY_MAX_S = 300.0
-# After this many failed sends of one SMS (with the modem otherwise working) it is given
-# up and recorded as failed: a number the network refuses must not block the outbox.
-MAX_SEND_ATTEMPTS = 12
+# An SMS the network keeps refusing is retried (at most every SEND_RETRY_MAX_S) for a
+# day after its event, then recorded as failed.
+SEND_GIVE_UP_S = 86400.0
 OWNER_CALL_TIMEOUT_S = 5.0
 
 
@@ -74,16 +75,19 @@ class SmsWorker(ThreadWorker):
 
     def __init__(self, cfg: Config, daemon, *, timings: ModemTimings = ModemTimings()):
         """``timings``: the modem's deadlines (tests shorten them)."""
-        super().__init__()
+        super().__init__(cfg.storage.db_path)
         self.cfg = cfg
         self.daemon = daemon
         self.modem = Modem.from_config(cfg.modem, on_urc=self._on_urc, on_lost=self.wake,
                                        timings=timings)
-        self._store: Store | None = None
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
         self._direct_lock = threading.Lock()
         self._next_health = 0.0
         self._ref = 0  # concatenation reference of the last multipart SMS
+        self._sent_from_memory: set[tuple[str, str]] = set()  # (event id, contact)
+        # (seq, contact) → +CMGS refs of SMS the modem took but the store did not record:
+        # never sent again, recorded when the store allows.
+        self._unrecorded: dict[tuple[int, str], list[int]] = {}
         self._scan_inbox = True  # after every (re)initialisation: read what came meanwhile
         self._health = {"ok": False, "signal": None, "reason": "starting", "operator": None}
 
@@ -99,8 +103,22 @@ class SmsWorker(ThreadWorker):
             for request in routing.sms_requests(self.cfg, event.kind, event.ts):
                 if not request.fallback:
                     future = self.send_direct(request.phone, alert_text(event, self.cfg))
-                    future.add_done_callback(_log_if_unsent("SMS of an unstored event"))
+                    future.add_done_callback(self._memory_send_done(event.id, request.contact))
         self.wake()  # a stored event may owe an SMS; the outbox query decides
+
+    def _memory_send_done(self, event_id: str, contact: str):
+        def done(future: Future) -> None:
+            if future.exception() is None:
+                self._sent_from_memory.add((event_id, contact))
+            else:
+                log.error("SMS of an unstored event to %s not sent yet: %s", contact,
+                          future.exception())
+        return done
+
+    def sent_from_memory(self, event_id: str) -> set[str]:
+        """The contacts that already got this (once unstored) event's SMS from memory;
+        the store owes them nothing when the event is finally written."""
+        return {c for e, c in list(self._sent_from_memory) if e == event_id}
 
     def send_direct(self, number: str, text: str) -> Future:
         """An SMS that is not an event's (test-sms, replies): sent soon, result in the
@@ -117,17 +135,13 @@ class SmsWorker(ThreadWorker):
 
     # ------------------------------------------------------------------ worker thread
 
-    def setup(self) -> None:
-        self._store = Store(self.cfg.storage.db_path)
-
     def teardown(self) -> None:
         self.modem.close()
         with self._direct_lock:
             pending, self._direct = self._direct, []
         for _, _, future in pending:
             future.set_exception(ModemError("the daemon is stopping"))
-        if self._store is not None:
-            self._store.close()
+        self.close_store()
 
     def step(self) -> float:
         mono = self.daemon.clock.monotonic()
@@ -140,14 +154,20 @@ class SmsWorker(ThreadWorker):
         except ModemError as e:
             self._unhealthy(e)
             self._fail_direct(e)
+            if self._health["reason"] == "sim_pin":
+                return self.cfg.modem.health_s  # nothing changes until someone fixes the PIN
             return max(0.5, min(self.modem.retry_in, IDLE_WAIT_S))
         try:
             if mono >= self._next_health:
                 self._check_health()
                 self._next_health = mono + self.cfg.modem.health_s
-            self._read_inbox(mono)
-            outbox_wait = self._send_outbox()  # the alarms before replies and test SMS
-            self._send_direct()
+            try:
+                self._read_inbox(mono)
+            except ModemError as e:  # an unreadable message never holds up the alarms
+                log.warning("modem: reading new SMS failed: %s", e)
+            store = self.store()
+            outbox_wait = self._send_outbox(store) if store is not None else IDLE_WAIT_S
+            self._send_direct()  # replies and test SMS after the alarms
         except ModemError as e:
             log.warning("modem: %s", e)
             return 1.0
@@ -157,6 +177,9 @@ class SmsWorker(ThreadWorker):
     # --- health -----------------------------------------------------------------------
 
     def _check_health(self) -> None:
+        # Also list the inbox now and then: a +CMTI lost to line noise, or a modem that
+        # refused every AT+CNMI, must not leave a SILENCE unread.
+        self._scan_inbox = True
         health = self.modem.health()
         self._health = {"ok": health.ok, "signal": health.signal, "reason": health.reason,
                         "operator": health.operator}
@@ -167,9 +190,10 @@ class SmsWorker(ThreadWorker):
                                   f"signal={health.signal}")
 
     def _unhealthy(self, error: ModemError) -> None:
-        if isinstance(error, (PortLost, AtTimeout)):
+        if isinstance(error, (PortLost, AtTimeout, PortBusy)):
             # The error names the reason; probing a silent modem again costs its deadline.
-            reason = "port_gone" if isinstance(error, PortLost) else "silent"
+            reason = {PortLost: "port_gone", AtTimeout: "silent", PortBusy: "port_busy"}[
+                type(error)]
             health = ModemHealth(False, reason, None, False, None)
         else:
             health = self.modem.health()  # names the reason: SIM, PIN, registration…
@@ -191,7 +215,10 @@ class SmsWorker(ThreadWorker):
                 log.exception("SMS from %s not handled: %r", message.sender, message.text[:80])
 
     def _handle_incoming(self, message: Deliver) -> None:
-        contact = self._contact(message.sender)
+        # An alphanumeric sender ("13800138000" typed as a name by a bulk-SMS gateway) is
+        # never a contact, however its letters read.
+        numeric = _NUMERIC_SENDER.fullmatch(message.sender) is not None
+        contact = self._contact(message.sender) if numeric else None
         command = parse_command(message.text)
         if contact is None or not contact.may_command:
             log.warning("SMS from %s refused (not a commanding contact): %r", message.sender,
@@ -202,7 +229,8 @@ class SmsWorker(ThreadWorker):
             return
         log.info("SMS command from %s (%s): %r", contact.name, message.sender, message.text)
         if command == "silence":
-            done = self.daemon.loop.call(self.daemon.silence, contact.name, "sms",
+            sent_at = message.timestamp.timestamp() if message.timestamp else None
+            done = self.daemon.loop.call(self.daemon.silence, contact.name, "sms", sent_at,
                                          timeout=OWNER_CALL_TIMEOUT_S)
             status = self.daemon.loop.call(self.daemon.status, timeout=OWNER_CALL_TIMEOUT_S)
             reply = (f"【{self.cfg.site.name}】已解除{len(done)}个报警，警号已关闭。"
@@ -249,45 +277,67 @@ class SmsWorker(ThreadWorker):
         for _, _, future in pending:
             future.set_exception(error)
 
-    def _send_outbox(self) -> float:
+    def _send_outbox(self, store) -> float:
         now = self.daemon.clock.now().timestamp()
+        self._record_unrecorded(store, now)
         try:
-            rows = self._store.due_sms(now)
+            rows = store.due_sms(now)
         except StorageError as e:
             log.warning("SMS outbox unreadable: %s", e)
             return IDLE_WAIT_S
+        rows = [r for r in rows if (r.seq, r.contact) not in self._unrecorded]
         for row in rows:
             if self.stopping:
                 return 0
-            self._send_row(row)
+            self._send_row(store, row)
         if rows:
             return 0
-        nxt = self._store.next_sms_due()
+        nxt = store.next_sms_due()
         return IDLE_WAIT_S if nxt is None else max(0.05, nxt - now)
 
-    def _send_row(self, row: SmsRow) -> None:
-        event = self._store.event(row.seq)
+    def _record_unrecorded(self, store, now: float) -> None:
+        for (seq, contact), refs in list(self._unrecorded.items()):
+            try:
+                store.mark_sms(seq, contact, "sent", now=now, refs=refs)
+            except StorageError:
+                return
+            del self._unrecorded[(seq, contact)]
+
+    def _send_row(self, store, row: SmsRow) -> None:
+        now = self.daemon.clock.now().timestamp
+        event = store.event(row.seq)
         if event is None:
             return
-        text = alert_text(event, self.cfg, fallback=row.fallback)
-        now = self.daemon.clock.now().timestamp
         try:
+            text = alert_text(event, self.cfg, fallback=row.fallback)
             refs = self._send(row.phone, text)
         except PortLost:
             raise  # the modem went away, not this message: it goes once the modem is back
         except ModemError as e:
-            attempts = row.attempts + 1
-            if attempts >= MAX_SEND_ATTEMPTS:
-                log.error("SMS for event %d to %s given up after %d attempts: %s", row.seq,
-                          row.contact, attempts, e)
-                self._store.mark_sms(row.seq, row.contact, "failed", now=now(), error=str(e))
+            if now() - event.ts >= SEND_GIVE_UP_S:
+                log.error("SMS for event %d to %s given up after a day of trying: %s",
+                          row.seq, row.contact, e)
+                store.mark_sms(row.seq, row.contact, "failed", now=now(), error=str(e))
             else:
+                attempts = row.attempts + 1
                 delay = min(SEND_RETRY_MAX_S, SEND_RETRY_FIRST_S * 2 ** (attempts - 1))
                 log.warning("SMS for event %d to %s failed (%s); retry in %.0f s", row.seq,
                             row.contact, e, delay)
-                self._store.mark_sms(row.seq, row.contact, "pending", now=now(),
-                                     error=str(e), next_try=now() + delay)
+                store.mark_sms(row.seq, row.contact, "pending", now=now(), error=str(e),
+                               next_try=now() + delay)
             raise
-        self._store.mark_sms(row.seq, row.contact, "sent", now=now(), refs=refs)
+        except (ValueError, KeyError, IndexError) as e:
+            # A text that cannot be made or encoded (a broken template): this row is set
+            # aside, and the rows behind it still go.
+            log.error("SMS for event %d to %s cannot be made: %s", row.seq, row.contact, e)
+            store.mark_sms(row.seq, row.contact, "failed", now=now(), error=f"text: {e}")
+            return
+        try:
+            store.mark_sms(row.seq, row.contact, "sent", now=now(), refs=refs)
+        except StorageError as e:
+            log.error("SMS for event %d to %s sent but not recorded (%s); it is not sent "
+                      "again", row.seq, row.contact, e)
+            self._unrecorded[(row.seq, row.contact)] = refs
+            return
         log.info("SMS for %s event %d sent to %s (%d part(s))", event.kind, row.seq,
                  row.contact, len(refs))

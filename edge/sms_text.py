@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import string
 
+from edge.clock import LocalTime
 from edge.config import Config
 from edge.events import PART_LABELS, Event
 
@@ -29,7 +30,7 @@ FALLBACK_NOTE = "（平台无法连接，经短信补发）"
 
 # Fault reasons in words the principal can act on.
 REASON_WORDS = {
-    "port_gone": "模块断开", "silent": "模块无响应", "sim_missing": "未检测到SIM卡",
+    "port_gone": "模块断开", "port_busy": "端口被其他程序占用", "silent": "模块无响应", "sim_missing": "未检测到SIM卡",
     "sim_pin": "SIM卡PIN码错误或被锁", "not_registered": "未注册到移动网络",
     "signal_low": "信号弱", "signal_unknown": "无信号", "smsc_empty": "短信中心号码为空",
     "unreachable": "平台无法连接", "rejected": "平台拒收", "misconfigured": "配置错误",
@@ -52,7 +53,7 @@ def alert_text(event: Event, cfg: Config, *, fallback: bool = False) -> str:
         "site": cfg.site.name,
         "label": event.data.get("label", event.subject),
         "subject": event.subject,
-        "time": local.strftime("%H:%M:%S"),
+        "time": LocalTime.of(local),
         "date": local.strftime("%m-%d"),
         "kind": event.kind,
         "reason": REASON_WORDS.get(reason, reason),

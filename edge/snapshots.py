@@ -24,7 +24,6 @@ from edge.camera import open_camera
 from edge.config import Config
 from edge.errors import CameraError, StorageError
 from edge.events import SNAPSHOT_KINDS, Event
-from edge.store import Store
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
@@ -32,6 +31,7 @@ log = logging.getLogger(__name__)
 CAPTURE_TIMEOUT_S = 5.0
 CAMERA_RETRY_S = 30.0
 PRUNE_EVERY_S = 600.0
+STALE_EVENT_S = 30.0
 # Free space below which the disk counts as full, before a write fails outright.
 MIN_FREE_MB = 20
 # While the disk is full every alarm loses its picture: look for space this often.
@@ -49,7 +49,7 @@ class CameraWorker(ThreadWorker):
     part = "camera"
 
     def __init__(self, cfg: Config, daemon, *, camera=None):
-        super().__init__()
+        super().__init__(cfg.storage.db_path)
         self.cfg = cfg
         self.daemon = daemon
         self.root = cfg.storage.snapshots_path
@@ -57,7 +57,6 @@ class CameraWorker(ThreadWorker):
         self._queue: collections.deque[Event] = collections.deque()
         self._lock = threading.Lock()
         self._overlay_event: list[str] = []  # the lines of the alarm being captured
-        self._store: Store | None = None
         self._camera_ok: bool | None = None
         self._disk_full = False
         self._next_prune = 0.0
@@ -66,7 +65,10 @@ class CameraWorker(ThreadWorker):
     # ------------------------------------------------------------------ owner side
 
     def notify(self, event: Event) -> None:
-        if event.seq and snapshot_wanted(event, self.cfg):
+        # An event written late (the store was failing) gets no picture: one taken now
+        # would not show what happened then.
+        fresh = self.daemon.clock.now().timestamp() - event.ts < STALE_EVENT_S
+        if event.seq and fresh and snapshot_wanted(event, self.cfg):
             with self._lock:
                 self._queue.append(event)
             self.wake()
@@ -79,7 +81,6 @@ class CameraWorker(ThreadWorker):
     # ------------------------------------------------------------------ worker thread
 
     def setup(self) -> None:
-        self._store = Store(self.cfg.storage.db_path)
         if self._camera is None:
             self._camera = open_camera(self.cfg.camera.backend,
                                        pre_trigger_s=self.cfg.camera.pre_trigger_s,
@@ -95,8 +96,7 @@ class CameraWorker(ThreadWorker):
     def teardown(self) -> None:
         if self._camera is not None:
             self._camera.close()
-        if self._store is not None:
-            self._store.close()
+        self.close_store()
 
     def _overlay_lines(self) -> list[str]:
         """What the test pattern draws: the alarm's lines while its still is taken, and
@@ -178,7 +178,7 @@ class CameraWorker(ThreadWorker):
         if len(files) > 1:
             update["frames"] = len(files) - 1
         try:
-            self._store.attach(event.seq, files, update)
+            self.require_store().attach(event.seq, files, update)
         except StorageError as e:
             log.error("snapshot of event %s saved but not recorded: %s", event.id, e)
             return
@@ -212,7 +212,7 @@ class CameraWorker(ThreadWorker):
 
     def _record_data(self, event: Event, update: dict) -> None:
         try:
-            self._store.update_event_data(event.seq, update)
+            self.require_store().update_event_data(event.seq, update)
         except StorageError as e:
             log.error("cannot note %s on event %s: %s", update, event.id, e)
         self._wake_uplink()
@@ -263,7 +263,7 @@ class CameraWorker(ThreadWorker):
         total = sum(size for _, size, _ in files)
         if total > cap:
             try:
-                uploaded = self._store.uploaded_paths()
+                uploaded = self.require_store().uploaded_paths()
             except StorageError:
                 uploaded = set()
             # Uploaded pictures go first (the platform has them), oldest first within each.

@@ -14,6 +14,7 @@ One Store object per thread (an sqlite3 connection is not shared between threads
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -122,6 +123,18 @@ def is_corruption(exc: BaseException) -> bool:
         or "malformed" in str(exc) or "not a database" in str(exc))
 
 
+def _reads(method):
+    """A read that fails in SQLite (I/O error, corruption) raises StorageError, which
+    every caller handles, instead of a raw sqlite3 error that would kill its thread."""
+    @functools.wraps(method)
+    def read(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot read {self.path}: {e}") from e
+    return read
+
+
 class Store:
     def __init__(self, path: Path, *, check_integrity: bool = False, readonly: bool = False,
                  autocheckpoint: bool = True):
@@ -134,6 +147,7 @@ class Store:
         Checkpointer thread does it instead."""
         self._autocheckpoint = autocheckpoint
         self.path = Path(path)
+        self._inode = 0
         self.report = OpenReport()
         if readonly:
             try:
@@ -175,6 +189,7 @@ class Store:
                 if result != "ok":
                     raise sqlite3.DatabaseError(f"database disk image is malformed: {result}")
             conn.executescript(_SCHEMA)
+            self._inode = os.stat(self.path).st_ino
         except BaseException:
             conn.close()
             raise
@@ -218,6 +233,13 @@ class Store:
     def close(self) -> None:
         self._conn.close()
 
+    def replaced(self) -> bool:
+        """Whether the file at ``path`` is no longer the one this connection has open."""
+        try:
+            return os.stat(self.path).st_ino != self._inode
+        except FileNotFoundError:
+            return True
+
     def pragma(self, name: str):
         return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
 
@@ -229,6 +251,7 @@ class Store:
 
     # ------------------------------------------------------------------ writing
 
+    @_reads
     def get_meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
@@ -292,6 +315,7 @@ class Store:
 
     # ------------------------------------------------------------------ reading
 
+    @_reads
     def events(self, *, since: float | None = None, kind: str | None = None,
                after_seq: int = 0, limit: int | None = None) -> list[Event]:
         sql = "SELECT seq, id, kind, subject, time, data FROM events WHERE seq > ?"
@@ -308,11 +332,13 @@ class Store:
             args.append(limit)
         return [_event(r) for r in self._conn.execute(sql, args)]
 
+    @_reads
     def event(self, seq: int) -> Event | None:
         row = self._conn.execute("SELECT seq, id, kind, subject, time, data FROM events "
                                  "WHERE seq=?", (seq,)).fetchone()
         return _event(row) if row else None
 
+    @_reads
     def last_event(self, subject: str, kinds: Iterable[str]) -> Event | None:
         kinds = list(kinds)
         row = self._conn.execute(
@@ -321,9 +347,11 @@ class Store:
             [subject, *kinds]).fetchone()
         return _event(row) if row else None
 
+    @_reads
     def last_seq(self) -> int:
         return int(self.get_meta("last_seq") or 0)
 
+    @_reads
     def pending_count(self, transport: str) -> tuple[int, float | None]:
         """(events not yet accepted by ``transport``, unix time of the oldest)."""
         row = self._conn.execute(
@@ -333,6 +361,7 @@ class Store:
 
     # ------------------------------------------------------------------ deliveries
 
+    @_reads
     def pending_deliveries(self, transport: str, limit: int) -> list[tuple[Event, int, float]]:
         """The oldest events ``transport`` still owes, in seq order, with (attempts,
         next_try) of each."""
@@ -367,6 +396,7 @@ class Store:
 
     # ------------------------------------------------------------------ SMS outbox
 
+    @_reads
     def due_sms(self, now: float, limit: int = 20) -> list[SmsRow]:
         """SMS to send now, oldest event first: pending ones whose retry time has come,
         and fallbacks whose deadline passed with no transport having accepted the event."""
@@ -378,6 +408,7 @@ class Store:
             (now, now, limit)).fetchall()
         return [SmsRow(*r) for r in rows]
 
+    @_reads
     def next_sms_due(self) -> float | None:
         row = self._conn.execute(
             "SELECT min(max(due, next_try)) FROM sms WHERE state IN ('pending','waiting')"
@@ -395,6 +426,7 @@ class Store:
                       (state, json.dumps(refs) if refs is not None else None, error, next_try,
                        now if state != "pending" else None, seq, contact))
 
+    @_reads
     def sms_rows(self, seq: int) -> list[dict]:
         cur = self._conn.execute("SELECT contact, phone, state, fallback, attempts, refs, "
                                  "last_error FROM sms WHERE seq=? ORDER BY contact", (seq,))
@@ -423,6 +455,7 @@ class Store:
             data.update(data_update)
             self._conn.execute("UPDATE events SET data=? WHERE seq=?", (data_json(data), seq))
 
+    @_reads
     def attachments_to_upload(self, transport: str, limit: int = 10) -> list[tuple]:
         """(seq, event id, name, path) of pictures whose event ``transport`` has accepted
         but which are not uploaded yet, oldest first."""
@@ -438,6 +471,7 @@ class Store:
         with self._transaction() as c:
             c.execute("UPDATE attachments SET uploaded=1 WHERE seq=? AND name=?", (seq, name))
 
+    @_reads
     def uploaded_paths(self) -> set[str]:
         return {r[0] for r in self._conn.execute(
             "SELECT path FROM attachments WHERE uploaded=1")}
@@ -506,7 +540,8 @@ class _Transaction:
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as e:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:  # SQLite may have rolled back already
+                    self.conn.execute("ROLLBACK")
                 raise StorageError(str(e)) from e
         else:
             if self.conn.in_transaction:

@@ -7,7 +7,11 @@ from __future__ import annotations
 import logging
 import threading
 
+from pathlib import Path
+
+from edge.errors import StorageError
 from edge.events import Event
+from edge.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +21,9 @@ IDLE_WAIT_S = 5.0
 class ThreadWorker:
     part = "worker"
 
-    def __init__(self):
+    def __init__(self, db_path: Path):
+        self._db_path = db_path
+        self._store: Store | None = None
         self._wake = threading.Condition()
         self._woken = False
         self._stopping = False
@@ -54,10 +60,13 @@ class ThreadWorker:
         return self._stopping
 
     def _run(self) -> None:
-        self.setup()
+        ready = False
         try:
             while not self._stopping:
                 try:
+                    if not ready:
+                        self.setup()  # retried: a part that cannot start now may later
+                        ready = True
                     wait = self.step()
                 except Exception:
                     log.exception("%s worker step failed", self.part)
@@ -70,7 +79,35 @@ class ThreadWorker:
             self.teardown()
 
     def setup(self) -> None:
-        """On the worker's thread, before the first step (open its store connection…)."""
+        """On the worker's thread, before the first step; an exception here is logged and
+        setup is tried again later."""
+
+    def store(self) -> Store | None:
+        """This worker's own connection to the event store, opened on first use and opened
+        again when the file was replaced (a corrupt store moved aside by the owner); None
+        while the store cannot be opened."""
+        if self._store is not None and self._store.replaced():
+            log.warning("%s worker: the event store was replaced; reopening", self.part)
+            self._store.close()
+            self._store = None
+        if self._store is None:
+            try:
+                self._store = Store(self._db_path)
+            except StorageError as e:
+                log.warning("%s worker cannot open the event store: %s", self.part, e)
+                return None
+        return self._store
+
+    def require_store(self) -> Store:
+        store = self.store()
+        if store is None:
+            raise StorageError(f"{self.part} worker: the event store cannot be opened")
+        return store
+
+    def close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def step(self) -> float:
         """Do what is due; return how long to sleep unless woken."""

@@ -313,3 +313,23 @@ def test_a_refused_config_exits_78_and_creates_nothing(tmp_path, short_dir, cli)
     assert result.stdout == ""
     assert not storage.exists()
     assert not socket.parent.exists()
+
+
+@pytest.mark.parametrize("template", ["{label:d}", "{time!x}", "{site:%H}"])
+def test_a_template_that_cannot_be_filled_in_is_refused(template):
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(tomllib.loads(base(f'[sms]\ntemplates = {{panic = "{template}"}}\n')))
+    assert any("[sms] templates.panic: not a valid template" in line
+               for line in e.value.problems)
+
+
+@pytest.mark.parametrize("line, key, why", [
+    ('open_hours = ["06:30-08:30", "11:00-13:30", "15:30-18:30"]', "open_hours",
+     "leave it out to allow any time"),
+    ('open_days = ["mon", "tue", "wed", "thu", "fri"]', "open_days",
+     "leave it out to allow every day")])
+def test_empty_open_hours_or_days_are_refused(line, key, why):
+    with pytest.raises(config.ConfigError) as e:
+        config.parse(tomllib.loads(with_replaced(line, f"{key} = []")))
+    assert any(f"main_gate.{key}: must not be empty ({why})" in line
+               for line in e.value.problems)

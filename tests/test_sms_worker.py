@@ -442,10 +442,14 @@ def test_sim_pin_is_entered_at_start(live, emulator):
 
 def test_a_wrong_sim_pin_is_a_fault_and_tried_once(live, emulator, wait_until):
     emulator.sim_pin = "1234"
-    d = live(modem='sim_pin = "4321"', ready=False)
+    d = live(modem='sim_pin = "4321"\nhealth_s = 1', ready=False)
     wait_until(lambda: modem_events(d) == [("fault", "sim_pin")], timeout=5)
-    # The worker goes on looking at the SIM, but never offers that PIN again.
-    wait_until(lambda: emulator.commands.count("AT+CPIN?") >= 5, timeout=5)
+    # The worker goes on looking at the SIM every health_s (not in a busy loop), but
+    # never offers that PIN again.
+    wait_until(lambda: emulator.commands.count("AT+CPIN?") >= 3, timeout=5)
+    before = emulator.commands.count("AT+CPIN?")
+    time.sleep(1.0)
+    assert emulator.commands.count("AT+CPIN?") - before <= 3
     assert emulator.pin_attempts == 1
 
 

@@ -55,6 +55,10 @@ class PortLost(ModemError):
     """The serial port failed or vanished (a USB modem re-enumerating, a cable pulled)."""
 
 
+class PortBusy(ModemError):
+    """Another program holds the modem port (our lock on it was refused)."""
+
+
 @dataclass(frozen=True)
 class Urc:
     """One unsolicited result code; ``pdu`` is the second line of +CMT / +CDS / +CBM."""
@@ -170,9 +174,14 @@ class AtChannel:
         import serial  # pyserial: imported where the port is opened
 
         try:
+            # exclusive: a second program (test-sms, check) must never talk into the
+            # daemon's conversation with the modem.
             self._serial = serial.serial_for_url(self.url, self.baudrate, timeout=0.05,
-                                                 write_timeout=5)
+                                                 write_timeout=5, exclusive=True)
         except (serial.SerialException, OSError) as exc:
+            if "exclusively lock" in str(exc):
+                raise PortBusy(f"modem port {self.url} is in use by another program "
+                                 "(a running edge-alarm daemon?)") from exc
             raise PortLost(f"cannot open modem port {self.url}: {exc}") from exc
         self._closing.clear()
         self._lost = None

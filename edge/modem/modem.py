@@ -191,6 +191,10 @@ class Modem:
         self._at("AT+CMEE=1")  # numeric +CME ERROR codes instead of a bare ERROR
         self._unlock_sim()
         self._at("AT+CMGF=0")
+        try:  # phonebook names in +CMGR/+CMGL headers as plain ASCII, not raw GSM bytes
+            self._at('AT+CSCS="IRA"')
+        except (AtError, CmeError, CmsError):
+            pass  # not every modem has it; PDU mode does not need it
         self._enable_new_message_indication()
         self._choose_storage()
         self._needs_init = False
@@ -454,9 +458,17 @@ class Modem:
                     self._collect(part, now, complete)
             while self._announced:
                 index = self._announced[0]
-                part = self.read_message(index)
-                if part is not None:
-                    self.delete_message(index)
+                try:
+                    part = self.read_message(index)
+                    if part is not None:
+                        self.delete_message(index)
+                except (AtTimeout, PortLost):
+                    raise  # the modem, not this message: read it again once it is back
+                except ModemError as exc:
+                    # This slot cannot be read (a refused CMGR): skip it rather than retry
+                    # it forever; the periodic inbox listing finds it if it was real.
+                    log.warning("modem: new message at index %d unreadable: %s", index, exc)
+                    part = None
                 self._announced.popleft()
                 if part is not None:
                     self._collect(part, now, complete)

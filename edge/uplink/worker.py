@@ -19,7 +19,6 @@ from pathlib import Path
 from edge.config import Config
 from edge.errors import StorageError, UplinkError
 from edge.routing import UPLINK
-from edge.store import Store
 from edge.uplink.backoff import next_delay
 from edge.snapshots import snapshot_wanted
 from edge.uplink.http import ACCEPTED, REJECTED, RETRY, HttpUplink, PostResult
@@ -43,12 +42,11 @@ class UplinkWorker(ThreadWorker):
 
     def __init__(self, cfg: Config, daemon, *, client: HttpUplink | None = None,
                  rng=random.random):
-        super().__init__()
+        super().__init__(cfg.storage.db_path)
         self.cfg = cfg
         self.daemon = daemon
         self._client = client
         self._rng = rng
-        self._store: Store | None = None
         self._failures = 0
         self._single_through = 0  # after a batch was rejected: one by one up to this seq
         self._ok = False
@@ -75,12 +73,8 @@ class UplinkWorker(ThreadWorker):
 
     # ------------------------------------------------------------------ worker thread
 
-    def setup(self) -> None:
-        self._store = Store(self.cfg.storage.db_path)
-
     def teardown(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        self.close_store()
         if self._client is not None:
             self._client.close()
 
@@ -99,6 +93,8 @@ class UplinkWorker(ThreadWorker):
     def step(self) -> float:
         if not self._ensure_client():
             return CLIENT_RETRY_S
+        if self.store() is None:
+            return IDLE_WAIT_S
         try:
             rows = self._store.pending_deliveries(UPLINK, BATCH_MAX_EVENTS)
         except StorageError as e:
