@@ -559,3 +559,32 @@ def test_ack_and_power_config_errors(write_config):
     with pytest.raises(config.ConfigError) as e:
         config.load(str(bad))
     assert any("[[power_input]] ups_battery.signals" in line for line in e.value.problems)
+
+
+def test_a_drill_press_never_shortens_a_real_alarms_siren(rig):
+    rig.drive(TAMPER_PIN, high=True)  # a real tamper alarm: 180 s of siren
+    full = rig.daemon.siren.off_at
+    rig.daemon.set_drill(True, 600)
+    rig.press()  # a drill press sounds for 5 s, but must not cut the tamper's siren
+    assert rig.daemon.siren.off_at == full
+    rig.advance(10)
+    assert rig.siren_on
+
+
+class _SyncedClock:
+    """The kernel's word that NTP has set the clock (adjtimex), as on a synced Pi."""
+
+    def synced(self) -> bool:
+        return True
+
+
+def test_an_sms_silence_acknowledges_only_the_alarms_its_sender_knew_of(rig):
+    rig.daemon._sync = _SyncedClock()
+    rig.press()
+    sent_at = rig.clock.now().timestamp()
+    rig.advance(3600)  # an hour later, a new tamper alarm…
+    rig.drive(TAMPER_PIN, high=True)
+    # …and only then the principal's SILENCE from an hour ago arrives (delayed network).
+    done = rig.daemon.silence("principal", "sms", sent_at)
+    assert [e.subject for e in done] == ["guard_room"]
+    assert list(rig.daemon.latched) == ["box"] and rig.siren_on

@@ -4,6 +4,7 @@ principal's phone would get is read back with Gammu's own decoder."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import signal
 import socket
@@ -631,3 +632,45 @@ def test_a_drill_press_is_texted_as_a_drill_to_those_told_of_panics(live, emulat
                              "触发（演练，非真实报警）。")
     wait_until(lambda: sms_states(d.cfg, drill.seq) == {"principal": "sent"}, timeout=5,
                what="the drill SMS row marked sent")
+
+
+# --------------------------------------------------------------------------- review fixes
+
+def test_an_unreadable_new_message_never_holds_up_the_alarm_sms(live, emulator, wait_until):
+    d = live()
+    emulator.refuse("AT+CMGR=7")
+    emulator.inject(b'\r\n+CMTI: "SM",7\r\n')  # announced, but the modem will not read it
+    d.press()
+    sent = emulator.wait_sent(1, timeout=5)
+    assert decoded(sent).startswith("【高山小学】紧急报警：")
+
+
+def test_a_silence_never_announced_is_found_by_the_periodic_listing(live, emulator,
+                                                                     wait_until):
+    # A modem that refuses every AT+CNMI never announces new messages with +CMTI.
+    emulator.refuse("AT+CNMI=2,1,0,0,0", "AT+CNMI=2,1", "AT+CNMI=1,1,0,0,0", "AT+CNMI=1,1")
+    d = live(modem="health_s = 1")
+    alarm_raised(d, emulator)
+    emulator.deliver(PRINCIPAL, "SILENCE")
+    wait_until(lambda: d.events("silenced"), timeout=5, what="the SILENCE read by listing")
+    assert not d.status()["alarm"]["active"]
+
+
+def test_alarms_still_go_by_sms_when_the_store_cannot_be_opened(make_config, tmp_path,
+                                                                 emulator, wait_until):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where the storage directory should be")
+    cfg = make_config()
+    cfg = dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage,
+                                                               path=blocker / "var"))
+    d = LiveDaemon(cfg).start(wait_until)
+    try:
+        assert "storage" in d.status()["faults"]
+        d.press()
+        # From memory (the store owes nothing yet), after the storage fault's own SMS.
+        wait_until(lambda: any(t.startswith("【高山小学】紧急报警：门卫室一键报警")
+                               for t in texts_to(emulator, PRINCIPAL)), timeout=5,
+                   what="the panic SMS sent from memory")
+        assert d.status()["siren"]["on"]
+    finally:
+        d.stop()
