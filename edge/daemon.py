@@ -34,6 +34,7 @@ STORAGE_RETRY_S = 10.0
 # A Pi has no RTC: give NTP this long after start before the clock counts as a fault.
 CLOCK_GRACE_S = 600.0
 PURGE_EVERY_S = 3600.0
+MAX_DRILL_S = 86400
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
 # an alarm's.
 SMS_CLOCK_SLACK_S = 300.0
@@ -146,7 +147,10 @@ class Daemon:
         mono = self.clock.monotonic()
         if self.store is not None:
             until = float(self.store.get_meta("drill_until") or 0)
-            self.drill_until = until if until > now.timestamp() else None
+            # Never longer than a day: a clock stepped back must not leave real presses
+            # recorded as drills for days.
+            left = until - now.timestamp()
+            self.drill_until = until if 0 < left <= MAX_DRILL_S else None
         for inp in self.cfg.inputs:
             if inp.kind in LEVEL_WATCHES:
                 self.levels[inp.name] = LEVEL_WATCHES[inp.kind].restored(self, inp, now, mono)
@@ -375,7 +379,8 @@ class Daemon:
         self.drill_until = now + (for_s or self.cfg.drill.default_for_s) if on else None
         if self.store is not None:
             self.store.set_meta("drill_until", str(self.drill_until or 0))
-        log.info("drill mode %s", f"on until {self._drill_status()['until']}" if on else "off")
+        log.warning("drill mode %s", f"on until {self._drill_status()['until']}: panic presses "
+                    "are recorded as drills" if on else "off")
         return self._drill_status()
 
     def _drill_status(self) -> dict:
