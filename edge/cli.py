@@ -4,6 +4,7 @@ function elsewhere. Exit statuses are part of the interface (spec §1)."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import sys
@@ -125,7 +126,7 @@ def cmd_events(args) -> int:
     fmt = "json" if args.json else "csv" if args.csv else "text"
     try:
         events = read_events(cfg, since=args.since, kind=args.kind)
-    except ValueError as e:  # a --since that is no time: a usage error, like argparse's
+    except ValueError as e:  # a --since or --kind that is none: a usage error, like argparse's
         print(f"edge-alarm: {e}", file=sys.stderr)
         return EXIT_REFUSED
     print_events(events, fmt)
@@ -145,7 +146,9 @@ def cmd_silence(args) -> int:
     from edge.control import request
 
     cfg = config_mod.load(args.config)
-    by = args.by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "cli"
+    # Who silenced is the accountability record: the --by name, else the person behind sudo,
+    # else the account that ran the command.
+    by = args.by or os.environ.get("SUDO_USER") or getpass.getuser()
     done = request(cfg.control.socket, "silence", {"by": by})
     if done:
         for event in done:

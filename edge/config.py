@@ -539,7 +539,7 @@ def _input(kind: str, t: _Table, pins: _Pins):
     if not t.ok:
         return None
     name = t.get("name", str, check=_valid_name)
-    label = t.get("label", str, name, check=_not_blank)
+    label = t.get("label", str, check=_not_blank)  # what SMS texts and the platform show
     pin = t.get("pin", int, check=_valid_pin)
     pins.claim(t, "pin", pin)
     extra = {}
@@ -560,9 +560,9 @@ def _input(kind: str, t: _Table, pins: _Pins):
         extra["open_hours"] = _open_hours(t)
         extra["open_days"] = _open_days(t)
     t.finish()
-    if name is None or pin is None:
+    if name is None or pin is None or label is None:
         return None
-    return Input(kind=kind, name=name, label=label or name, pin=pin,
+    return Input(kind=kind, name=name, label=label, pin=pin,
                  active_low=bool(active_low), **extra), t
 
 

@@ -77,6 +77,8 @@ class ControlServer:
                 answer = {"ok": True, "result": handler(args)}
             except CommandRefused as e:
                 answer = {"ok": False, "error": str(e), "refused": True}
+            except (EdgeAlarmError, TimeoutError) as e:  # the part failed (a modem error)
+                answer = {"ok": False, "error": str(e) or type(e).__name__, "refused": False}
             except (ValueError, OSError) as e:
                 answer = {"ok": False, "error": f"bad request: {e}", "refused": True}
             except Exception as e:  # the daemon itself failed the command

@@ -17,7 +17,7 @@ from edge.clock import Clock, SyncState
 from edge.config import Config, Input
 from edge.errors import CommandRefused, StorageError
 from edge.events import LATCHING_KINDS, PART_LABELS, Event, new_event_id
-from edge.inputs import InputPins, PinFactoryError, make_pin_factory
+from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
 from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
 from edge.siren import Siren
@@ -126,7 +126,8 @@ class Daemon:
                 factory = make_pin_factory(self.cfg.gpio.pin_factory)
             except PinFactoryError as e:
                 log.error("%s", e)
-                self.part_failed("gpio", "unavailable", str(e))
+                for inp in self.cfg.inputs:  # the faults are the inputs that do not work
+                    self.part_failed(inp.name, "unavailable", str(e))
                 return
         self._pin_factory = factory
         if self.cfg.siren is not None:
@@ -390,8 +391,10 @@ class Daemon:
         return {"active": active, "until": until}
 
     def simulate(self, name: str, active: bool) -> None:
+        if self.cfg.gpio.pin_factory != "mock":
+            raise CommandRefused(SIM_REFUSED)
         if self.pins is None:
-            raise CommandRefused("the GPIO pins are not available")
+            raise CommandRefused("the simulated pins are not available")
         self.pins.simulate(name, active)
 
     def status(self) -> dict:

@@ -29,7 +29,6 @@ PART_LABELS = {
     "uplink": "平台连接",
     "storage": "事件存储",
     "clock": "系统时钟",
-    "gpio": "输入接口",
     "siren": "警号",
     "control": "控制接口",
 }

@@ -17,6 +17,8 @@ from edge.errors import CommandRefused, EdgeAlarmError
 
 log = logging.getLogger(__name__)
 
+SIM_REFUSED = ("inputs are real pins here ([gpio] pin_factory is not \"mock\"); sim only "
+               "drives a simulated daemon")
 EdgeCallback = Callable[[str, bool, float, object], None]
 
 
@@ -93,8 +95,7 @@ class InputPins:
     def simulate(self, name: str, active: bool) -> None:
         """Drive a simulated input (MockFactory only), as a person pressing or opening it."""
         if not self.simulated:
-            raise CommandRefused("inputs are real pins here ([gpio] pin_factory is not "
-                                 "\"mock\"); sim only drives a simulated daemon")
+            raise CommandRefused(SIM_REFUSED)
         inp = self._inputs.get(name)
         if inp is None:
             raise CommandRefused(f"no input named {name!r} (inputs: "

@@ -48,7 +48,7 @@ def summary_text(summary: dict, cfg: Config) -> str:
     parts = [f"开门{s['gate_open']}次（开放时段{s['gate_open_in_hours']}次，"
              f"非开放时段{s['gate_after_hours']}次）",
              f"报警{alarms}次（一键报警{s['panic']}、防拆{s['tamper']}、"
-             f"门未关{s['gate_held_open']}）",
+             f"非开放时段开门{s['gate_after_hours']}、门未关{s['gate_held_open']}）",
              f"演练{s['drill']}次", f"故障{s['fault']}次、恢复{s['recovered']}次"]
     if cfg.uplink is not None:
         parts.append(f"待上传{s['backlog']}条")
@@ -65,6 +65,5 @@ def print_report(cfg: Config, day: dt.date, as_csv: bool, out=None) -> None:
         return
     out.write(summary_text(summary, cfg) + "\n")
     for gate, n in sorted(summary["per_gate"].items()):
-        out.write(f"  {gate}: opened {n} times\n")
-    out.write(f"  silenced: {summary['silenced']}, SMS commands refused: "
-              f"{summary['sms_refused']}\n")
+        out.write(f"  {gate}：开门{n}次\n")
+    out.write(f"  报警解除{summary['silenced']}次；拒绝无权限短信指令{summary['sms_refused']}次\n")

@@ -48,7 +48,7 @@ class Siren:
     def expire(self, monotonic: float) -> bool:
         """Switch off once max_on_s has passed; True when it did."""
         if self.off_at is not None and monotonic >= self.off_at:
-            log.info("siren off after max_on_s=%ds; the alarm stays latched", self.max_on_s)
+            log.info("siren off: its time is up (a latched alarm stays latched)")
             self.stop()
             return True
         return False

@@ -317,7 +317,10 @@ class Store:
 
     @_reads
     def events(self, *, since: float | None = None, kind: str | None = None,
-               after_seq: int = 0, limit: int | None = None) -> list[Event]:
+               after_seq: int = 0, limit: int | None = None,
+               by_time: bool = False) -> list[Event]:
+        """Events in seq (creation) order, or with ``by_time`` in the order they happened:
+        a gate event carries its first edge's time, before its debounce ended."""
         sql = "SELECT seq, id, kind, subject, time, data FROM events WHERE seq > ?"
         args: list = [after_seq]
         if since is not None:
@@ -326,7 +329,7 @@ class Store:
         if kind is not None:
             sql += " AND kind = ?"
             args.append(kind)
-        sql += " ORDER BY seq"
+        sql += " ORDER BY ts, seq" if by_time else " ORDER BY seq"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)

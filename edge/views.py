@@ -9,7 +9,7 @@ import re
 import sys
 
 from edge.config import Config
-from edge.events import Event
+from edge.events import KINDS, Event
 from edge.store import Store
 
 _DURATION_RE = re.compile(r"^([0-9]+)\s*([smhdw])$")
@@ -46,13 +46,15 @@ def parse_since(text: str, tz, now: dt.datetime) -> float:
 def read_events(cfg: Config, since: str | None, kind: str | None,
                 now: dt.datetime | None = None) -> list[Event]:
     """The event log, read from the store directly (the daemon may be stopped)."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"--kind {kind!r} is not a kind ({', '.join(KINDS)})")
     now = now or dt.datetime.now(dt.timezone.utc)
     since_ts = parse_since(since, cfg.site.tz, now) if since else None
     if not cfg.storage.db_path.exists():
         return []
     store = Store(cfg.storage.db_path, readonly=True)
     try:
-        return store.events(since=since_ts, kind=kind)
+        return store.events(since=since_ts, kind=kind, by_time=True)
     finally:
         store.close()
 
@@ -73,7 +75,7 @@ def print_events(events: list[Event], fmt: str, out=None) -> None:
     else:
         for e in events:
             details = {k: v for k, v in e.data.items()
-                       if k not in ("site", "label", "clock_synced")}
+                       if k not in ("site", "label", "clock_synced") and v is not None}
             extra = " ".join(f"{k}={v}" for k, v in sorted(details.items()))
             out.write(f"{e.seq:>6}  {e.time.isoformat(timespec='seconds')}  {e.kind:<16} "
                       f"{e.subject:<12} {e.data.get('label', '')}  {extra}".rstrip() + "\n")
@@ -98,7 +100,9 @@ def print_status(status: dict, as_json: bool, out=None) -> None:
         lines.append(f"  {inp['kind']:<7} {name:<14} {inp['label']}: {state}")
     modem = status["modem"]
     if modem.get("configured"):
-        lines.append(f"modem: {'ok' if modem['ok'] else 'FAULT'}, signal {modem['signal']}")
+        signal = "unknown" if modem["signal"] is None else f"{modem['signal']}/31"
+        state = "ok" if modem["ok"] else (modem.get("reason") or "FAULT")
+        lines.append(f"modem: {state}, signal {signal}")
     else:
         lines.append("modem: off (no [modem])")
     up = status["uplink"]

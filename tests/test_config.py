@@ -31,6 +31,7 @@ path = "/var/lib/edge-alarm"
 
 [[panic_button]]
 name = "guard_room"
+label = "门卫室一键报警"
 pin = 17
 """
 
@@ -68,10 +69,12 @@ def test_defaults_of_a_minimal_config():
     cfg = config.parse(tomllib.loads(MINIMAL + """
 [[gate]]
 name = "main_gate"
+label = "校门"
 pin = 27
 
 [[tamper]]
 name = "box"
+label = "防拆"
 pin = 5
 
 [siren]
@@ -88,7 +91,7 @@ url = "https://platform.example.cn/api/v1/events"
     assert cfg.storage.db_path == Path("/var/lib/edge-alarm/events.db")
     assert cfg.gpio.pin_factory == "lgpio"
     panic, gate, tamper = cfg.inputs
-    assert (panic.label, panic.active_low) == ("guard_room", True)
+    assert (panic.label, panic.active_low) == ("门卫室一键报警", True)
     assert gate.active_low is False  # open_when = "high"
     assert (gate.debounce_s, gate.held_open_alert_s) == (0.3, 300)
     assert gate.open_hours is None and gate.open_days is None

@@ -49,7 +49,7 @@ class UplinkWorker(ThreadWorker):
         self._rng = rng
         self._failures = 0
         self._single_through = 0  # after a batch was rejected: one by one up to this seq
-        self._ok = False
+        self._ok = True  # not failing: turns false with the uplink fault, as status shows
         self._last_error: str | None = None
         self._pictures_retry_at = 0.0
         self._picture_attempts = 0
