@@ -1,12 +1,12 @@
 """The shape every slow part (uplink, modem, camera) shares: a thread of its own that
-sleeps until woken or until its next due time, does one step of I/O, and repeats. The
-owner thread only ever calls notify(), which never blocks."""
+sleeps until woken or until its next due time, does one step of I/O, and repeats, with
+its own connection to the event store. The owner thread only ever calls notify(), which
+never blocks."""
 
 from __future__ import annotations
 
 import logging
 import threading
-
 from pathlib import Path
 
 from edge.errors import StorageError
@@ -34,12 +34,8 @@ class ThreadWorker:
         self._thread.start()
 
     def notify(self, event: Event) -> None:
-        if self.wants(event):
-            self.wake()
-
-    def wants(self, event: Event) -> bool:
-        """Whether a new event gives this worker something to do."""
-        return True
+        """A new event (from the owner thread): look at the store again, now."""
+        self.wake()
 
     def wake(self) -> None:
         with self._wake:
