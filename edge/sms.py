@@ -88,6 +88,9 @@ class SmsWorker(ThreadWorker):
         # (seq, contact) → +CMGS refs of SMS the modem took but the store did not record:
         # never sent again, recorded when the store allows.
         self._unrecorded: dict[tuple[int, str], list[int]] = {}
+        # No retry or fallback time we set lies further ahead than this.
+        fallback_s = cfg.uplink.sms_fallback_after_s if cfg.uplink else 0
+        self._horizon_s = max(SEND_RETRY_MAX_S, fallback_s) + 60.0
         self._scan_inbox = True  # after every (re)initialisation: read what came meanwhile
         self._health = {"ok": False, "signal": None, "reason": "starting", "operator": None}
 
@@ -281,7 +284,7 @@ class SmsWorker(ThreadWorker):
         now = self.daemon.clock.now().timestamp()
         self._record_unrecorded(store, now)
         try:
-            rows = store.due_sms(now)
+            rows = store.due_sms(now, horizon_s=self._horizon_s)
         except StorageError as e:
             log.warning("SMS outbox unreadable: %s", e)
             return IDLE_WAIT_S

@@ -400,15 +400,19 @@ class Store:
     # ------------------------------------------------------------------ SMS outbox
 
     @_reads
-    def due_sms(self, now: float, limit: int = 20) -> list[SmsRow]:
+    def due_sms(self, now: float, limit: int = 20, horizon_s: float = 3600.0) -> list[SmsRow]:
         """SMS to send now, oldest event first: pending ones whose retry time has come,
-        and fallbacks whose deadline passed with no transport having accepted the event."""
+        and fallbacks whose deadline passed with no transport having accepted the event.
+        A time more than ``horizon_s`` ahead cannot have been set by us: the clock was
+        stepped back since, and the row is due now rather than days from now."""
+        later = now + horizon_s
         rows = self._conn.execute(
             "SELECT s.seq, s.contact, s.phone, s.fallback, s.attempts FROM sms s "
-            "WHERE s.next_try <= ? AND (s.state='pending' OR (s.state='waiting' AND s.due <= ? "
+            "WHERE (s.next_try <= ? OR s.next_try > ?) AND (s.state='pending' OR "
+            "(s.state='waiting' AND (s.due <= ? OR s.due > ?) "
             "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq=s.seq "
             "AND d.state='accepted'))) ORDER BY s.seq, s.contact LIMIT ?",
-            (now, now, limit)).fetchall()
+            (now, later, now, later, limit)).fetchall()
         return [SmsRow(*r) for r in rows]
 
     @_reads

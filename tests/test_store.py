@@ -266,3 +266,18 @@ def test_every_confirmed_insert_survives_sigkill(db):
         assert store.append("panic", "guard_room", T0, {}).seq == len(seqs) + 1
     finally:
         store.close()
+
+
+def test_sms_times_far_ahead_are_due_now_after_the_clock_stepped_back(store):
+    now = T0.timestamp()
+    retry = store.append("panic", "guard_room", T0, {}, sms=[PRINCIPAL])
+    store.mark_sms(retry.seq, "principal", "pending", now=now, error="+CMS ERROR: 38",
+                   next_try=now + 60)
+    fallback = store.append("gate_held_open", "main_gate", T0, {}, transports=["uplink"],
+                            sms=[SmsRequest("principal", "+8613800138000", now + 20,
+                                            fallback=True)])
+    assert store.due_sms(now, horizon_s=600) == []  # a minute and 20 s ahead: not yet
+    # The clock is stepped back a week: both times now lie far ahead, which we never set.
+    week_ago = now - 7 * 86400
+    assert [r.seq for r in store.due_sms(week_ago, horizon_s=600)] == [retry.seq,
+                                                                       fallback.seq]

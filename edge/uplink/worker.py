@@ -19,7 +19,7 @@ from pathlib import Path
 from edge.config import Config
 from edge.errors import StorageError, UplinkError
 from edge.routing import UPLINK
-from edge.uplink.backoff import next_delay
+from edge.uplink.backoff import MAX_DELAY_S, next_delay
 from edge.snapshots import snapshot_wanted
 from edge.uplink.http import ACCEPTED, REJECTED, RETRY, HttpUplink, PostResult
 from edge.worker import IDLE_WAIT_S, ThreadWorker
@@ -105,7 +105,8 @@ class UplinkWorker(ThreadWorker):
         # up an alarm; pictures go one per step while no event can be sent.
         if not rows:
             return self._upload_picture(now)
-        if rows[0][2] > now:
+        # A retry time beyond the longest backoff was set before the clock stepped back.
+        if now < rows[0][2] <= now + MAX_DELAY_S:
             return min(rows[0][2] - now, self._upload_picture(now))
         picture_wait = self._picture_wait(rows[0][0], now)
         if picture_wait > 0:
