@@ -198,7 +198,6 @@ class TestPatternCamera:
     ):
         self._overlay = overlay or (lambda: ["edge-alarm test pattern", time.strftime("%Y-%m-%d %H:%M:%S")])
         self._still_size = still_size
-        self._frame_size = frame_size
         self._texts = {size: _Overlay(size[1], font_paths) for size in (still_size, frame_size)}
         self._ring = (
             FrameRing(lambda: self._render(frame_size), pre_trigger_s,

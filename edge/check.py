@@ -129,19 +129,13 @@ def _probe_modem(m) -> tuple[ModemHealth, str | None]:
     """(ModemHealth, the error that stopped initialisation or None). A failed
     initialisation still names its reason (no SIM, PIN…), as the daemon's worker does."""
     from edge.errors import ModemError
-    from edge.modem.at import AtTimeout, PortBusy, PortLost
-    from edge.modem.modem import Modem, ModemHealth
+    from edge.modem.modem import Modem
 
     with Modem.from_config(m) as modem:
         try:
             modem.ensure_ready()
-        except (AtTimeout, PortLost, PortBusy) as e:
-            # Asking a silent modem again would only wait out another timeout.
-            reason = {AtTimeout: "silent", PortLost: "port_gone", PortBusy: "port_busy"}[
-                type(e)]
-            return ModemHealth(False, reason, None, False, None), str(e)
         except ModemError as e:
-            return modem.health(), str(e)
+            return modem.health_after(e), str(e)
         return modem.health(), None
 
 

@@ -426,15 +426,7 @@ def parse(raw: dict, path: str = "config.toml") -> Config:
     if not any(t in raw for t in ("panic_button", "gate", "tamper")):
         problems.add("[[panic_button]]", "at least one input ([[panic_button]], [[gate]] or "
                                          "[[tamper]]) is required")
-    names: dict[str, str] = {}
-    for item in inputs:
-        if item is None:
-            continue
-        inp, table = item
-        if inp.name in names:
-            table.fail("name", f"name {inp.name!r} is already used by {names[inp.name]}")
-        else:
-            names[inp.name] = table.label
+    _check_unique(inputs)
 
     siren_t = _section(problems, raw, "siren")
     siren = _siren(siren_t, pins) if siren_t else None
@@ -445,7 +437,7 @@ def parse(raw: dict, path: str = "config.toml") -> Config:
     uplink_t = _section(problems, raw, "uplink")
     uplink = _uplink(uplink_t) if uplink_t else None
     contacts = [_contact(t) for t in _array(problems, raw, "contact")]
-    _check_unique(contacts, "contact")
+    _check_unique(contacts)
     sms_t = _section(problems, raw, "sms")
     sms = _sms(sms_t) if sms_t else Sms()
     drill_t = _section(problems, raw, "drill")
@@ -493,7 +485,8 @@ def _array(problems: _Problems, raw: dict, key: str) -> list[_Table]:
     return tables
 
 
-def _check_unique(items, what: str) -> None:
+def _check_unique(items) -> None:
+    """Names are unique among (object, table) pairs; a repeat names the first owner."""
     seen: dict[str, str] = {}
     for item in items:
         if item is None:
@@ -501,7 +494,8 @@ def _check_unique(items, what: str) -> None:
         obj, table = item
         if obj.name in seen:
             table.fail("name", f"name {obj.name!r} is already used by {seen[obj.name]}")
-        seen[obj.name] = table.label
+        else:
+            seen[obj.name] = table.label
 
 
 def _site(t: _Table) -> Site:

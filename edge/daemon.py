@@ -80,7 +80,8 @@ class Daemon:
         self._stop_requested = threading.Event()
         self._closed = False
         self.drill_until: float | None = None  # unix time; drill mode on until then
-        self._alarm_kinds = {i.name: i.kind in ("panic", "tamper") for i in cfg.inputs}
+        # Inputs whose kind is a latching alarm kind (panic, tamper): their edge trips the siren.
+        self._alarm_inputs = {i.name for i in cfg.inputs if i.kind in LATCHING_KINDS}
 
     # ================================================================ start / stop
 
@@ -301,7 +302,7 @@ class Daemon:
     def on_edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
         """gpiozero's thread: trip the siren for an alarm input, hand the edge to the owner
         and return."""
-        if active and self.siren is not None and self._alarm_kinds.get(name) and (
+        if active and self.siren is not None and name in self._alarm_inputs and (
                 self.cfg.drill.siren_s > 0 or not self.in_drill()):
             self.siren.trip()
         self.loop.post(self._edge, name, active, mono, wall)
@@ -335,8 +336,7 @@ class Daemon:
         self._sound(mono)
         if inp.name in self.latched:
             return  # pressed again while latched: sound again, the alarm is already raised
-        kind = "panic" if inp.kind == "panic" else "tamper"
-        self.latched[inp.name] = self.record(kind, inp.name, inp.label, time=wall)
+        self.latched[inp.name] = self.record(inp.kind, inp.name, inp.label, time=wall)
 
     def _sound(self, mono: float, for_s: float | None = None) -> None:
         if self.siren is None:

@@ -13,9 +13,6 @@ KINDS = (
     "fault", "recovered", "silenced", "heartbeat", "drill", "sms_refused",
     "power_lost", "power_restored", "battery_low",
 )
-# Kinds that are alarms (spec §3).
-ALARM_KINDS = frozenset({"panic", "tamper", "gate_after_hours", "gate_held_open", "fault",
-                         "power_lost"})
 # Alarms that latch until someone silences them, and sound the siren meanwhile
 # (GB 50394: an emergency alarm never resets itself).
 LATCHING_KINDS = frozenset({"panic", "tamper"})

@@ -18,8 +18,8 @@ from concurrent.futures import Future
 from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
-from edge.modem.at import AtTimeout, PortBusy, PortLost, Urc
-from edge.modem.modem import Modem, ModemHealth, ModemTimings
+from edge.modem.at import PortLost, Urc
+from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import Deliver
 from edge.sms_text import alert_text, help_text, status_text
 from edge.store import SmsRow
@@ -193,13 +193,7 @@ class SmsWorker(ThreadWorker):
                                   f"signal={health.signal}")
 
     def _unhealthy(self, error: ModemError) -> None:
-        if isinstance(error, (PortLost, AtTimeout, PortBusy)):
-            # The error names the reason; probing a silent modem again costs its deadline.
-            reason = {PortLost: "port_gone", AtTimeout: "silent", PortBusy: "port_busy"}[
-                type(error)]
-            health = ModemHealth(False, reason, None, False, None)
-        else:
-            health = self.modem.health()  # names the reason: SIM, PIN, registration…
+        health = self.modem.health_after(error)
         reason = health.reason or "silent"
         if self._health.get("reason") != reason:
             log.error("modem not usable (%s): %s", reason, error)

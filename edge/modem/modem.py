@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from edge.errors import ModemError
-from edge.modem.at import AtChannel, AtError, AtTimeout, CmeError, CmsError, PortLost, Urc
+from edge.modem.at import (AtChannel, AtError, AtTimeout, CmeError, CmsError, PortBusy,
+                           PortLost, Urc)
 from edge.modem.pdu import Deliver, PduError, Reassembler, SubmitPdu, decode_deliver, encode_submit
 
 log = logging.getLogger(__name__)
@@ -304,6 +305,18 @@ class Modem:
                 health = ModemHealth(False, "silent", None, False, None)
         self.last_health = health
         return health
+
+    def health_after(self, error: ModemError) -> ModemHealth:
+        """The health behind a failed ``ensure_ready()``: named by the error itself when
+        it can be (asking a silent modem again would only wait out another timeout),
+        else asked of the modem (SIM, PIN, registration…)."""
+        for kind, reason in ((PortLost, "port_gone"), (AtTimeout, "silent"),
+                             (PortBusy, "port_busy")):
+            if isinstance(error, kind):
+                health = ModemHealth(False, reason, None, False, None)
+                self.last_health = health
+                return health
+        return self.health()
 
     def _probe(self) -> ModemHealth:
         sim = self._sim_state()
