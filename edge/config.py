@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.clock import LocalTime
 from edge.errors import ConfigError
+from edge.events import PART_LABELS
 
 DEFAULT_PATH = "/etc/edge-alarm/config.toml"
 DEFAULT_SOCKET = "/run/edge-alarm/control.sock"
@@ -203,6 +204,12 @@ class Config:
 
     def input(self, name: str) -> Input | None:
         return next((i for i in self.inputs if i.name == name), None)
+
+    def label_of(self, part: str) -> str:
+        """What people call a part: an input's label, or the name of a built-in part
+        (modem, camera, uplink…) in Chinese."""
+        inp = self.input(part)
+        return inp.label if inp is not None else PART_LABELS.get(part, part)
 
     @property
     def has_transport(self) -> bool:

@@ -16,7 +16,7 @@ from edge import routing
 from edge.clock import Clock, SyncState
 from edge.config import Config, Input
 from edge.errors import CommandRefused, StorageError
-from edge.events import LATCHING_KINDS, PART_LABELS, Event, new_event_id
+from edge.events import LATCHING_KINDS, Event, new_event_id
 from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
 from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
@@ -285,17 +285,13 @@ class Daemon:
             extra = {"reason": reason}
             if detail:
                 extra["detail"] = detail
-            self.record("fault", part, self._part_label(part), extra)
+            self.record("fault", part, self.cfg.label_of(part), extra)
 
     def part_ok(self, part: str) -> None:
         """A part passes its check again: one `recovered` event if it was failing."""
         reason = self.faults.pop(part, None)
         if reason is not None:
-            self.record("recovered", part, self._part_label(part), {"reason": reason})
-
-    def _part_label(self, part: str) -> str:
-        inp = self.cfg.input(part)
-        return inp.label if inp is not None else PART_LABELS.get(part, part)
+            self.record("recovered", part, self.cfg.label_of(part), {"reason": reason})
 
     # ================================================================ inputs
 
@@ -362,7 +358,7 @@ class Daemon:
         for name, alarm in list(self.latched.items()):
             if cutoff is not None and alarm.ts > cutoff:
                 continue
-            done.append(self.record("silenced", name, self._part_label(name),
+            done.append(self.record("silenced", name, self.cfg.label_of(name),
                                     {"by": by, "via": via, "alarm_id": alarm.id,
                                      "alarm_kind": alarm.kind}))
             del self.latched[name]

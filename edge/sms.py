@@ -35,6 +35,7 @@ SEND_RETRY_MAX_S = 300.0
 # An SMS the network keeps refusing is retried (at most every SEND_RETRY_MAX_S) for a
 # day after its event, then recorded as failed.
 SEND_GIVE_UP_S = 86400.0
+CLOCK_STEP_S = 2.0  # a jump of wall time against monotonic time this big is a clock step
 OWNER_CALL_TIMEOUT_S = 5.0
 
 
@@ -91,6 +92,7 @@ class SmsWorker(ThreadWorker):
         # No retry or fallback time we set lies further ahead than this.
         fallback_s = cfg.uplink.sms_fallback_after_s if cfg.uplink else 0
         self._horizon_s = max(SEND_RETRY_MAX_S, fallback_s) + 60.0
+        self._wall_minus_mono: float | None = None  # moves only when the clock is stepped
         self._scan_inbox = True  # after every (re)initialisation: read what came meanwhile
         self._health = {"ok": False, "signal": None, "reason": "starting", "operator": None}
 
@@ -248,13 +250,9 @@ class SmsWorker(ThreadWorker):
     # --- outgoing ---------------------------------------------------------------------
 
     def _send(self, number: str, text: str) -> list[int]:
-        reference = self._reference()
-        return self.modem.send_sms(number, text, reference=reference,
-                                   max_parts=self.cfg.sms.max_parts)
-
-    def _reference(self) -> int:
         self._ref = (self._ref + 1) % 256
-        return self._ref
+        return self.modem.send_sms(number, text, reference=self._ref,
+                                   max_parts=self.cfg.sms.max_parts)
 
     def _send_direct(self) -> None:
         while True:
@@ -276,6 +274,8 @@ class SmsWorker(ThreadWorker):
 
     def _send_outbox(self, store) -> float:
         now = self.daemon.clock.now().timestamp()
+        if not self._follow_clock_steps(store, now):
+            return 1.0
         self._record_unrecorded(store, now)
         try:
             rows = store.due_sms(now, horizon_s=self._horizon_s)
@@ -292,6 +292,23 @@ class SmsWorker(ThreadWorker):
         nxt = store.next_sms_due()
         return IDLE_WAIT_S if nxt is None else max(0.05, nxt - now)
 
+    def _follow_clock_steps(self, store, now: float) -> bool:
+        """Move the outbox's deadlines with a stepped wall clock (NTP setting a Pi's clock
+        at boot, hours after the last saved time); False while the store refuses."""
+        offset = now - self.daemon.clock.monotonic()
+        if self._wall_minus_mono is not None:
+            step = offset - self._wall_minus_mono
+            if abs(step) >= CLOCK_STEP_S:
+                try:
+                    moved = store.shift_sms_times(step)
+                except StorageError as e:
+                    log.warning("SMS deadlines not moved with the clock step: %s", e)
+                    return False
+                log.warning("the clock was stepped by %+.0f s: %d SMS deadline(s) moved with it",
+                            step, moved)
+        self._wall_minus_mono = offset
+        return True
+
     def _record_unrecorded(self, store, now: float) -> None:
         for (seq, contact), refs in list(self._unrecorded.items()):
             try:
@@ -305,23 +322,31 @@ class SmsWorker(ThreadWorker):
         event = store.event(row.seq)
         if event is None:
             return
+        refs = list(row.refs)  # a retry sends only the parts still missing
         try:
             text = alert_text(event, self.cfg, fallback=row.fallback)
-            refs = self._send(row.phone, text)
+            # The event's seq ties the parts together, the same on every retry.
+            self.modem.send_sms(row.phone, text, reference=row.seq % 256,
+                                max_parts=self.cfg.sms.max_parts, sent=refs)
         except PortLost:
-            raise  # the modem went away, not this message: it goes once the modem is back
+            # The modem went away, not this message: it goes once the modem is back.
+            if len(refs) > len(row.refs):
+                store.mark_sms(row.seq, row.contact, "pending", now=now(), refs=refs,
+                               error="the modem went away half-way")
+            raise
         except ModemError as e:
             if now() - event.ts >= SEND_GIVE_UP_S:
                 log.error("SMS for event %d to %s given up after a day of trying: %s",
                           row.seq, row.contact, e)
-                store.mark_sms(row.seq, row.contact, "failed", now=now(), error=str(e))
+                store.mark_sms(row.seq, row.contact, "failed", now=now(), refs=refs,
+                               error=str(e))
             else:
                 attempts = row.attempts + 1
                 delay = min(SEND_RETRY_MAX_S, SEND_RETRY_FIRST_S * 2 ** (attempts - 1))
-                log.warning("SMS for event %d to %s failed (%s); retry in %.0f s", row.seq,
-                            row.contact, e, delay)
-                store.mark_sms(row.seq, row.contact, "pending", now=now(), error=str(e),
-                               next_try=now() + delay)
+                log.warning("SMS for event %d to %s failed after %d part(s) (%s); retry in "
+                            "%.0f s", row.seq, row.contact, len(refs), e, delay)
+                store.mark_sms(row.seq, row.contact, "pending", now=now(), refs=refs,
+                               error=str(e), next_try=now() + delay)
             raise
         except (ValueError, KeyError, IndexError) as e:
             # A text that cannot be made or encoded (a broken template): this row is set

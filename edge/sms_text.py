@@ -8,7 +8,7 @@ import string
 
 from edge.clock import LocalTime
 from edge.config import Config
-from edge.events import PART_LABELS, Event
+from edge.events import Event
 
 DEFAULT_TEMPLATES = {
     "panic": "【{site}】紧急报警：{label} 于 {time} 触发。回复 SILENCE 解除。",
@@ -78,8 +78,7 @@ def status_text(status: dict, cfg: Config) -> str:
              for i in status["inputs"].values() if i["kind"] == "gate"]
     if gates:
         parts.append("门：" + "、".join(gates))
-    faults = [status["inputs"][f]["label"] if f in status["inputs"] else PART_LABELS.get(f, f)
-              for f in status["faults"]]
+    faults = [cfg.label_of(f) for f in status["faults"]]
     parts.append("故障：" + ("、".join(faults) if faults else "无"))
     if status["uplink"].get("configured"):
         parts.append(f"待上传{status['uplink']['pending']}条")

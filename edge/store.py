@@ -107,6 +107,7 @@ class SmsRow:
     phone: str
     fallback: bool
     attempts: int
+    refs: list[int]  # +CMGS references of the parts already sent (a torn multipart SMS)
 
 
 @dataclass(frozen=True)
@@ -407,13 +408,22 @@ class Store:
         stepped back since, and the row is due now rather than days from now."""
         later = now + horizon_s
         rows = self._conn.execute(
-            "SELECT s.seq, s.contact, s.phone, s.fallback, s.attempts FROM sms s "
+            "SELECT s.seq, s.contact, s.phone, s.fallback, s.attempts, s.refs FROM sms s "
             "WHERE (s.next_try <= ? OR s.next_try > ?) AND (s.state='pending' OR "
             "(s.state='waiting' AND (s.due <= ? OR s.due > ?) "
             "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq=s.seq "
             "AND d.state='accepted'))) ORDER BY s.seq, s.contact LIMIT ?",
             (now, later, now, later, limit)).fetchall()
-        return [SmsRow(*r) for r in rows]
+        return [SmsRow(*r[:5], json.loads(r[5]) if r[5] else []) for r in rows]
+
+    def shift_sms_times(self, step_s: float) -> int:
+        """The wall clock was stepped by ``step_s``: SMS not yet sent keep the same time
+        left until their fallback deadline and retry (a clock set forward at boot must not
+        send every waiting fallback at once). Returns how many rows moved."""
+        with self._transaction() as c:
+            return c.execute(
+                "UPDATE sms SET due=due+?, next_try=CASE WHEN next_try > 0 THEN next_try+? "
+                "ELSE 0 END WHERE state IN ('pending','waiting')", (step_s, step_s)).rowcount
 
     @_reads
     def next_sms_due(self) -> float | None:
@@ -426,7 +436,8 @@ class Store:
                  refs: list[int] | None = None, error: str | None = None,
                  next_try: float = 0.0) -> None:
         """Record the outcome of one send: 'sent' (with the +CMGS references), 'pending'
-        (retry at next_try) or 'failed' (given up)."""
+        (retry at next_try, with the references of the parts that did go) or 'failed'
+        (given up)."""
         with self._transaction() as c:
             c.execute("UPDATE sms SET state=?, attempts=attempts+1, refs=?, last_error=?, "
                       "next_try=?, done_ts=? WHERE seq=? AND contact=?",

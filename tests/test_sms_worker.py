@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from zoneinfo import ZoneInfo
@@ -20,6 +22,7 @@ import edge.sms
 from conftest import (SHORT_MODEM_TIMINGS, edge_cli, mock_config_text, start_daemon,
                       stop_daemon)
 from edge import config as config_mod
+from edge.clock import Clock
 from edge.control import ControlServer, daemon_handlers, request
 from edge.modem.emulator import ModemEmulator, SentSms
 from edge.service import build_daemon
@@ -131,9 +134,9 @@ class LiveDaemon:
     """build_daemon() on mock pins, its owner loop on a thread and its control socket up,
     as `edge-alarm run` has them; the SMS worker with short modem deadlines."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, clock: Clock | None = None):
         self.cfg = cfg
-        self.daemon = build_daemon(cfg, pin_factory=MockFactory())
+        self.daemon = build_daemon(cfg, pin_factory=MockFactory(), clock=clock)
         workers = self.daemon.workers
         workers[:] = [SmsWorker(cfg, self.daemon, timings=SHORT_MODEM_TIMINGS)
                       if w.part == "modem" else w for w in workers]
@@ -191,12 +194,12 @@ def make_config(write_sms_config):
 
 @pytest.fixture
 def live(make_config, wait_until):
-    """live(ready=True, **config options) → a started LiveDaemon (with ready: once its
-    modem is), stopped at teardown."""
+    """live(ready=True, clock=None, **config options) → a started LiveDaemon (with ready:
+    once its modem is), stopped at teardown."""
     started = []
 
-    def start(ready: bool = True, **options):
-        daemon = LiveDaemon(make_config(**options)).start(wait_until, ready)
+    def start(ready: bool = True, clock: Clock | None = None, **options):
+        daemon = LiveDaemon(make_config(**options), clock).start(wait_until, ready)
         started.append(daemon)
         return daemon
     yield start
@@ -220,19 +223,25 @@ def test_panic_press_sends_the_principal_the_chinese_alert(live, emulator, wait_
     assert texts_to(emulator, DEPUTY) == []  # the deputy is told of tampering only
 
 
-def test_long_chinese_alert_goes_as_three_parts_gammu_joins_in_order(live, emulator,
-                                                                      wait_until):
-    def render(template: str, time: str) -> str:
-        return template.format(site="高山小学", label="门卫室一键报警", time=time)
+def _render_panic(template: str, time: str) -> str:
+    return template.format(site="高山小学", label="门卫室一键报警", time=time)
 
+
+def _three_part_panic_template() -> str:
+    """A panic template that makes a 150-character Chinese text: three UCS-2 parts."""
     head = "【{site}】紧急报警：{label} 于 {time} 触发。"
     filler = "请值班人员立即前往现场查看情况，确认全体师生安全后回复收到。" * 5
-    template = head + filler[:150 - len(render(head, "07:42:15"))]
+    return head + filler[:150 - len(_render_panic(head, "07:42:15"))]
+
+
+def test_long_chinese_alert_goes_as_three_parts_gammu_joins_in_order(live, emulator,
+                                                                      wait_until):
+    template = _three_part_panic_template()
     d = live(sms=f'templates = {{ panic = "{template}" }}')
     d.press()
     sent = emulator.wait_sent(3, timeout=5)
     (panic,) = d.events("panic")
-    expected = render(template, local_hms(panic))
+    expected = _render_panic(template, local_hms(panic))
     assert len(expected) == 150
     assert [m.concat[1:] for m in sent] == [(3, 1), (3, 2), (3, 3)]
     assert len({m.concat[0] for m in sent}) == 1  # one reference ties them together
@@ -285,7 +294,40 @@ def test_with_an_unreachable_uplink_a_non_immediate_kind_falls_back_to_sms(
     wait_until(lambda: expected in texts_to(emulator, PRINCIPAL), timeout=5,
                what="the held-open fallback SMS")
     sent_after = time.time() - held.ts
-    assert 0.9 <= sent_after < 3.0
+    assert sent_after >= 0.9, "the fallback SMS went before sms_fallback_after_s"
+
+
+class SteppedClock(Clock):
+    """The real clocks, with the wall clock stepped by ``step_s`` (NTP at boot)."""
+
+    step_s = 0.0
+
+    def now(self) -> dt.datetime:
+        return super().now() + dt.timedelta(seconds=self.step_s)
+
+
+def test_a_clock_stepped_forward_does_not_send_waiting_fallbacks_early(
+        live, emulator, tmp_path, wait_until):
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    clock = SteppedClock()
+    d = live(clock=clock, held_open_s=1,
+             uplink=f'url = "http://127.0.0.1:{closed_port()}/api/v1/events"\n'
+                    f'token_file = "{token}"\nsms_fallback_after_s = 3')
+    d.call(d.daemon.simulate, "main_gate", True)
+    held = wait_until(lambda: d.events("gate_held_open"), timeout=5)[0]
+    held_mono = time.monotonic()
+    clock.step_s = 6 * 3600.0  # the clock is set six hours forward while the SMS waits
+    d.sms.wake()  # as any new event would: the outbox is looked at right after the step
+
+    def held_texts():
+        return [t for t in texts_to(emulator, PRINCIPAL) if "门未关闭" in t]
+    wait_until(held_texts, timeout=8, what="the held-open fallback SMS")
+    # It went when its 3 s were up, not at the step, and its deadline moved with the clock.
+    assert time.monotonic() - held_mono >= 1.5
+    with sqlite3.connect(d.cfg.storage.db_path) as db:
+        (due,) = db.execute("SELECT due FROM sms WHERE seq=?", (held.seq,)).fetchone()
+    assert due - held.ts == pytest.approx(3 + clock.step_s, abs=0.5)
 
 
 # --------------------------------------------------------------------------- commands
@@ -467,6 +509,27 @@ def test_a_send_refused_by_the_network_is_retried_later_and_sent_once(
     wait_until(lambda: sms_states(d.cfg, panic.seq) == {"principal": "sent"}, timeout=5)
     assert len(emulator.sent) == 1
     assert sms_rows(d.cfg, panic.seq)[0]["attempts"] == 2
+
+
+def test_a_multipart_alert_torn_by_the_network_is_completed_not_sent_again(
+        live, emulator, wait_until, monkeypatch):
+    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    template = _three_part_panic_template()
+    d = live(sms=f'templates = {{ panic = "{template}" }}')
+    emulator.fail_next_sends(38, after=1)  # part 1 goes, part 2 is refused
+    d.press()
+    (panic,) = wait_until(lambda: d.events("panic"))
+    (row,) = wait_until(lambda: [r for r in sms_rows(d.cfg, panic.seq) if r["attempts"]])
+    assert row["state"] == "pending" and len(json.loads(row["refs"])) == 1
+    wait_until(lambda: sms_states(d.cfg, panic.seq) == {"principal": "sent"}, timeout=5)
+    sent = emulator.sent
+    # The retry sends parts 2 and 3 under the first part's reference: the phone shows one
+    # message, whole, and nothing twice.
+    assert [m.concat[1:] for m in sent] == [(3, 1), (3, 2), (3, 3)]
+    assert len({m.concat[0] for m in sent}) == 1
+    assert decoded(sent) == _render_panic(template, local_hms(panic))
+    (row,) = sms_rows(d.cfg, panic.seq)
+    assert json.loads(row["refs"]) == [m.reference for m in sent]
 
 
 # --------------------------------------------------------------------------- kill -9

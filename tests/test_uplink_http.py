@@ -161,10 +161,10 @@ def test_a_long_body_is_cut_short_in_the_detail(platform, uplink):
 def test_an_answer_slower_than_the_read_timeout_is_retried(platform, token_file):
     slow_uplink = HttpUplink(platform.url, str(token_file), connect_timeout_s=1.0,
                              read_timeout_s=0.2)
-    platform.set_delay(1.0)
+    platform.set_delay(5.0)
     started = time.monotonic()
     result = check(slow_uplink.post_events([make_event()]), RETRY, None)
-    assert time.monotonic() - started < 0.9
+    assert time.monotonic() - started < 4.0, "the slow answer was waited for"
     assert "no answer within 0.2 s" in result.detail
 
 

@@ -462,8 +462,8 @@ def test_an_immediate_kind_goes_by_sms_at_once_whatever_the_platform(
     platform.respond_with(503, times=1000)
     pressed = time.time()
     site.sim("guard_room", True)
-    [sms] = emulator.wait_sent(1, timeout=3)
-    assert time.time() - pressed < 2.0
+    [sms] = emulator.wait_sent(1, timeout=10)
+    assert time.time() - pressed < 10.0, "the immediate SMS waited for the 20 s fallback"
     assert "紧急报警" in sms.text and "门卫室一键报警" in sms.text
     assert not sms.text.endswith(FALLBACK_NOTE)
 

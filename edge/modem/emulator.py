@@ -96,7 +96,7 @@ class ModemEmulator:
         self._storage: dict[int, _Stored] = {}
         self._sent: list[SentSms] = []
         self._commands: list[tuple[float, str]] = []  # (time.perf_counter(), line)
-        self._send_failures: list[int] = []
+        self._send_failures: list[int | None] = []  # None: this send goes through
         self._urcs_in_response: list[str] = []
         self._refused: set[str] = set()
         self._pin_attempts = 0
@@ -169,11 +169,12 @@ class ModemEmulator:
 
     # --- knobs and observations ---------------------------------------------------------
 
-    def fail_next_sends(self, *codes: int) -> None:
-        """The next AT+CMGS get +CMS ERROR: code, one code each. Codes from 500 on (busy,
-        unknown) come at once instead of the prompt, the others after the PDU."""
+    def fail_next_sends(self, *codes: int, after: int = 0) -> None:
+        """After ``after`` more sends that go through, the next AT+CMGS get +CMS ERROR:
+        code, one code each. Codes from 500 on (busy, unknown) come at once instead of the
+        prompt, the others after the PDU."""
         with self._cond:
-            self._send_failures.extend(codes)
+            self._send_failures.extend([None] * after + list(codes))
 
     def urc_in_next_response(self, line: str) -> None:
         """Put ``line`` between the next command's echo/intermediate lines and its OK."""
@@ -508,7 +509,7 @@ class ModemEmulator:
         if len(length) != 1 or not 7 <= length[0] <= 164:
             raise self._cms(304)
         with self._cond:
-            if self._send_failures and self._send_failures[0] >= 500:
+            if self._send_failures and (self._send_failures[0] or 0) >= 500:
                 raise self._cms(self._send_failures.pop(0))
         if self.prompt_delay:
             stop.wait(self.prompt_delay)

@@ -379,20 +379,25 @@ class Modem:
 
     # --- sending ------------------------------------------------------------------------
 
-    def send_sms(self, number: str, text: str, *, reference: int, max_parts: int = 4
-                 ) -> list[int]:
+    def send_sms(self, number: str, text: str, *, reference: int, max_parts: int = 4,
+                 sent: list[int] | None = None) -> list[int]:
         """Send ``text`` (up to ``max_parts`` concatenated parts); returns the +CMGS
         message reference of each part. ``reference`` (0..255) ties the parts together.
 
-        A failure after some parts went out raises too: the caller's retry sends the whole
-        message again (at least once, never lost).
+        ``sent`` is the caller's record of the parts that went out, one +CMGS reference
+        each, appended to as they go: when a part fails the rest raise, and a retry with
+        the same list and ``reference`` sends only the parts still missing, so the phone
+        joins them into the one message instead of showing a torn one and a whole one.
         """
         if self._smsc_empty and self.smsc is None:
             raise ModemError("cannot send SMS: the modem's SMS centre (AT+CSCA?) is empty "
                              "and [modem] smsc is not set")
         parts = encode_submit(number, text, reference=reference, max_parts=max_parts,
                               smsc=self.smsc)
-        return [self._send_part(part) for part in parts]
+        sent = [] if sent is None else sent
+        for part in parts[len(sent):]:
+            sent.append(self._send_part(part))
+        return sent
 
     def _send_part(self, part: SubmitPdu) -> int:
         pause = self.timings.busy_retry_s
