@@ -38,6 +38,11 @@ WAIT_S = 5.0  # a press that sounds nothing or stores nothing in this long is a 
 SIREN_P99_TARGET_S = 0.005
 COMMIT_RATIO_TARGET = 1.5
 BARE_COMMITS = 1000  # at least; one per press when there are more presses
+# A press, and each bare commit, comes after this much quiet: at a school gate a press finds
+# the daemon idle, not still busy with the silence or the fsync of a moment ago (on a
+# 2-vCPU virtual machine that leftover work put milliseconds on both measurements' tails).
+# Presses right behind other work are measured apart, as the busy presses below.
+IDLE_GAP_S = 0.01
 # A bare row about as large as a stored panic event (uuid, time, JSON data).
 BARE_ROW = "x" * 300
 
@@ -182,12 +187,14 @@ def run_presses(storage: Path, presses: int, busy_presses: int,
     panel = Panel(storage)
     try:
         for n in range(presses):
+            time.sleep(IDLE_GAP_S)
             siren_s, commit_s = panel.press(n % len(BUTTON_PINS))
             times.siren_s.append(siren_s)
             times.commit_s.append(commit_s)
             panel.silence()
             # One bare commit in each press's idle gap: the disk's good and bad moments
             # then fall on both sides of the ratio alike.
+            time.sleep(IDLE_GAP_S)
             bare.commit_one()
         # A press that comes while the owner thread is inside a commit waits for it: raise
         # an alarm, queue its silence, and press another button right behind it.
