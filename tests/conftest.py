@@ -153,7 +153,7 @@ def token_never_logged(caplog):
     assert not [r.getMessage() for r in records if PLATFORM_TOKEN in r.getMessage()]
 
 
-def _wait_until(predicate: Callable[[], object], timeout: float = 2.0,
+def _wait_until(predicate: Callable[[], object], timeout: float = 10.0,
                 interval: float = 0.01, what: str | None = None):
     """Poll ``predicate`` until it returns something truthy (returned) or fail the test
     after ``timeout`` seconds."""

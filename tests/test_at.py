@@ -60,7 +60,7 @@ def test_slow_prompt_within_its_deadline_sends(emulator, channel):
     lines = channel.command(f"AT+CMGS={pdu.tpdu_length}", timeout=2, prompt_data=pdu.hex,
                             prompt_timeout=2)
     assert lines == ["+CMGS: 1"]
-    assert emulator.wait_sent(1, timeout=1)[0].text == "hello"
+    assert emulator.wait_sent(1, timeout=5)[0].text == "hello"
 
 
 def test_prompt_beyond_its_deadline_is_aborted_with_esc(emulator, channel):

@@ -145,13 +145,13 @@ def test_configured_smsc_goes_into_the_pdu(emulator, make_modem):
     modem.ensure_ready()
     assert modem.last_health.ok
     modem.send_sms(PRINCIPAL, "test", reference=1)
-    (sent,) = emulator.wait_sent(1, timeout=2)
+    (sent,) = emulator.wait_sent(1, timeout=5)
     assert sent.pdu.startswith("0891683108100005F0")
 
 
 def test_chinese_sms_checked_by_an_independent_decoder(emulator, modem):
     references = modem.send_sms(PRINCIPAL, ALERT, reference=42)
-    sent = emulator.wait_sent(2, timeout=2)
+    sent = emulator.wait_sent(2, timeout=5)
     assert references == [part.reference for part in sent]
     decoded = [gammu.DecodePDU(bytes.fromhex(part.pdu), SMSC=True) for part in sent]
     assert {message["Number"] for message in decoded} == {PRINCIPAL}

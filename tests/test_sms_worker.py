@@ -675,7 +675,7 @@ def test_an_sms_cut_off_by_an_unplug_goes_as_soon_as_the_modem_is_back(live, emu
     emulator.unplug()
     emulator.prompt_delay = 0.0
     emulator.replug()
-    (message,) = emulator.wait_sent(1, timeout=3)  # not after a retry pause for the message
+    (message,) = emulator.wait_sent(1, timeout=6)  # not after the 10 s retry pause
     (panic,) = d.events("panic")
     assert decoded([message]) == PANIC_TEXT.format(time=local_hms(panic))
 

@@ -340,7 +340,7 @@ def test_a_missing_token_file_is_an_uplink_fault_at_once(short_dir, platform, wa
     (short_dir / "token").unlink()
     site = Site(config).start()
     try:
-        [fault] = wait_until(lambda: site.events("fault"), 2)
+        [fault] = wait_until(lambda: site.events("fault"), 5)
         assert (fault.subject, fault.data["reason"]) == ("uplink", "misconfigured")
         assert "does not exist" in fault.data["detail"]
         assert site.pending() >= 2 and platform.requests == []    # held, not dropped
@@ -436,9 +436,9 @@ def test_platform_unreachable_the_alert_goes_by_sms_at_the_fallback_deadline(
     site.sim("main_gate", True)          # held open for held_open_alert_s = 1
     held = wait_until(lambda: site.events("gate_held_open"), 3)[0]
 
-    [sms] = emulator.wait_sent(1, timeout=3)
+    [sms] = emulator.wait_sent(1, timeout=6)
     late = time.time() - held.ts
-    assert 1.0 - 0.05 <= late <= 1.0 + 1.0
+    assert 1.0 - 0.05 <= late <= 1.0 + 4.0  # at the deadline (with room for a busy machine)
     assert sms.number == PRINCIPAL
     assert sms.text.startswith(f"【{SITE_NAME}】") and "校门" in sms.text
     assert sms.text.endswith(FALLBACK_NOTE)
@@ -449,7 +449,7 @@ def test_platform_accepting_in_time_no_sms(emulator, make_site, platform, wait_u
     site = make_site(modem_port=emulator.port, fallback_s=1)
     site.sim("main_gate", True)
     held = wait_until(lambda: site.events("gate_held_open"), 3)[0]
-    wait_until(lambda: [r["state"] for r in site.store.sms_rows(held.seq)] == ["cancelled"], 2)
+    wait_until(lambda: [r["state"] for r in site.store.sms_rows(held.seq)] == ["cancelled"], 5)
     time.sleep(max(0.0, held.ts + 1.0 + 0.5 - time.time()))  # past the deadline: nothing
     assert emulator.sent == []
     assert held.id in received_ids(platform)
@@ -482,7 +482,7 @@ def test_the_fallback_deadline_survives_a_restart(short_dir, platform, emulator,
         site.start()                     # after it: the SMS goes, from the stored event
         [sms] = emulator.wait_sent(1, timeout=5)
         assert sms.text.endswith(FALLBACK_NOTE) and "校门" in sms.text
-        wait_until(lambda: [r["state"] for r in site.store.sms_rows(held.seq)] == ["sent"], 2)
+        wait_until(lambda: [r["state"] for r in site.store.sms_rows(held.seq)] == ["sent"], 5)
         site.stop()
         site.start()                     # and never again
         wait_until(lambda: site.status()["modem"]["ok"], 5, what="modem ready again")
