@@ -21,7 +21,7 @@ from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factor
 from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
 from edge.siren import Siren
-from edge.store import Checkpointer, Store, is_corruption
+from edge.store import Checkpointer, ClockSteps, Store, is_corruption
 from edge.watches import GateWatch, LevelWatch, PowerWatch
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.tz = cfg.site.tz
         self._sync = SyncState()
+        self.clock_steps = ClockSteps(self.clock)
         self._pin_factory = pin_factory
         self.store: Store | None = None
         self._checkpointer: Checkpointer | None = None
@@ -244,6 +245,10 @@ class Daemon:
         could not be stored; the store owes them nothing."""
         if self.store is None:
             return None
+        try:  # deadlines set before a clock step move first; this event's are set after it
+            self.clock_steps.follow(self.store)
+        except StorageError as e:
+            log.warning("SMS deadlines not moved with a clock step yet: %s", e)
         sms = [r for r in routing.sms_requests(self.cfg, kind, when.timestamp())
                if r.contact not in sms_sent]
         kwargs = dict(transports=routing.transports(self.cfg), sms=sms, event_id=event_id)

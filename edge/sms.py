@@ -14,10 +14,12 @@ import logging
 import re
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
+from edge.events import Event
 from edge.modem.at import PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import Deliver
@@ -32,10 +34,27 @@ STATUS_WORDS = frozenset({"STATUS", "状态"})
 SILENCE_WORDS = frozenset({"SILENCE", "解除", "收到"})
 SEND_RETRY_FIRST_S = 10.0
 SEND_RETRY_MAX_S = 300.0
-# An SMS the network keeps refusing is retried (at most every SEND_RETRY_MAX_S) for a
-# day after its event, then recorded as failed.
-SEND_GIVE_UP_S = 86400.0
-CLOCK_STEP_S = 2.0  # a jump of wall time against monotonic time this big is a clock step
+# An SMS the network keeps refusing is retried about a day (10 s, 20 s … then every
+# SEND_RETRY_MAX_S), then recorded as failed. Counted in attempts, not from the event's
+# time: a clock stepped forward must not make a fresh alarm's SMS give up at once.
+SEND_GIVE_UP_ATTEMPTS = 292
+
+
+def retry_delay(attempts: int) -> float:
+    """The pause after the ``attempts``-th failed send of one SMS."""
+    return min(SEND_RETRY_MAX_S, SEND_RETRY_FIRST_S * 2 ** (attempts - 1))
+
+
+@dataclass
+class _MemorySms:
+    """An alarm SMS of an event the store could not take: kept and retried here until it
+    is sent or the event is stored (its outbox row then takes over)."""
+
+    event: Event
+    contact: str
+    phone: str
+    attempts: int = 0
+    next_try: float = 0.0  # monotonic
 OWNER_CALL_TIMEOUT_S = 5.0
 
 
@@ -85,14 +104,17 @@ class SmsWorker(ThreadWorker):
         self._direct_lock = threading.Lock()
         self._next_health = 0.0
         self._ref = 0  # concatenation reference of the last multipart SMS
-        self._sent_from_memory: set[tuple[str, str]] = set()  # (event id, contact)
+        self._memory: list[_MemorySms] = []
+        self._memory_lock = threading.Lock()
+        # (event id, contact) → +CMGS refs of SMS sent from memory: the store owes them
+        # nothing, and a row made for one while it was in flight is marked, not sent.
+        self._sent_from_memory: dict[tuple[str, str], list[int]] = {}
         # (seq, contact) → +CMGS refs of SMS the modem took but the store did not record:
         # never sent again, recorded when the store allows.
         self._unrecorded: dict[tuple[int, str], list[int]] = {}
         # No retry or fallback time we set lies further ahead than this.
         fallback_s = cfg.uplink.sms_fallback_after_s if cfg.uplink else 0
         self._horizon_s = max(SEND_RETRY_MAX_S, fallback_s) + 60.0
-        self._wall_minus_mono: float | None = None  # moves only when the clock is stepped
         self._scan_inbox = True  # after every (re)initialisation: read what came meanwhile
         self._health = {"ok": False, "signal": None, "reason": "starting", "operator": None}
 
@@ -101,24 +123,17 @@ class SmsWorker(ThreadWorker):
     def status(self) -> dict:
         return dict(self._health)
 
-    def notify(self, event) -> None:
-        if not event.seq:
-            # The store could not take this event (disk full, broken card): its immediate
-            # SMS go from memory now rather than wait for the store.
-            for request in routing.sms_requests(self.cfg, event.kind, event.ts):
-                if not request.fallback:
-                    future = self.send_direct(request.phone, alert_text(event, self.cfg))
-                    future.add_done_callback(self._memory_send_done(event.id, request.contact))
+    def notify(self, event: Event) -> None:
+        with self._memory_lock:
+            if not event.seq:
+                # The store could not take this event (disk full, broken card): its
+                # immediate SMS go from memory now rather than wait for the store.
+                self._memory += [_MemorySms(event, r.contact, r.phone)
+                                 for r in routing.sms_requests(self.cfg, event.kind, event.ts)
+                                 if not r.fallback]
+            else:  # stored at last: its outbox rows take over from memory
+                self._memory = [m for m in self._memory if m.event.id != event.id]
         self.wake()  # a stored event may owe an SMS; the outbox query decides
-
-    def _memory_send_done(self, event_id: str, contact: str):
-        def done(future: Future) -> None:
-            if future.exception() is None:
-                self._sent_from_memory.add((event_id, contact))
-            else:
-                log.error("SMS of an unstored event to %s not sent yet: %s", contact,
-                          future.exception())
-        return done
 
     def sent_from_memory(self, event_id: str) -> set[str]:
         """The contacts that already got this (once unstored) event's SMS from memory;
@@ -170,6 +185,7 @@ class SmsWorker(ThreadWorker):
                 self._read_inbox(mono)
             except ModemError as e:  # an unreadable message never holds up the alarms
                 log.warning("modem: reading new SMS failed: %s", e)
+            memory_wait = self._send_memory(mono)
             store = self.store()
             outbox_wait = self._send_outbox(store) if store is not None else IDLE_WAIT_S
             self._send_direct()  # replies and test SMS after the alarms
@@ -177,7 +193,7 @@ class SmsWorker(ThreadWorker):
             log.warning("modem: %s", e)
             return 1.0
         # A health_s shorter than the idle wait must still be kept.
-        return min(outbox_wait, max(0.0, self._next_health - mono))
+        return min(memory_wait, outbox_wait, max(0.0, self._next_health - mono))
 
     # --- health -----------------------------------------------------------------------
 
@@ -249,6 +265,36 @@ class SmsWorker(ThreadWorker):
 
     # --- outgoing ---------------------------------------------------------------------
 
+    def _send_memory(self, mono: float) -> float:
+        """Send the due SMS of unstored events; how long until the next one is due."""
+        with self._memory_lock:
+            due = [m for m in self._memory if m.next_try <= mono]
+        for sms in due:
+            try:
+                refs = self._send(sms.phone, alert_text(sms.event, self.cfg))
+            except PortLost:
+                raise  # the modem, not this message: it goes once the modem is back
+            except (ValueError, KeyError, IndexError) as e:  # a text that cannot be made
+                log.error("SMS of unstored %s event to %s cannot be made: %s",
+                          sms.event.kind, sms.contact, e)
+                with self._memory_lock:
+                    self._memory = [m for m in self._memory if m is not sms]
+                continue
+            except ModemError as e:
+                sms.attempts += 1
+                sms.next_try = mono + retry_delay(sms.attempts)
+                log.error("SMS of unstored %s event to %s failed (%s); retry in %.0f s",
+                          sms.event.kind, sms.contact, e, sms.next_try - mono)
+                raise
+            with self._memory_lock:
+                self._sent_from_memory[(sms.event.id, sms.contact)] = refs
+                self._memory = [m for m in self._memory if m is not sms]
+            log.info("SMS of unstored %s event sent to %s from memory", sms.event.kind,
+                     sms.contact)
+        with self._memory_lock:
+            waits = [m.next_try - mono for m in self._memory]
+        return max(0.05, min(waits)) if waits else IDLE_WAIT_S
+
     def _send(self, number: str, text: str) -> list[int]:
         self._ref = (self._ref + 1) % 256
         return self.modem.send_sms(number, text, reference=self._ref,
@@ -273,9 +319,11 @@ class SmsWorker(ThreadWorker):
             future.set_exception(error)
 
     def _send_outbox(self, store) -> float:
+        try:
+            self.daemon.clock_steps.follow(store)
+        except StorageError as e:  # sending needs no write: the SMS go all the same
+            log.warning("SMS deadlines not moved with a clock step yet: %s", e)
         now = self.daemon.clock.now().timestamp()
-        if not self._follow_clock_steps(store, now):
-            return 1.0
         self._record_unrecorded(store, now)
         try:
             rows = store.due_sms(now, horizon_s=self._horizon_s)
@@ -292,23 +340,6 @@ class SmsWorker(ThreadWorker):
         nxt = store.next_sms_due()
         return IDLE_WAIT_S if nxt is None else max(0.05, nxt - now)
 
-    def _follow_clock_steps(self, store, now: float) -> bool:
-        """Move the outbox's deadlines with a stepped wall clock (NTP setting a Pi's clock
-        at boot, hours after the last saved time); False while the store refuses."""
-        offset = now - self.daemon.clock.monotonic()
-        if self._wall_minus_mono is not None:
-            step = offset - self._wall_minus_mono
-            if abs(step) >= CLOCK_STEP_S:
-                try:
-                    moved = store.shift_sms_times(step)
-                except StorageError as e:
-                    log.warning("SMS deadlines not moved with the clock step: %s", e)
-                    return False
-                log.warning("the clock was stepped by %+.0f s: %d SMS deadline(s) moved with it",
-                            step, moved)
-        self._wall_minus_mono = offset
-        return True
-
     def _record_unrecorded(self, store, now: float) -> None:
         for (seq, contact), refs in list(self._unrecorded.items()):
             try:
@@ -321,6 +352,10 @@ class SmsWorker(ThreadWorker):
         now = self.daemon.clock.now().timestamp
         event = store.event(row.seq)
         if event is None:
+            return
+        from_memory = self._sent_from_memory.get((event.id, row.contact))
+        if from_memory is not None:  # sent while the row was being made: recorded, not resent
+            store.mark_sms(row.seq, row.contact, "sent", now=now(), refs=from_memory)
             return
         refs = list(row.refs)  # a retry sends only the parts still missing
         try:
@@ -335,14 +370,14 @@ class SmsWorker(ThreadWorker):
                                error="the modem went away half-way")
             raise
         except ModemError as e:
-            if now() - event.ts >= SEND_GIVE_UP_S:
-                log.error("SMS for event %d to %s given up after a day of trying: %s",
-                          row.seq, row.contact, e)
+            attempts = row.attempts + 1
+            if attempts >= SEND_GIVE_UP_ATTEMPTS:
+                log.error("SMS for event %d to %s given up after %d attempts (a day): %s",
+                          row.seq, row.contact, attempts, e)
                 store.mark_sms(row.seq, row.contact, "failed", now=now(), refs=refs,
                                error=str(e))
             else:
-                attempts = row.attempts + 1
-                delay = min(SEND_RETRY_MAX_S, SEND_RETRY_FIRST_S * 2 ** (attempts - 1))
+                delay = retry_delay(attempts)
                 log.warning("SMS for event %d to %s failed after %d part(s) (%s); retry in "
                             "%.0f s", row.seq, row.contact, len(refs), e, delay)
                 store.mark_sms(row.seq, row.contact, "pending", now=now(), refs=refs,

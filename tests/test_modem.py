@@ -11,7 +11,7 @@ from conftest import SHORT_MODEM_TIMINGS
 from edge.errors import ModemError
 from edge.modem.at import AtTimeout, CmsError, PortLost
 from edge.modem.emulator import ModemEmulator
-from edge.modem.modem import Modem, ModemTimings
+from edge.modem.modem import UNKNOWN_REFERENCE, Modem, ModemTimings
 from edge.modem.pdu import encode_deliver
 
 # The driver alone, with no daemon around it, is held to tighter deadlines still.
@@ -173,6 +173,50 @@ def test_busy_modem_is_asked_again(emulator, modem):
     emulator.fail_next_sends(515, 515)
     assert modem.send_sms(PRINCIPAL, "test", reference=1) == [1]
     assert len([c for c in emulator.commands if c.startswith("AT+CMGS=")]) == 3
+
+
+def test_an_answer_that_comes_after_the_send_deadline_is_not_the_next_sends(emulator,
+                                                                           modem):
+    emulator.delay_next_send_answer(FAST.send_s + 0.5)
+    with pytest.raises(AtTimeout):
+        modem.send_sms(PRINCIPAL, "first, answered late", reference=1)
+    # The first one's +CMGS/OK comes while the next waits for its '>': not its answer.
+    refs = modem.send_sms("+8613700137000", "second", reference=2)
+    sent = emulator.sent
+    assert [m.number for m in sent] == [PRINCIPAL, "+8613700137000"]
+    assert refs == [sent[1].reference]
+
+
+class ReferenceLosingModem(ModemEmulator):
+    """A modem whose +CMGS line is left empty, garbled on the line, or never printed."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+
+    def _respond(self, lines, final):
+        kept = []
+        for line in lines:
+            if line.startswith("+CMGS:"):
+                if self.how == "missing":
+                    continue
+                line = "+CMGS: " if self.how == "empty" else "+CMGS: \x01" + line[7:]
+            kept.append(line)
+        super()._respond(kept, final)
+
+
+@pytest.mark.parametrize("how", ["empty", "noise", "missing"])
+def test_ok_without_a_usable_reference_is_a_sent_sms(how):
+    with ReferenceLosingModem(how) as emulator:
+        modem = Modem(emulator.port, timings=FAST)
+        try:
+            modem.ensure_ready()
+            # OK is the network's acceptance: sending again would be a duplicate alarm.
+            assert modem.send_sms(PRINCIPAL, "test", reference=1) == [UNKNOWN_REFERENCE]
+            assert len(emulator.sent) == 1
+            assert modem.send_sms(PRINCIPAL, "next", reference=2) == [UNKNOWN_REFERENCE]
+        finally:
+            modem.close()
 
 
 def test_silent_modem_times_out_and_is_reinitialised_after_three(emulator, modem):

@@ -23,6 +23,7 @@ from conftest import (SHORT_MODEM_TIMINGS, edge_cli, mock_config_text, start_dae
                       stop_daemon)
 from edge import config as config_mod
 from edge.clock import Clock
+from edge.errors import StorageError
 from edge.control import ControlServer, daemon_handlers, request
 from edge.modem.emulator import ModemEmulator, SentSms
 from edge.service import build_daemon
@@ -737,3 +738,73 @@ def test_alarms_still_go_by_sms_when_the_store_cannot_be_opened(make_config, tmp
         assert d.status()["siren"]["on"]
     finally:
         d.stop()
+
+
+def test_an_unstored_alarms_sms_refused_once_is_tried_again(live, emulator, wait_until,
+                                                            monkeypatch):
+    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    d = live(principal_receives=("panic",))
+
+    def read_only_card(*args, **kwargs):
+        raise StorageError("attempt to write a readonly database")
+    monkeypatch.setattr(d.daemon.store, "append", read_only_card)  # every event refused
+    emulator.fail_next_sends(38)  # and the network refuses the first attempt
+    d.press()
+    wait_until(lambda: d.status()["storage"]["unstored"] >= 1, what="the panic kept in memory")
+    wait_until(lambda: any(t.startswith("【高山小学】紧急报警") for t in texts_to(emulator, PRINCIPAL)),
+               what="the panic SMS, on its second attempt")
+    assert sum(c.startswith("AT+CMGS=") for c in emulator.commands) == 2
+
+
+def test_a_refused_sms_is_given_up_after_its_attempts_not_by_the_clock(
+        live, emulator, wait_until, monkeypatch):
+    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.2)
+    monkeypatch.setattr(edge.sms, "SEND_GIVE_UP_ATTEMPTS", 3)
+    clock = SteppedClock()
+    d = live(clock=clock, principal_receives=("panic",))
+    emulator.fail_next_sends(38, 38, 38, 38)
+    d.press()
+    (panic,) = wait_until(lambda: d.events("panic"))
+    wait_until(lambda: sms_rows(d.cfg, panic.seq)[0]["attempts"] >= 1)
+    clock.step_s = 3 * 86400.0  # NTP sets the clock of a Pi that was off for three days
+    wait_until(lambda: sms_states(d.cfg, panic.seq) == {"principal": "failed"},
+               what="given up after three refusals")
+    (row,) = sms_rows(d.cfg, panic.seq)
+    assert row["attempts"] == 3 and "+CMS ERROR: 38" in row["last_error"]
+
+
+def test_a_fallback_made_after_a_clock_step_keeps_its_deadline(live, emulator, tmp_path,
+                                                               wait_until):
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    clock = SteppedClock()
+    d = live(clock=clock, uplink=f'url = "http://127.0.0.1:{closed_port()}/api/v1/events"\n'
+                                 f'token_file = "{token}"\nsms_fallback_after_s = 3')
+    clock.step_s = 120.0  # NTP steps the clock two minutes forward, and before the SMS
+    # worker looks again an event owing a fallback is stored with the stepped clock:
+    held = d.call(d.daemon.record, "gate_held_open", "main_gate", "校门")
+    with sqlite3.connect(d.cfg.storage.db_path) as db:
+        (due,) = db.execute("SELECT due FROM sms WHERE seq=?", (held.seq,)).fetchone()
+    assert due - held.ts == pytest.approx(3, abs=0.01)
+    d.sms.wake()
+    wait_until(lambda: any("门未关闭" in t for t in texts_to(emulator, PRINCIPAL)),
+               what="the fallback SMS 3 s after its event")
+    assert time.time() + clock.step_s - held.ts < 10
+
+
+def test_a_clock_step_the_store_cannot_record_holds_no_sms_back(live, emulator, wait_until,
+                                                                monkeypatch):
+    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    clock = SteppedClock()
+    d = live(clock=clock, principal_receives=("panic",))
+    emulator.fail_next_sends(38)  # the panic's first attempt is refused: it stays pending
+    d.press()
+    (panic,) = wait_until(lambda: d.events("panic"))
+    wait_until(lambda: sms_rows(d.cfg, panic.seq)[0]["attempts"] >= 1)
+
+    def read_only(self, step_s):
+        raise StorageError("attempt to write a readonly database")
+    monkeypatch.setattr(Store, "shift_sms_times", read_only)  # the card went read-only
+    clock.step_s = 30.0  # and NTP corrected the clock by half a minute
+    d.sms.wake()
+    wait_until(lambda: texts_to(emulator, PRINCIPAL), what="the pending panic SMS")

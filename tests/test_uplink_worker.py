@@ -561,3 +561,27 @@ def test_sighup_rereads_the_token_file(short_dir, tmp_path, platform, wait_until
     assert request.headers["Authorization"] == f"Bearer {new_token}"
     text = log.read_text(errors="replace")
     assert PLATFORM_TOKEN not in text and new_token not in text
+
+
+def test_an_alarm_stamped_ahead_of_the_clock_holds_the_queue_no_longer_than_its_picture_wait(
+        short_dir, platform, wait_until):
+    config = write_site(short_dir, platform.url)
+    with config.open("a", encoding="utf-8") as f:
+        f.write('\n[camera]\nbackend = "test-pattern"\npre_trigger_s = 0\n')
+    site = Site(config)
+    # The previous run stored an after-hours opening by a clock that was right, and the
+    # power went before its picture was noted; the Pi boots 40 minutes behind
+    # (fake-hwclock saves the time hourly).
+    stamped = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=40)
+    old = site.store.append("gate_after_hours", "main_gate", stamped, {"label": "校门"},
+                            transports=[UPLINK])
+    site.start()
+    try:
+        site.sim("guard_room", True)  # a new panic after the restart
+        (new,) = wait_until(lambda: site.events("panic"))
+        assert platform.wait_for(lambda: new.id in received_ids(platform), 20), (
+            "the new panic waits behind an event whose picture wait would end 40 min on")
+        assert received_ids(platform).index(old.id) < received_ids(platform).index(new.id)
+    finally:
+        site.stop()
+        site.store.close()

@@ -258,6 +258,7 @@ class AtChannel:
             # instead of waiting for data, and it acknowledges with OK (some say nothing).
             self._write(ESC)
             with self._state:
+                pending.awaiting_prompt = False  # its OK now acknowledges the ESC
                 self._state.wait_for(lambda: pending.final is not None or self._lost,
                                      self.abort_grace_s)
             raise
@@ -385,6 +386,13 @@ class AtChannel:
                 self._state.notify_all()
             return True
         if pending.is_echo(line):
+            return True
+        if pending.awaiting_prompt and (line == _FINAL_OK or line.startswith("+CMGS:")):
+            # A send succeeds only after its '>': this is the late answer to an earlier
+            # send we stopped waiting for, not this one's (taking it would mark this SMS
+            # sent without its PDU ever written).
+            log.warning("stale %r before the '>' of %s on %s: ignored", line,
+                        pending.command, self.url)
             return True
         if (line == _FINAL_OK or line in _FINAL_FAILURES or _CME.match(line)
                 or _CMS.match(line)):

@@ -97,6 +97,7 @@ class ModemEmulator:
         self._sent: list[SentSms] = []
         self._commands: list[tuple[float, str]] = []  # (time.perf_counter(), line)
         self._send_failures: list[int | None] = []  # None: this send goes through
+        self._send_answer_delay = 0.0
         self._urcs_in_response: list[str] = []
         self._refused: set[str] = set()
         self._pin_attempts = 0
@@ -175,6 +176,12 @@ class ModemEmulator:
         prompt, the others after the PDU."""
         with self._cond:
             self._send_failures.extend([None] * after + list(codes))
+
+    def delay_next_send_answer(self, seconds: float) -> None:
+        """The next AT+CMGS answers ``seconds`` after its PDU (a slow network); the modem
+        takes no other command meanwhile, as a real one does not."""
+        with self._cond:
+            self._send_answer_delay = seconds
 
     def urc_in_next_response(self, line: str) -> None:
         """Put ``line`` between the next command's echo/intermediate lines and its OK."""
@@ -520,6 +527,10 @@ class ModemEmulator:
 
     def _take_pdu(self, data: bytes, terminator: int) -> None:
         length, self._prompt_length = self._prompt_length, None
+        with self._cond:
+            delay, self._send_answer_delay = self._send_answer_delay, 0.0
+        if delay and terminator != _ESC:
+            self._stop.wait(delay)
         if terminator == _ESC:
             with self._cond:
                 self._commands.append((time.perf_counter(), "<ESC>"))

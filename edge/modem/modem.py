@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 # Consecutive timeouts after which the modem is re-initialised.
 MAX_TIMEOUTS = 3
+UNKNOWN_REFERENCE = -1  # a part the network took whose +CMGS reference we never read
 # CME 14 "SIM busy", CMS 314 "SIM busy", CMS 515 "please wait, init or command processing".
 _BUSY = {("cme", 14), ("cms", 314), ("cms", 515)}
 _SIM_MISSING_CME = {10, 13, 15}  # not inserted, failure, wrong
@@ -44,7 +45,9 @@ class ModemTimings:
     """Deadlines and pauses, in seconds. Tests shorten them; the defaults suit real networks."""
 
     command_s: float = 5.0
-    send_s: float = 60.0  # from the PDU's Ctrl-Z to +CMGS: the network can be slow
+    # From the PDU's Ctrl-Z to +CMGS: the network can be slow; Quectel gives AT+CMGS up to
+    # 120 s, and an answer that comes after we stopped waiting confuses the next send.
+    send_s: float = 120.0
     prompt_s: float = 10.0  # for the '>' of AT+CMGS
     list_s: float = 30.0  # AT+CMGL on a full SIM
     settle_s: float = 0.3  # after ESC + CR at init: let the answers to them drain
@@ -414,11 +417,15 @@ class Modem:
                 log.info("modem busy (%s); sending again in %g s", exc, pause)
                 time.sleep(pause)
                 pause *= 2
-        line = _first(lines, "+CMGS:")
+        # OK is the network's acceptance; the +CMGS line before it only numbers the
+        # message. One lost to line noise, or left empty, must not make the SMS go again.
+        line = _first(lines, "+CMGS:") or ""
         try:
             return int(_fields(line)[0])
-        except (TypeError, ValueError):
-            raise ModemError(f"AT+CMGS answered OK without a message reference: {lines}")
+        except ValueError:
+            log.warning("AT+CMGS answered OK without a message reference (%r): sent, "
+                        "reference unknown", lines)
+            return UNKNOWN_REFERENCE
 
     # --- receiving ----------------------------------------------------------------------
 

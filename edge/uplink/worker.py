@@ -53,6 +53,9 @@ class UplinkWorker(ThreadWorker):
         self._last_error: str | None = None
         self._pictures_retry_at = 0.0
         self._picture_attempts = 0
+        # (seq, monotonic time) of the event first found waiting for its picture: the
+        # wait is bounded on the monotonic clock too, whatever the wall clock does.
+        self._waiting_since: tuple[int, float] | None = None
 
     # ------------------------------------------------------------------ owner side
 
@@ -149,7 +152,13 @@ class UplinkWorker(ThreadWorker):
             return 0.0
         if "snapshot_sha256" in event.data or "snapshot_error" in event.data:
             return 0.0
-        return max(0.0, event.ts + SNAPSHOT_WAIT_S - now)
+        mono = self.daemon.clock.monotonic()
+        if self._waiting_since is None or self._waiting_since[0] != event.seq:
+            self._waiting_since = (event.seq, mono)
+        waited = mono - self._waiting_since[1]
+        # A time stamped ahead of the clock (stepped back since) has no age to go by.
+        age = max(waited, now - event.ts)
+        return max(0.0, SNAPSHOT_WAIT_S - age)
 
     def _batch(self, rows, now: float):
         """The next request's events: one while live (or while isolating a rejected
