@@ -113,7 +113,7 @@ def _modem(cfg: Config, daemon: dict | None) -> Line:
         ok, reason, signal, operator = m.get("ok"), m.get("reason"), m.get("signal"), \
             m.get("operator")
     else:
-        health, error = _probe_modem(cfg.modem)
+        health, error = _probe_modem(cfg)
         ok, reason, signal, operator = health.ok, health.reason, health.signal, \
             health.operator
     if ok and not error:
@@ -125,13 +125,13 @@ def _modem(cfg: Config, daemon: dict | None) -> Line:
                                + (f" ({error})" if error else ""))
 
 
-def _probe_modem(m) -> tuple[ModemHealth, str | None]:
+def _probe_modem(cfg) -> tuple[ModemHealth, str | None]:
     """(ModemHealth, the error that stopped initialisation or None). A failed
     initialisation still names its reason (no SIM, PIN…), as the daemon's worker does."""
     from edge.errors import ModemError
     from edge.modem.modem import Modem
 
-    with Modem.from_config(m) as modem:
+    with Modem.from_config(cfg) as modem:
         try:
             modem.ensure_ready()
         except ModemError as e:

@@ -98,7 +98,7 @@ class SmsWorker(ThreadWorker):
         super().__init__(cfg.storage.db_path)
         self.cfg = cfg
         self.daemon = daemon
-        self.modem = Modem.from_config(cfg.modem, on_urc=self._on_urc, on_lost=self.wake,
+        self.modem = Modem.from_config(cfg, on_urc=self._on_urc, on_lost=self.wake,
                                        timings=timings)
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
         self._direct_lock = threading.Lock()

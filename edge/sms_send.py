@@ -25,6 +25,6 @@ def send_test_sms(cfg: Config, number: str, text: str | None) -> list[int]:
         pass
     except CommandRefused as e:
         raise EdgeAlarmError(str(e)) from e
-    with Modem.from_config(cfg.modem) as modem:
+    with Modem.from_config(cfg) as modem:
         modem.ensure_ready()
         return modem.send_sms(number, text, reference=1, max_parts=cfg.sms.max_parts)

@@ -13,6 +13,7 @@ from edge.modem.at import AtTimeout, CmsError, PortLost
 from edge.modem.emulator import ModemEmulator
 from edge.modem.modem import UNKNOWN_REFERENCE, Modem, ModemTimings
 from edge.modem.pdu import encode_deliver
+from edge.modem.pin_record import RefusedPinRecord
 
 # The driver alone, with no daemon around it, is held to tighter deadlines still.
 FAST = replace(SHORT_MODEM_TIMINGS, command_s=0.5, send_s=2, list_s=2, reopen_max_s=0.2)
@@ -85,6 +86,30 @@ def test_wrong_sim_pin_is_never_tried_twice():
             assert modem.health().reason == "sim_pin"
         finally:
             modem.close()
+
+
+def test_a_refused_pin_is_not_tried_by_the_next_start_either_but_a_new_one_is(tmp_path):
+    record = RefusedPinRecord(tmp_path / "sim-pin-refused")
+
+    def start(locked: ModemEmulator, pin: str) -> Modem:
+        modem = Modem(locked.port, sim_pin=pin, timings=FAST, pin_record=record)
+        try:
+            modem.ensure_ready()
+        finally:
+            modem.close()
+        return modem
+
+    with ModemEmulator(sim_pin="1234") as locked:
+        with pytest.raises(ModemError, match="refused the configured PIN"):
+            start(locked, "0000")
+        for _ in range(3):  # the daemon restarting, `check`, `test-sms`: each a new Modem
+            with pytest.raises(ModemError, match="refused the configured PIN before"):
+                start(locked, "0000")
+        assert locked.pin_attempts == 1  # wrong ones: the SIM has two tries left
+        assert "0000" not in record.path.read_text()
+        start(locked, "1234")  # the installer corrects sim_pin: tried, once, and right
+        assert locked.commands.count('AT+CPIN="1234"') == 1
+        assert not record.path.exists()
 
 
 def test_sim_pin_asked_but_none_configured(emulator, make_modem):

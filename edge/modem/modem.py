@@ -22,6 +22,8 @@ from typing import Callable
 from edge.errors import ModemError
 from edge.modem.at import (AtChannel, AtError, AtTimeout, CmeError, CmsError, PortBusy,
                            PortLost, Urc)
+from edge.modem.pin_record import FILE_NAME as PIN_RECORD_FILE
+from edge.modem.pin_record import RefusedPinRecord
 from edge.modem.pdu import Deliver, PduError, Reassembler, SubmitPdu, decode_deliver, encode_submit
 
 log = logging.getLogger(__name__)
@@ -97,10 +99,12 @@ class Modem:
                  smsc: str | None = None, on_urc: Callable[[Urc], None] | None = None,
                  on_lost: Callable[[], None] | None = None,
                  min_signal: int = 5, timings: ModemTimings = ModemTimings(),
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 pin_record: RefusedPinRecord | None = None):
         self.url = url
         self.baudrate = baudrate
         self.sim_pin = sim_pin
+        self.pin_record = pin_record
         self.smsc = smsc or None
         self.min_signal = min_signal
         self.timings = timings
@@ -120,10 +124,13 @@ class Modem:
         self._reassembler = Reassembler()
 
     @classmethod
-    def from_config(cls, m, **kwargs) -> "Modem":
-        """The modem of a ``[modem]`` section (edge.config.Modem); ``kwargs`` as __init__."""
+    def from_config(cls, cfg, **kwargs) -> "Modem":
+        """The modem of a configuration's ``[modem]`` section, a refused PIN remembered
+        beside its event store; ``kwargs`` as __init__."""
+        m = cfg.modem
         return cls(m.port, m.baudrate, m.sim_pin, smsc=m.smsc or None,
-                   min_signal=m.min_signal, **kwargs)
+                   min_signal=m.min_signal,
+                   pin_record=RefusedPinRecord(cfg.storage.path / PIN_RECORD_FILE), **kwargs)
 
     # --- lifetime and recovery ----------------------------------------------------------
 
@@ -232,13 +239,24 @@ class Modem:
             raise ModemError(f"SIM card is locked ({state}); unlock it in a phone")
         if not self.sim_pin:
             raise ModemError("SIM card asks for a PIN and [modem] sim_pin is empty")
+        if self.pin_record is not None and self.pin_record.refused(self.sim_pin):
+            self._pin_refused = (
+                "SIM card refused the configured PIN before (noted in "
+                f"{self.pin_record.path}); not tried again, to keep the SIM from locking: "
+                "correct [modem] sim_pin (a new PIN is tried once)")
+            raise ModemError(self._pin_refused)
         try:
             self._at(f'AT+CPIN="{self.sim_pin}"')
         except (AtError, CmeError) as exc:
-            # A SIM locks itself after three wrong PINs: this one is never sent again.
+            # A SIM locks itself after three wrong PINs: this one is never sent again, by
+            # this process or any later one.
+            if self.pin_record is not None:
+                self.pin_record.record(self.sim_pin)
             self._pin_refused = (f"SIM card refused the configured PIN ({exc}); not retried, "
                                  "to keep the SIM from locking: correct [modem] sim_pin")
             raise ModemError(self._pin_refused) from exc
+        if self.pin_record is not None:
+            self.pin_record.clear()
         if self._wait_sim_state() != "READY":
             raise ModemError("SIM card accepted its PIN but did not become ready")
 
