@@ -12,6 +12,8 @@ import json
 import re
 import time
 
+import pytest
+
 from conftest import PLATFORM_TOKEN, start_daemon, stop_daemon
 from edge.check import FAIL, OFF, OK
 from edge.clock import SyncState
@@ -148,8 +150,18 @@ def test_the_platform_takes_the_token(write_config, cli, platform, token_file):
     line = line_of(result.stdout, "platform")
     assert line.startswith(f"{OK} platform  {platform.url}") and "token accepted" in line, line
     assert result.returncode == exit_when_healthy(), result.stdout
-    # The probe is a HEAD: it must not post anything to the platform.
-    assert [r.method for r in platform.requests] == ["HEAD"] and platform.events == []
+    # The probe is an empty batch: the request that matters, with no event in it.
+    assert [(r.method, r.body) for r in platform.requests] == [("POST", b"[]")]
+    assert platform.events == []
+
+
+@pytest.mark.parametrize("path", ["/api/v1/event", "/api/v1/events/extra"])
+def test_a_wrong_url_is_found(write_config, cli, platform, token_file, path):
+    url = platform.url.replace("/api/v1/events", path)
+    result = cli("check", config=write_config(extra=uplink_section(url, token_file)))
+    line = line_of(result.stdout, "platform")
+    assert line.startswith(FAIL) and "no events endpoint at this URL (HTTP 404" in line, line
+    assert "correct [uplink] url" in line
 
 
 def test_a_wrong_token_is_refused(write_config, cli, platform, token_file):

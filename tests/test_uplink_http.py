@@ -335,7 +335,8 @@ def test_a_snapshot_put_is_retried_like_an_event(platform, uplink):
 def test_probe_of_a_healthy_platform(platform, uplink):
     result = check(uplink.probe(), ACCEPTED, 200)
     assert result.detail == "reachable (HTTP 200)"
-    assert platform.requests[-1].method == "HEAD"
+    assert (platform.requests[-1].method, platform.requests[-1].body) == ("POST", b"[]")
+    assert platform.events == []
     assert platform.requests[-1].headers["Authorization"] == f"Bearer {PLATFORM_TOKEN}"
 
 
@@ -351,11 +352,21 @@ def test_probe_of_a_platform_that_is_down(platform, uplink):
     assert check(uplink.probe(), RETRY, None).detail.startswith("unreachable")
 
 
-def test_probe_counts_any_other_answer_as_reachable(platform, uplink):
+def test_probe_counts_a_refused_empty_batch_as_reachable(platform, uplink):
+    for status in (400, 415, 422):  # a platform that wants at least one event
+        platform.respond_with(status)
+        assert check(uplink.probe(), ACCEPTED, status).detail == f"reachable (HTTP {status})"
+
+
+@pytest.mark.parametrize("status", [404, 405, 410])
+def test_probe_of_a_url_without_an_events_endpoint_is_rejected(platform, uplink, status):
+    platform.respond_with(status)
+    assert "uplink.url is wrong" in check(uplink.probe(), REJECTED, status).detail
+
+
+def test_probe_of_a_failing_platform_is_to_be_retried(platform, uplink):
     platform.respond_with(503)
-    assert check(uplink.probe(), ACCEPTED, 503).detail == "reachable (HTTP 503)"
-    platform.respond_with(405)
-    check(uplink.probe(), ACCEPTED, 405)
+    check(uplink.probe(), RETRY, 503)
 
 
 def test_probe_of_a_redirecting_url_is_rejected(platform, uplink):

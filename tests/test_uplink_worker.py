@@ -362,6 +362,18 @@ def test_a_refused_token_holds_the_queue_instead_of_dead_lettering_it(
     wait_until(lambda: site.events("recovered") and drained(site, platform), 10)
 
 
+def test_a_url_without_an_events_endpoint_holds_the_queue_too(make_site, platform, wait_until):
+    site = make_site()
+    platform.respond_with(404, times=3)  # uplink.url names no events endpoint (a typo)
+    event = site.record("gate_open")
+    [fault] = wait_until(lambda: site.events("fault"), 5)
+    assert (fault.subject, fault.data["reason"]) == ("uplink", "misconfigured")
+    assert "uplink.url is wrong" in fault.data["detail"]
+    assert site.delivery(event.seq)["state"] != "rejected"
+    # Once the URL is right (here: the platform answers again) nothing was lost.
+    wait_until(lambda: event.id in received_ids(platform) and drained(site, platform), 15)
+
+
 # ---------------------------------------------------------------------- health
 
 def test_uplink_fault_after_three_failures_recovered_after_and_status(

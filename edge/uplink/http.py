@@ -37,6 +37,8 @@ JPEG_TYPE = "image/jpeg"
 
 # Statuses worth retrying: the platform is busy, overloaded or asked us to slow down.
 _RETRY_STATUSES = frozenset({408, 429})
+# A POST to a collection answered with these is about the URL, never about the events.
+WRONG_URL_STATUSES = frozenset({404, 405, 410})
 
 # Enough of a response body to show a server's complaint, and to let urllib3 reuse the
 # connection when the body is small; a larger body is never read into memory.
@@ -137,19 +139,22 @@ class HttpUplink:
         return self._put_jpeg(f"{self._event_url(event_id)}/frames/{int(k)}", jpeg)
 
     def probe(self) -> PostResult:
-        """Is the platform reachable, and does it take our token?
+        """Is the platform reachable, does it have an events endpoint at uplink.url, and
+        does it take our token?
 
-        A HEAD on the events URL with the bearer token: it has no body and no side effect,
-        and an API's authentication runs before its method routing, so a wrong token
-        answers 401/403 even where HEAD itself is not allowed (405 still means "reachable,
-        token accepted"). OPTIONS is avoided because CORS layers often answer it without
-        looking at the token. 401/403 -> rejected "token refused"; a redirect -> rejected
-        (the URL is wrong); no answer -> retry "unreachable"; any other status -> accepted.
+        The request that matters, without an event in it: an empty CloudEvents batch
+        POSTed to the events URL with the bearer token. Nothing is recorded from it. (A
+        HEAD proves less: many web frameworks answer 404 to a HEAD on a POST-only route,
+        and others 200 to any path.) 401/403 -> rejected "token refused"; a redirect, 404,
+        405 or 410 -> rejected (the URL is wrong); no answer or 5xx -> retry; anything
+        else (200, or 400/415/422 for the empty batch) -> accepted: reachable, token taken.
         """
-        result = self._request("HEAD", self.url)
-        if result.status is None or result.status in (401, 403) or 300 <= result.status < 400:
-            return result
-        return PostResult(ACCEPTED, result.status, None, f"reachable (HTTP {result.status})")
+        result = self._request("POST", self.url, headers={"Content-Type": CLOUDEVENT_BATCH_TYPE},
+                               data=b"[]")
+        if result.outcome == ACCEPTED or (result.outcome == REJECTED
+                                          and refuses_the_events(result)):
+            return PostResult(ACCEPTED, result.status, None, f"reachable (HTTP {result.status})")
+        return result
 
     def close(self) -> None:
         """Close the pooled connections; the uplink may not be used afterwards."""
@@ -187,6 +192,9 @@ class HttpUplink:
                               "redirects are not followed")
         if status in (401, 403):
             return PostResult(REJECTED, status, None, f"token refused ({said})")
+        if status in WRONG_URL_STATUSES:
+            return PostResult(REJECTED, status, None,
+                              f"no events endpoint at this URL ({said}): uplink.url is wrong")
         if 400 <= status < 500 and status not in _RETRY_STATUSES:
             return PostResult(REJECTED, status, None, f"rejected ({said})")
         # 408, 429, 5xx, and any status outside HTTP's classes: try again later.
@@ -272,3 +280,12 @@ def _read_token(path: str) -> str:
         raise UplinkError(f"token file {path}: the token holds spaces or characters "
                           "that an HTTP header cannot carry")
     return token
+
+
+def refuses_the_events(result: PostResult) -> bool:
+    """Whether a rejection is about what was sent (400, 413, 422…) rather than about the
+    device: a refused token (401/403), a wrong URL (a redirect, 404/405/410) or an invalid
+    one would refuse every event alike, and dead-lettering the queue for them would lose
+    it, so those hold it."""
+    return (result.status is not None and 400 <= result.status < 500
+            and result.status not in (401, 403) and result.status not in WRONG_URL_STATUSES)

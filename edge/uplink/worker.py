@@ -21,7 +21,8 @@ from edge.errors import StorageError, UplinkError
 from edge.routing import UPLINK
 from edge.uplink.backoff import MAX_DELAY_S, next_delay
 from edge.snapshots import snapshot_wanted
-from edge.uplink.http import ACCEPTED, REJECTED, RETRY, HttpUplink, PostResult
+from edge.uplink.http import (ACCEPTED, REJECTED, RETRY, HttpUplink,
+                              refuses_the_events)
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class UplinkWorker(ThreadWorker):
         if result.outcome == ACCEPTED:
             self._store.mark_accepted(UPLINK, seqs, status, self._now())
             self._set_ok()
-        elif result.outcome == REJECTED and _blames_the_events(result):
+        elif result.outcome == REJECTED and refuses_the_events(result):
             if len(batch) > 1:
                 # Which event offends is unknown: send these one by one to find out.
                 self._single_through = seqs[-1]
@@ -205,7 +206,7 @@ class UplinkWorker(ThreadWorker):
             result = self._client.put_frame(event_id, int(name.split("-")[1]), jpeg)
         # A refused token refuses every picture alike: hold them, as the events are held.
         if result.outcome == RETRY or (result.outcome == REJECTED
-                                       and not _blames_the_events(result)):
+                                       and not refuses_the_events(result)):
             self._picture_attempts += 1
             delay = next_delay(self._picture_attempts, result.retry_after_s, rng=self._rng)
             self._pictures_retry_at = now + delay
@@ -233,11 +234,3 @@ class UplinkWorker(ThreadWorker):
         if at_once or self._failures >= FAULT_AFTER_FAILURES:
             self._ok = False
             self.daemon.loop.post(self.daemon.part_failed, "uplink", reason, detail)
-
-
-def _blames_the_events(result: PostResult) -> bool:
-    """Whether a rejection is about what was sent (400, 413, 422…) rather than about the
-    device: a refused token (401/403), a redirect or an invalid URL would refuse every
-    event alike, and dead-lettering the queue for them would lose it, so those hold it."""
-    return (result.status is not None and 400 <= result.status < 500
-            and result.status not in (401, 403))
