@@ -152,8 +152,7 @@ class Store:
         self.report = OpenReport()
         if readonly:
             try:
-                self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
-                self._conn.execute("SELECT 1 FROM events LIMIT 1")
+                self._conn = self._open_readonly()
             except sqlite3.Error as e:
                 raise StorageError(f"cannot read {self.path}: {e}") from e
             return
@@ -170,6 +169,24 @@ class Store:
             raise StorageError(f"cannot open {self.path}: {e}") from e
 
     # ------------------------------------------------------------------ open / close
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """A reading connection for someone who may not write the directory. A WAL reader
+        needs the -shm file, which the daemon's last connection removes when it stops: a
+        group member could then not read at all. With no -wal file there is no writer and
+        nothing beyond the main file to read, so the file is opened as immutable (no
+        -shm, no locks) instead."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        try:
+            conn.execute("SELECT 1 FROM events LIMIT 1")
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+            if Path(f"{self.path}-wal").exists() or not os.access(self.path, os.R_OK):
+                raise
+        conn = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, timeout=10)
+        conn.execute("SELECT 1 FROM events LIMIT 1")
+        return conn
 
     def _open(self, check_integrity: bool) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)

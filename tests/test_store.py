@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -281,3 +283,45 @@ def test_sms_times_far_ahead_are_due_now_after_the_clock_stepped_back(store):
     week_ago = now - 7 * 86400
     assert [r.seq for r in store.due_sms(week_ago, horizon_s=600)] == [retry.seq,
                                                                        fallback.seq]
+
+
+NOBODY = 65534  # uid and gid of nobody/nogroup on Debian
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+def test_a_group_member_reads_the_store_of_a_stopped_daemon():
+    # As the unit lays it out: the state directory 0750 and the files 0640, owned by the
+    # daemon's user, the CLI user only in its group. A stopped daemon leaves no -wal/-shm.
+    top = Path(tempfile.mkdtemp(prefix="edge-group-reader-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o755)  # pytest's own temporary directories are 0700: nobody gets in
+        state = top / "var"
+        store = Store(state / "events.db")
+        store.append("panic", "guard_room", dt.datetime.now(dt.timezone.utc),
+                     {"label": "门卫室"})
+        store.close()
+        assert sorted(p.name for p in state.iterdir()) == ["events.db"]
+        for path, mode in ((state, 0o750), (state / "events.db", 0o640)):
+            os.chown(path, 0, NOBODY)
+            os.chmod(path, mode)
+        assert _exit_status_as_nobody(lambda: [e.kind for e in Store(
+            state / "events.db", readonly=True).events()] == ["panic"]) == 0
+        assert sorted(p.name for p in state.iterdir()) == ["events.db"]  # nothing left
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _exit_status_as_nobody(check) -> int:
+    """Run ``check()`` in a child process that has become nobody in group nogroup: 0 when
+    it returned true, 1 when false, 2 when it raised."""
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setgroups([NOBODY])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os._exit(0 if check() else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status)
