@@ -59,6 +59,7 @@ def run_check(cfg: Config, out=None) -> int:
     lines.append(Line(OK if daemon else OFF, "daemon", "running" if daemon else
                       "not running (parts probed directly)"))
     lines += _pins(cfg, daemon)
+    lines.append(_siren(cfg, daemon))
     lines.append(_modem(cfg, daemon))
     lines.append(_camera(cfg, daemon))
     lines += _storage(cfg)
@@ -102,6 +103,29 @@ def _pins(cfg: Config, daemon: dict | None) -> list[Line]:
         return out
     finally:
         pins.close()
+
+
+def _siren(cfg: Config, daemon: dict | None) -> Line:
+    s = cfg.siren
+    if s is None:
+        return Line(OFF, "siren", "off (no [siren]): alarms sound no siren here")
+    relay = f"relay on GPIO{s.pin} (up to {s.max_on_s} s)"
+    if daemon is not None:
+        if "siren" in daemon["faults"]:
+            return Line(FAIL, "siren", f"{relay}: not claimed in the daemon; see journalctl "
+                                       "-u edge-alarm")
+        return Line(OK, "siren", f"{relay}: {'ON' if daemon['siren']['on'] else 'off'}")
+    from edge.inputs import PinFactoryError, make_pin_factory
+    from edge.siren import Siren
+
+    try:
+        siren = Siren(s, make_pin_factory(cfg.gpio.pin_factory))  # claimed, left off
+    except PinFactoryError as e:
+        return Line(FAIL, "siren", f"{relay}: {e}")
+    except Exception as e:  # a pin in use by another process, a missing chip…
+        return Line(FAIL, "siren", f"{relay}: cannot be claimed: {e}")
+    siren.close()
+    return Line(OK, "siren", f"{relay}: can be driven (left off)")
 
 
 def _modem(cfg: Config, daemon: dict | None) -> Line:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import PLATFORM_TOKEN, start_daemon, stop_daemon
+from conftest import PLATFORM_TOKEN, SIREN_PIN, start_daemon, stop_daemon
 from edge.check import FAIL, OFF, OK
 from edge.clock import SyncState
 from edge.control import request
@@ -66,6 +66,8 @@ def test_mock_pins_without_optional_parts_say_what_is_off(write_config, cli):
     assert [p.split()[2] for p in pins] == ["guard_room", "main_gate", "box"]
     assert all(p.startswith(OK) and p.endswith(": idle") for p in pins), pins
     assert "GPIO17" in pins[0] and "门卫室一键报警" in pins[0]
+    assert line_of(out, "siren") == f"{OK} siren     relay on GPIO{SIREN_PIN} (up to 180 s): " \
+        "can be driven (left off)"
     for part in ("modem", "camera", "platform"):
         line = line_of(out, part)
         assert line.startswith(f"{OFF} {part}") and " off (no [" in line, line
@@ -73,6 +75,11 @@ def test_mock_pins_without_optional_parts_say_what_is_off(write_config, cli):
     assert "not created yet" in line_of(out, "database")
     assert_clock_line_honest(out)
     assert result.returncode == exit_when_healthy(), out
+
+
+def test_no_siren_is_said_to_be_off(write_config, cli):
+    line = line_of(cli("check", config=write_config(siren=False)).stdout, "siren")
+    assert line.startswith(f"{OFF} siren") and "off (no [siren])" in line, line
 
 
 def test_a_bad_config_exits_78_with_one_line_per_problem(write_config, cli):
@@ -231,6 +238,7 @@ def test_a_running_daemon_is_asked_for_pins_and_modem(write_config, cli, wait_un
     assert f"{OK} pin       main_gate (校门): active" in pins, pins
     assert f"{OK} pin       guard_room (门卫室一键报警): idle" in pins, pins
     assert line_of(out, "modem").endswith("signal 20/31"), out
+    assert line_of(out, "siren") == f"{OK} siren     relay on GPIO{SIREN_PIN} (up to 180 s): off"
     assert emulator.commands.count("ATE0") == initialisations  # check never opened the port
     assert_clock_line_honest(out)
     assert result.returncode == exit_when_healthy(), out
