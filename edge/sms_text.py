@@ -60,6 +60,9 @@ def alert_text(event: Event, cfg: Config, *, fallback: bool = False) -> str:
         "by": event.data.get("by") or event.data.get("number", ""),
     }
     text = string.Formatter().vformat(template, (), fields)
+    signature = f"【{cfg.site.name}】"
+    if not text.startswith(signature):  # every alert is signed (spec §5), templates too
+        text = signature + text
     # The uplink's own fault already says the platform is unreachable.
     if fallback and not (event.kind == "fault" and event.subject == "uplink"):
         text += FALLBACK_NOTE

@@ -23,11 +23,13 @@ from conftest import (SHORT_MODEM_TIMINGS, edge_cli, mock_config_text, start_dae
                       stop_daemon)
 from edge import config as config_mod
 from edge.clock import Clock
-from edge.errors import StorageError
 from edge.control import ControlServer, daemon_handlers, request
+from edge.errors import StorageError
+from edge.events import Event
 from edge.modem.emulator import ModemEmulator, SentSms
 from edge.service import build_daemon
 from edge.sms import SmsWorker
+from edge.sms_text import alert_text
 from edge.store import Store
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -248,6 +250,14 @@ def test_long_chinese_alert_goes_as_three_parts_gammu_joins_in_order(live, emula
     assert len({m.concat[0] for m in sent}) == 1  # one reference ties them together
     assert decoded(sent) == expected  # linked by Gammu from the parts in reverse order
     wait_until(lambda: sms_states(d.cfg, panic.seq) == {"principal": "sent"})
+
+
+def test_a_template_without_the_signature_is_signed_all_the_same(make_config):
+    cfg = make_config(sms='templates = { panic = "{label} {time} 报警" }')
+    when = dt.datetime(2026, 9, 1, 7, 42, 15, tzinfo=SHANGHAI)
+    panic = Event(seq=1, id="x", kind="panic", subject="guard_room", time=when,
+                  data={"label": "门卫室一键报警"})
+    assert alert_text(panic, cfg) == "【高山小学】门卫室一键报警 07:42:15 报警"
 
 
 def test_only_kinds_a_contact_receives_reach_it(live, emulator, wait_until):
