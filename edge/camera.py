@@ -369,7 +369,12 @@ class Picamera2Camera:
 
     # Runs on the camera thread.
     def _open(self, worker: _CameraThread) -> None:
-        from picamera2 import Picamera2
+        try:
+            from picamera2 import Picamera2
+        except ImportError as exc:
+            raise CameraError("picamera2 is not installed (sudo apt install python3-picamera2; "
+                              "the venv needs --system-site-packages, as install.sh makes "
+                              f"it): {exc}") from exc
 
         worker.camera = camera = Picamera2()
         lores = None
