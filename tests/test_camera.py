@@ -62,7 +62,7 @@ def test_picamera2_backend_opens_without_picamera2_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", None)  # as on a laptop: the import fails
     camera = open_camera("picamera2", pre_trigger_s=0)
     assert isinstance(camera, Picamera2Camera)
-    with pytest.raises(CameraError, match="picamera2 is not installed \(sudo apt install python3-picamera2"):
+    with pytest.raises(CameraError, match=r"picamera2 is not installed \(sudo apt install python3-picamera2"):
         camera.start()
     assert camera.ok is False and "picamera2" in camera.last_error
     ok, message = probe(camera)
