@@ -44,14 +44,17 @@ def day_summary(cfg: Config, day: dt.date) -> dict:
 
 def summary_text(summary: dict, cfg: Config) -> str:
     s = summary
-    alarms = s["panic"] + s["tamper"] + s["gate_after_hours"] + s["gate_held_open"]
+    alarms = (s["panic"] + s["tamper"] + s["gate_after_hours"] + s["gate_held_open"]
+              + s["power_lost"])
+    power = (f"、市电中断{s['power_lost']}"
+             if s["power_lost"] or any(i.kind == "power" for i in cfg.inputs) else "")
     parts = [f"开门{s['gate_open']}次（开放时段{s['gate_open_in_hours']}次，"
              f"非开放时段{s['gate_after_hours']}次）",
              f"报警{alarms}次（一键报警{s['panic']}、防拆{s['tamper']}、"
-             f"非开放时段开门{s['gate_after_hours']}、门未关{s['gate_held_open']}）",
+             f"非开放时段开门{s['gate_after_hours']}、门未关{s['gate_held_open']}{power}）",
              f"演练{s['drill']}次", f"故障{s['fault']}次、恢复{s['recovered']}次"]
-    if cfg.uplink is not None:
-        parts.append(f"待上传{s['backlog']}条")
+    if cfg.uplink is not None:  # the backlog is now's, whichever day is reported
+        parts.append(f"当前待上传{s['backlog']}条")
     return f"【{cfg.site.name}】{s['date']} 日报：" + "；".join(parts) + "。"
 
 

@@ -592,6 +592,10 @@ signals = "battery_low"
     assert wait_events(config, "battery_low")[0]["subject"] == "ups_battery"
     run_ok(config, "sim", "ups", "off")
     assert wait_events(config, "power_restored")[0]["subject"] == "ups"
+    day = wait_events(config, "power_lost")[0]["time"][:10]
+    text = run_ok(config, "report", "--day", day).stdout
+    total, breakdown = re.search(r"报警(\d+)次（([^）]*)）", text).groups()
+    assert "市电中断1" in breakdown and int(total) == 2, text  # the panic and the mains loss
 
 
 # ------------------------------------------------------------------ §5 SMS commands
