@@ -639,13 +639,16 @@ def test_test_sms_without_a_daemon_opens_the_port_itself(write_sms_config, emula
     config = write_sms_config()
     result = edge_cli("test-sms", PRINCIPAL, "紧急测试", config=config)
     assert result.returncode == 0, result.stderr
-    assert [(m.number, decoded([m])) for m in emulator.sent] == [(PRINCIPAL, "紧急测试")]
+    result = edge_cli("test-sms", "10086", "CXYE", config=config)  # a carrier's service number
+    assert result.returncode == 0, result.stderr
+    assert [(m.number, decoded([m])) for m in emulator.sent] == [(PRINCIPAL, "紧急测试"),
+                                                                  ("10086", "CXYE")]
 
 
 @pytest.mark.parametrize("problem, message", [
     ("no_sim", "no usable SIM"),
     ("no_modem", "no [modem] is configured"),
-    ("bad_number", "12345"),
+    ("bad_number", "is not a phone number"),
 ])
 def test_test_sms_failures_exit_1(write_sms_config, emulator, problem, message):
     config = write_sms_config()
@@ -655,7 +658,7 @@ def test_test_sms_failures_exit_1(write_sms_config, emulator, problem, message):
     elif problem == "no_modem":
         config = write_sms_config(modem=None)
     else:
-        number = "12345"
+        number = "principal"
     result = edge_cli("test-sms", number, "x", config=config)
     assert result.returncode == 1, result.stdout + result.stderr
     assert message in result.stderr
