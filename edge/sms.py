@@ -38,6 +38,7 @@ SEND_RETRY_MAX_S = 300.0
 # SEND_RETRY_MAX_S), then recorded as failed. Counted in attempts, not from the event's
 # time: a clock stepped forward must not make a fresh alarm's SMS give up at once.
 SEND_GIVE_UP_ATTEMPTS = 292
+OWNER_CALL_TIMEOUT_S = 5.0
 
 
 def retry_delay(attempts: int) -> float:
@@ -55,7 +56,6 @@ class _MemorySms:
     phone: str
     attempts: int = 0
     next_try: float = 0.0  # monotonic
-OWNER_CALL_TIMEOUT_S = 5.0
 
 
 def _log_if_unsent(what: str):
