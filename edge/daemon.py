@@ -417,7 +417,9 @@ class Daemon:
             "alarm": {"active": bool(alarms),
                       "inputs": [a.subject for a in alarms],
                       "since": alarms[0].time.isoformat(timespec="seconds") if alarms else None},
-            "modem": {"configured": self.cfg.modem is not None, "ok": False, "signal": None},
+            # "ok" is null for a part that is not configured: neither working nor failing.
+            "modem": {"configured": self.cfg.modem is not None,
+                      "ok": False if self.cfg.modem is not None else None, "signal": None},
             "uplink": self._uplink_status(),
             "faults": sorted(self.faults),
             "fault_reasons": dict(sorted(self.faults.items())),
@@ -431,7 +433,8 @@ class Daemon:
         return status
 
     def _uplink_status(self) -> dict:
-        status = {"configured": self.cfg.uplink is not None, "ok": False, "pending": 0,
+        status = {"configured": self.cfg.uplink is not None,
+                  "ok": False if self.cfg.uplink is not None else None, "pending": 0,
                   "oldest_pending_s": None}
         if self.cfg.uplink is not None and self.store is not None:
             pending, oldest = self.store.pending_count(routing.UPLINK)

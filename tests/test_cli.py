@@ -59,6 +59,8 @@ def test_status_json_has_the_spec_fields(running_daemon):
     assert status["alarm"]["active"] is False
     assert {"ok", "signal"} <= set(status["modem"]) and status["modem"]["signal"] is None
     assert {"ok", "pending"} <= set(status["uplink"]) and status["uplink"]["pending"] == 0
+    # Neither is configured here: not failing, not working.
+    assert status["modem"]["ok"] is None and status["uplink"]["ok"] is None
     assert status["faults"] == []
 
 
