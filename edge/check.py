@@ -247,8 +247,6 @@ def _platform(cfg: Config) -> Line:
         advice = f"put the token the platform issued for {cfg.site.device_id} in {up.token_file}"
     elif result.status is None:
         advice = "check the network (cable, DNS, firewall) and [uplink] url"
-    elif result.status >= 500:
-        advice = "the platform has a problem: try again later, or ask its operators"
     else:  # a redirect, or no events endpoint at that URL
         advice = "correct [uplink] url"
     return Line(FAIL, "platform", f"{up.url}: {result.detail}; {advice}")

@@ -597,3 +597,27 @@ def test_an_alarm_stamped_ahead_of_the_clock_holds_the_queue_no_longer_than_its_
     finally:
         site.stop()
         site.store.close()
+
+
+def test_a_picture_the_platform_has_no_event_for_is_dropped_not_retried_forever(
+        short_dir, tmp_path, platform):
+    config = write_site(short_dir, platform.url)
+    site = Site(config)
+    now = dt.datetime.now(dt.timezone.utc)
+    # The first event was accepted in an earlier life the platform has since forgotten
+    # (answers 404 to its picture); the second is new.
+    forgotten, new = (site.store.append("gate_open", "main_gate", now, {"label": "校门"},
+                                        transports=[UPLINK]) for _ in range(2))
+    site.store.mark_accepted(UPLINK, [forgotten.seq], "200", now.timestamp())
+    for event in (forgotten, new):
+        picture = tmp_path / f"{event.id}.jpg"
+        picture.write_bytes(b"\xff\xd8\xff\xe0" + b"0" * 100)
+        site.store.attach(event.seq, [("snapshot", str(picture), "sha", 104)], {})
+    site.start()
+    try:
+        assert platform.wait_for(lambda: new.id in platform.snapshots, 10), (
+            "one picture answered 404 holds every picture behind it")
+        assert forgotten.id not in platform.snapshots
+    finally:
+        site.stop()
+        site.store.close()

@@ -146,15 +146,16 @@ class HttpUplink:
         POSTed to the events URL with the bearer token. Nothing is recorded from it. (A
         HEAD proves less: many web frameworks answer 404 to a HEAD on a POST-only route,
         and others 200 to any path.) 401/403 -> rejected "token refused"; a redirect, 404,
-        405 or 410 -> rejected (the URL is wrong); no answer or 5xx -> retry; anything
-        else (200, or 400/415/422 for the empty batch) -> accepted: reachable, token taken.
+        405 or 410 -> rejected (the URL is wrong); no answer -> retry "unreachable"; any
+        other answer (200; 400/415/422 for an empty batch; even a 5xx from a platform that
+        does not expect one) -> accepted: reachable, token taken.
         """
         result = self._request("POST", self.url, headers={"Content-Type": CLOUDEVENT_BATCH_TYPE},
                                data=b"[]")
-        if result.outcome == ACCEPTED or (result.outcome == REJECTED
-                                          and refuses_the_events(result)):
-            return PostResult(ACCEPTED, result.status, None, f"reachable (HTTP {result.status})")
-        return result
+        if result.status is None or result.status in (401, 403) or (
+                300 <= result.status < 400) or result.status in WRONG_URL_STATUSES:
+            return result
+        return PostResult(ACCEPTED, result.status, None, f"reachable (HTTP {result.status})")
 
     def close(self) -> None:
         """Close the pooled connections; the uplink may not be used afterwards."""
@@ -282,10 +283,16 @@ def _read_token(path: str) -> str:
     return token
 
 
-def refuses_the_events(result: PostResult) -> bool:
-    """Whether a rejection is about what was sent (400, 413, 422…) rather than about the
-    device: a refused token (401/403), a wrong URL (a redirect, 404/405/410) or an invalid
-    one would refuse every event alike, and dead-lettering the queue for them would lose
-    it, so those hold it."""
+def refuses_the_picture(result: PostResult) -> bool:
+    """Whether a rejected picture PUT is about that picture (400, 404 "no such event",
+    413…) rather than about the device: a refused token (401/403), a redirect or an
+    invalid URL would refuse every request alike, so those hold the pictures."""
     return (result.status is not None and 400 <= result.status < 500
-            and result.status not in (401, 403) and result.status not in WRONG_URL_STATUSES)
+            and result.status not in (401, 403))
+
+
+def refuses_the_events(result: PostResult) -> bool:
+    """The same for an events POST, where 404/405/410 also mean a wrong uplink.url (the
+    collection is not there), not a wrong event: dead-lettering the queue for any of these
+    would lose it, so they hold it."""
+    return refuses_the_picture(result) and result.status not in WRONG_URL_STATUSES

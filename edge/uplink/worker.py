@@ -21,8 +21,8 @@ from edge.errors import StorageError, UplinkError
 from edge.routing import UPLINK
 from edge.uplink.backoff import MAX_DELAY_S, next_delay
 from edge.snapshots import snapshot_wanted
-from edge.uplink.http import (ACCEPTED, REJECTED, RETRY, HttpUplink,
-                              refuses_the_events)
+from edge.uplink.http import (ACCEPTED, REJECTED, RETRY, HttpUplink, refuses_the_events,
+                              refuses_the_picture)
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class UplinkWorker(ThreadWorker):
             result = self._client.put_frame(event_id, int(name.split("-")[1]), jpeg)
         # A refused token refuses every picture alike: hold them, as the events are held.
         if result.outcome == RETRY or (result.outcome == REJECTED
-                                       and not refuses_the_events(result)):
+                                       and not refuses_the_picture(result)):
             self._picture_attempts += 1
             delay = next_delay(self._picture_attempts, result.retry_after_s, rng=self._rng)
             self._pictures_retry_at = now + delay
