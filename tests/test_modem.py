@@ -107,9 +107,48 @@ def test_a_refused_pin_is_not_tried_by_the_next_start_either_but_a_new_one_is(tm
                 start(locked, "0000")
         assert locked.pin_attempts == 1  # wrong ones: the SIM has two tries left
         assert "0000" not in record.path.read_text()
+        with pytest.raises(ModemError, match="refused the configured PIN"):
+            start(locked, "1111")  # another wrong guess: tried once...
+        for pin in ("0000", "1111"):  # ...and then neither is tried again
+            with pytest.raises(ModemError, match="refused the configured PIN before"):
+                start(locked, pin)
+        assert locked.pin_attempts == 2  # the SIM still has its last try
+        with ModemEmulator(sim_pin="1234") as other_card:
+            other_card.iccid = "89860098765432109876"
+            with pytest.raises(ModemError, match=r"refused the configured PIN \("):
+                start(other_card, "0000")  # another card: this PIN is tried on it
+            assert other_card.pin_attempts == 1
         start(locked, "1234")  # the installer corrects sim_pin: tried, once, and right
         assert locked.commands.count('AT+CPIN="1234"') == 1
         assert not record.path.exists()
+
+
+class SimAnsweringPinWith(ModemEmulator):
+    """A SIM whose every AT+CPIN="…" is answered with +CME ERROR: ``code``."""
+
+    def __init__(self, code: int):
+        super().__init__(sim_pin="1234")
+        self.code = code
+
+    def _at_cpin(self, operation, args, stop):
+        if operation == "set":
+            raise self._cme(self.code)
+        return super()._at_cpin(operation, args, stop)
+
+
+@pytest.mark.parametrize("code", [3, 13, 14])
+def test_a_pin_answered_with_another_error_is_not_noted_as_wrong(tmp_path, code):
+    # Only "incorrect password" (CME 16) is the card refusing this PIN: a SIM still busy
+    # after power-up (14) must not keep a right PIN from ever being sent again.
+    record = RefusedPinRecord(tmp_path / "sim-pin-refused")
+    with SimAnsweringPinWith(code) as locked:
+        modem = Modem(locked.port, sim_pin="1234", timings=FAST, pin_record=record)
+        try:
+            with pytest.raises(ModemError):
+                modem.ensure_ready()
+        finally:
+            modem.close()
+        assert not record.refused(locked.iccid, "1234")
 
 
 def test_sim_pin_asked_but_none_configured(emulator, make_modem):

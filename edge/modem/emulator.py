@@ -91,6 +91,7 @@ class ModemEmulator:
         self.sim_present = True
         self.sim_pin = sim_pin
         self.smsc = smsc
+        self.iccid = "89860012345678901234"  # the SIM card's own number (AT+CCID)
         self._indices = range(first_index, first_index + storage_size)  # Quectel counts from 0
         self._cond = threading.Condition()  # guards everything below and writes to the pty
         self._storage: dict[int, _Stored] = {}
@@ -414,6 +415,11 @@ class ModemEmulator:
             raise self._cme(16)
         self._pin_entered = True
         return []
+
+    def _at_ccid(self, operation, args, stop):
+        if not self.sim_present:
+            raise self._cme(10)
+        return [f"+CCID: {self.iccid}"]
 
     def _at_creg(self, operation, args, stop):
         return self._registration("+CREG", operation)

@@ -35,6 +35,7 @@ UNKNOWN_REFERENCE = -1  # a part the network took whose +CMGS reference we never
 _BUSY = {("cme", 14), ("cms", 314), ("cms", 515)}
 _SIM_MISSING_CME = {10, 13, 15}  # not inserted, failure, wrong
 _SIM_LOCKED_CME = {11: "SIM PIN", 12: "SIM PUK"}
+_CME_INCORRECT_PASSWORD = 16
 _CMS_SMSC_UNKNOWN = 330
 _CMS_INVALID_INDEX = 321
 _RECEIVED = {"0", "1"}  # <stat> in PDU mode: received unread, received read
@@ -239,7 +240,8 @@ class Modem:
             raise ModemError(f"SIM card is locked ({state}); unlock it in a phone")
         if not self.sim_pin:
             raise ModemError("SIM card asks for a PIN and [modem] sim_pin is empty")
-        if self.pin_record is not None and self.pin_record.refused(self.sim_pin):
+        card = self._card_id()
+        if self.pin_record is not None and self.pin_record.refused(card, self.sim_pin):
             self._pin_refused = (
                 "SIM card refused the configured PIN before (noted in "
                 f"{self.pin_record.path}); not tried again, to keep the SIM from locking: "
@@ -248,10 +250,11 @@ class Modem:
         try:
             self._at(f'AT+CPIN="{self.sim_pin}"')
         except (AtError, CmeError) as exc:
-            # A SIM locks itself after three wrong PINs: this one is never sent again, by
-            # this process or any later one.
-            if self.pin_record is not None:
-                self.pin_record.record(self.sim_pin)
+            # A SIM locks itself after three wrong PINs: this one is not sent again by this
+            # process, and a card's "incorrect password" not by any later one either.
+            if (self.pin_record is not None and isinstance(exc, CmeError)
+                    and exc.code == _CME_INCORRECT_PASSWORD):
+                self.pin_record.record(card, self.sim_pin)
             self._pin_refused = (f"SIM card refused the configured PIN ({exc}); not retried, "
                                  "to keep the SIM from locking: correct [modem] sim_pin")
             raise ModemError(self._pin_refused) from exc
@@ -259,6 +262,15 @@ class Modem:
             self.pin_record.clear()
         if self._wait_sim_state() != "READY":
             raise ModemError("SIM card accepted its PIN but did not become ready")
+
+    def _card_id(self) -> str:
+        """The SIM's ICCID (readable before its PIN), "" when the modem will not say."""
+        try:
+            lines = self._at("AT+CCID")
+        except ModemError:
+            return ""
+        digits = re.search(r"[0-9A-Fa-f]{18,22}", " ".join(lines))
+        return digits.group(0).upper() if digits else ""
 
     def _wait_sim_state(self) -> str:
         """The SIM's state once it is no longer busy starting up."""

@@ -1,10 +1,10 @@
-"""A SIM PIN that the card refused, remembered across processes and restarts.
+"""SIM PINs that a card refused, remembered across processes and restarts.
 
 A SIM locks itself (PUK) after three wrong PINs. Not sending a refused PIN again within one
 process is not enough: the daemon restarting, `check` and `test-sms` each open the modem
-anew. So the refusal is kept on disk, next to the event store, as a salted hash (the PIN
-itself is in the config already, but it need not be in a second file). A different PIN in
-the config is tried, once.
+anew. So each refusal is kept on disk, next to the event store, as a salted hash of the
+card's ICCID and the PIN (the PIN itself is in the config already; it need not be in a
+second file): a PIN another card refused, or one not yet tried on this card, is tried.
 """
 
 from __future__ import annotations
@@ -24,27 +24,31 @@ class RefusedPinRecord:
         self.path = path
 
     @staticmethod
-    def _digest(pin: str) -> str:
-        return hashlib.sha256(f"edge-alarm sim pin:{pin}".encode()).hexdigest()
+    def _digest(card: str, pin: str) -> str:
+        return hashlib.sha256(f"edge-alarm sim pin:{card}:{pin}".encode()).hexdigest()
 
-    def refused(self, pin: str) -> bool:
-        """Whether the card refused this very PIN before."""
+    def _digests(self) -> set[str]:
         try:
-            return self.path.read_text(encoding="ascii").strip() == self._digest(pin)
+            return set(self.path.read_text(encoding="ascii").split())
         except (OSError, UnicodeDecodeError):
-            return False
+            return set()
 
-    def record(self, pin: str) -> None:
+    def refused(self, card: str, pin: str) -> bool:
+        """Whether this card (its ICCID, "" when unknown) refused this very PIN before."""
+        return self._digest(card, pin) in self._digests()
+
+    def record(self, card: str, pin: str) -> None:
+        digests = sorted(self._digests() | {self._digest(card, pin)})
         try:
             temporary = self.path.with_name(self.path.name + ".tmp")
-            temporary.write_text(self._digest(pin) + "\n", encoding="ascii")
+            temporary.write_text("".join(d + "\n" for d in digests), encoding="ascii")
             os.replace(temporary, self.path)
         except OSError as e:
             log.warning("could not note the refused SIM PIN in %s (%s): another start may "
                         "try it again", self.path, e)
 
     def clear(self) -> None:
-        """The card took a PIN: whatever was refused before no longer matters."""
+        """A card took its PIN: the refusals noted before no longer matter."""
         try:
             self.path.unlink(missing_ok=True)
         except OSError as e:
