@@ -128,8 +128,12 @@ class Daemon:
                 factory = make_pin_factory(self.cfg.gpio.pin_factory)
             except PinFactoryError as e:
                 log.error("%s", e)
-                for inp in self.cfg.inputs:  # the faults are the inputs that do not work
-                    self.part_failed(inp.name, "unavailable", str(e))
+                # The faults are the parts that do not work: every input, and the siren.
+                parts = [i.name for i in self.cfg.inputs]
+                if self.cfg.siren is not None:
+                    parts.append("siren")
+                for part in parts:
+                    self.part_failed(part, "unavailable", str(e))
                 return
         self._pin_factory = factory
         if self.cfg.siren is not None:

@@ -355,7 +355,8 @@ class SmsWorker(ThreadWorker):
             return
         from_memory = self._sent_from_memory.get((event.id, row.contact))
         if from_memory is not None:  # sent while the row was being made: recorded, not resent
-            store.mark_sms(row.seq, row.contact, "sent", now=now(), refs=from_memory)
+            self._unrecorded[(row.seq, row.contact)] = from_memory
+            self._record_unrecorded(store, now())
             return
         refs = list(row.refs)  # a retry sends only the parts still missing
         try:
@@ -366,8 +367,11 @@ class SmsWorker(ThreadWorker):
         except PortLost:
             # The modem went away, not this message: it goes once the modem is back.
             if len(refs) > len(row.refs):
-                store.mark_sms(row.seq, row.contact, "pending", now=now(), refs=refs,
-                               error="the modem went away half-way")
+                try:
+                    store.mark_sms(row.seq, row.contact, "pending", now=now(), refs=refs,
+                                   error="the modem went away half-way")
+                except StorageError as e:  # then the whole message goes again: never lost
+                    log.warning("parts sent of SMS for event %d not recorded: %s", row.seq, e)
             raise
         except ModemError as e:
             attempts = row.attempts + 1

@@ -256,9 +256,10 @@ class AtChannel:
         except AtTimeout:
             # The modem may still be about to prompt: ESC makes it drop the message
             # instead of waiting for data, and it acknowledges with OK (some say nothing).
+            with self._state:
+                pending.awaiting_prompt = False  # an OK now acknowledges the ESC
             self._write(ESC)
             with self._state:
-                pending.awaiting_prompt = False  # its OK now acknowledges the ESC
                 self._state.wait_for(lambda: pending.final is not None or self._lost,
                                      self.abort_grace_s)
             raise
