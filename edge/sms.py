@@ -10,11 +10,12 @@ start sends it again. A duplicate is the price of never losing an alarm.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edge import routing
 from edge.config import Config, Contact
@@ -54,6 +55,8 @@ class _MemorySms:
     event: Event
     contact: str
     phone: str
+    reference: int  # ties the parts together, the same on every retry
+    sent: list[int] = field(default_factory=list)  # +CMGS refs of the parts that went
     attempts: int = 0
     next_try: float = 0.0  # monotonic
 
@@ -103,7 +106,7 @@ class SmsWorker(ThreadWorker):
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
         self._direct_lock = threading.Lock()
         self._next_health = 0.0
-        self._ref = 0  # concatenation reference of the last multipart SMS
+        self._references = itertools.count(1)
         self._memory: list[_MemorySms] = []
         self._memory_lock = threading.Lock()
         # (event id, contact) → +CMGS refs of SMS sent from memory: the store owes them
@@ -128,7 +131,7 @@ class SmsWorker(ThreadWorker):
             if not event.seq:
                 # The store could not take this event (disk full, broken card): its
                 # immediate SMS go from memory now rather than wait for the store.
-                self._memory += [_MemorySms(event, r.contact, r.phone)
+                self._memory += [_MemorySms(event, r.contact, r.phone, self._next_reference())
                                  for r in routing.sms_requests(self.cfg, event.kind, event.ts)
                                  if not r.fallback]
             else:  # stored at last: its outbox rows take over from memory
@@ -271,7 +274,9 @@ class SmsWorker(ThreadWorker):
             due = [m for m in self._memory if m.next_try <= mono]
         for sms in due:
             try:
-                refs = self._send(sms.phone, alert_text(sms.event, self.cfg))
+                refs = self.modem.send_sms(sms.phone, alert_text(sms.event, self.cfg),
+                                           reference=sms.reference,
+                                           max_parts=self.cfg.sms.max_parts, sent=sms.sent)
             except PortLost:
                 raise  # the modem, not this message: it goes once the modem is back
             except (ValueError, KeyError, IndexError) as e:  # a text that cannot be made
@@ -295,9 +300,13 @@ class SmsWorker(ThreadWorker):
             waits = [m.next_try - mono for m in self._memory]
         return max(0.05, min(waits)) if waits else IDLE_WAIT_S
 
+    def _next_reference(self) -> int:
+        """A concatenation reference for an SMS that is not a stored row's (any thread:
+        next() of an itertools.count is atomic)."""
+        return next(self._references) % 256
+
     def _send(self, number: str, text: str) -> list[int]:
-        self._ref = (self._ref + 1) % 256
-        return self.modem.send_sms(number, text, reference=self._ref,
+        return self.modem.send_sms(number, text, reference=self._next_reference(),
                                    max_parts=self.cfg.sms.max_parts)
 
     def _send_direct(self) -> None:

@@ -821,3 +821,20 @@ def test_a_clock_step_the_store_cannot_record_holds_no_sms_back(live, emulator, 
     clock.step_s = 30.0  # and NTP corrected the clock by half a minute
     d.sms.wake()
     wait_until(lambda: texts_to(emulator, PRINCIPAL), what="the pending panic SMS")
+
+
+def test_an_unstored_alarms_multipart_sms_torn_by_the_network_is_completed(
+        live, emulator, wait_until, monkeypatch):
+    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    template = _three_part_panic_template()
+    d = live(principal_receives=("panic",), sms=f'templates = {{ panic = "{template}" }}')
+
+    def read_only_card(*args, **kwargs):
+        raise StorageError("attempt to write a readonly database")
+    monkeypatch.setattr(d.daemon.store, "append", read_only_card)
+    emulator.fail_next_sends(38, after=1)  # part 1 goes, part 2 is refused
+    d.press()
+    sent = emulator.wait_sent(3, timeout=10)
+    assert [m.concat[1:] for m in sent] == [(3, 1), (3, 2), (3, 3)]
+    assert len({m.concat[0] for m in sent}) == 1
+    assert decoded(sent).startswith("【高山小学】紧急报警：门卫室一键报警")
