@@ -753,14 +753,17 @@ def test_alarms_still_go_by_sms_when_the_store_cannot_be_opened(make_config, tmp
         d.stop()
 
 
+def refuse_writes(*args, **kwargs):
+    """A store method on an SD card that went read-only."""
+    raise StorageError("attempt to write a readonly database")
+
+
 def test_an_unstored_alarms_sms_refused_once_is_tried_again(live, emulator, wait_until,
                                                             monkeypatch):
     monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
     d = live(principal_receives=("panic",))
 
-    def read_only_card(*args, **kwargs):
-        raise StorageError("attempt to write a readonly database")
-    monkeypatch.setattr(d.daemon.store, "append", read_only_card)  # every event refused
+    monkeypatch.setattr(d.daemon.store, "append", refuse_writes)  # every event refused
     emulator.fail_next_sends(38)  # and the network refuses the first attempt
     d.press()
     wait_until(lambda: d.status()["storage"]["unstored"] >= 1, what="the panic kept in memory")
@@ -815,9 +818,7 @@ def test_a_clock_step_the_store_cannot_record_holds_no_sms_back(live, emulator, 
     (panic,) = wait_until(lambda: d.events("panic"))
     wait_until(lambda: sms_rows(d.cfg, panic.seq)[0]["attempts"] >= 1)
 
-    def read_only(self, step_s):
-        raise StorageError("attempt to write a readonly database")
-    monkeypatch.setattr(Store, "shift_sms_times", read_only)  # the card went read-only
+    monkeypatch.setattr(Store, "shift_sms_times", refuse_writes)  # the card went read-only
     clock.step_s = 30.0  # and NTP corrected the clock by half a minute
     d.sms.wake()
     wait_until(lambda: texts_to(emulator, PRINCIPAL), what="the pending panic SMS")
@@ -829,9 +830,7 @@ def test_an_unstored_alarms_multipart_sms_torn_by_the_network_is_completed(
     template = _three_part_panic_template()
     d = live(principal_receives=("panic",), sms=f'templates = {{ panic = "{template}" }}')
 
-    def read_only_card(*args, **kwargs):
-        raise StorageError("attempt to write a readonly database")
-    monkeypatch.setattr(d.daemon.store, "append", read_only_card)
+    monkeypatch.setattr(d.daemon.store, "append", refuse_writes)
     emulator.fail_next_sends(38, after=1)  # part 1 goes, part 2 is refused
     d.press()
     sent = emulator.wait_sent(3, timeout=10)
