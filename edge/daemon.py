@@ -249,10 +249,8 @@ class Daemon:
         could not be stored; the store owes them nothing."""
         if self.store is None:
             return None
-        try:  # deadlines set before a clock step move first; this event's are set after it
-            self.clock_steps.follow(self.store)
-        except StorageError as e:
-            log.warning("SMS deadlines not moved with a clock step yet: %s", e)
+        # Deadlines set before a clock step move first; this event's are set after it.
+        self.clock_steps.follow(self.store)
         sms = [r for r in routing.sms_requests(self.cfg, kind, when.timestamp())
                if r.contact not in sms_sent]
         kwargs = dict(transports=routing.transports(self.cfg), sms=sms, event_id=event_id)

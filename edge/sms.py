@@ -328,10 +328,7 @@ class SmsWorker(ThreadWorker):
             future.set_exception(error)
 
     def _send_outbox(self, store) -> float:
-        try:
-            self.daemon.clock_steps.follow(store)
-        except StorageError as e:  # sending needs no write: the SMS go all the same
-            log.warning("SMS deadlines not moved with a clock step yet: %s", e)
+        self.daemon.clock_steps.follow(store)
         now = self.daemon.clock.now().timestamp()
         self._record_unrecorded(store, now)
         try:

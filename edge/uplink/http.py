@@ -152,9 +152,9 @@ class HttpUplink:
         """
         result = self._request("POST", self.url, headers={"Content-Type": CLOUDEVENT_BATCH_TYPE},
                                data=b"[]")
-        if result.status is None or result.status in (401, 403) or (
-                300 <= result.status < 400) or result.status in WRONG_URL_STATUSES:
-            return result
+        if result.status is None or (result.outcome == REJECTED
+                                     and not refuses_the_events(result)):
+            return result  # no answer, or one that refuses every event alike
         return PostResult(ACCEPTED, result.status, None, f"reachable (HTTP {result.status})")
 
     def close(self) -> None:
