@@ -129,6 +129,30 @@ def test_unit_runs_what_the_installer_lays_out(staged):
     assert (staged / config.lstrip("/")).is_file()
 
 
+def unit_settings(section: str) -> dict[str, list[str]]:
+    """Every KEY=VALUE of one [section] of the shipped unit, a key's values in order."""
+    settings: dict[str, list[str]] = {}
+    current = None
+    for line in UNIT_SRC.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = line[1:-1]
+        elif current == section and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_unit_always_brings_the_daemon_back_except_after_a_bad_config():
+    """An alarm daemon that stops for any reason (a crash, a signal, even a clean exit
+    nobody asked for) is restarted, for ever; a bad config (exit 78) is not retried."""
+    service, unit = unit_settings("Service"), unit_settings("Unit")
+    assert service["Restart"] == ["always"]
+    assert service["RestartPreventExitStatus"][-1].split() == ["78"]
+    assert 1 <= float(service["RestartSec"][-1]) <= 10
+    assert unit["StartLimitIntervalSec"] == ["0"]  # no start-rate limit that gives up
+
+
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
 def test_staged_unit_passes_systemd_analyze_verify(staged, tmp_path):
     # verify insists that ExecStart's program exists on this machine: point it at the
