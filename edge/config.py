@@ -44,6 +44,29 @@ _CN_MOBILE_RE = re.compile(r"^1[3-9][0-9]{9}$")
 _RANGE_RE = re.compile(r"^([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})$")
 _BCM_PINS = range(0, 28)
 
+# Every duration, size and count in the config with its range, both ends allowed, written
+# once: _Table.number checks a value against it (nan, inf, negatives and absurd values
+# fail) and the README's config table shows it. A new numeric key gets its line here.
+RANGES: dict[str, tuple[int | float, int | float]] = {
+    "[storage] retention_days": (1, 3650),
+    "[storage] max_snapshots_mb": (1, 1_048_576),
+    "[[gate]] debounce_s": (0, 10),
+    "[[gate]] held_open_alert_s": (0, 86400),
+    "[siren] max_on_s": (1, 3600),
+    "[camera] pre_trigger_s": (0, 60),
+    "[modem] health_s": (1, 3600),
+    "[modem] min_signal": (0, 31),
+    "[uplink] sms_fallback_after_s": (0, 3600),
+    "[uplink] heartbeat_s": (1, 86400),
+    "[uplink] connect_timeout_s": (0.1, 60),
+    "[uplink] read_timeout_s": (0.1, 300),
+    "[sms] max_parts": (1, 10),
+    "[drill] siren_s": (0, 300),
+    "[drill] default_for_s": (60, 86400),
+}
+# What a numeric key's name ends with → the unit an error message names.
+_UNITS = {"_s": " seconds", "_days": " days", "_mb": " MB"}
+
 
 def default_config_path() -> str:
     return os.environ.get("EDGE_ALARM_CONFIG") or DEFAULT_PATH
@@ -262,14 +285,21 @@ class _Table:
         if not _is_type(value, types):
             self.fail(key, f"must be {_types_text(types)}, not {_type_name(value)} {value!r}")
             return None
-        if isinstance(value, int) and not isinstance(value, bool) and float in _as_tuple(types):
-            value = float(value)
-        if check is not None:
+        if check is not None:  # before float(): an integer of 400 digits overflows a float
             why = check(value)
             if why:
                 self.fail(key, why)
                 return None
+        if isinstance(value, int) and not isinstance(value, bool) and float in _as_tuple(types):
+            value = float(value)
         return value
+
+    def number(self, key: str, types, default):
+        """A number within its RANGES entry for this table (written there once)."""
+        low, high = RANGES[f"{self.title} {key}"]
+        unit = next((u for end, u in _UNITS.items() if key.endswith(end)), "")
+        return self.get(key, types, default, check=lambda value: None if low <= value <= high
+                        else f"must be from {low} to {high}{unit}")
 
     def finish(self) -> None:
         for key in self.raw:
@@ -310,14 +340,6 @@ def _type_name(value) -> str:
         if isinstance(value, t):
             return name
     return type(value).__name__
-
-
-def _positive(value) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def _non_negative(value) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
 
 
 def _not_blank(value: str) -> str | None:
@@ -409,6 +431,8 @@ def load(path: str) -> Config:
         raise ConfigError([f"config error: {path}: not valid TOML: {e}"]) from None
     except UnicodeDecodeError as e:
         raise ConfigError([f"config error: {path}: not UTF-8: {e}"]) from None
+    except ValueError as e:  # an integer of thousands of digits: TOML allows it, Python not
+        raise ConfigError([f"config error: {path}: not valid TOML: {e}"]) from None
     return parse(raw, path)
 
 
@@ -519,8 +543,8 @@ def _storage(t: _Table) -> Storage:
     path = t.get("path", str, check=_absolute_path)
     s = Storage(
         path=Path(path) if path else Path("."),
-        retention_days=t.get("retention_days", int, 90, check=_positive),
-        max_snapshots_mb=t.get("max_snapshots_mb", int, 2048, check=_positive),
+        retention_days=t.number("retention_days", int, 90),
+        max_snapshots_mb=t.number("max_snapshots_mb", int, 2048),
     )
     t.finish()
     return s
@@ -556,8 +580,8 @@ def _input(kind: str, t: _Table, pins: _Pins):
     else:
         open_when = t.get("open_when", str, "high", check=_one_of(("high", "low")))
         active_low = open_when == "low"
-        extra["held_open_alert_s"] = t.get("held_open_alert_s", int, 300, check=_non_negative)
-        extra["debounce_s"] = t.get("debounce_s", float, 0.3, check=_debounce)
+        extra["held_open_alert_s"] = t.number("held_open_alert_s", int, 300)
+        extra["debounce_s"] = t.number("debounce_s", float, 0.3)
         extra["open_hours"] = _open_hours(t)
         extra["open_days"] = _open_days(t)
     t.finish()
@@ -565,10 +589,6 @@ def _input(kind: str, t: _Table, pins: _Pins):
         return None
     return Input(kind=kind, name=name, label=label, pin=pin,
                  active_low=bool(active_low), **extra), t
-
-
-def _debounce(value: float) -> str | None:
-    return None if 0 <= value <= 10 else "must be from 0 to 10 seconds"
 
 
 def _open_hours(t: _Table):
@@ -608,7 +628,7 @@ def _siren(t: _Table, pins: _Pins) -> Siren:
     pin = t.get("pin", int, check=_valid_pin)
     pins.claim(t, "pin", pin)
     s = Siren(pin=pin, active_high=t.get("active_high", bool, True),
-              max_on_s=t.get("max_on_s", int, 180, check=_positive))
+              max_on_s=t.number("max_on_s", int, 180))
     t.finish()
     return s
 
@@ -616,15 +636,11 @@ def _siren(t: _Table, pins: _Pins) -> Siren:
 def _camera(t: _Table) -> Camera:
     c = Camera(
         backend=t.get("backend", str, "picamera2", check=_one_of(CAMERA_BACKENDS)),
-        pre_trigger_s=t.get("pre_trigger_s", int, 5, check=_pre_trigger),
+        pre_trigger_s=t.number("pre_trigger_s", int, 5),
         snapshot_on_gate_open=t.get("snapshot_on_gate_open", bool, False),
     )
     t.finish()
     return c
-
-
-def _pre_trigger(value: int) -> str | None:
-    return None if 0 <= value <= 60 else "must be from 0 (off) to 60 seconds"
 
 
 def _modem(t: _Table) -> Modem:
@@ -634,9 +650,8 @@ def _modem(t: _Table) -> Modem:
             (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600))),
         sim_pin=t.get("sim_pin", str, "", check=_sim_pin),
         smsc=t.get("smsc", str, "", check=lambda v: phone_problem(v) if v else None),
-        health_s=t.get("health_s", int, 60, check=_positive),
-        min_signal=t.get("min_signal", int, 5, check=lambda v: None if 0 <= v <= 31
-                         else "must be an AT+CSQ rssi from 0 to 31"),
+        health_s=t.number("health_s", int, 60),
+        min_signal=t.number("min_signal", int, 5),
     )
     t.finish()
     return m
@@ -648,11 +663,11 @@ def _uplink(t: _Table) -> Uplink:
     u = Uplink(
         url=t.get("url", str, check=_valid_url),
         token_file=Path(token) if token else Path("/"),
-        sms_fallback_after_s=t.get("sms_fallback_after_s", int, 20, check=_non_negative),
-        heartbeat_s=t.get("heartbeat_s", int, 300, check=_positive),
+        sms_fallback_after_s=t.number("sms_fallback_after_s", int, 20),
+        heartbeat_s=t.number("heartbeat_s", int, 300),
         ca_file=Path(ca) if ca else None,
-        connect_timeout_s=t.get("connect_timeout_s", float, 5.0, check=_positive),
-        read_timeout_s=t.get("read_timeout_s", float, 15.0, check=_positive),
+        connect_timeout_s=t.number("connect_timeout_s", float, 5.0),
+        read_timeout_s=t.number("read_timeout_s", float, 15.0),
     )
     t.finish()
     return u
@@ -702,8 +717,7 @@ def _sms(t: _Table) -> Sms:
     s = Sms(
         immediate=_kinds(t, "immediate", list(DEFAULT_IMMEDIATE)),
         templates=checked,
-        max_parts=t.get("max_parts", int, 4, check=lambda v: None if 1 <= v <= 10
-                        else "must be from 1 to 10"),
+        max_parts=t.number("max_parts", int, 4),
     )
     t.finish()
     return s
@@ -727,9 +741,8 @@ def _template_problem(text: str) -> str | None:
 
 
 def _drill(t: _Table) -> Drill:
-    d = Drill(siren_s=t.get("siren_s", int, 5, check=_non_negative),
-              default_for_s=t.get("default_for_s", int, 1800, check=lambda v: None
-                                  if 60 <= v <= 86400 else "must be from 60 to 86400 seconds"))
+    d = Drill(siren_s=t.number("siren_s", int, 5),
+              default_for_s=t.number("default_for_s", int, 1800))
     t.finish()
     return d
 

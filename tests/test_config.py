@@ -3,6 +3,7 @@ why`, all found at once; defaults; time ranges; a refused config leaves no trace
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import tomllib
@@ -336,3 +337,99 @@ def test_empty_open_hours_or_days_are_refused(line, key, why):
         config.parse(tomllib.loads(with_replaced(line, f"{key} = []")))
     assert any(f"main_gate.{key}: must not be empty ({why})" in line
                for line in e.value.problems)
+
+
+# ------------------------------------------------------------------ every number has a range
+
+# Every optional table, so that any numeric key of any table can be set.
+EVERY_TABLE = """
+[camera]
+backend = "none"
+
+[modem]
+port = "/dev/ttyUSB2"
+
+[uplink]
+url = "https://platform.example.cn/api/v1/events"
+
+[sms]
+
+[drill]
+"""
+# Where a key sits in the error line: "[storage] retention_days", "[[gate]] main_gate.debounce_s".
+NUMERIC_KEYS = sorted(config.RANGES)
+HOSTILE_NUMBERS = [pytest.param(text, id=name) for name, text in (
+    ("inf", "inf"), ("-inf", "-inf"), ("nan", "nan"), ("negative", "-1"),
+    ("1e9", "1000000000"), ("1e300", "1e300"), ("400-digits", "9" * 400))]
+
+
+def with_number(key: str, value: str) -> tuple[str, str]:
+    """(a full config whose ``key`` ("[storage] retention_days") is ``value``, where its
+    error line puts the key)."""
+    table, name = key.split(" ")
+    text = re.sub(rf"(?m)^{name} = .*\n", "", base(EVERY_TABLE))
+    text = with_replaced(f"{table}\n", f"{table}\n{name} = {value}\n", text)
+    where = f"{table} main_gate.{name}" if table == "[[gate]]" else key
+    return text, where
+
+
+@pytest.mark.parametrize("value", HOSTILE_NUMBERS)
+@pytest.mark.parametrize("key", NUMERIC_KEYS)
+def test_every_numeric_key_refuses_inf_nan_negatives_and_absurd_values(key, value):
+    text, where = with_number(key, value)
+    lines = problems(text)
+    assert len(lines) == 1 and lines[0].startswith(f"config error: config.toml: {where}: "), lines
+
+
+@pytest.mark.parametrize("key", NUMERIC_KEYS)
+def test_every_numeric_key_takes_both_ends_of_its_range(key):
+    low, high = config.RANGES[key]
+    for value in (low, high):
+        cfg = config.parse(tomllib.loads(with_number(key, repr(value))[0]))
+        table, name = key.split(" ")
+        section = cfg.input("main_gate") if table == "[[gate]]" else getattr(cfg, table[1:-1])
+        assert getattr(section, name) == value
+
+
+def test_a_range_error_names_the_range_and_unit():
+    text, _ = with_number("[storage] retention_days", "1000000")
+    assert problems(text) == [
+        "config error: config.toml: [storage] retention_days: must be from 1 to 3650 days"]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("[uplink] connect_timeout_s", "1e9"), ("[uplink] heartbeat_s", "0"),
+    ("[[gate]] debounce_s", "9" * 400), ("[storage] retention_days", "9" * 5000)])
+def test_check_refuses_an_absurd_number_with_one_line_and_exit_78(tmp_path, cli, key, value):
+    text, where = with_number(key, value)
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    result = cli("check", config=path, timeout=30)
+    assert result.returncode == 78, result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    # 5000 digits are more than Python reads as an integer: the file is refused as a whole.
+    assert line.startswith(f"config error: {path}: " +
+                           ("not valid TOML" if len(value) > 4300 else f"{where}: ")), line
+
+
+def test_every_numeric_setting_has_a_range():
+    """A number in a config dataclass is a BCM pin, the baudrate (both chosen from a set),
+    or a key of RANGES."""
+    tables = (config.Storage, config.Input, config.Siren, config.Camera, config.Modem,
+              config.Uplink, config.Sms, config.Drill)
+    numeric = {f.name for table in tables for f in dataclasses.fields(table)
+               if f.type in ("int", "float")}
+    assert numeric - {"pin", "baudrate"} == {key.split(" ")[1] for key in config.RANGES}
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.mark.parametrize("key", NUMERIC_KEYS)
+def test_the_readme_table_shows_each_range(key):
+    table, name = key.split(" ")
+    low, high = config.RANGES[key]
+    rows = [line for line in README.read_text(encoding="utf-8").splitlines()
+            if line.startswith(f"| `{table} ") and f"{name}`" in line.split(" | ")[0]]
+    assert len(rows) == 1, f"no single README row for {key}"
+    assert f"{low}–{high}" in rows[0], rows[0]
