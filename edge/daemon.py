@@ -80,7 +80,9 @@ class Daemon:
         self._next_purge = 0.0
         self._stop_requested = threading.Event()
         self._closed = False
-        self.drill_until: float | None = None  # unix time; drill mode on until then
+        # Drill mode is on until this monotonic time: a clock step neither ends a drill
+        # early nor stretches it. The store keeps the end in wall time, for a restart.
+        self.drill_ends: float | None = None
         # Inputs whose kind is a latching alarm kind (panic, tamper): their edge trips the siren.
         self._alarm_inputs = {i.name for i in cfg.inputs if i.kind in LATCHING_KINDS}
 
@@ -157,7 +159,7 @@ class Daemon:
             # Never longer than a day: a clock stepped back must not leave real presses
             # recorded as drills for days.
             left = until - now.timestamp()
-            self.drill_until = until if 0 < left <= MAX_DRILL_S else None
+            self.drill_ends = mono + left if 0 < left <= MAX_DRILL_S else None
         for inp in self.cfg.inputs:
             if inp.kind in LEVEL_WATCHES:
                 self.levels[inp.name] = LEVEL_WATCHES[inp.kind].restored(self, inp, now, mono)
@@ -374,23 +376,26 @@ class Daemon:
         return done
 
     def in_drill(self) -> bool:
-        return self.drill_until is not None and self.clock.now().timestamp() < self.drill_until
+        return self.drill_ends is not None and self.clock.monotonic() < self.drill_ends
 
     def set_drill(self, on: bool, for_s: int | None = None) -> dict:
         """Drill mode on for ``for_s`` (default [drill] default_for_s), or off. Kept in the
         store, so a restart in the middle of a drill does not turn a drill press real."""
-        now = self.clock.now().timestamp()
-        self.drill_until = now + (for_s or self.cfg.drill.default_for_s) if on else None
+        for_s = for_s or self.cfg.drill.default_for_s
+        self.drill_ends = self.clock.monotonic() + for_s if on else None
         if self.store is not None:
-            self.store.set_meta("drill_until", str(self.drill_until or 0))
+            until = self.clock.now().timestamp() + for_s if on else 0
+            self.store.set_meta("drill_until", str(until))
         log.warning("drill mode %s", f"on until {self._drill_status()['until']}: panic presses "
                     "are recorded as drills" if on else "off")
         return self._drill_status()
 
     def _drill_status(self) -> dict:
         active = self.in_drill()
-        until = (dt.datetime.fromtimestamp(self.drill_until, self.tz).isoformat(
-            timespec="seconds") if active else None)
+        until = None
+        if active:  # said in the wall clock's terms of now, whatever it did since
+            left = dt.timedelta(seconds=self.drill_ends - self.clock.monotonic())
+            until = (self.clock.now() + left).astimezone(self.tz).isoformat(timespec="seconds")
         return {"active": active, "until": until}
 
     def simulate(self, name: str, active: bool) -> None:

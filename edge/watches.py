@@ -77,8 +77,10 @@ class GateWatch(LevelWatch):
         is_open = last is not None and last.kind != "gate_closed"
         watch = cls(daemon, inp, is_open)
         if is_open and last.kind == "gate_open":
+            # The wall clock is all a restart has; one that is behind the stored opening
+            # must not put the alert off beyond held_open_alert_s.
             left = last.ts + inp.held_open_alert_s - now.timestamp()
-            watch._arm_held(mono + max(0.0, left))
+            watch._arm_held(mono + min(max(0.0, left), inp.held_open_alert_s))
         watch.follow_pin(mono, now)
         return watch
 

@@ -588,3 +588,77 @@ def test_an_sms_silence_acknowledges_only_the_alarms_its_sender_knew_of(rig):
     done = rig.daemon.silence("principal", "sms", sent_at)
     assert [e.subject for e in done] == ["guard_room"]
     assert list(rig.daemon.latched) == ["box"] and rig.siren_on
+
+
+# ------------------------------------------------------------------ wall-clock steps
+
+def step_wall(rig, hours: float) -> None:
+    """NTP (or a person) steps the wall clock; the monotonic clock goes on as it was."""
+    rig.clock.cut_to(rig.clock.now() + dt.timedelta(hours=hours))
+    rig.run()
+
+
+WALL_STEPS = [pytest.param(5, id="forward-5h"), pytest.param(-5, id="back-5h")]
+
+
+@pytest.mark.parametrize("hours", WALL_STEPS)
+def test_a_wall_clock_step_neither_cuts_nor_stretches_drill_mode(rig, hours):
+    rig.daemon.set_drill(True, 600)
+    rig.advance(300)
+    step_wall(rig, hours)
+    rig.advance(299)
+    assert rig.status()["drill"] == {
+        "active": True, "until": (rig.clock.now() + dt.timedelta(seconds=1)).astimezone(
+            SHANGHAI).isoformat(timespec="seconds")}
+    rig.press()
+    rig.release()
+    assert len(rig.stored("drill")) == 1 and rig.stored("panic") == []
+    rig.advance(2)  # 601 s of monotonic time: over, whatever the wall clock says
+    assert rig.status()["drill"] == {"active": False, "until": None}
+    rig.press()
+    assert len(rig.stored("panic")) == 1
+
+
+@pytest.mark.parametrize("hours", WALL_STEPS)
+def test_a_wall_clock_step_neither_cuts_nor_stretches_the_sirens_max_on(rig, hours):
+    rig.press()
+    rig.release()
+    rig.advance(60)
+    step_wall(rig, hours)
+    rig.advance(119)
+    assert rig.siren_on
+    rig.advance(1.5)  # max_on_s = 180
+    assert not rig.siren_on and rig.status()["alarm"]["active"]
+
+
+@pytest.mark.parametrize("hours", WALL_STEPS)
+def test_a_wall_clock_step_neither_cuts_nor_stretches_a_held_open_timer(rig, hours):
+    rig.open_gate()
+    rig.advance(0.5)  # debounce_s 0.3: the opening counts from its first edge
+    rig.advance(100)
+    step_wall(rig, hours)
+    rig.advance(199)
+    assert rig.stored("gate_held_open") == []
+    rig.advance(1)  # held_open_alert_s = 300
+    assert len(rig.stored("gate_held_open")) == 1
+
+
+def test_a_restart_on_a_clock_behind_the_store_keeps_timers_within_their_length(make_rig):
+    """A Pi that comes back a day behind (no RTC, NTP not there yet): the restored siren
+    and held-open timer are no longer than max_on_s and held_open_alert_s."""
+    first = make_rig(clock=FakeClock(MONDAY_7AM), pin_factory="lgpio", tamper=False).start()
+    first.close_gate()
+    first.advance(1)
+    first.open_gate()
+    first.advance(0.5)
+    first.press()
+    first.release()
+    first.close()
+
+    behind = FakeClock(MONDAY_7AM - dt.timedelta(days=1))
+    second = make_rig(clock=behind, pin_factory="lgpio", tamper=False).start()
+    assert second.siren_on and second.status()["inputs"]["main_gate"]["open"] is True
+    second.advance(181)
+    assert not second.siren_on and second.status()["alarm"]["active"]
+    second.advance(120)
+    assert len(second.stored("gate_held_open")) == 1
