@@ -39,14 +39,15 @@ def safe_text(text: object, limit: int | None = None) -> str:
     return "".join(kept) + "…"
 
 
-def safe_json(value) -> str:
-    """json.dumps (Chinese as it is) with every unsafe character as a \\uXXXX escape: the
-    same JSON value, which no terminal can take for a command or a line break."""
-    text = json.dumps(value, ensure_ascii=False)
-    if not any(map(is_unsafe, text)):
-        return text
-    # Unsafe characters can only be inside JSON strings, where \uXXXX means the same.
-    return "".join(json.dumps(char)[1:-1] if is_unsafe(char) else char for char in text)
+def safe_json(value, **options) -> str:
+    """json.dumps(value, **options), Chinese as it is, with every unsafe character as a
+    \\uXXXX escape: the same JSON value, which no terminal can take for a command or a
+    line break."""
+    text = json.dumps(value, ensure_ascii=False, **options)
+    # JSON escapes C0 controls itself (a raw line break is the indentation's); the rest
+    # can only be inside strings, where \uXXXX means the same.
+    return "".join(json.dumps(char)[1:-1] if char >= "\x7f" and is_unsafe(char) else char
+                   for char in text)
 
 
 class SafeFormatter(logging.Formatter):
