@@ -25,7 +25,7 @@ PIN_CONFIG = f'command_pin = "{PIN}"'
 # What a hostile sender puts in a text: a terminal escape, a line break that forges a log
 # line, a Unicode line separator and a right-to-left override.
 HOSTILE = "SILENCE\x1b[2J\nINFO edge.daemon: all clear\u2028ok\u202edneirf"
-RAW_CONTROLS = ("\x1b", "\u2028", "\u202e")
+RAW_CONTROLS = ("\x1b", "\x9b", "\u2028", "\u202e")
 
 
 def deliver_as_name(emulator, name: str, text: str) -> None:
@@ -207,3 +207,45 @@ def test_status_shows_the_reply_and_refusal_counts(live, emulator, wait_until, c
     print_status(d.status(), as_json=False)
     assert "sms: 1 replies, 1 held back by the reply limits; 1 refused, 0 dropped" in \
         capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- item 3: text
+
+def no_raw_controls(text: str) -> bool:
+    return not any(char in text for char in RAW_CONTROLS)
+
+
+def test_a_strangers_text_is_escaped_everywhere_and_texted_once_an_hour(
+        daemon_process, emulator, wait_until):
+    # The network's name, as hostile as an AT line lets it be (C0 controls are noise the
+    # modem driver drops): a C1 CSI, a right-to-left override, a line separator.
+    emulator.operator = "CHINA\x9b31mMOBILE\u202e\u2028x"
+    daemon, cfg = daemon_process(principal_receives=("panic", "sms_refused"))
+    wait_until(lambda: daemon.cli("status", "--json").stdout.count('"ok": true') >= 1,
+               timeout=10, what="modem ready")
+    emulator.deliver(STRANGER, HOSTILE)
+    (texted,) = wait_until(lambda: texts_to(emulator, PRINCIPAL), timeout=10)
+    for _ in range(3):  # a flood: recorded, never texted again within the hour
+        emulator.deliver(STRANGER, "SILENCE 快关掉")
+    refused = wait_until(lambda: len(stored_events(cfg, "sms_refused")) == 4 and
+                         stored_events(cfg, "sms_refused"), timeout=10)
+    assert refused[0].data["text"] == HOSTILE  # kept as it came
+    assert [e.data.get("repeat") for e in refused] == [None, True, True, True]
+    head, shown = texted.split("：", 1)
+    assert head.startswith(f"【高山小学】已拒绝号码 {STRANGER} 的短信指令")
+    assert len(shown) <= 40 and shown.startswith("SILENCE\\x1b[2J\\nINFO")
+    assert no_raw_controls(texted) and "\n" not in texted
+
+    log = daemon.log_text()
+    assert no_raw_controls(log)
+    assert all("SILENCE" in line for line in log.splitlines() if "all clear" in line)
+    assert "CHINA\\x9b31mMOBILE\\u202e\\u2028x" in log  # logged at start, escaped
+    for fmt in ((), ("--json",), ("--csv",)):
+        out = daemon.cli("events", "--kind", "sms_refused", *fmt).stdout
+        assert out and no_raw_controls(out), fmt
+    events = json.loads(daemon.cli("events", "--kind", "sms_refused", "--json").stdout)
+    assert events[0]["data"]["text"] == HOSTILE  # the same value, escaped in the JSON
+    status = daemon.cli("status", "--json").stdout
+    assert no_raw_controls(status) and json.loads(status)["modem"]["operator"] == \
+        emulator.operator
+    assert no_raw_controls(daemon.cli("status").stdout)
