@@ -16,8 +16,8 @@ from edge.modem.pdu import TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_UNKNOWN, Del
 from edge.sms import same_number, sender_e164
 from edge.sms_limits import RateWindow, command_after_pin, mask_pin
 from edge.views import print_status
-from test_sms_worker import (DEPUTY, PRINCIPAL, SHANGHAI, STRANGER, alarm_raised,  # noqa: F401
-                             daemon_process, decoded, live, make_config, stored_events,
+from test_sms_worker import (PRINCIPAL, SHANGHAI, STRANGER, alarm_raised,  # noqa: F401
+                             daemon_process, live, make_config, sms_rows, stored_events,
                              texts_to, write_sms_config)
 
 PIN = "2580"
@@ -231,6 +231,7 @@ def test_a_strangers_text_is_escaped_everywhere_and_texted_once_an_hour(
                          stored_events(cfg, "sms_refused"), timeout=10)
     assert refused[0].data["text"] == HOSTILE  # kept as it came
     assert [e.data.get("repeat") for e in refused] == [None, True, True, True]
+    assert [len(sms_rows(cfg, e.seq)) for e in refused] == [1, 0, 0, 0]  # owe no SMS
     head, shown = texted.split("：", 1)
     assert head.startswith(f"【高山小学】已拒绝号码 {STRANGER} 的短信指令")
     assert len(shown) <= 40 and shown.startswith("SILENCE\\x1b[2J\\nINFO")
