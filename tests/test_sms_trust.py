@@ -250,3 +250,4 @@ def test_a_strangers_text_is_escaped_everywhere_and_texted_once_an_hour(
     assert no_raw_controls(status) and json.loads(status)["modem"]["operator"] == \
         emulator.operator
     assert no_raw_controls(daemon.cli("status").stdout)
+    assert no_raw_controls(daemon.cli("report").stdout)
