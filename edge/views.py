@@ -80,7 +80,7 @@ def print_events(events: list[Event], fmt: str, out=None) -> None:
             extra = " ".join(f"{k}={v}" for k, v in sorted(details.items()))
             line = (f"{e.seq:>6}  {e.time.isoformat(timespec='seconds')}  {e.kind:<16} "
                     f"{e.subject:<12} {e.data.get('label', '')}  {extra}")
-            out.write(safe_text(line.rstrip()) + "\n")
+            out.write(safe_text(line).rstrip() + "\n")
 
 
 def print_status(status: dict, as_json: bool, out=None) -> None:
