@@ -13,6 +13,7 @@ from edge.clock import Clock, SyncState
 from edge.config import Config
 from edge.control import request
 from edge.errors import DaemonUnreachable, EdgeAlarmError, StorageError
+from edge.safe_text import safe_text
 
 if TYPE_CHECKING:  # the modem driver is imported only when a modem is probed
     from edge.modem.modem import ModemHealth
@@ -65,8 +66,8 @@ def run_check(cfg: Config, out=None) -> int:
     lines += _storage(cfg)
     lines.append(_clock())
     lines.append(_platform(cfg))
-    for line in lines:
-        out.write(f"{line}\n")
+    for line in lines:  # the modem's answers (its operator name) escaped
+        out.write(f"{safe_text(line)}\n")
     failed = [line for line in lines if line.mark == FAIL]
     return 1 if failed else 0
 

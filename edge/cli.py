@@ -11,6 +11,7 @@ import sys
 
 from edge import config as config_mod
 from edge.errors import CommandRefused, ConfigError, DaemonUnreachable, EdgeAlarmError
+from edge.safe_text import SafeFormatter, safe_text
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -70,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return EXIT_CONFIG
     except DaemonUnreachable as e:
-        print(f"edge-alarm: {e}", file=sys.stderr)
+        print(f"edge-alarm: {safe_text(e)}", file=sys.stderr)
         return EXIT_NO_DAEMON
     except CommandRefused as e:
-        print(f"edge-alarm: {e}", file=sys.stderr)
+        print(f"edge-alarm: {safe_text(e)}", file=sys.stderr)
         return EXIT_REFUSED
     except EdgeAlarmError as e:
-        print(f"edge-alarm: {e}", file=sys.stderr)
+        print(f"edge-alarm: {safe_text(e)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
@@ -87,8 +88,10 @@ def _setup_logging(level: int = logging.INFO) -> None:
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=level, format=fmt,
-                        stream=sys.stderr)
+    # One line per message, whatever a stranger's SMS or a modem's answer put in it.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def cmd_run(args) -> int:
@@ -127,7 +130,7 @@ def cmd_events(args) -> int:
     try:
         events = read_events(cfg, since=args.since, kind=args.kind)
     except ValueError as e:  # a --since or --kind that is none: a usage error, like argparse's
-        print(f"edge-alarm: {e}", file=sys.stderr)
+        print(f"edge-alarm: {safe_text(e)}", file=sys.stderr)
         return EXIT_REFUSED
     print_events(events, fmt)
     return EXIT_OK

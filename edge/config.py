@@ -36,7 +36,8 @@ RECEIVABLE_KINDS = frozenset({
 })
 DEFAULT_IMMEDIATE = ("panic", "tamper", "gate_after_hours")
 # Placeholders an [sms] template may use; see edge/sms_text.py.
-TEMPLATE_FIELDS = frozenset({"site", "label", "subject", "time", "date", "kind", "reason", "by"})
+TEMPLATE_FIELDS = frozenset({"site", "label", "subject", "time", "date", "kind", "reason", "by",
+                             "text"})
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{7,14}$")
@@ -61,6 +62,8 @@ RANGES: dict[str, tuple[int | float, int | float]] = {
     "[uplink] connect_timeout_s": (0.1, 60),
     "[uplink] read_timeout_s": (0.1, 300),
     "[sms] max_parts": (1, 10),
+    "[sms] help_reply_every_s": (60, 86400),
+    "[sms] replies_per_hour": (1, 60),
     "[drill] siren_s": (0, 300),
     "[drill] default_for_s": (60, 86400),
 }
@@ -196,6 +199,9 @@ class Sms:
     immediate: frozenset[str] = frozenset(DEFAULT_IMMEDIATE)
     templates: dict[str, str] = field(default_factory=dict)
     max_parts: int = 4
+    command_pin: str | None = None  # a command counts only as "PIN WORD"; never shown
+    help_reply_every_s: int = 600  # a help reply at most this often per sender
+    replies_per_hour: int = 10  # replies to one sender; beyond, commands are not answered
 
 
 @dataclass(frozen=True)
@@ -365,6 +371,14 @@ _valid_url = _matching(re.compile(r"https?://[^/\s]+(/\S*)?"),
 _valid_device_id = _matching(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
                              "must be 1-64 of A-Z, a-z, 0-9, '.', '_' or '-'")
 _sim_pin = _matching(re.compile(r"^([0-9]{4,8})?$"), "must be 4-8 digits")
+
+
+def _command_pin(value: str | int) -> str | None:
+    """A string of 4-8 digits; never echoed (an unquoted 2580 is a TOML integer)."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{4,8}", value):
+        return None
+    return 'must be 4-8 digits, written as a quoted string (leave the key out for no PIN)'
+
 
 
 def _valid_pin(value: int) -> str | None:
@@ -718,6 +732,9 @@ def _sms(t: _Table) -> Sms:
         immediate=_kinds(t, "immediate", list(DEFAULT_IMMEDIATE)),
         templates=checked,
         max_parts=t.number("max_parts", int, 4),
+        command_pin=t.get("command_pin", (str, int), None, check=_command_pin),
+        help_reply_every_s=t.number("help_reply_every_s", int, 600),
+        replies_per_hour=t.number("replies_per_hour", int, 10),
     )
     t.finish()
     return s

@@ -253,7 +253,7 @@ class Daemon:
             return None
         # Deadlines set before a clock step move first; this event's are set after it.
         self.clock_steps.follow(self.store)
-        sms = [r for r in routing.sms_requests(self.cfg, kind, when.timestamp())
+        sms = [r for r in routing.sms_requests(self.cfg, kind, when.timestamp(), data)
                if r.contact not in sms_sent]
         kwargs = dict(transports=routing.transports(self.cfg), sms=sms, event_id=event_id)
         try:

@@ -10,6 +10,7 @@ from collections import Counter
 
 from edge.config import Config
 from edge.routing import UPLINK
+from edge.safe_text import safe_text
 from edge.store import Store
 
 COUNTED = ("gate_open", "gate_after_hours", "gate_held_open", "panic", "tamper", "drill",
@@ -67,6 +68,6 @@ def print_report(cfg: Config, day: dt.date, as_csv: bool, out=None) -> None:
         writer.writerow([summary[c] for c in CSV_COLUMNS])
         return
     out.write(summary_text(summary, cfg) + "\n")
-    for gate, n in sorted(summary["per_gate"].items()):
-        out.write(f"  {gate}：开门{n}次\n")
+    for gate, n in sorted(summary["per_gate"].items()):  # a label as stored, escaped
+        out.write(f"  {safe_text(gate)}：开门{n}次\n")
     out.write(f"  报警解除{summary['silenced']}次；拒绝无权限短信指令{summary['sms_refused']}次\n")

@@ -13,10 +13,12 @@ def transports(cfg: Config) -> tuple[str, ...]:
     return (UPLINK,) if cfg.uplink is not None else ()
 
 
-def sms_requests(cfg: Config, kind: str, ts: float) -> list[SmsRequest]:
+def sms_requests(cfg: Config, kind: str, ts: float, data: dict) -> list[SmsRequest]:
     """One request per contact told of ``kind``: at once for [sms] immediate kinds (and
-    when no transport exists), else as a fallback due sms_fallback_after_s after ``ts``."""
-    if cfg.modem is None:
+    when no transport exists), else as a fallback due sms_fallback_after_s after ``ts``.
+    An event whose ``data`` says it repeats one already texted (a stranger's further
+    refused SMS within the hour) owes no SMS: it is recorded, and no flood reaches a phone."""
+    if cfg.modem is None or data.get("repeat"):
         return []
     out = []
     for contact in cfg.contacts:

@@ -23,14 +23,23 @@ from edge.errors import ModemError, StorageError
 from edge.events import Event
 from edge.modem.at import PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
-from edge.modem.pdu import Deliver
+from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, TON_UNKNOWN,
+                            Deliver)
+from edge.sms_limits import (HOUR_S, REFUSALS_PER_HOUR, RateWindow, command_after_pin,
+                             mask_pin)
 from edge.sms_text import alert_text, help_text, status_text
 from edge.store import SmsRow
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
 
-_NUMERIC_SENDER = re.compile(r"\+?[0-9]{3,20}")
+# The site's country (spec §5: a national number on either side is read as +86).
+SITE_COUNTRY_CODE = "86"
+_E164_DIGITS = re.compile(r"[1-9][0-9]{6,14}")
+_CODE_AND_MOBILE = re.compile(SITE_COUNTRY_CODE + r"1[0-9]{10}")
+_PHONE_NUMBER_TYPES = frozenset({TON_UNKNOWN, TON_INTERNATIONAL, TON_NATIONAL})
+_NUMBER_TYPE_NAMES = {TON_UNKNOWN: "unknown", TON_INTERNATIONAL: "international",
+                      TON_NATIONAL: "national", TON_ALPHANUMERIC: "alphanumeric"}
 STATUS_WORDS = frozenset({"STATUS", "状态"})
 SILENCE_WORDS = frozenset({"SILENCE", "解除", "收到"})
 SEND_RETRY_FIRST_S = 10.0
@@ -79,18 +88,35 @@ def parse_command(text: str) -> str | None:
     return None
 
 
+def e164(number: str) -> str | None:
+    """``number`` in E.164 form, None when it is not a phone number: "+8613800138000" as
+    it is, "0086…" (the international prefix dialled) as "+86…", a national number
+    ("13800138000", or 0 and an area code) read with the site's country code."""
+    if number.startswith("+"):
+        digits = number[1:]
+    elif number.startswith("00"):
+        digits = number[2:]
+    elif _CODE_AND_MOBILE.fullmatch(number):
+        # Networks often send "8613800138000" with the type 'unknown': 86 and eleven
+        # digits from 1 is no national number (a Chinese mobile has eleven digits).
+        digits = number
+    else:
+        digits = SITE_COUNTRY_CODE + number.removeprefix("0")
+    return "+" + digits if _E164_DIGITS.fullmatch(digits) else None
+
+
 def same_number(a: str, b: str) -> bool:
-    """Whether two phone numbers are the same subscriber: +8613800138000, 8613800138000,
-    008613800138000 and 13800138000 all are."""
-    return _national(a) == _national(b)
+    """Whether two phone numbers are the same subscriber: +8613800138000, 008613800138000
+    and 13800138000 are; +13800138000 (another country, the same digits) is not."""
+    return e164(a) is not None and e164(a) == e164(b)
 
 
-def _national(number: str) -> str:
-    digits = re.sub(r"\D", "", number)
-    for prefix in ("0086", "86"):
-        if digits.startswith(prefix) and len(digits) - len(prefix) == 11:
-            return digits[len(prefix):]
-    return digits
+def sender_e164(message: Deliver) -> str | None:
+    """The sender's number in E.164 form; None for a sender name (an alphanumeric TP-OA,
+    whatever its characters read) or any other type of address that is no phone's."""
+    if message.type_of_number not in _PHONE_NUMBER_TYPES:
+        return None
+    return e164(message.sender)
 
 
 class SmsWorker(ThreadWorker):
@@ -120,11 +146,22 @@ class SmsWorker(ThreadWorker):
         self._horizon_s = max(SEND_RETRY_MAX_S, fallback_s) + 60.0
         self._scan_inbox = True  # after every (re)initialisation: read what came meanwhile
         self._health = {"ok": False, "signal": None, "reason": "starting", "operator": None}
+        # Per sender (its E.164 number, or its name): refusals, the one refusal event that
+        # says the rest of the hour is dropped, the one refusal texted to the contacts,
+        # and replies.
+        self._refusals = RateWindow(HOUR_S, REFUSALS_PER_HOUR)
+        self._limit_announced = RateWindow(HOUR_S)
+        self._refusals_texted = RateWindow(HOUR_S)
+        self._replies = RateWindow(HOUR_S, cfg.sms.replies_per_hour)
+        self._help_replies = RateWindow(cfg.sms.help_reply_every_s)
+        self._counts = {"replies": 0, "replies_suppressed": 0, "refused": 0, "dropped": 0}
 
     # ------------------------------------------------------------------ any thread
 
     def status(self) -> dict:
-        return dict(self._health)
+        """The modem's health, and under "sms" what incoming SMS cost: replies sent and
+        held back by the limits, refusals recorded and SMS dropped unrecorded."""
+        return {**self._health, "sms": dict(self._counts)}
 
     def notify(self, event: Event) -> None:
         with self._memory_lock:
@@ -132,7 +169,8 @@ class SmsWorker(ThreadWorker):
                 # The store could not take this event (disk full, broken card): its
                 # immediate SMS go from memory now rather than wait for the store.
                 self._memory += [_MemorySms(event, r.contact, r.phone, self._next_reference())
-                                 for r in routing.sms_requests(self.cfg, event.kind, event.ts)
+                                 for r in routing.sms_requests(self.cfg, event.kind, event.ts,
+                                                               event.data)
                                  if not r.fallback]
             else:  # stored at last: its outbox rows take over from memory
                 self._memory = [m for m in self._memory if m.event.id != event.id]
@@ -230,22 +268,33 @@ class SmsWorker(ThreadWorker):
             try:
                 self._handle_incoming(message)
             except Exception:  # one message that fails (a stuck owner call) spares the rest
-                log.exception("SMS from %s not handled: %r", message.sender, message.text[:80])
+                log.exception("SMS from %s not handled: %r", message.sender,
+                              self._kept_text(message)[:80])
+
+    def _kept_text(self, message: Deliver) -> str:
+        """The text as it may be logged or stored: without the command PIN."""
+        return mask_pin(message.text, self.cfg.sms.command_pin)
 
     def _handle_incoming(self, message: Deliver) -> None:
-        # An alphanumeric sender ("13800138000" typed as a name by a bulk-SMS gateway) is
-        # never a contact, however its letters read.
-        numeric = _NUMERIC_SENDER.fullmatch(message.sender) is not None
-        contact = self._contact(message.sender) if numeric else None
-        command = parse_command(message.text)
-        if contact is None or not contact.may_command:
-            log.warning("SMS from %s refused (not a commanding contact): %r", message.sender,
-                        message.text[:80])
-            self.daemon.loop.post(self.daemon.record, "sms_refused", "modem", "短信指令",
-                                  {"number": message.sender, "text": message.text[:640],
-                                   "contact": contact.name if contact else None})
+        number = sender_e164(message)  # None for a sender name: never a contact
+        # Limits count per sender: its number, or its name (apart from a number of the
+        # same characters).
+        sender = number or f"{message.sender}/{message.type_of_number}"
+        mono = self.daemon.clock.monotonic()
+        contact = self._contact(number) if number else None
+        if not self._refusals.allows(sender, mono):
+            self._refuse_limited(message, sender, mono, contact)
             return
-        log.info("SMS command from %s (%s): %r", contact.name, message.sender, message.text)
+        words = command_after_pin(message.text, self.cfg.sms.command_pin)
+        if contact is None or not contact.may_command or words is None:
+            why = ("not_a_contact" if contact is None else
+                   "may_not_command" if not contact.may_command else "pin")
+            self._refusals.note(sender, mono)
+            self._refuse(message, sender, mono, contact, {"reason": why})
+            return
+        command = parse_command(words)
+        log.info("SMS command from %s (%s): %r", contact.name, message.sender,
+                 self._kept_text(message))
         if command == "silence":
             sent_at = message.timestamp.timestamp() if message.timestamp else None
             done = self.daemon.loop.call(self.daemon.silence, contact.name, "sms", sent_at,
@@ -259,9 +308,52 @@ class SmsWorker(ThreadWorker):
             reply = status_text(status, self.cfg)
         else:
             reply = help_text(self.cfg)
+        self._reply(contact, sender, mono, reply, is_help=command is None)
+
+    def _reply(self, contact: Contact, sender: str, mono: float, text: str, *,
+               is_help: bool) -> None:
+        """One reply per incoming SMS, within the per-sender limits: a phone that answers
+        every SMS by itself costs a few SMS an hour, never a loop."""
+        if (is_help and not self._help_replies.allows(sender, mono)) or \
+                not self._replies.allows(sender, mono):
+            self._counts["replies_suppressed"] += 1
+            log.info("SMS from %s (%s) recorded, not answered: reply limit reached",
+                     contact.name, sender)
+            return
+        self._replies.note(sender, mono)
+        if is_help:
+            self._help_replies.note(sender, mono)
+        self._counts["replies"] += 1
         # Queued, not sent here: a reply that fails must not cost the commands read with it.
-        self.send_direct(contact.phone, reply).add_done_callback(
+        self.send_direct(contact.phone, text).add_done_callback(
             _log_if_unsent(f"reply to {contact.name}"))
+
+    def _refuse_limited(self, message: Deliver, sender: str, mono: float,
+                        contact: Contact | None) -> None:
+        """A sender refused REFUSALS_PER_HOUR times within the hour: its next SMS is
+        one last `sms_refused` that says so; the rest of that hour's are dropped."""
+        if not self._limit_announced.take(sender, mono):
+            self._counts["dropped"] += 1
+            return
+        dropped_for_s = round(self._refusals.free_in(sender, mono))
+        self._refuse(message, sender, mono, contact,
+                     {"reason": "rate_limited", "dropped_for_s": dropped_for_s})
+
+    def _refuse(self, message: Deliver, sender: str, mono: float, contact: Contact | None,
+                extra: dict) -> None:
+        """An `sms_refused` event: the number and the text (never the PIN); only the
+        first of a sender's within the hour owes the contacts an SMS."""
+        text = self._kept_text(message)
+        log.warning("SMS from %s refused (%s): %r", message.sender, extra["reason"], text[:80])
+        self._counts["refused"] += 1
+        data = {"number": message.sender, "text": text[:640],
+                "contact": contact.name if contact else None,
+                "number_type": _NUMBER_TYPE_NAMES.get(message.type_of_number,
+                                                      str(message.type_of_number)),
+                **extra}
+        if not self._refusals_texted.take(sender, mono):
+            data["repeat"] = True  # recorded; routing owes it no SMS
+        self.daemon.loop.post(self.daemon.record, "sms_refused", "modem", "短信指令", data)
 
     def _contact(self, number: str) -> Contact | None:
         return next((c for c in self.cfg.contacts if same_number(c.phone, number)), None)

@@ -9,6 +9,7 @@ import string
 from edge.clock import LocalTime
 from edge.config import Config
 from edge.events import Event
+from edge.safe_text import safe_text
 
 DEFAULT_TEMPLATES = {
     "panic": "【{site}】紧急报警：{label} 于 {time} 触发。回复 SILENCE 解除。",
@@ -21,12 +22,14 @@ DEFAULT_TEMPLATES = {
     "recovered": "【{site}】故障恢复：{label} 于 {time} 恢复正常。",
     "silenced": "【{site}】报警已解除：{label} 由 {by} 于 {time} 确认。",
     "drill": "【{site}】【演练】{label} 于 {time} 触发（演练，非真实报警）。",
-    "sms_refused": "【{site}】收到无权限号码 {by} 的短信指令，已拒绝（{time}）。",
+    "sms_refused": "【{site}】已拒绝号码 {by} 的短信指令（{time}）：{text}",
     "power_lost": "【{site}】市电中断：{label} 于 {time} 报告停电。",
     "power_restored": "【{site}】市电恢复：{label} 于 {time} 恢复供电。",
     "battery_low": "【{site}】电池电量低：{label} 于 {time} 报告。",
 }
 FALLBACK_NOTE = "（平台无法连接，经短信补发）"
+# Of a stranger's text, an SMS shows this many characters at most.
+REFUSED_TEXT_SHOWN = 40
 
 # Fault reasons in words the principal can act on.
 REASON_WORDS = {
@@ -49,16 +52,17 @@ def alert_text(event: Event, cfg: Config, *, fallback: bool = False) -> str:
         event.kind, "【{site}】{label}：{kind} 于 {time}。")
     local = local_time(event, cfg)
     reason = event.data.get("reason", "")
-    fields = {
-        "site": cfg.site.name,
+    # Whatever came with the event (a sender's number or name, its text, a name typed on
+    # a page) is escaped: nothing under the school's signature is a stranger's raw text.
+    fields = {key: safe_text(value) for key, value in {
         "label": event.data.get("label", event.subject),
         "subject": event.subject,
-        "time": LocalTime.of(local),
-        "date": local.strftime("%m-%d"),
         "kind": event.kind,
         "reason": REASON_WORDS.get(reason, reason),
         "by": event.data.get("by") or event.data.get("number", ""),
-    }
+    }.items()}
+    fields.update(site=cfg.site.name, time=LocalTime.of(local), date=local.strftime("%m-%d"),
+                  text=safe_text(event.data.get("text", ""), REFUSED_TEXT_SHOWN))
     text = string.Formatter().vformat(template, (), fields)
     signature = f"【{cfg.site.name}】"
     if not text.startswith(signature):  # every alert is signed (spec §5), templates too
@@ -94,7 +98,9 @@ def status_text(status: dict, cfg: Config) -> str:
 
 
 def help_text(cfg: Config) -> str:
-    return f"【{cfg.site.name}】未识别的指令。可回复：STATUS（状态）查询，SILENCE（解除）确认报警。"
+    pin_note = "指令前加指令密码，" if cfg.sms.command_pin else ""
+    return (f"【{cfg.site.name}】未识别的指令。{pin_note}可回复：STATUS（状态）查询，"
+            "SILENCE（解除）确认报警。")
 
 
 def test_text(cfg: Config) -> str:

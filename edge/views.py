@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 import re
 import sys
 
 from edge.config import Config
 from edge.events import KINDS, Event
+from edge.safe_text import safe_json, safe_text
 from edge.store import Store
 
 _DURATION_RE = re.compile(r"^([0-9]+)\s*([smhdw])$")
@@ -60,32 +60,33 @@ def read_events(cfg: Config, since: str | None, kind: str | None,
 
 
 def print_events(events: list[Event], fmt: str, out=None) -> None:
+    # Events hold strangers' text (an SMS, a sender's name, a modem's answer): escaped in
+    # every format, so the terminal shows it and never obeys it.
     out = out or sys.stdout
     if fmt == "json":
-        json.dump([e.to_json() for e in events], out, ensure_ascii=False, indent=1)
-        out.write("\n")
+        out.write(safe_json([e.to_json() for e in events], indent=1) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         for e in events:
             row = e.to_json()
-            writer.writerow([row["id"], row["seq"], row["kind"], row["subject"], row["time"],
-                             e.data.get("label", ""),
-                             json.dumps(e.data, ensure_ascii=False, sort_keys=True)])
+            writer.writerow([row["id"], row["seq"], row["kind"], safe_text(row["subject"]),
+                             row["time"], safe_text(e.data.get("label", "")),
+                             safe_json(e.data, sort_keys=True)])
     else:
         for e in events:
             details = {k: v for k, v in e.data.items()
                        if k not in ("site", "label", "clock_synced") and v is not None}
             extra = " ".join(f"{k}={v}" for k, v in sorted(details.items()))
-            out.write(f"{e.seq:>6}  {e.time.isoformat(timespec='seconds')}  {e.kind:<16} "
-                      f"{e.subject:<12} {e.data.get('label', '')}  {extra}".rstrip() + "\n")
+            line = (f"{e.seq:>6}  {e.time.isoformat(timespec='seconds')}  {e.kind:<16} "
+                    f"{e.subject:<12} {e.data.get('label', '')}  {extra}")
+            out.write(safe_text(line).rstrip() + "\n")
 
 
 def print_status(status: dict, as_json: bool, out=None) -> None:
     out = out or sys.stdout
-    if as_json:
-        json.dump(status, out, ensure_ascii=False)
-        out.write("\n")
+    if as_json:  # the modem's and the network's strings (operator) escaped
+        out.write(safe_json(status) + "\n")
         return
     alarm = status["alarm"]
     lines = [f"{status['site']} ({status['device_id']})  {status['time']}"]
@@ -113,4 +114,8 @@ def print_status(status: dict, as_json: bool, out=None) -> None:
     faults = status["faults"]
     lines.append("faults: " + (", ".join(f"{p} ({status['fault_reasons'].get(p)})"
                                          for p in faults) if faults else "none"))
-    out.write("\n".join(lines) + "\n")
+    sms = modem.get("sms")
+    if sms:
+        lines.append(f"sms: {sms['replies']} replies, {sms['replies_suppressed']} held back by "
+                     f"the reply limits; {sms['refused']} refused, {sms['dropped']} dropped")
+    out.write("\n".join(map(safe_text, lines)) + "\n")

@@ -126,6 +126,33 @@ receives = ["panic"]
     assert cfg.contacts[0].phone == phone
 
 
+def test_sms_command_limits_default_and_the_pin_is_optional():
+    cfg = config.parse(tomllib.loads(MINIMAL))
+    assert (cfg.sms.command_pin, cfg.sms.help_reply_every_s, cfg.sms.replies_per_hour) == (
+        None, 600, 10)
+    cfg = config.parse(tomllib.loads(base(
+        '[sms]\ncommand_pin = "02580"\nhelp_reply_every_s = 60\nreplies_per_hour = 60\n')))
+    assert (cfg.sms.command_pin, cfg.sms.help_reply_every_s, cfg.sms.replies_per_hour) == (
+        "02580", 60, 60)
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('command_pin = "258"', "[sms] command_pin: must be 4-8 digits"),
+    ('command_pin = "123456789"', "[sms] command_pin: must be 4-8 digits"),
+    ('command_pin = "25a0"', "[sms] command_pin: must be 4-8 digits"),
+    ('command_pin = ""', "[sms] command_pin: must be 4-8 digits"),
+    ("command_pin = 2580", "[sms] command_pin: must be 4-8 digits, written as a quoted"),
+    ("help_reply_every_s = 59", "[sms] help_reply_every_s: must be from 60 to 86400 seconds"),
+    ("help_reply_every_s = 86401", "[sms] help_reply_every_s: must be from 60 to 86400"),
+    ("replies_per_hour = 0", "[sms] replies_per_hour: must be from 1 to 60"),
+    ("replies_per_hour = 61", "[sms] replies_per_hour: must be from 1 to 60"),
+])
+def test_sms_command_keys_out_of_range_are_refused(line, expected):
+    lines = problems(base(f"[sms]\n{line}\n"))
+    assert lines and lines[0].startswith("config error: config.toml: " + expected), lines
+    assert "258" not in lines[0]  # a PIN, right or wrong, is never echoed
+
+
 def test_templates_may_use_the_documented_placeholders():
     cfg = config.parse(tomllib.loads(base("""
 [sms]

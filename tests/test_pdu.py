@@ -19,6 +19,9 @@ from edge.errors import EdgeAlarmError
 from edge.modem.pdu import (
     Deliver,
     PduError,
+    TON_ALPHANUMERIC,
+    TON_INTERNATIONAL,
+    TON_UNKNOWN,
     Reassembler,
     SubmitPdu,
     decode_deliver,
@@ -253,16 +256,17 @@ def test_random_texts_round_trip_through_gammu():
 # --- SMS-DELIVER --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sender, message, stamp", [
-    (PRINCIPAL, "SILENCE", datetime(2024, 5, 1, 7, 42, 15, tzinfo=CHINA)),
-    ("13800138000", "状态", datetime(2024, 12, 31, 23, 59, 59, tzinfo=CHINA)),
-    ("10086", "a{b}€", datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone(-timedelta(hours=3, minutes=30)))),
-    ("Gammu", "hello" + EMOJI, datetime(2024, 5, 1, 7, 42, 15, tzinfo=timezone(timedelta(hours=5, minutes=45)))),
-    ("SchoolAlarm", "x", datetime(2024, 5, 1, 7, 42, 15, tzinfo=timezone.utc)),
+@pytest.mark.parametrize("sender, message, stamp, type_of_number", [
+    (PRINCIPAL, "SILENCE", datetime(2024, 5, 1, 7, 42, 15, tzinfo=CHINA), TON_INTERNATIONAL),
+    ("13800138000", "状态", datetime(2024, 12, 31, 23, 59, 59, tzinfo=CHINA), TON_UNKNOWN),
+    ("10086", "a{b}€", datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone(-timedelta(hours=3, minutes=30))), TON_UNKNOWN),
+    ("Gammu", "hello" + EMOJI, datetime(2024, 5, 1, 7, 42, 15, tzinfo=timezone(timedelta(hours=5, minutes=45))), TON_ALPHANUMERIC),
+    ("SchoolAlarm", "x", datetime(2024, 5, 1, 7, 42, 15, tzinfo=timezone.utc), TON_ALPHANUMERIC),
 ])
-def test_deliver_round_trip(sender, message, stamp):
+def test_deliver_round_trip(sender, message, stamp, type_of_number):
     [pdu] = encode_deliver(sender, message, stamp)
-    assert decode_deliver(pdu) == Deliver(sender, message, stamp, None)
+    assert decode_deliver(pdu) == Deliver(sender, message, stamp, None,
+                                          type_of_number=type_of_number)
     [theirs] = gammu_parts([pdu])
     assert (theirs["Number"], theirs["Type"]) == (sender, "Deliver")
     assert theirs["DateTime"] == stamp
@@ -281,8 +285,26 @@ def test_long_deliver_reassembles_out_of_order():
     assert reassembler.add(parts[0], now=1) is None
     assert reassembler.add(parts[0], now=2) is None  # a repeat changes nothing
     whole = reassembler.add(parts[1], now=3)
-    assert whole == Deliver(PRINCIPAL, message, parts[0].timestamp, None)
+    assert whole == Deliver(PRINCIPAL, message, parts[0].timestamp, None,
+                            type_of_number=TON_INTERNATIONAL)
     assert reassembler.pending == 0
+
+
+def test_a_name_that_reads_like_a_number_stays_a_name_through_reassembly():
+    stamp = datetime(2024, 5, 1, tzinfo=CHINA)
+    named = [decode_deliver(p) for p in encode_deliver("13800138000", "解" * 100, stamp,
+                                                        reference=3, alphanumeric=True)]
+    numbered = [decode_deliver(p) for p in encode_deliver("13800138000", "除" * 100, stamp,
+                                                           reference=3)]
+    assert {p.type_of_number for p in named} == {TON_ALPHANUMERIC}
+    assert {p.type_of_number for p in numbered} == {TON_UNKNOWN}
+    reassembler = Reassembler()
+    for part in (named[0], numbered[0]):
+        assert reassembler.add(part, now=0) is None
+    whole = reassembler.add(named[1], now=0)  # never joined with the number's first part
+    assert (whole.sender, whole.text, whole.type_of_number) == (
+        "13800138000", "解" * 100, TON_ALPHANUMERIC)
+    assert reassembler.add(numbered[1], now=0).type_of_number == TON_UNKNOWN
 
 
 def test_reassembler_keeps_senders_and_references_apart():

@@ -9,6 +9,7 @@ reverse pair (encode_deliver, decode_submit) to fake the network side.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -26,12 +27,20 @@ class SubmitPdu:
     tpdu_length: int  # octets of the TPDU alone: the N of AT+CMGS=N
 
 
+# TP-OA type of number (TS 23.040 §9.1.2.5): who may command depends on it, so it stays
+# with the message from the PDU on.
+TON_UNKNOWN, TON_INTERNATIONAL, TON_NATIONAL, TON_ALPHANUMERIC = 0, 1, 2, 5
+
+
 @dataclass(frozen=True)
 class Deliver:
     sender: str  # "+8613800138000" for an international number, digits or a name otherwise
     text: str
     timestamp: datetime | None  # the service centre's time stamp, aware; None if it is not a date
     concat: tuple[int, int, int] | None  # (reference, total, index) of one part of a longer message
+    # The TP-OA's type of number (TON_*): a name (TON_ALPHANUMERIC) is never a phone
+    # number, whatever its characters read. Required: no step may make a message without it.
+    type_of_number: int = dataclasses.field(kw_only=True)
 
 
 # --- GSM 7-bit default alphabet (TS 23.038 §6.2.1) -------------------------------------------
@@ -184,10 +193,14 @@ def encode_submit(number: str, text: str, *, reference: int, max_parts: int = 4,
 
 
 def encode_deliver(sender: str, text: str, timestamp: datetime, *, reference: int = 0,
-                   max_parts: int = 4, smsc: str | None = None) -> list[str]:
+                   max_parts: int = 4, smsc: str | None = None,
+                   alphanumeric: bool = False) -> list[str]:
     """The SMS-DELIVER PDUs (SCA first, hex) that a phone would read for ``text`` from
-    ``sender`` (a number, or a name of up to 11 GSM characters); for emulators and tests."""
-    originator = (_encode_number(sender, "sender") if _NUMBER.fullmatch(sender)
+    ``sender`` (a number, or a name of up to 11 GSM characters); for emulators and tests.
+    ``alphanumeric``: ``sender`` is a name even when it reads like a number (as a bulk-SMS
+    gateway may send "13800138000")."""
+    originator = (_encode_number(sender, "sender")
+                  if _NUMBER.fullmatch(sender) and not alphanumeric
                   else _encode_alphanumeric(sender))
     sca = _encode_sca(smsc)
     scts = _encode_timestamp(timestamp)
@@ -301,12 +314,13 @@ def decode_deliver(hex_pdu: str) -> Deliver:
     first_octet = reader.octet("TP-MTI")
     if first_octet & 0x03 != 0x00:
         raise PduError(f"not an SMS-DELIVER: TP-MTI is {first_octet & 0x03}")
-    sender = _read_address(reader, "TP-OA")
+    sender, type_of_number = _read_address(reader, "TP-OA")
     reader.octet("TP-PID")
     dcs = reader.octet("TP-DCS")
     timestamp = _decode_timestamp(reader.take(7, "TP-SCTS"))
     text, concat = _read_user_data(reader, first_octet, dcs)
-    return Deliver(sender=sender, text=text, timestamp=timestamp, concat=concat)
+    return Deliver(sender=sender, text=text, timestamp=timestamp, concat=concat,
+                   type_of_number=type_of_number)
 
 
 def decode_submit(hex_pdu: str) -> tuple[str, str, tuple[int, int, int] | None]:
@@ -317,7 +331,7 @@ def decode_submit(hex_pdu: str) -> tuple[str, str, tuple[int, int, int] | None]:
     if first_octet & 0x03 != 0x01:
         raise PduError(f"not an SMS-SUBMIT: TP-MTI is {first_octet & 0x03}")
     reader.octet("TP-MR")
-    number = _read_address(reader, "TP-DA")
+    number, _ = _read_address(reader, "TP-DA")
     reader.octet("TP-PID")
     dcs = reader.octet("TP-DCS")
     validity_format = (first_octet >> 3) & 0x03  # none, enhanced, relative, absolute
@@ -331,13 +345,14 @@ def _skip_sca(reader: _Reader) -> None:
     reader.take(length, "SCA")
 
 
-def _read_address(reader: _Reader, field: str) -> str:
+def _read_address(reader: _Reader, field: str) -> tuple[str, int]:
+    """(the address, its type of number)."""
     semi_octets = reader.octet(f"{field} length")
     type_of_address = reader.octet(f"{field} type")
     data = reader.take((semi_octets + 1) // 2, field)
     type_of_number = (type_of_address >> 4) & 0x07
-    if type_of_number == 0x05:
-        return _decode_alphanumeric(data, semi_octets)
+    if type_of_number == TON_ALPHANUMERIC:
+        return _decode_alphanumeric(data, semi_octets), type_of_number
     digits = []
     for octet in data:
         for nibble in (octet & 0x0F, octet >> 4):
@@ -345,7 +360,9 @@ def _read_address(reader: _Reader, field: str) -> str:
                 break
             digits.append(_BCD_DIGITS[nibble])
     number = "".join(digits)
-    return "+" + number if type_of_number == 0x01 and number else number
+    if type_of_number == TON_INTERNATIONAL and number:
+        number = "+" + number
+    return number, type_of_number
 
 
 def _decode_alphanumeric(data: bytes, semi_octets: int) -> str:
@@ -459,16 +476,17 @@ class Reassembler:
     def __init__(self, max_age: float = 24 * 3600, max_pending: int = 64) -> None:
         self._max_age = max_age
         self._max_pending = max_pending
-        # (sender, reference, total) -> (time of the first part, index -> part)
-        self._pending: dict[tuple[str, int, int], tuple[float, dict[int, Deliver]]] = {}
+        # (sender, type of number, reference, total) -> (time of the first part, index -> part)
+        self._pending: dict[tuple[str, int, int, int], tuple[float, dict[int, Deliver]]] = {}
 
     def add(self, part: Deliver, now: float) -> Deliver | None:
         """Return the whole message (concat None) once its last part is added, else None."""
         self._forget_older_than(now - self._max_age)
         if part.concat is None or part.concat[1] == 1:
-            return Deliver(part.sender, part.text, part.timestamp, None)
+            return dataclasses.replace(part, concat=None)
         reference, total, index = part.concat
-        key = (part.sender, reference, total)
+        # A name and a number of the same characters are two senders.
+        key = (part.sender, part.type_of_number, reference, total)
         if key not in self._pending:
             while len(self._pending) >= self._max_pending:
                 del self._pending[next(iter(self._pending))]  # dicts keep insertion order
@@ -479,7 +497,7 @@ class Reassembler:
             return None
         del self._pending[key]
         ordered = [parts[i] for i in range(1, total + 1)]
-        return Deliver(part.sender, "".join(p.text for p in ordered), ordered[0].timestamp, None)
+        return dataclasses.replace(ordered[0], text="".join(p.text for p in ordered), concat=None)
 
     @property
     def pending(self) -> int:
