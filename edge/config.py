@@ -73,11 +73,17 @@ class Site:
         return ZoneInfo(self.timezone)
 
 
+# Low free space clears only once min_free_mb and this share of it again are free.
+LOW_SPACE_CLEAR_SHARE = 0.1
+MIN_FREE_MB_RANGE = (10, 10240)
+
+
 @dataclass(frozen=True)
 class Storage:
     path: Path
     retention_days: int = 90
     max_snapshots_mb: int = 2048
+    min_free_mb: int = 50
 
     @property
     def db_path(self) -> Path:
@@ -86,6 +92,12 @@ class Storage:
     @property
     def snapshots_path(self) -> Path:
         return self.path / "snapshots"
+
+    def space_low(self, free_bytes: int, was_low: bool = False) -> bool:
+        """Less than min_free_mb free; once low, until LOW_SPACE_CLEAR_SHARE more is free
+        again, so a card hovering at the threshold is one fault, not one per minute."""
+        need = self.min_free_mb * (1 + LOW_SPACE_CLEAR_SHARE if was_low else 1)
+        return free_bytes < need * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -521,9 +533,15 @@ def _storage(t: _Table) -> Storage:
         path=Path(path) if path else Path("."),
         retention_days=t.get("retention_days", int, 90, check=_positive),
         max_snapshots_mb=t.get("max_snapshots_mb", int, 2048, check=_positive),
+        min_free_mb=t.get("min_free_mb", int, 50, check=_min_free_mb),
     )
     t.finish()
     return s
+
+
+def _min_free_mb(value: int) -> str | None:
+    low, high = MIN_FREE_MB_RANGE
+    return None if low <= value <= high else f"must be from {low} to {high}"
 
 
 def _absolute_path(value: str) -> str | None:
