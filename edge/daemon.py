@@ -4,6 +4,7 @@ threads and hear of events only after the siren is on and the event is stored.""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import shutil
@@ -39,6 +40,9 @@ MAX_DRILL_S = 86400
 # Events kept in memory while the store cannot be written, at most (a few MB): beyond it
 # the oldest event that is not an alarm goes first.
 MAX_UNSTORED = 10_000
+# Held events written per turn of the owner loop (each is a synchronous commit): the rest
+# follow on the next turns, so a long backlog never holds up an edge or a timer.
+FLUSH_BATCH = 100
 # Store failures that end as soon as one write succeeds.
 WRITE_FAILURES = ("unwritable", "events_dropped")
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
@@ -80,11 +84,13 @@ class Daemon:
         self.latched: dict[str, Event] = {}  # input name → the alarm that latched it
         self.faults: dict[str, str] = {}  # part → reason
         self._last_active_edge: dict[str, float] = {}
-        self._unstored: list[Event] = []  # acted on, not yet written (storage failing)
+        # Acted on, not yet written (storage failing), oldest first.
+        self._unstored: collections.deque[Event] = collections.deque()
         self._dropped = 0  # events lost because _unstored was full
         # What fails in storage, by source ("store", "space", "pictures"): (reason, detail).
         self._storage_troubles: dict[str, tuple[str, str]] = {}
         self._storage_retry_armed = False
+        self._flush_posted = False
         self._started_mono = 0.0
         self._next_purge = 0.0
         self._stop_requested = threading.Event()
@@ -248,8 +254,8 @@ class Daemon:
         if event is None:
             event = Event(seq=0, id=event_id, kind=kind, subject=subject, time=when, data=data)
             self._keep_unstored(event)
-        elif self._storage_troubles.get("store", ("",))[0] in WRITE_FAILURES:
-            self.storage_trouble("store", None)
+        else:
+            self._writes_work(*WRITE_FAILURES)
         log.info("event %s %s %s", event.kind, event.subject, event.data)
         if event.seq == 0 and not self._storage_retry_armed:
             self._storage_retry_armed = True
@@ -299,8 +305,9 @@ class Daemon:
         self._unstored.append(event)
 
     def _flush_unstored(self) -> bool:
-        """Store the events kept in memory, oldest first; True when none is left."""
-        while self._unstored:
+        """Store the events kept in memory, oldest first, FLUSH_BATCH of them now and the
+        rest on the loop's next turns; True when none is left."""
+        for _ in range(min(FLUSH_BATCH, len(self._unstored))):
             pending = self._unstored[0]
             sent = set().union(*(w.sent_from_memory(pending.id) for w in self.workers
                                  if hasattr(w, "sent_from_memory")))
@@ -308,10 +315,22 @@ class Daemon:
                                   pending.id, sms_sent=sent)
             if stored is None:
                 return False
-            self._unstored.pop(0)
+            self._unstored.popleft()
             for worker in self.workers:
                 worker.notify(stored)
-        return True
+        if self._unstored and not self._flush_posted:
+            self._flush_posted = True
+            self.loop.post(self._flush_more)
+        return not self._unstored
+
+    def _flush_more(self) -> None:
+        self._flush_posted = False
+        self._retry_storage()
+
+    def _writes_work(self, *reasons: str) -> None:
+        """The store took a write: its trouble ends if it was one of ``reasons``."""
+        if self._storage_troubles.get("store", ("",))[0] in reasons:
+            self.storage_trouble("store", None)
 
     def storage_trouble(self, source: str, reason: str | None, detail: str = "") -> None:
         """What fails in storage, by source: "store" (the event store: unwritable,
@@ -552,7 +571,7 @@ class Daemon:
     def _retry_storage(self) -> None:
         self._storage_retry_armed = False
         if (self.store is not None or self._open_store()) and self._flush_unstored():
-            self.storage_trouble("store", None)  # writes work (a corrupt file is kept aside)
+            self._writes_work(*WRITE_FAILURES, "corrupt")  # a corrupt file is kept aside
         if self._unstored and not self._storage_retry_armed:
             self._storage_retry_armed = True
             self.loop.after(STORAGE_RETRY_S, self._retry_storage)

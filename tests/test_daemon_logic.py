@@ -482,6 +482,22 @@ def test_a_new_event_is_stored_behind_those_waiting_in_memory(rig, monkeypatch):
     assert rig.status()["storage"]["unstored"] == 0
 
 
+def test_a_long_backlog_is_written_a_batch_per_turn_of_the_owner_loop(rig, monkeypatch):
+    monkeypatch.setattr(daemon_module, "FLUSH_BATCH", 2)
+    with monkeypatch.context() as card:
+        card.setattr(rig.daemon.store, "append", refuse_writes)
+        for n in range(5):
+            rig.daemon.record("gate_closed" if n % 2 else "gate_open", "main_gate", "校门")
+        rig.run()  # the fault, posted by the first refused write
+    assert rig.status()["storage"]["unstored"] == 6
+    tamper = rig.daemon.record("tamper", "box", "报警主机防拆")  # queues behind the rest
+    assert tamper.seq == 0 and len(rig.stored()) == 2
+    rig.run()  # the next turns write the rest, in order
+    assert [e.kind for e in rig.stored()] == [
+        "gate_open", "gate_closed", "gate_open", "gate_closed", "gate_open", "fault",
+        "tamper", "recovered"]
+
+
 def test_memory_holds_a_bounded_backlog_and_drops_other_kinds_before_alarms(
         make_rig, tmp_path, monkeypatch):
     monkeypatch.setattr(daemon_module, "MAX_UNSTORED", 5)
