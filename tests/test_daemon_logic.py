@@ -6,6 +6,7 @@ connection, so "stored" means committed."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import shutil
 from zoneinfo import ZoneInfo
@@ -19,6 +20,7 @@ from edge import daemon as daemon_module
 from edge.clock import FakeClock
 from edge.daemon import PANIC_LOCKOUT_S, PURGE_EVERY_S, Daemon
 from edge.store import Store
+from edge.views import print_status
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MONDAY_7AM = dt.datetime(2026, 11, 23, 7, 0, tzinfo=SHANGHAI)  # school hours
@@ -510,6 +512,9 @@ def test_memory_holds_a_bounded_backlog_and_drops_other_kinds_before_alarms(
     status = rig.status()
     assert status["storage"]["unstored"] == 5 and status["storage"]["dropped"] == 3
     assert status["fault_reasons"] == {"storage": "events_dropped"}
+    shown = io.StringIO()
+    print_status(status, False, shown)
+    assert "storage: 5 events held in memory, not yet written; 3 dropped" in shown.getvalue()
     assert [e.kind for e in rig.daemon._unstored] == [
         "fault", "panic", "gate_closed", "gate_open", "gate_closed"]
 
