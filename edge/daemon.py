@@ -247,10 +247,11 @@ class Daemon:
         data = {"site": self.cfg.site.name, "label": label,
                 "clock_synced": self._sync.synced(), **(extra or {})}
         event_id = new_event_id()
+        event = None
         # Behind the events still in memory, never before them: the platform's `sequence`
         # follows creation order.
-        event = self._append(kind, subject, when, data, event_id) if self._flush_unstored() \
-            else None
+        if self._flush_unstored():
+            event = self._append(kind, subject, when, data, event_id)
         if event is None:
             event = Event(seq=0, id=event_id, kind=kind, subject=subject, time=when, data=data)
             self._keep_unstored(event)
