@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # the modem driver is imported only when a modem is probed
     from edge.modem.modem import ModemHealth
 
 OK, FAIL, OFF = "✓", "✗", "–"
-MIN_FREE_MB = 200
 
 MODEM_ADVICE = {
     "port_gone": "the modem's port is missing: check the USB cable and [modem] port "
@@ -194,12 +193,13 @@ def _storage(cfg: Config) -> list[Line]:
     path = cfg.storage.path
     probe_dir = path if path.exists() else path.parent
     try:
-        free_mb = shutil.disk_usage(probe_dir).free // (1024 * 1024)
+        free = shutil.disk_usage(probe_dir).free
     except OSError as e:
         return [Line(FAIL, "storage", f"{path}: {e}")]
-    lines = [Line(OK if free_mb >= MIN_FREE_MB else FAIL, "storage",
-                  f"{path}: {free_mb} MB free" + ("" if free_mb >= MIN_FREE_MB else
-                                                  f"; free space (need {MIN_FREE_MB} MB)"))]
+    low = cfg.storage.space_low(free)
+    lines = [Line(FAIL if low else OK, "storage", f"{path}: {free >> 20} MB free" + (
+        f"; free space (need {cfg.storage.min_free_mb} MB, [storage] min_free_mb)" if low
+        else ""))]
     if not cfg.storage.db_path.exists():
         lines.append(Line(OK, "database", f"{cfg.storage.db_path} not created yet "
                                           "(the daemon creates it)"))

@@ -51,6 +51,7 @@ _BCM_PINS = range(0, 28)
 RANGES: dict[str, tuple[int | float, int | float]] = {
     "[storage] retention_days": (1, 3650),
     "[storage] max_snapshots_mb": (1, 1_048_576),
+    "[storage] min_free_mb": (10, 10240),
     "[[gate]] debounce_s": (0, 10),
     "[[gate]] held_open_alert_s": (0, 86400),
     "[siren] max_on_s": (1, 3600),
@@ -99,11 +100,16 @@ class Site:
         return ZoneInfo(self.timezone)
 
 
+# Low free space clears only once min_free_mb and this share of it again are free.
+LOW_SPACE_CLEAR_SHARE = 0.1
+
+
 @dataclass(frozen=True)
 class Storage:
     path: Path
     retention_days: int = 90
     max_snapshots_mb: int = 2048
+    min_free_mb: int = 50
 
     @property
     def db_path(self) -> Path:
@@ -112,6 +118,12 @@ class Storage:
     @property
     def snapshots_path(self) -> Path:
         return self.path / "snapshots"
+
+    def space_low(self, free_bytes: int, was_low: bool = False) -> bool:
+        """Less than min_free_mb free; once low, until LOW_SPACE_CLEAR_SHARE more is free
+        again, so a card hovering at the threshold is one fault, not one per minute."""
+        need = self.min_free_mb * (1 + LOW_SPACE_CLEAR_SHARE if was_low else 1)
+        return free_bytes < need * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -559,6 +571,7 @@ def _storage(t: _Table) -> Storage:
         path=Path(path) if path else Path("."),
         retention_days=t.number("retention_days", int, 90),
         max_snapshots_mb=t.number("max_snapshots_mb", int, 2048),
+        min_free_mb=t.number("min_free_mb", int, 50),
     )
     t.finish()
     return s

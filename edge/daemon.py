@@ -4,8 +4,10 @@ threads and hear of events only after the siren is on and the event is stored.""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
+import shutil
 import signal
 import sqlite3
 import threading
@@ -16,7 +18,7 @@ from edge import routing
 from edge.clock import Clock, SyncState
 from edge.config import Config, Input
 from edge.errors import CommandRefused, StorageError
-from edge.events import LATCHING_KINDS, Event, new_event_id
+from edge.events import ALARM_KINDS, LATCH_STATE, LATCHING_KINDS, Event, new_event_id
 from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
 from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
@@ -35,6 +37,14 @@ STORAGE_RETRY_S = 10.0
 CLOCK_GRACE_S = 600.0
 PURGE_EVERY_S = 3600.0
 MAX_DRILL_S = 86400
+# Events kept in memory while the store cannot be written, at most (a few MB): beyond it
+# the oldest event that is not an alarm goes first.
+MAX_UNSTORED = 10_000
+# Held events written per turn of the owner loop (each is a synchronous commit): the rest
+# follow on the next turns, so a long backlog never holds up an edge or a timer.
+FLUSH_BATCH = 100
+# Store failures that end as soon as one write succeeds.
+WRITE_FAILURES = ("unwritable", "events_dropped")
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
 # an alarm's.
 SMS_CLOCK_SLACK_S = 300.0
@@ -74,8 +84,13 @@ class Daemon:
         self.latched: dict[str, Event] = {}  # input name → the alarm that latched it
         self.faults: dict[str, str] = {}  # part → reason
         self._last_active_edge: dict[str, float] = {}
-        self._unstored: list[Event] = []  # acted on, not yet written (storage failing)
+        # Acted on, not yet written (storage failing), oldest first.
+        self._unstored: collections.deque[Event] = collections.deque()
+        self._dropped = 0  # events lost because _unstored was full
+        # What fails in storage, by source ("store", "space", "pictures"): (reason, detail).
+        self._storage_troubles: dict[str, tuple[str, str]] = {}
         self._storage_retry_armed = False
+        self._flush_posted = False
         self._started_mono = 0.0
         self._next_purge = 0.0
         self._stop_requested = threading.Event()
@@ -99,7 +114,8 @@ class Daemon:
             self._restore()
         except StorageError as e:  # an unreadable store must not keep the alarm from arming
             log.error("state not restored from the store: %s", e)
-            self.part_failed("storage", "unreadable", str(e))
+            self.storage_trouble("store", "unreadable", str(e))
+        self._check_free_space()
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
         if self.cfg.has_transport:
             self._heartbeat()
@@ -113,14 +129,14 @@ class Daemon:
             self.store = Store(self.cfg.storage.db_path, check_integrity=True,
                                autocheckpoint=False)
         except StorageError as e:
-            if "storage" not in self.faults:
+            if "store" not in self._storage_troubles:
                 log.error("event store unusable, alarms go on from memory: %s", e)
-                self.part_failed("storage", "unwritable", str(e))
+                self.storage_trouble("store", "unwritable", str(e))
             return False
         self._checkpointer = Checkpointer(self.cfg.storage.db_path)
         self._checkpointer.start()
         if self.store.report.quarantined is not None:
-            self.part_failed("storage", "corrupt", str(self.store.report.quarantined))
+            self.storage_trouble("store", "corrupt", str(self.store.report.quarantined))
         return True
 
     def _arm_pins(self) -> None:
@@ -166,7 +182,7 @@ class Daemon:
                 continue
             if inp.kind == "ack":
                 continue
-            last = self._last(inp.name, (*LATCHING_KINDS, "silenced"))
+            last = self._last(inp.name, LATCH_STATE)
             if last is not None and last.kind in LATCHING_KINDS:
                 self.latched[inp.name] = last
                 left = last.ts + self.siren.max_on_s - now.timestamp() if self.siren else 0
@@ -233,10 +249,16 @@ class Daemon:
         data = {"site": self.cfg.site.name, "label": label,
                 "clock_synced": self._sync.synced(), **(extra or {})}
         event_id = new_event_id()
-        event = self._append(kind, subject, when, data, event_id)
+        event = None
+        # Behind the events still in memory, never before them: the platform's `sequence`
+        # follows creation order.
+        if self._flush_unstored():
+            event = self._append(kind, subject, when, data, event_id)
         if event is None:
             event = Event(seq=0, id=event_id, kind=kind, subject=subject, time=when, data=data)
-            self._unstored.append(event)
+            self._keep_unstored(event)
+        else:
+            self._writes_work(*WRITE_FAILURES)
         log.info("event %s %s %s", event.kind, event.subject, event.data)
         if event.seq == 0 and not self._storage_retry_armed:
             self._storage_retry_armed = True
@@ -262,32 +284,98 @@ class Daemon:
             if is_corruption(e.__cause__):
                 try:
                     moved = self.store.recover_from_corruption()
-                    self.part_failed("storage", "corrupt", str(moved))
+                    self.storage_trouble("store", "corrupt", str(moved))
                     return self.store.append(kind, subject, when, data, **kwargs)
                 except (StorageError, OSError, sqlite3.Error) as again:
                     e = again
             log.error("cannot store %s event: %s", kind, e)
-            if "storage" not in self.faults:
-                self.loop.post(self.part_failed, "storage", "unwritable", str(e))
+            if "store" not in self._storage_troubles:
+                self.loop.post(self.storage_trouble, "store", "unwritable", str(e))
             return None
 
-    def _flush_unstored(self) -> None:
-        while self._unstored:
+    def _keep_unstored(self, event: Event) -> None:
+        """Hold an event the store refused, within MAX_UNSTORED: when full, the oldest
+        that is not an alarm goes (the oldest of all if only alarms are held)."""
+        if len(self._unstored) >= MAX_UNSTORED:
+            lost = next((e for e in self._unstored if e.kind not in ALARM_KINDS),
+                        self._unstored[0])
+            self._unstored.remove(lost)
+            self._dropped += 1
+            log.error("memory holds %d unstored events: %s event %s dropped (%d so far)",
+                      MAX_UNSTORED, lost.kind, lost.id, self._dropped)
+            self.storage_trouble("store", "events_dropped",
+                                 f"{self._dropped} events dropped while the store failed")
+        self._unstored.append(event)
+
+    def _flush_unstored(self) -> bool:
+        """Store the events kept in memory, oldest first, FLUSH_BATCH of them now and the
+        rest on the loop's next turns; True when none is left."""
+        for _ in range(min(FLUSH_BATCH, len(self._unstored))):
             pending = self._unstored[0]
             sent = set().union(*(w.sent_from_memory(pending.id) for w in self.workers
                                  if hasattr(w, "sent_from_memory")))
             stored = self._append(pending.kind, pending.subject, pending.time, pending.data,
                                   pending.id, sms_sent=sent)
             if stored is None:
-                return
-            self._unstored.pop(0)
+                return False
+            self._unstored.popleft()
             for worker in self.workers:
                 worker.notify(stored)
-        if self.faults.get("storage") in ("unwritable", "corrupt") and self.store is not None:
-            self.part_ok("storage")  # writes work again (a corrupt file is kept aside)
+        if self._unstored and not self._flush_posted:
+            self._flush_posted = True
+            self.loop.post(self._flush_more)
+        return not self._unstored
+
+    def _flush_more(self) -> None:
+        self._flush_posted = False
+        self._retry_storage()
+
+    def _writes_work(self, *reasons: str) -> None:
+        """The store took a write: its trouble ends if it was one of ``reasons``."""
+        if self._storage_troubles.get("store", ("",))[0] in reasons:
+            self.storage_trouble("store", None)
+
+    def storage_trouble(self, source: str, reason: str | None, detail: str = "") -> None:
+        """What fails in storage, by source: "store" (the event store: unwritable,
+        corrupt, unreadable, events_dropped), "space" (low_space), "pictures" (the camera
+        worker's files); ``reason`` None: that source works again. The part is in fault
+        while any source fails, with the latest reason; recovered once none does."""
+        known = self._storage_troubles.get(source)
+        if reason is None:
+            if known is None:
+                return
+            del self._storage_troubles[source]
+        elif known is not None and known[0] == reason:
+            self._storage_troubles[source] = (reason, detail)  # nothing new to report
+            return
+        else:
+            self._storage_troubles.pop(source, None)  # the latest reason is the one shown
+            self._storage_troubles[source] = (reason, detail)
+        if self._storage_troubles:
+            reason, detail = list(self._storage_troubles.values())[-1]
+            self.part_failed("storage", reason, detail)
+        else:
+            self.part_ok("storage")
+
+    def _check_free_space(self) -> None:
+        """Low free space is a fault of its own ([storage] min_free_mb), even while every
+        write still succeeds; it clears with a margin (Storage.space_low)."""
+        try:
+            free = shutil.disk_usage(self.cfg.storage.path).free
+        except OSError:
+            return  # no directory: opening the store fails and says so
+        if self.cfg.storage.space_low(free, was_low="space" in self._storage_troubles):
+            if "space" not in self._storage_troubles:
+                log.error("%d MB free on %s, below [storage] min_free_mb", free >> 20,
+                          self.cfg.storage.path)
+            self.storage_trouble("space", "low_space", f"{free >> 20} MB free, below "
+                                 f"min_free_mb = {self.cfg.storage.min_free_mb}")
+        else:
+            self.storage_trouble("space", None)
 
     def part_failed(self, part: str, reason: str, detail: str | None = None) -> None:
-        """A part failed a check: one `fault` event when it starts failing."""
+        """A part failed a check: one `fault` event when it starts failing (storage: see
+        storage_trouble)."""
         already = part in self.faults
         self.faults[part] = reason
         if not already:
@@ -375,6 +463,9 @@ class Daemon:
             self.siren.stop()
         return done
 
+    def clock_synced(self) -> bool:
+        return self._sync.synced()
+
     def in_drill(self) -> bool:
         return self.drill_ends is not None and self.clock.monotonic() < self.drill_ends
 
@@ -431,6 +522,7 @@ class Daemon:
             "faults": sorted(self.faults),
             "fault_reasons": dict(sorted(self.faults.items())),
             "storage": {"ok": "storage" not in self.faults, "unstored": len(self._unstored),
+                        "dropped": self._dropped,
                         "last_seq": self.store.last_seq() if self.store else None},
             "clock_synced": self._sync.synced(),
             "drill": self._drill_status(),
@@ -462,6 +554,7 @@ class Daemon:
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
         if self._unstored or "storage" in self.faults:
             self._retry_storage()
+        self._check_free_space()
         if self._sync.synced():
             self.part_ok("clock")
         elif self.clock.monotonic() - self._started_mono >= CLOCK_GRACE_S:
@@ -469,7 +562,10 @@ class Daemon:
         now = self.clock.monotonic()
         if self.store is not None and now >= self._next_purge:
             self._next_purge = now + PURGE_EVERY_S
-            cutoff = self.clock.now().timestamp() - self.cfg.storage.retention_days * 86400
+            # A clock not set (a Pi booting in 1970, or years ahead) dates nothing: only
+            # delivered heartbeats go, whatever their age, until it is.
+            cutoff = (self.clock.now().timestamp() - self.cfg.storage.retention_days * 86400
+                      if self.clock_synced() else None)
             try:
                 gone = self.store.purge(cutoff)
             except StorageError as e:
@@ -480,8 +576,8 @@ class Daemon:
 
     def _retry_storage(self) -> None:
         self._storage_retry_armed = False
-        if self.store is not None or self._open_store():
-            self._flush_unstored()
+        if (self.store is not None or self._open_store()) and self._flush_unstored():
+            self._writes_work(*WRITE_FAILURES, "corrupt")  # a corrupt file is kept aside
         if self._unstored and not self._storage_retry_armed:
             self._storage_retry_armed = True
             self.loop.after(STORAGE_RETRY_S, self._retry_storage)

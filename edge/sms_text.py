@@ -38,6 +38,8 @@ REASON_WORDS = {
     "signal_low": "信号弱", "signal_unknown": "无信号", "smsc_empty": "短信中心号码为空",
     "unreachable": "平台无法连接", "rejected": "平台拒收", "misconfigured": "配置错误",
     "corrupt": "数据库损坏，已隔离", "unwritable": "无法写入", "full": "存储空间已满",
+    "low_space": "存储空间不足", "events_dropped": "无法写入，部分事件已丢失",
+    "unreadable": "无法读取",
     "not_synchronised": "时间未同步", "unavailable": "不可用", "capture_failed": "拍照失败",
 }
 

@@ -4,8 +4,9 @@ alarm path. The event is stored and acted on first; the picture is attached when
 
 Files: storage.path/snapshots/YYYY-MM-DD/<event id>.jpg and <event id>-frame-<k>.jpg.
 Limits: older than retention_days goes; above max_snapshots_mb the oldest go first, the
-pictures the platform has not received yet last. A full disk is a storage fault, never a
-stop: the siren and the SMS do not need the picture.
+pictures the platform has not received yet last. No picture takes the last [storage]
+min_free_mb (the event store's room). A full disk is a storage fault, never a stop: the
+siren and the SMS do not need the picture.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import collections
 import errno
 import hashlib
 import logging
+import math
 import os
 import shutil
 import threading
@@ -32,10 +34,12 @@ CAPTURE_TIMEOUT_S = 5.0
 CAMERA_RETRY_S = 30.0
 PRUNE_EVERY_S = 600.0
 STALE_EVENT_S = 30.0
-# Free space below which the disk counts as full, before a write fails outright.
-MIN_FREE_MB = 20
 # While the disk is full every alarm loses its picture: look for space this often.
 FULL_RECHECK_S = 1.0
+
+
+class LowSpace(OSError):
+    """A picture would leave less than [storage] min_free_mb free: the store's room."""
 
 
 def snapshot_wanted(event: Event, cfg: Config) -> bool:
@@ -167,9 +171,10 @@ class CameraWorker(ThreadWorker):
         try:
             files = self._save(event, jpeg, frames)
         except OSError as e:
-            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            reason = ("low_space" if isinstance(e, LowSpace) else
+                      "full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "unwritable")
             log.error("snapshot of event %s not saved: %s", event.id, e)
-            self._disk(False, "full" if full else "unwritable", str(e))
+            self._disk(False, reason, str(e))
             self._next_prune = 0.0  # pictures beyond the cap may be what filled it
             self._record_data(event, {"snapshot_error": f"not saved: {e.strerror or e}"})
             return
@@ -196,8 +201,9 @@ class CameraWorker(ThreadWorker):
         day = self.root / event.time.astimezone(self.cfg.site.tz).strftime("%Y-%m-%d")
         day.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(day).free
-        if free < MIN_FREE_MB * 1024 * 1024 + len(jpeg) + sum(map(len, frames)):
-            raise OSError(errno.ENOSPC, "less than the minimum free space left", str(day))
+        if self.cfg.storage.space_low(free - len(jpeg) - sum(map(len, frames))):
+            raise LowSpace(errno.ENOSPC, "it would leave less than [storage] min_free_mb "
+                                         "free", str(day))
         files = []
         try:
             files.append(("snapshot", *_write(day / f"{event.id}.jpg", jpeg)))
@@ -218,12 +224,12 @@ class CameraWorker(ThreadWorker):
         self._wake_uplink()
 
     def _space_returned(self) -> bool:
-        """Free space well above the minimum, and a file can be created there (a disk
-        out of inodes or over quota has bytes free and still refuses every file)."""
+        """Free space above the minimum and its margin, and a file can be created there
+        (a disk out of inodes or over quota has bytes free and still refuses every file)."""
         probe = self.root / ".space-probe"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            if shutil.disk_usage(self.root).free < 2 * MIN_FREE_MB * 1024 * 1024:
+            if self.cfg.storage.space_low(shutil.disk_usage(self.root).free, was_low=True):
                 return False
             _write(probe, b"\0")
         except OSError:
@@ -235,18 +241,20 @@ class CameraWorker(ThreadWorker):
     def _disk(self, ok: bool, reason: str = "", detail: str = "") -> None:
         if ok and self._disk_full:
             self._disk_full = False
-            self.daemon.loop.post(self.daemon.part_ok, "storage")
+            self.daemon.loop.post(self.daemon.storage_trouble, "pictures", None)
         elif not ok and not self._disk_full:
             self._disk_full = True
-            self.daemon.loop.post(self.daemon.part_failed, "storage", reason, detail)
+            self.daemon.loop.post(self.daemon.storage_trouble, "pictures", reason, detail)
 
     # ------------------------------------------------------------------ limits
 
     def prune(self) -> None:
-        """Apply retention_days and max_snapshots_mb to the picture files."""
+        """Apply retention_days and max_snapshots_mb to the picture files. A clock not
+        set dates nothing: retention waits for it, the cap does not."""
         if not self.root.exists():
             return
-        cutoff = time.time() - self.cfg.storage.retention_days * 86400
+        cutoff = (time.time() - self.cfg.storage.retention_days * 86400
+                  if self.daemon.clock_synced() else -math.inf)
         days = [day for day in self.root.iterdir() if day.is_dir()]
         files = []
         for day in days:

@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Iterable
 
 from edge.errors import StorageError
-from edge.events import Event, data_json, new_event_id
+from edge.events import STATE_FAMILIES, Event, data_json, new_event_id
 
 log = logging.getLogger(__name__)
 
@@ -513,15 +514,23 @@ class Store:
 
     # ------------------------------------------------------------------ retention
 
-    def purge(self, older_than: float) -> int:
-        """Delete events older than ``older_than`` (unix time), and heartbeats of any age,
-        that owe nothing any more (no pending delivery, no SMS still to send). Returns how
-        many went."""
+    def purge(self, older_than: float | None) -> int:
+        """Delete events older than ``older_than`` (unix time; None: none for their age),
+        and heartbeats of any age, that owe nothing any more (no pending delivery, no SMS
+        still to send) and hold no state restored at start: the latest event of each
+        STATE_FAMILIES kind group per subject stays whatever its age (a latched alarm, a
+        gate open for weeks). Returns how many went."""
+        latest = " UNION ALL ".join(
+            f"SELECT max(seq) FROM events WHERE kind IN ({','.join('?' * len(kinds))}) "
+            "GROUP BY subject" for kinds in STATE_FAMILIES)
         with self._transaction():
             cur = self._conn.execute(
                 "DELETE FROM events WHERE (ts < ? OR kind = 'heartbeat') AND seq NOT IN "
                 "(SELECT seq FROM deliveries WHERE state='pending') AND seq NOT IN "
-                "(SELECT seq FROM sms WHERE state IN ('pending','waiting'))", (older_than,))
+                "(SELECT seq FROM sms WHERE state IN ('pending','waiting')) AND seq NOT IN "
+                f"({latest})",
+                (-math.inf if older_than is None else older_than,
+                 *(kind for kinds in STATE_FAMILIES for kind in kinds)))
             return cur.rowcount
 
 

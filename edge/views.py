@@ -111,6 +111,10 @@ def print_status(status: dict, as_json: bool, out=None) -> None:
         lines.append(f"uplink: {'ok' if up['ok'] else 'FAULT'}, {up['pending']} pending")
     else:
         lines.append("uplink: off (no [uplink])")
+    held = status["storage"]
+    if held["unstored"] or held.get("dropped"):
+        lines.append(f"storage: {held['unstored']} events held in memory, not yet written; "
+                     f"{held.get('dropped', 0)} dropped")
     faults = status["faults"]
     lines.append("faults: " + (", ".join(f"{p} ({status['fault_reasons'].get(p)})"
                                          for p in faults) if faults else "none"))

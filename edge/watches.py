@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 from edge.config import Input
+from edge.events import BATTERY_STATE, GATE_STATE, MAINS_STATE
 from edge.owner import Timer
 
 # A UPS signal can flicker while the mains browns out.
@@ -73,7 +74,7 @@ class GateWatch(LevelWatch):
 
     @classmethod
     def restored(cls, daemon, inp: Input, now: dt.datetime, mono: float) -> GateWatch:
-        last = daemon._last(inp.name, ("gate_open", "gate_closed", "gate_held_open"))
+        last = daemon._last(inp.name, GATE_STATE)
         is_open = last is not None and last.kind != "gate_closed"
         watch = cls(daemon, inp, is_open)
         if is_open and last.kind == "gate_open":
@@ -118,8 +119,7 @@ class PowerWatch(LevelWatch):
 
     @classmethod
     def restored(cls, daemon, inp: Input, now: dt.datetime, mono: float) -> PowerWatch:
-        kinds = (("power_lost", "power_restored") if inp.signals == "mains_lost"
-                 else ("battery_low", "battery_ok"))
+        kinds = MAINS_STATE if inp.signals == "mains_lost" else BATTERY_STATE
         last = daemon._last(inp.name, kinds)
         watch = cls(daemon, inp, last is not None and last.kind == kinds[0])
         watch.follow_pin(mono, now)

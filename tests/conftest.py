@@ -20,6 +20,7 @@ from typing import Callable
 
 import pytest
 
+from edge.errors import StorageError
 from edge.modem.emulator import ModemEmulator
 from edge.modem.modem import ModemTimings
 from edge.platform_stub import PlatformStub
@@ -38,11 +39,12 @@ SHORT_MODEM_TIMINGS = ModemTimings(command_s=1.0, send_s=3.0, prompt_s=1.0, list
 def mock_config_text(storage: Path, socket: Path, *, pin_factory: str = "mock",
                      extra: str = "", tamper: bool = True, siren: bool = True,
                      device_id: str = "test-gate-1", school_hours: bool = True,
-                     held_open_alert_s: int = 300, debounce_s: float = 0.3) -> str:
+                     held_open_alert_s: int = 300, debounce_s: float = 0.3,
+                     storage_keys: str = "") -> str:
     """A school gate on simulated pins: one panic button, one gate (open in school hours
     on weekdays, Asia/Shanghai; at any hour unless ``school_hours``), one tamper switch
     (unless ``tamper`` is false) and a siren (unless ``siren`` is false); ``extra`` is
-    appended."""
+    appended, ``storage_keys`` (retention_days = 1) go into [storage]."""
     hours = """open_hours = ["06:30-08:30", "11:00-13:30", "15:30-18:30"]
 open_days = ["mon", "tue", "wed", "thu", "fri"]
 """ if school_hours else ""
@@ -65,6 +67,7 @@ timezone = "Asia/Shanghai"
 
 [storage]
 path = "{storage}"
+{storage_keys}
 
 [gpio]
 pin_factory = "{pin_factory}"
@@ -106,6 +109,45 @@ def write_config(tmp_path, short_dir) -> Callable[..., Path]:
                         encoding="utf-8")
         return path
     return write
+
+
+@pytest.fixture
+def tiny_fs():
+    """mount_tiny(dir, options) mounts a tmpfs there (skips the test when mounting is
+    not permitted); everything mounted is unmounted at teardown. Ask for it before the
+    fixtures that start a daemon, so the daemon stops before its disk goes."""
+    mounted: list[Path] = []
+
+    def mount_tiny(where: Path, options: str) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here to fill a disk honestly: "
+                        f"{done.stderr.strip() or done.returncode}")
+        mounted.append(where)
+        return where
+
+    yield mount_tiny
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def refuse_writes(*args, **kwargs):
+    """A store method on an SD card that went read-only."""
+    raise StorageError("attempt to write a readonly database")
+
+
+class SyncedKernel:
+    """The kernel's word on the clock (adjtimex), as a daemon's ``_sync`` reads it:
+    SyncedKernel() is a Pi whose NTP has set the clock, SyncedKernel(False) one that
+    booted without it."""
+
+    def __init__(self, synced: bool = True):
+        self._synced = synced
+
+    def synced(self) -> bool:
+        return self._synced
 
 
 @pytest.fixture

@@ -212,6 +212,18 @@ def test_a_corrupt_database_fails_with_what_to_do(write_config, cli, tmp_path):
     assert result.returncode == 1
 
 
+def test_free_space_is_judged_by_min_free_mb(write_config, cli, tmp_path, tiny_fs):
+    storage = tiny_fs(tmp_path / "var", "size=16m")
+    (storage / "filler").write_bytes(b"\0" * 8 * 1024 * 1024)  # about 8 MB left
+    line = line_of(cli("check", config=write_config(storage_keys="min_free_mb = 10")).stdout,
+                   "storage")
+    assert line.startswith(f"{FAIL} storage") and "need 10 MB" in line, line
+    (storage / "filler").unlink()
+    line = line_of(cli("check", config=write_config(storage_keys="min_free_mb = 12")).stdout,
+                   "storage")
+    assert line.startswith(OK), line
+
+
 # --- with the daemon running ----------------------------------------------------------------
 
 def test_a_running_daemon_is_asked_for_pins_and_modem(write_config, cli, wait_until, emulator,

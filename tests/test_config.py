@@ -89,6 +89,7 @@ url = "https://platform.example.cn/api/v1/events"
 """))
     assert cfg.site.timezone == "Asia/Shanghai"
     assert cfg.storage.retention_days == 90 and cfg.storage.max_snapshots_mb == 2048
+    assert cfg.storage.min_free_mb == 50
     assert cfg.storage.db_path == Path("/var/lib/edge-alarm/events.db")
     assert cfg.gpio.pin_factory == "lgpio"
     panic, gate, tamper = cfg.inputs
@@ -216,6 +217,9 @@ def test_the_spec_wording_for_a_pin_used_twice(tmp_path, monkeypatch):
                  "[[gate]] main_gate.pin: must be a BCM GPIO number from 0 to 27", id="pin-range"),
     pytest.param(with_replaced('path = "/var/lib/edge-alarm"', 'path = "var/lib"'),
                  "[storage] path: must be an absolute path", id="relative-path"),
+    pytest.param(with_replaced('path = "/var/lib/edge-alarm"',
+                               'path = "/var/lib/edge-alarm"\nmin_free_mb = 5'),
+                 "[storage] min_free_mb: must be from 10 to 10240", id="min-free-range"),
     pytest.param(base('[sms]\ntemplates = {panic = "{site} {colour}"}\n'),
                  "[sms] templates.panic: unknown placeholder {colour}", id="template"),
     pytest.param(with_replaced("[siren]", "[[siren]]"),

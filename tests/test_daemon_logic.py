@@ -6,19 +6,25 @@ connection, so "stored" means committed."""
 from __future__ import annotations
 
 import datetime as dt
+import io
+import os
+import shutil
 from zoneinfo import ZoneInfo
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from conftest import GATE_PIN, PANIC_PIN, SIREN_PIN, TAMPER_PIN
+from conftest import GATE_PIN, PANIC_PIN, SIREN_PIN, TAMPER_PIN, SyncedKernel, refuse_writes
 from edge import config
+from edge import daemon as daemon_module
 from edge.clock import FakeClock
-from edge.daemon import PANIC_LOCKOUT_S, Daemon
+from edge.daemon import PANIC_LOCKOUT_S, PURGE_EVERY_S, Daemon
 from edge.store import Store
+from edge.views import print_status
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MONDAY_7AM = dt.datetime(2026, 11, 23, 7, 0, tzinfo=SHANGHAI)  # school hours
+MB = 1024 * 1024
 
 
 class Rig:
@@ -446,6 +452,160 @@ def test_a_corrupt_store_is_set_aside_and_the_alarm_still_works(make_rig, tmp_pa
     assert rig.stored("fault")[0].data["reason"] == "corrupt"
 
 
+def test_unwritable_clears_with_the_first_write_that_succeeds(rig, monkeypatch):
+    monkeypatch.setattr(rig.daemon.store, "append", refuse_writes)  # the card goes read-only
+    rig.press()
+    assert rig.daemon.faults == {"storage": "unwritable"}
+    monkeypatch.undo()  # and works again: no retry timer has run (the clock stands still)
+    rig.drive(TAMPER_PIN, high=True)
+    assert rig.daemon.faults == {}
+    assert [(e.kind, e.subject) for e in rig.stored()] == [
+        ("panic", "guard_room"), ("fault", "storage"), ("tamper", "box"),
+        ("recovered", "storage")]
+
+
+def test_a_new_event_is_stored_behind_those_waiting_in_memory(rig, monkeypatch):
+    monkeypatch.setattr(rig.daemon.store, "append", refuse_writes)
+    for _ in range(3):
+        rig.open_gate()
+        rig.advance(0.5)
+        rig.close_gate()
+        rig.advance(0.5)
+    assert rig.status()["storage"]["unstored"] == 7  # the fault and six gate events
+    monkeypatch.undo()
+    rig.open_gate()
+    rig.advance(0.5)
+    stored = rig.stored()
+    assert [e.kind for e in stored] == ["gate_open", "fault", "gate_closed",
+                                        *["gate_open", "gate_closed"] * 2, "gate_open",
+                                        "recovered"]
+    gate_times = [e.time for e in stored if e.kind.startswith("gate_")]
+    assert gate_times == sorted(gate_times)
+    assert rig.status()["storage"]["unstored"] == 0
+
+
+def test_a_long_backlog_is_written_a_batch_per_turn_of_the_owner_loop(rig, monkeypatch):
+    monkeypatch.setattr(daemon_module, "FLUSH_BATCH", 2)
+    with monkeypatch.context() as card:
+        card.setattr(rig.daemon.store, "append", refuse_writes)
+        for n in range(5):
+            rig.daemon.record("gate_closed" if n % 2 else "gate_open", "main_gate", "校门")
+        rig.run()  # the fault, posted by the first refused write
+    assert rig.status()["storage"]["unstored"] == 6
+    tamper = rig.daemon.record("tamper", "box", "报警主机防拆")  # queues behind the rest
+    assert tamper.seq == 0 and len(rig.stored()) == 2
+    rig.run()  # the next turns write the rest, in order
+    assert [e.kind for e in rig.stored()] == [
+        "gate_open", "gate_closed", "gate_open", "gate_closed", "gate_open", "fault",
+        "tamper", "recovered"]
+
+
+def test_memory_holds_a_bounded_backlog_and_drops_other_kinds_before_alarms(
+        make_rig, tmp_path, monkeypatch):
+    monkeypatch.setattr(daemon_module, "MAX_UNSTORED", 5)
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file where the storage directory should be")
+    rig = make_rig(storage=blocker / "var").start()  # the fault event waits in memory
+    rig.press()
+    for n in range(6):
+        rig.daemon.record("gate_closed" if n % 2 else "gate_open", "main_gate", "校门")
+    status = rig.status()
+    assert status["storage"]["unstored"] == 5 and status["storage"]["dropped"] == 3
+    assert status["fault_reasons"] == {"storage": "events_dropped"}
+    shown = io.StringIO()
+    print_status(status, False, shown)
+    assert "storage: 5 events held in memory, not yet written; 3 dropped" in shown.getvalue()
+    assert [e.kind for e in rig.daemon._unstored] == [
+        "fault", "panic", "gate_closed", "gate_open", "gate_closed"]
+
+    blocker.unlink()
+    rig.advance(61)
+    assert [e.kind for e in rig.stored()] == [
+        "fault", "panic", "gate_closed", "gate_open", "gate_closed", "recovered"]
+    assert rig.stored("recovered")[0].data["reason"] == "events_dropped"
+    assert rig.status()["storage"] == {"ok": True, "unstored": 0, "dropped": 3,
+                                       "last_seq": 6}
+
+
+def free_bytes(path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def test_low_free_space_is_its_own_fault_and_clears_with_a_margin(tiny_fs, make_rig,
+                                                                 tmp_path):
+    var = tiny_fs(tmp_path / "var", "size=16m")
+    rig = make_rig(storage_keys="min_free_mb = 10").start()
+    assert rig.daemon.faults == {}
+    filler = var / "filler"
+    filler.write_bytes(b"\0" * (free_bytes(var) - 6 * MB))
+    rig.advance(61)
+    assert rig.daemon.faults == {"storage": "low_space"}
+    rig.press()  # every write still succeeds: the fault stays, it says what is wrong
+    assert rig.stored("panic") and rig.daemon.faults == {"storage": "low_space"}
+
+    def free_mb(mb: float) -> None:
+        os.truncate(filler, filler.stat().st_size - (int(mb * MB) - free_bytes(var)))
+        rig.advance(61)
+    free_mb(10.5)  # above min_free_mb, within its margin: no flapping
+    assert rig.daemon.faults == {"storage": "low_space"}
+    free_mb(11.5)
+    assert rig.daemon.faults == {}
+    assert [(e.kind, e.data.get("reason")) for e in rig.stored("fault", "recovered")] == [
+        ("fault", "low_space"), ("recovered", "low_space")]
+
+
+# ------------------------------------------------------------------ retention
+
+def test_an_alarm_never_silenced_outlives_retention_and_a_restart(make_rig):
+    clock = FakeClock(MONDAY_7AM - dt.timedelta(days=2))  # the Pi booted two days behind
+    first = make_rig(clock=clock, storage_keys="retention_days = 1").start()
+    first.daemon._sync = SyncedKernel()
+    first.press()
+    first.release()
+    clock.cut_to(MONDAY_7AM)  # NTP sets the clock right
+    first.advance(61)  # housekeeping: the retention purge
+    assert [e.kind for e in first.stored("panic")] == ["panic"]
+    first.close()
+
+    second = make_rig(clock=clock, storage_keys="retention_days = 1").start()
+    assert second.status()["alarm"]["inputs"] == ["guard_room"]
+    assert [e.kind for e in second.stored("panic")] == ["panic"]
+
+
+def test_a_gate_open_longer_than_retention_is_still_open_after_purge_and_restart(make_rig):
+    clock = FakeClock(MONDAY_7AM)
+    options = dict(clock=clock, pin_factory="lgpio", tamper=False,
+                   storage_keys="retention_days = 1")
+    first = make_rig(**options).start()
+    first.daemon._sync = SyncedKernel()
+    first.close_gate()
+    first.advance(1)
+    first.open_gate()
+    first.advance(301)  # gate_open, then gate_held_open
+    first.advance(2 * 86400)  # two days later the housekeeping purges
+    assert [e.kind for e in first.stored()] == ["gate_held_open"]
+    first.close()
+
+    second = make_rig(**options).start()
+    assert second.status()["inputs"]["main_gate"]["open"] is True
+    second.advance(400)
+    assert [e.kind for e in second.stored()] == ["gate_held_open"]  # nothing new
+
+
+def test_nothing_is_purged_for_its_age_while_the_clock_is_not_synchronised(make_rig):
+    clock = FakeClock(MONDAY_7AM)
+    rig = make_rig(clock=clock, storage_keys="retention_days = 1").start()
+    rig.daemon._sync = SyncedKernel(False)
+    rig.daemon.set_drill(True, 60)
+    rig.press()  # a drill: no state, retention alone decides when it goes
+    clock.cut_to(MONDAY_7AM + dt.timedelta(days=3 * 365))  # a clock years ahead
+    rig.advance(61)
+    assert [e.kind for e in rig.stored("drill")] == ["drill"]
+    rig.daemon._sync = SyncedKernel()  # synchronised (and still years ahead, as it is)
+    rig.advance(PURGE_EVERY_S)
+    assert rig.stored("drill") == []
+
+
 # ------------------------------------------------------------------ drill
 
 def test_a_drill_press_is_a_drill_with_a_short_siren_and_no_latch(rig):
@@ -571,15 +731,8 @@ def test_a_drill_press_never_shortens_a_real_alarms_siren(rig):
     assert rig.siren_on
 
 
-class _SyncedClock:
-    """The kernel's word that NTP has set the clock (adjtimex), as on a synced Pi."""
-
-    def synced(self) -> bool:
-        return True
-
-
 def test_an_sms_silence_acknowledges_only_the_alarms_its_sender_knew_of(rig):
-    rig.daemon._sync = _SyncedClock()
+    rig.daemon._sync = SyncedKernel()
     rig.press()
     sent_at = rig.clock.now().timestamp()
     rig.advance(3600)  # an hour later, a new tamper alarm…

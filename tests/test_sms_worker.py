@@ -19,12 +19,11 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 import edge.sms
-from conftest import (SHORT_MODEM_TIMINGS, edge_cli, mock_config_text, start_daemon,
-                      stop_daemon)
+from conftest import (SHORT_MODEM_TIMINGS, edge_cli, mock_config_text, refuse_writes,
+                      start_daemon, stop_daemon)
 from edge import config as config_mod
 from edge.clock import Clock
 from edge.control import ControlServer, daemon_handlers, request
-from edge.errors import StorageError
 from edge.events import Event
 from edge.modem.emulator import ModemEmulator, SentSms
 from edge.service import build_daemon
@@ -751,11 +750,6 @@ def test_alarms_still_go_by_sms_when_the_store_cannot_be_opened(make_config, tmp
         assert d.status()["siren"]["on"]
     finally:
         d.stop()
-
-
-def refuse_writes(*args, **kwargs):
-    """A store method on an SD card that went read-only."""
-    raise StorageError("attempt to write a readonly database")
 
 
 def test_an_unstored_alarms_sms_refused_once_is_tried_again(live, emulator, wait_until,

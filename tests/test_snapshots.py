@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from PIL import Image
 
-from conftest import PLATFORM_TOKEN, write_token
+from conftest import PLATFORM_TOKEN, SyncedKernel, write_token
 from edge import snapshots
 from edge.clock import Clock
 from edge.config import load
@@ -200,28 +199,6 @@ def sites():
     yield make
     for site in started:
         site.stop()
-
-
-@pytest.fixture
-def tiny_fs(tmp_path):
-    """mount_tiny(dir, options) mounts a tmpfs there (skips the test when mounting is
-    not permitted); everything mounted is unmounted at teardown. Ask for it before
-    ``sites``, so the daemon stops before its disk goes."""
-    mounted: list[Path] = []
-
-    def mount_tiny(where: Path, options: str) -> Path:
-        where.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here to fill a disk honestly: "
-                        f"{done.stderr.strip() or done.returncode}")
-        mounted.append(where)
-        return where
-
-    yield mount_tiny
-    for where in reversed(mounted):
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def fill_bytes(directory: Path) -> Path:
@@ -448,18 +425,19 @@ def test_which_gate_events_get_a_snapshot(write_config, sites, wait_until, on_ga
 
 @pytest.fixture
 def pruner(write_config, tmp_path):
-    """make(retention_days, max_snapshots_mb) → (CameraWorker set up on this thread, its
-    config); the daemon it belongs to is built but not started."""
+    """make(retention_days, max_snapshots_mb, synced) → (CameraWorker set up on this
+    thread, its config); the daemon it belongs to is built but not started, its clock
+    synchronised unless ``synced`` is false."""
     made = []
 
-    def make(retention_days: int = 90, max_snapshots_mb: int = 2048):
-        config = write_config(extra=camera_toml())
-        text = config.read_text(encoding="utf-8").replace(
-            "[storage]\n", f"[storage]\nretention_days = {retention_days}\n"
-                           f"max_snapshots_mb = {max_snapshots_mb}\n", 1)
-        config.write_text(text, encoding="utf-8")
+    def make(retention_days: int = 90, max_snapshots_mb: int = 2048, synced: bool = True):
+        config = write_config(extra=camera_toml(),
+                              storage_keys=f"retention_days = {retention_days}\n"
+                                           f"max_snapshots_mb = {max_snapshots_mb}")
         cfg = load(str(config))
-        worker = CameraWorker(cfg, Daemon(cfg), camera=BrokenableCamera())
+        daemon = Daemon(cfg)
+        daemon._sync = SyncedKernel(synced)
+        worker = CameraWorker(cfg, daemon, camera=BrokenableCamera())
         worker.setup()
         made.append(worker)
         return worker, cfg
@@ -492,6 +470,14 @@ def test_prune_removes_pictures_older_than_retention_days_and_empty_days(pruner)
         "2025-01-09", "2025-01-15"]
 
 
+def test_pictures_outlive_retention_while_the_clock_is_not_synchronised(pruner):
+    # A Pi that booted years ahead of the pictures' times: retention waits for the clock.
+    worker, cfg = pruner(retention_days=7, synced=False)
+    old = picture(cfg, "2025-01-01", "a.jpg", age_s=8 * 86400)
+    worker.prune()
+    assert old.exists()
+
+
 def test_the_cap_removes_uploaded_pictures_first_then_the_oldest(pruner):
     worker, cfg = pruner(max_snapshots_mb=1)
     # Six of 300 KB (1.76 MiB), oldest first; #3 and #4 (newer) are on the platform.
@@ -519,11 +505,12 @@ def test_the_cap_removes_uploaded_pictures_first_then_the_oldest(pruner):
 def test_a_full_disk_is_a_storage_fault_and_never_stops_the_alarm(
         write_config, tmp_path, tiny_fs, sites, platform, wait_until):
     """A real tmpfs over the snapshot directory, filled to ENOSPC with a file: the
-    worker finds less than MIN_FREE_MB free (the same OSError path a failed write takes)."""
+    worker finds less than [storage] min_free_mb free (the same OSError path a failed
+    write takes)."""
     config = write_config(extra=camera_toml(pre_trigger_s=0)
-                          + uplink_toml(platform.url, tmp_path / "token"))
-    shots = tiny_fs(tmp_path / "var" / "snapshots",
-                    f"size={2 * snapshots.MIN_FREE_MB + 8}m")
+                          + uplink_toml(platform.url, tmp_path / "token"),
+                          storage_keys="min_free_mb = 10")
+    shots = tiny_fs(tmp_path / "var" / "snapshots", "size=28m")
     filler = fill_bytes(shots)
     site = sites(config)
 
@@ -532,7 +519,7 @@ def test_a_full_disk_is_a_storage_fault_and_never_stops_the_alarm(
     panic = site.one("panic")
     assert panic is not None
     fault = wait_until(lambda: site.one("fault", "storage"), 5, what="a storage fault")
-    assert fault.data["reason"] == "full"
+    assert fault.data["reason"] == "low_space"
     assert site.status()["siren"]["on"]
     assert platform.wait_for(lambda: panic.id in [e.id for e in platform.events], 5)
     posted = next(e for e in platform.events if e.id == panic.id)
@@ -542,7 +529,7 @@ def test_a_full_disk_is_a_storage_fault_and_never_stops_the_alarm(
     filler.unlink()
     recovered = wait_until(lambda: site.one("recovered", "storage"), 5,
                            what="storage recovered")
-    assert recovered.data["reason"] == "full"
+    assert recovered.data["reason"] == "low_space"
     site.sim("box", True)
     wait_until(site.has("tamper"), 5,
                what="a snapshot once space returned")
@@ -554,7 +541,7 @@ def test_a_disk_out_of_inodes_stays_faulted_until_files_can_be_made_again(
     count as recovery, or every alarm would raise the fault again."""
     config = write_config(extra=camera_toml(pre_trigger_s=0))
     shots = tiny_fs(tmp_path / "var" / "snapshots",
-                    f"size={4 * snapshots.MIN_FREE_MB}m,nr_inodes=32")
+                    "size=80m,nr_inodes=32")
     fillers = fill_inodes(shots)
     site = sites(config)
 

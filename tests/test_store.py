@@ -124,6 +124,7 @@ def test_purge_keeps_what_is_still_owed(store, db):
     owed_sms = store.append("panic", "guard_room", old, {},
                             sms=[SmsRequest("principal", "+8613800138000", 0, fallback=True)])
     uploaded_old = store.append("tamper", "box", old, {}, transports=("uplink",))
+    silenced_old = store.append("silenced", "box", old, {})  # the box's latest state
     recent = store.append("gate_open", "main_gate", T0, {}, transports=("uplink",))
     beat_done = store.append("heartbeat", "test-gate-1", T0, {}, transports=("uplink",))
     beat_owed = store.append("heartbeat", "test-gate-1", T0, {}, transports=("uplink",))
@@ -132,13 +133,40 @@ def test_purge_keeps_what_is_still_owed(store, db):
                      (uploaded_old.seq, recent.seq, beat_done.seq))
     assert store.purge(cutoff) == 3
     kept = [e.seq for e in store.events()]
-    assert kept == [owed_upload.seq, owed_sms.seq, recent.seq, beat_owed.seq]
+    assert kept == [owed_upload.seq, owed_sms.seq, silenced_old.seq, recent.seq,
+                    beat_owed.seq]
     assert gone_old.seq not in kept
     with raw(db) as conn:  # their delivery rows went with them
         assert conn.execute("SELECT count(*) FROM deliveries WHERE seq IN (?, ?)",
                             (uploaded_old.seq, beat_done.seq)).fetchone()[0] == 0
     # Purging never reuses a seq.
     assert store.append("panic", "guard_room", T0, {}).seq == beat_owed.seq + 1
+
+
+def test_purge_keeps_each_inputs_latest_state_whatever_its_age(store):
+    old = T0 - dt.timedelta(days=100)
+    latched = store.append("panic", "guard_room", old, {})  # never silenced
+    store.append("gate_open", "main_gate", old, {})
+    held = store.append("gate_held_open", "main_gate", old, {})  # open for 100 days
+    store.append("tamper", "box", old, {})
+    box_silenced = store.append("silenced", "box", old, {})
+    mains = store.append("power_lost", "ups", old, {})
+    store.append("gate_after_hours", "main_gate", old, {})
+    store.append("fault", "modem", old, {})
+    assert store.purge(T0.timestamp()) == 4
+    assert [e.seq for e in store.events()] == [latched.seq, held.seq, box_silenced.seq,
+                                               mains.seq]
+    assert store.last_event("guard_room", ("panic", "tamper", "silenced")).seq == latched.seq
+
+
+def test_purge_without_a_cutoff_removes_only_delivered_heartbeats(store):
+    old = T0 - dt.timedelta(days=100)
+    gate = store.append("gate_closed", "main_gate", old, {})
+    store.append("gate_open", "main_gate", old, {})
+    beat = store.append("heartbeat", "test-gate-1", old, {})
+    assert store.purge(None) == 1
+    assert beat.seq not in [e.seq for e in store.events()]
+    assert gate.seq in [e.seq for e in store.events()]
 
 
 # ------------------------------------------------------------------ corruption

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from conftest import (PLATFORM_TOKEN, SITE_NAME, mock_config_text, start_daemon,
-                      stop_daemon, write_token)
+from conftest import (PLATFORM_TOKEN, SITE_NAME, mock_config_text, refuse_writes,
+                      start_daemon, stop_daemon, write_token)
 from edge.config import load
 from edge.events import new_event_id
 from edge.modem.emulator import ModemEmulator
@@ -244,6 +244,29 @@ def test_a_backlog_drains_in_batches_in_order_each_event_once(make_site, platfor
     # 300 events, 60 of them 6 KB: the byte limit, not only the count, made the batches.
     assert len(drain) >= math.ceil(60 * 6000 / BATCH_MAX_BYTES) + 2
     assert max(len(r.body) for r in drain) > BATCH_MAX_BYTES // 2
+
+
+def test_events_held_in_memory_reach_the_platform_in_creation_order(
+        make_site, platform, wait_until, monkeypatch):
+    site = make_site()
+    with monkeypatch.context() as card:
+        card.setattr(site.daemon.store, "append", refuse_writes)  # the store fails
+        for n in range(6):
+            site.sim("main_gate", n % 2 == 0)
+        wait_until(lambda: site.status()["storage"]["unstored"] == 7, 5,
+                   what="the fault and six gate events held in memory")
+    for is_open in (True, False):  # the store heals; the gate moves twice more
+        site.sim("main_gate", is_open)
+
+    def gate_events():
+        return [e for e in platform.events if e.type.endswith((".gate_open", ".gate_closed"))]
+    wait_until(lambda: len(gate_events()) == 8, 30, what="eight gate events on the platform")
+    docs = [e.document for e in gate_events()]
+    assert [d["type"].rsplit(".", 1)[1] for d in docs] == ["gate_open", "gate_closed"] * 4
+    times = [dt.datetime.fromisoformat(d["time"]) for d in docs]
+    assert times == sorted(times)
+    sequences = [int(d["sequence"]) for d in docs]
+    assert sequences == sorted(sequences)
 
 
 # ---------------------------------------------------------------------- answers
