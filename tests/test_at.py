@@ -1,12 +1,19 @@
 """The AT channel against the emulated modem, through a real pty opened by pyserial."""
 
+import itertools
 import queue
+import re
+import threading
 import time
+import tracemalloc
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge.errors import ModemError
-from edge.modem.at import AtChannel, AtError, AtTimeout, CmeError, CmsError, PortLost, Urc
+from edge.modem.at import (MAX_RESPONSE_BYTES, AtChannel, AtError, AtTimeout, CmeError,
+                           CmsError, LineSplitter, PortLost, Urc)
 from edge.modem.pdu import encode_submit
 
 
@@ -144,3 +151,74 @@ def test_spy_url_logs_the_traffic(emulator, tmp_path):
     with AtChannel(f"spy://{emulator.port}?file={log_file}") as channel:
         assert channel.command("AT+CSQ", timeout=2) == ["+CSQ: 20,99"]
     assert "41 54 2B 43 53 51 0D" in log_file.read_text()  # hex dump of AT+CSQ<CR>
+
+
+# -- bounded input -----------------------------------------------------------------------
+
+# Pieces of what a modem says, and of what line noise says, for the fuzz tests.
+MODEM_BYTES = st.lists(st.one_of(
+    st.binary(max_size=40),
+    st.sampled_from([b"\r", b"\n", b"\r\n", b"OK", b"ERROR", b"+CME ERROR: 10", b"> ", b">",
+                     b"+CMT: ,24", b"+CDS: 25", b'+CMTI: "SM",3', b"+CREG: 1", b"+CSQ: 1,1",
+                     b"RING", b"\x1a", b"\x1b", b"\x00", b"\xff\xfe", b"x" * 300]),
+), max_size=40).map(b"".join)
+
+
+def test_a_modem_streaming_without_line_ends_costs_no_memory(emulator, channel):
+    stream = b"x" * (4 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        emulator.stream(stream)
+        # The command's echo ends the endless line: the answer after it is read as ever.
+        assert channel.command("AT+CSQ", timeout=10) == ["+CSQ: 20,99"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - baseline < 512 * 1024  # the stream was 4 MiB
+    assert channel.dropped_lines == 1
+
+
+def test_a_response_that_does_not_end_is_cut_to_its_bound(emulator, channel, wait_until):
+    emulator.response_delay = 2  # our own answer comes first, its own later (dropped)
+    answer = {}
+    command = threading.Thread(
+        target=lambda: answer.update(lines=channel.command("AT+CSQ", timeout=30)))
+    command.start()
+    wait_until(lambda: "AT+CSQ" in emulator.commands, 5)
+    emulator.stream(b"+CSQ: 1,1\r\n" * 100_000 + b"OK\r\n")
+    command.join(30)
+    lines = answer["lines"]
+    assert lines[0] == "+CSQ: 1,1"
+    assert sum(len(line) for line in lines) <= MAX_RESPONSE_BYTES
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(MODEM_BYTES, max_size=8), max_bytes=st.integers(1, 64))
+def test_line_splitter_keeps_every_line_within_its_bound(chunks, max_bytes):
+    splitter = LineSplitter(max_bytes)
+    lines = []
+    for chunk in chunks:
+        lines += splitter.feed(chunk)
+        assert len(splitter.unfinished) <= max_bytes
+    *ended, unfinished = re.split(rb"[\r\n]", b"".join(chunks))
+    assert lines == [line for line in ended if len(line) <= max_bytes]
+    assert splitter.unfinished == (unfinished if len(unfinished) <= max_bytes else b"")
+    assert splitter.dropped == sum(len(line) > max_bytes for line in [*ended, unfinished])
+
+
+def test_any_bytes_from_the_modem_leave_the_channel_in_step(emulator, channel, urcs):
+    sentinels = itertools.count()
+
+    @settings(max_examples=75, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(noise=MODEM_BYTES)
+    def noise_then_a_command(noise):
+        # A URC after the noise tells when the reader has taken all of it.
+        sentinel = f"+CIEV: sentinel {next(sentinels)}"
+        emulator.stream(noise + f"\r\n{sentinel}\r\n".encode())
+        while sentinel not in (urc := urcs.get(timeout=5)).line + (urc.pdu or ""):
+            pass
+        assert channel.command("AT+CSQ", timeout=5) == ["+CSQ: 20,99"]
+
+    noise_then_a_command()

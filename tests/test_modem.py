@@ -11,7 +11,7 @@ from conftest import SHORT_MODEM_TIMINGS
 from edge.errors import ModemError
 from edge.modem.at import AtTimeout, CmsError, PortLost
 from edge.modem.emulator import ModemEmulator
-from edge.modem.modem import UNKNOWN_REFERENCE, Modem, ModemTimings
+from edge.modem.modem import MAX_ANNOUNCED, UNKNOWN_REFERENCE, Modem, ModemTimings
 from edge.modem.pdu import encode_deliver
 from edge.modem.pin_record import RefusedPinRecord
 
@@ -347,6 +347,22 @@ def test_incoming_two_part_chinese_message(emulator, modem, urcs):
     assert (message.sender, message.text, message.concat) == (PRINCIPAL, text, None)
     assert emulator.stored == {}
     assert modem.receive(time.monotonic()) == []
+
+
+def test_a_flood_of_new_message_notices_is_capped_and_loses_no_message(emulator, modem,
+                                                                       urcs):
+    emulator.stream(b"".join(b'\r\n+CMTI: "SM",%d\r\n' % n for n in range(1000, 3000)))
+    [index] = emulator.deliver(PRINCIPAL, "STATUS")
+    while urcs.get(timeout=5).line != f'+CMTI: "SM",{index}':
+        pass  # the reader has taken every notice once it passes the real one
+    commands_before = len(emulator.commands)
+    messages = modem.receive(time.monotonic())
+    assert [(m.sender, m.text) for m in messages] == [(PRINCIPAL, "STATUS")]
+    commands = emulator.commands[commands_before:]
+    # Not 2001 reads of announced slots: the oldest notices went, the inbox was listed.
+    assert "AT+CMGL=4" in commands
+    assert len([c for c in commands if c.startswith("AT+CMGR")]) <= MAX_ANNOUNCED
+    assert emulator.stored == {}
 
 
 def test_messages_stored_while_down_and_malformed_ones(emulator, make_modem):

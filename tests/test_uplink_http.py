@@ -4,15 +4,18 @@ import email.utils
 import io
 import logging
 import os
+import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 
 from conftest import PLATFORM_TOKEN, write_token
+from slow_platform import HUGE_BODY, TRICKLE_BODY, TRICKLE_HEAD, SlowPlatform
 from edge.errors import UplinkError
 from edge.uplink.backoff import MAX_DELAY_S, backoff_delay, next_delay
 from edge.uplink.http import (ACCEPTED, CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE, REJECTED,
@@ -186,6 +189,45 @@ def test_a_lost_answer_is_retried_and_the_retry_is_accepted_as_a_duplicate(platf
     assert [e.id for e in platform.events] == [event["id"]]       # the platform kept it
     check(uplink.post_events([event]), ACCEPTED, 409)
     assert len(platform.events) == 1
+
+
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made by openssl."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("mode, tls", [(TRICKLE_HEAD, False), (TRICKLE_BODY, False),
+                                       (TRICKLE_HEAD, True)])
+def test_an_answer_trickled_a_byte_at_a_time_fails_at_the_deadline(token_file, tls_cert,
+                                                                     mode, tls):
+    # A byte every 0.05 s: requests' read timeout (1 s) never fires.
+    with SlowPlatform(mode, tls=tls_cert if tls else None) as slow:
+        up = HttpUplink(slow.url, str(token_file), ca_file=str(tls_cert[0]) if tls else None,
+                        connect_timeout_s=0.5, read_timeout_s=1.0)
+        started = time.monotonic()
+        result = check(up.post_events([make_event()]), RETRY, None)
+        took = time.monotonic() - started
+        up.close()
+    assert result.detail == "no complete answer within 1.5 s"
+    assert 1.5 <= took < 10  # the deadline, not the platform's 20 s of trickling
+    assert slow.requests == 1 and slow.sent > 10
+
+
+def test_a_huge_answer_is_read_no_further_than_its_start(token_file):
+    with SlowPlatform(HUGE_BODY) as slow:
+        up = HttpUplink(slow.url, str(token_file), connect_timeout_s=0.5, read_timeout_s=1.0)
+        started = time.monotonic()
+        check(up.post_events([make_event()]), ACCEPTED, 200)
+        assert time.monotonic() - started < 10
+        up.close()
+    assert slow.sent < 64 * 1024 * 1024  # of 1 GiB: what the sockets' buffers held
 
 
 def test_an_invalid_url_is_rejected_not_retried(token_file):

@@ -21,6 +21,7 @@ from gpiozero.pins.mock import MockFactory
 
 from conftest import (PLATFORM_TOKEN, SITE_NAME, mock_config_text, refuse_writes,
                       start_daemon, stop_daemon, write_token)
+from slow_platform import TRICKLE_HEAD, SlowPlatform
 from edge.config import load
 from edge.events import new_event_id
 from edge.modem.emulator import ModemEmulator
@@ -44,7 +45,7 @@ JITTER = 0.05
 
 def config_text(root: Path, url: str, *, modem_port: str | None = None,
                 fallback_s: int = 20, heartbeat_s: int = 3600,
-                read_timeout_s: float = 5.0) -> str:
+                connect_timeout_s: float = 2.0, read_timeout_s: float = 5.0) -> str:
     """The mock school gate of conftest without tamper switch and siren, its gate allowed
     at any hour (no after-hours alerts, whatever the hour the tests run at); a modem and
     the principal when ``modem_port``."""
@@ -54,7 +55,7 @@ url = "{url}"
 token_file = "{root / 'token'}"
 sms_fallback_after_s = {fallback_s}
 heartbeat_s = {heartbeat_s}
-connect_timeout_s = 2.0
+connect_timeout_s = {connect_timeout_s}
 read_timeout_s = {read_timeout_s}
 """
     if modem_port is not None:
@@ -426,6 +427,24 @@ def test_uplink_fault_after_three_failures_recovered_after_and_status(
     uplink = site.status()["uplink"]
     assert (uplink["ok"], uplink["pending"], uplink["oldest_pending_s"]) == (True, 0, None)
     assert site.status()["faults"] == []
+
+
+def test_a_platform_that_trickles_its_answers_is_an_uplink_fault(short_dir, wait_until):
+    # Each answer a byte every 0.05 s, within the 0.5 s read timeout: only the request's
+    # deadline (0.5 + 0.5 s) ends each attempt.
+    with SlowPlatform(TRICKLE_HEAD) as slow:
+        site = Site(write_site(short_dir, slow.url, connect_timeout_s=0.5,
+                               read_timeout_s=0.5)).start()
+        try:
+            [fault] = wait_until(lambda: site.events("fault"), 15, what="uplink fault")
+            status = site.status()
+        finally:
+            site.stop()
+            site.store.close()
+    assert (fault.subject, fault.data["reason"]) == ("uplink", "unreachable")
+    assert "no complete answer within 1 s" in fault.data["detail"]
+    assert status["faults"] == ["uplink"] and status["uplink"]["ok"] is False
+    assert slow.requests >= 3
 
 
 def test_heartbeats_at_start_and_every_heartbeat_s_purged_once_delivered(

@@ -6,7 +6,9 @@ its final result code, or an unsolicited result code (URC), which goes to ``on_u
 when it arrives in the middle of a response. The ``> `` prompt of AT+CMGS comes without a
 line end, so the reader also looks at the unfinished line while a prompt is awaited.
 
-Every command has a hard deadline, and one command runs at a time.
+Every command has a hard deadline, and one command runs at a time. What the modem sends is
+bounded too: a line over MAX_LINE_BYTES is dropped, a response over MAX_RESPONSE_BYTES cut,
+so a modem that streams bytes for hours costs no more memory than a silent one.
 """
 
 from __future__ import annotations
@@ -89,6 +91,15 @@ _REGISTRATION = re.compile(r"\+C(?:5G|E|G)?REG:\s*(.*)")
 _COMMAND_PREFIX = re.compile(r"AT([+^$%#*][A-Z0-9]+)", re.IGNORECASE)
 # Characters that no AT line holds: line noise, NULs, bytes that are not UTF-8.
 _NOISE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ufffd]")
+_LINE_END = re.compile(rb"[\r\n]")
+
+# The longest PDU line is under 400 characters (SCA, 164 octets of TPDU, in hex): a line
+# longer than this is noise, whatever it holds.
+MAX_LINE_BYTES = 4096
+# AT+CMGL of a full 255-message store is about 100 KB; nothing else comes close.
+MAX_RESPONSE_BYTES = 512 * 1024
+# Bytes taken from the port at once: the reader's work per read stays small.
+_READ_BYTES = 4096
 
 
 def _is_registration_urc(line: str) -> bool:
@@ -113,6 +124,42 @@ def _error_code(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
+class LineSplitter:
+    """Cuts the modem's byte stream into lines at CR or LF in time linear in the bytes fed:
+    each chunk is searched once, never the line it continues. A line longer than
+    ``max_bytes`` is dropped whole, up to its line end, and counted in ``dropped``."""
+
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES):
+        self.max_bytes = max_bytes
+        self.unfinished = bytearray()  # the line begun and not yet ended
+        self.dropped = 0
+        self._dropping = False  # within an overlong line: its bytes go until its end
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines that ``chunk`` ends (without their line ends), in order."""
+        *ended, rest = _LINE_END.split(chunk)
+        lines = []
+        for piece in ended:
+            if self._extend(piece):
+                lines.append(bytes(self.unfinished))
+            self.unfinished.clear()
+            self._dropping = False
+        self._extend(rest)
+        return lines
+
+    def _extend(self, piece: bytes) -> bool:
+        """Add ``piece`` to the unfinished line; False when that line is too long."""
+        if self._dropping:
+            return False
+        if len(self.unfinished) + len(piece) > self.max_bytes:
+            self._dropping = True
+            self.dropped += 1
+            self.unfinished.clear()
+            return False
+        self.unfinished += piece
+        return True
+
+
 class _Pending:
     """The command in flight, filled in by the reader thread under the channel's condition."""
 
@@ -125,6 +172,8 @@ class _Pending:
         self.awaiting_prompt = prompt_data is not None
         self.prompt_seen = False
         self.lines: list[str] = []
+        self.response_bytes = 0
+        self.cut = False  # lines were left out: the response outgrew MAX_RESPONSE_BYTES
         self.final: str | None = None
 
     def is_echo(self, line: str) -> bool:
@@ -133,6 +182,14 @@ class _Pending:
             return True
         # With echo on the modem also echoes the PDU typed after the prompt.
         return self.prompt_data is not None and upper.lstrip("> ") == self.prompt_data.upper()
+
+    def add(self, line: str) -> None:
+        """Keep a response line, the first MAX_RESPONSE_BYTES of them."""
+        self.response_bytes += len(line)
+        if self.response_bytes > MAX_RESPONSE_BYTES:
+            self.cut = True
+        else:
+            self.lines.append(line)
 
     def claims(self, line: str) -> bool:
         """Whether ``line`` is this command's response rather than a URC."""
@@ -167,6 +224,7 @@ class AtChannel:
         self._pending: _Pending | None = None  # guarded by _state
         self._lost: str | None = None  # why the port failed; guarded by _state
         self._urc_waiting_for_pdu: str | None = None  # reader thread only
+        self._lines = LineSplitter()  # reader thread only
 
     # --- lifetime -----------------------------------------------------------------------
 
@@ -185,6 +243,7 @@ class AtChannel:
             raise PortLost(f"cannot open modem port {self.url}: {exc}") from exc
         self._closing.clear()
         self._lost = None
+        self._lines = LineSplitter()
         self._reader = threading.Thread(target=self._read_loop, name=f"at-reader {self.url}",
                                         daemon=True)
         self._reader.start()
@@ -210,6 +269,11 @@ class AtChannel:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    @property
+    def dropped_lines(self) -> int:
+        """How many lines over MAX_LINE_BYTES the modem sent since the port was opened."""
+        return self._lines.dropped
 
     @property
     def lost(self) -> bool:
@@ -241,6 +305,9 @@ class AtChannel:
             finally:
                 with self._state:
                     self._pending = None
+            if pending.cut:
+                log.warning("%s: response of %d bytes from %s cut to its first %d",
+                            cmd, pending.response_bytes, self.url, MAX_RESPONSE_BYTES)
             return self._result(pending)
 
     def send_raw(self, data: bytes) -> None:
@@ -319,37 +386,43 @@ class AtChannel:
     def _read_loop(self) -> None:
         import serial
 
-        buffer = b""
         port = self._serial
         while not self._closing.is_set():
             try:
-                chunk = port.read(port.in_waiting or 1)
+                chunk = port.read(min(port.in_waiting, _READ_BYTES) or 1)
             except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
                 # TypeError/AttributeError: pyserial's fd vanished under a concurrent close.
                 if not self._closing.is_set():
                     log.warning("modem port %s lost: %s", self.url, exc)
                     self._mark_lost(f"read failed: {exc}")
                 return
-            if not chunk:
-                continue
-            buffer += chunk
-            *lines, buffer = re.split(rb"[\r\n]", buffer)
-            for raw in lines:
-                self._take_line(raw)
-            buffer = self._take_prompt(buffer)
+            if chunk:
+                self._take_chunk(chunk)
 
-    def _take_prompt(self, unfinished: bytes) -> bytes:
+    def _take_chunk(self, chunk: bytes) -> None:
+        dropped_before = self._lines.dropped
+        for raw in self._lines.feed(chunk):
+            self._take_line(raw)
+        self._take_prompt()
+        dropped = self._lines.dropped
+        # Told at the 1st, 2nd, 4th, 8th… so a modem that streams them cannot flood the log.
+        if dropped.bit_length() > dropped_before.bit_length():
+            log.warning("dropped a line of more than %d bytes from the modem on %s "
+                        "(%d so far)", MAX_LINE_BYTES, self.url, dropped)
+
+    def _take_prompt(self) -> None:
         """Consume a ``> `` prompt that no line end follows."""
+        unfinished = self._lines.unfinished
         if not unfinished.startswith(b">"):
-            return unfinished
+            return
         with self._state:
             pending = self._pending
             if pending is None or not pending.awaiting_prompt:
-                return unfinished
+                return
             pending.awaiting_prompt = False
             pending.prompt_seen = True
             self._state.notify_all()
-        return unfinished[1:].lstrip(b" ")
+        unfinished[:] = unfinished[1:].lstrip(b" ")
 
     def _take_line(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace").strip()
@@ -401,7 +474,7 @@ class AtChannel:
             self._state.notify_all()
             return True
         if pending.claims(line):
-            pending.lines.append(line)
+            pending.add(line)
             return True
         return False
 

@@ -199,6 +199,22 @@ class ModemEmulator:
         with self._cond:
             self._write(data)
 
+    def stream(self, data: bytes, timeout: float = 60.0) -> None:
+        """Write every byte of ``data`` on the line as fast as the driver reads it (inject
+        drops what the tty cannot hold); TimeoutError if that takes over ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        view = memoryview(data)
+        while view:
+            with self._cond:
+                try:
+                    view = view[os.write(self._master, view[:65536]):]
+                    continue
+                except BlockingIOError:
+                    master = self._master
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{len(view)} bytes not taken within {timeout} s")
+            select.select([], [master], [], 0.05)
+
     @property
     def sent(self) -> list[SentSms]:
         with self._cond:

@@ -41,6 +41,9 @@ _CMS_INVALID_INDEX = 321
 _RECEIVED = {"0", "1"}  # <stat> in PDU mode: received unread, received read
 _CNMI_SETTINGS = ("2,1,0,0,0", "2,1", "1,1,0,0,0", "1,1")  # +CMTI for each new SMS
 _STORAGES = ("SM", "ME", "MT")  # SIM first: every modem has it
+# New-message indexes (+CMTI) kept until read: more than any SMS storage holds. Beyond it
+# the oldest go, and the next receive() lists the whole inbox instead.
+MAX_ANNOUNCED = 256
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,9 @@ class Modem:
         self._retry_at = 0.0
         self._backoff = timings.reopen_first_s
         self._problem = "not opened yet"
-        self._announced: collections.deque[int] = collections.deque()  # appended by the reader
+        # Appended by the reader thread; _announced_lost set when the oldest had to go.
+        self._announced: collections.deque[int] = collections.deque(maxlen=MAX_ANNOUNCED)
+        self._announced_lost = False
         self._reassembler = Reassembler()
 
     @classmethod
@@ -496,9 +501,9 @@ class Modem:
 
     def receive(self, now: float, *, scan: bool = False) -> list[Deliver]:
         """Read the messages announced by +CMTI since the last call (every stored one with
-        ``scan``, as after a start), delete them from the modem, and return the complete
-        ones, concatenated parts joined. ``now``: a monotonic time, for dropping parts
-        whose siblings never come.
+        ``scan``, as after a start, or after more than MAX_ANNOUNCED notices), delete
+        them from the modem, and return the complete ones, concatenated parts joined.
+        ``now``: a monotonic time, for dropping parts whose siblings never come.
 
         A message is deleted once read: one whose handling is cut short by a crash is lost
         (an SMS command is simply sent again). If the modem fails half-way, the messages
@@ -506,7 +511,8 @@ class Modem:
         """
         complete: list[Deliver] = []
         try:
-            if scan:
+            if scan or self._announced_lost:
+                self._announced_lost = False
                 self._announced.clear()
                 for index, part in self.list_messages():
                     self.delete_message(index)
@@ -553,7 +559,9 @@ class Modem:
         """On the reader thread: note new messages, pass everything on."""
         if urc.line.startswith("+CMTI:"):
             fields = _fields(urc.line)
-            if len(fields) >= 2 and fields[1].isdigit():
+            if len(fields) >= 2 and fields[1].isdecimal():  # int() takes no "²"
+                if len(self._announced) == MAX_ANNOUNCED:
+                    self._announced_lost = True
                 self._announced.append(int(fields[1]))
         if self._on_urc is not None:
             self._on_urc(urc)
