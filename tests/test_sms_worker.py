@@ -945,6 +945,19 @@ def test_an_sms_whose_confirmation_was_lost_goes_again_marked_as_resent(
     assert sms_rows(d.cfg, panic.seq)[0]["maybe_sent"] == 1
 
 
+def test_an_unstored_alarms_sms_whose_confirmation_was_lost_goes_again_marked(
+        live, emulator, wait_until, monkeypatch):
+    d = live(principal_receives=("panic",))
+    monkeypatch.setattr(d.daemon.store, "append", refuse_writes)
+    emulator.lose_next_send_answer()
+    d.press()
+    emulator.wait_sent(1, timeout=5)
+    emulator.unplug()
+    emulator.replug()
+    sent = emulator.wait_sent(2, timeout=10)
+    assert decoded(sent[1:]) == "【高山小学】（重发）" + decoded(sent[:1])[len("【高山小学】"):]
+
+
 def test_a_multipart_sms_resent_goes_whole_under_a_new_reference(live, emulator, wait_until,
                                                                    monkeypatch):
     monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
@@ -959,3 +972,48 @@ def test_a_multipart_sms_resent_goes_whole_under_a_new_reference(live, emulator,
     assert len({m.concat[0] for m in copy}) == 1 and copy[0].concat[0] != first[0].concat[0]
     assert decoded(copy) == _render_panic(template.replace("】", "】（重发）", 1),
                                           local_hms(panic))
+
+
+# --------------------------------------------------------------------------- memory caps
+
+def modem_away(d: LiveDaemon, emulator: ModemEmulator, wait_until) -> None:
+    emulator.unplug()
+    wait_until(lambda: not d.status()["modem"]["ok"], what="the unplug noticed")
+
+
+def test_sms_of_unstored_events_are_capped_alarms_kept_first(live, emulator, wait_until,
+                                                             monkeypatch):
+    monkeypatch.setattr(edge.sms, "MEMORY_SMS_CAP", 3)
+    monkeypatch.setattr(edge.sms, "SENT_RECORDS_CAP", 2)
+    d = live(principal_receives=("panic", "gate_open"))
+    modem_away(d, emulator, wait_until)
+    monkeypatch.setattr(d.daemon.store, "append", refuse_writes)  # every event refused
+    events = [record(d, kind) for kind in ("gate_open", "gate_open", "gate_open", "panic",
+                                           "gate_open")]
+    assert d.status()["modem"]["sms"] == {"memory": 3, "sent_from_memory": 0,
+                                          "replies_queued": 0, "unrecorded": 0,
+                                          "dropped": 2}
+    emulator.replug()
+    wait_until(lambda: d.status()["modem"]["sms"]["memory"] == 0, timeout=10,
+               what="the SMS kept in memory sent")
+    assert kinds_to(emulator) == ["panic", "gate_open", "gate_open"]
+    sms = d.status()["modem"]["sms"]
+    assert (sms["sent_from_memory"], sms["dropped"]) == (2, 3)
+    assert d.sms.sent_from_memory(events[3].id) == {"principal"}  # the panic's kept
+
+
+def test_sms_sent_but_not_recorded_are_capped_and_never_sent_over_and_over(
+        live, emulator, wait_until, monkeypatch):
+    monkeypatch.setattr(edge.sms, "SENT_RECORDS_CAP", 2)
+    d = live(principal_receives=("panic", "gate_open", "gate_held_open"))
+    modem_away(d, emulator, wait_until)
+    monkeypatch.setattr(Store, "mark_sms", refuse_writes)  # sent, never recorded
+    for kind in ("gate_open", "gate_open", "gate_open", "panic"):
+        record(d, kind)
+    emulator.replug()
+    wait_until(lambda: d.status()["modem"]["sms"]["unrecorded"] == 2, timeout=10)
+    record(d, "gate_held_open")  # an alarm still goes, a gate notice's record is forgotten
+    wait_until(lambda: "gate_held_open" in kinds_to(emulator), timeout=10)
+    assert kinds_to(emulator) == ["panic", "gate_open", "gate_held_open"]
+    sms = d.status()["modem"]["sms"]
+    assert (sms["unrecorded"], sms["dropped"]) == (2, 1)
