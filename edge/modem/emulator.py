@@ -534,8 +534,8 @@ class ModemEmulator:
         with self._cond:
             if self._send_failures and (self._send_failures[0] or 0) >= 500:
                 raise self._cms(self._send_failures.pop(0))
-        if self.prompt_delay:
-            stop.wait(self.prompt_delay)
+        if self.prompt_delay and stop.wait(self.prompt_delay):
+            return None  # unplugged while the network was slow: no prompt ever came
         with self._cond:
             self._prompt_length = length[0]
             self._write(b"\r\n> ")
