@@ -28,7 +28,7 @@ from typing import Callable, NamedTuple, TypeVar
 from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
-from edge.events import Event
+from edge.events import LATCHING_KINDS, Event
 from edge.modem.at import AtTimeout, PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import Deliver
@@ -52,14 +52,14 @@ OWNER_CALL_TIMEOUT_S = 5.0
 # The order of every SMS sent (spec §5): panic and tamper, then the other alarm kinds and
 # drills, then replies to commands and test SMS, then everything else.
 URGENT_RANK, ALARM_RANK, REPLY_RANK, OTHER_RANK = range(4)
-KIND_RANKS = {"panic": URGENT_RANK, "tamper": URGENT_RANK,
+KIND_RANKS = {**dict.fromkeys(LATCHING_KINDS, URGENT_RANK),  # panic and tamper
               **dict.fromkeys(("gate_after_hours", "gate_held_open", "fault", "power_lost",
                                "drill"), ALARM_RANK)}
 # What the worker holds in memory is bounded; over a cap the least urgent goes (and is
 # logged): an SMS of an unstored event still goes from the outbox once the event is
 # stored; a forgotten record of a sent SMS may cost a duplicate, never a lost alarm.
 MEMORY_SMS_CAP = 100  # SMS of unstored events waiting to go
-SENT_RECORDS_CAP = 500  # SMS sent that the store has not recorded yet, of each kind
+SENT_RECORDS_CAP = 500  # records of SMS sent, in each of _sent_from_memory, _unrecorded
 REPLY_QUEUE_CAP = 20  # replies to commands and test SMS waiting for the modem
 
 T = TypeVar("T")
@@ -515,7 +515,8 @@ class SmsWorker(ThreadWorker):
                 try:
                     store.mark_sms(row.seq, row.contact, "pending", now=now(),
                                    refs=[] if lost else refs, maybe_sent=lost,
-                                   error="the modem went away half-way")
+                                   error="the modem went away before it confirmed" if lost
+                                   else "the modem went away half-way")
                 except StorageError as store_error:  # then it all goes again: never lost
                     log.warning("parts sent of SMS for event %d not recorded: %s", row.seq,
                                 store_error)
