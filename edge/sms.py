@@ -3,9 +3,15 @@ and watches the modem's health. Everything here runs on the worker's own thread:
 that hangs delays SMS, never the siren.
 
 Exactly one SMS per (event, contact): the row is created with the event, and marked sent
-in the transaction that records the modem's +CMGS references. The one window left is a
-crash (or power cut) after the modem took the message and before that commit: the next
-start sends it again. A duplicate is the price of never losing an alarm.
+in the transaction that records the modem's +CMGS references. At least once where that
+cannot be known: a send whose confirmation was lost (the modem vanished or fell silent
+after it took the message) goes again, marked （重发） as a copy; so does, unmarked, one
+taken just before a crash (or power cut) that left no time for the commit. A duplicate is
+the price of never losing an alarm.
+
+One order for everything sent (spec §5): each turn sends the single most urgent SMS that
+is due, of the outbox, the SMS of unstored events and the queue of replies and test SMS,
+then looks again, so a new alarm is the next SMS after the one in flight.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import re
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, NamedTuple, TypeVar
 
 from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
-from edge.events import Event
-from edge.modem.at import PortLost, Urc
+from edge.events import LATCHING_KINDS, Event
+from edge.modem.at import AtTimeout, PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, TON_UNKNOWN,
                             Deliver)
@@ -50,6 +58,45 @@ SEND_RETRY_MAX_S = 300.0
 SEND_GIVE_UP_ATTEMPTS = 292
 OWNER_CALL_TIMEOUT_S = 5.0
 
+# The order of every SMS sent (spec §5): panic and tamper, then the other alarm kinds and
+# drills, then replies to commands and test SMS, then everything else.
+URGENT_RANK, ALARM_RANK, REPLY_RANK, OTHER_RANK = range(4)
+KIND_RANKS = {**dict.fromkeys(LATCHING_KINDS, URGENT_RANK),  # panic and tamper
+              **dict.fromkeys(("gate_after_hours", "gate_held_open", "fault", "power_lost",
+                               "drill"), ALARM_RANK)}
+# What the worker holds in memory is bounded; over a cap the least urgent goes (and is
+# logged): an SMS of an unstored event still goes from the outbox once the event is
+# stored; a forgotten record of a sent SMS may cost a duplicate, never a lost alarm.
+MEMORY_SMS_CAP = 100  # SMS of unstored events waiting to go
+SENT_RECORDS_CAP = 500  # records of SMS sent, in each of _sent_from_memory, _unrecorded
+REPLY_QUEUE_CAP = 20  # replies to commands and test SMS waiting for the modem
+
+T = TypeVar("T")
+
+
+def sms_rank(kind: str) -> int:
+    """Where an SMS of an event of ``kind`` goes in the order (lowest first)."""
+    return KIND_RANKS.get(kind, OTHER_RANK)
+
+
+def _most_urgent(entries: list[T], cap: int, kind: Callable[[T], str]
+                 ) -> tuple[list[T], list[T]]:
+    """The ``cap`` most urgent of ``entries`` (earlier first among equals), and the rest."""
+    ordered = sorted(entries, key=lambda entry: sms_rank(kind(entry)))
+    return ordered[:cap], ordered[cap:]
+
+
+def _confirmation_lost(error: Exception) -> bool:
+    """Whether the modem may have sent the message although the send failed: the PDU had
+    gone when the modem vanished or its answer did not come."""
+    return isinstance(error, (AtTimeout, PortLost)) and error.data_sent
+
+
+def _resend_reference(seq: int) -> int:
+    """The concatenation reference of a row's marked copy: not the first copy's, so that a
+    phone holding parts of both never joins them into one message."""
+    return (seq + 128) % 256
+
 
 def retry_delay(attempts: int) -> float:
     """The pause after the ``attempts``-th failed send of one SMS."""
@@ -68,6 +115,22 @@ class _MemorySms:
     sent: list[int] = field(default_factory=list)  # +CMGS refs of the parts that went
     attempts: int = 0
     next_try: float = 0.0  # monotonic
+    resent: bool = False  # an earlier attempt's confirmation was lost
+
+
+class _Taken(NamedTuple):
+    """An SMS the modem took: its event's kind (what a cap keeps first) and +CMGS refs."""
+
+    kind: str
+    refs: list[int]
+
+
+@dataclass(frozen=True)
+class _Next:
+    """The most urgent due SMS of one source, and how to send it."""
+
+    rank: int
+    send: Callable[[], None]
 
 
 def _log_if_unsent(what: str):
@@ -135,12 +198,13 @@ class SmsWorker(ThreadWorker):
         self._references = itertools.count(1)
         self._memory: list[_MemorySms] = []
         self._memory_lock = threading.Lock()
-        # (event id, contact) → +CMGS refs of SMS sent from memory: the store owes them
-        # nothing, and a row made for one while it was in flight is marked, not sent.
-        self._sent_from_memory: dict[tuple[str, str], list[int]] = {}
-        # (seq, contact) → +CMGS refs of SMS the modem took but the store did not record:
-        # never sent again, recorded when the store allows.
-        self._unrecorded: dict[tuple[int, str], list[int]] = {}
+        # (event id, contact) → SMS sent from memory: the store owes them nothing, and a
+        # row made for one while it was in flight is marked, not sent.
+        self._sent_from_memory: dict[tuple[str, str], _Taken] = {}
+        # (seq, contact) → SMS the modem took but the store did not record: never sent
+        # again, recorded when the store allows.
+        self._unrecorded: dict[tuple[int, str], _Taken] = {}
+        self._dropped = 0  # entries the caps above made the worker forget
         # No retry or fallback time we set lies further ahead than this.
         fallback_s = cfg.uplink.sms_fallback_after_s if cfg.uplink else 0
         self._horizon_s = max(SEND_RETRY_MAX_S, fallback_s) + 60.0
@@ -154,14 +218,22 @@ class SmsWorker(ThreadWorker):
         self._refusals_texted = RateWindow(HOUR_S)
         self._replies = RateWindow(HOUR_S, cfg.sms.replies_per_hour)
         self._help_replies = RateWindow(cfg.sms.help_reply_every_s)
-        self._counts = {"replies": 0, "replies_suppressed": 0, "refused": 0, "dropped": 0}
+        self._counts = {"replies": 0, "replies_suppressed": 0, "refused": 0,
+                        "incoming_dropped": 0}
 
     # ------------------------------------------------------------------ any thread
 
     def status(self) -> dict:
-        """The modem's health, and under "sms" what incoming SMS cost: replies sent and
-        held back by the limits, refusals recorded and SMS dropped unrecorded."""
-        return {**self._health, "sms": dict(self._counts)}
+        """The modem's health, and under "sms" what SMS cost: incoming (replies sent and
+        held back by the limits, refusals recorded, SMS from rate-limited senders dropped
+        unread) and outgoing (SMS kept in memory, replies waiting, and dropped by the
+        memory caps)."""
+        with self._memory_lock:
+            sms = {"memory": len(self._memory), "sent_from_memory": len(self._sent_from_memory)}
+        with self._direct_lock:
+            sms["replies_queued"] = len(self._direct)
+        sms.update(unrecorded=len(self._unrecorded), dropped=self._dropped, **self._counts)
+        return {**self._health, "sms": sms}
 
     def notify(self, event: Event) -> None:
         with self._memory_lock:
@@ -172,8 +244,16 @@ class SmsWorker(ThreadWorker):
                                  for r in routing.sms_requests(self.cfg, event.kind, event.ts,
                                                                event.data)
                                  if not r.fallback]
+                self._memory, dropped = _most_urgent(self._memory, MEMORY_SMS_CAP,
+                                                     lambda m: m.event.kind)
+                self._dropped += len(dropped)
             else:  # stored at last: its outbox rows take over from memory
                 self._memory = [m for m in self._memory if m.event.id != event.id]
+                dropped = []
+        for sms in dropped:
+            log.error("SMS of unstored %s event to %s not kept in memory: %d more urgent "
+                      "wait; it goes from the outbox once the event is stored",
+                      sms.event.kind, sms.contact, MEMORY_SMS_CAP)
         self.wake()  # a stored event may owe an SMS; the outbox query decides
 
     def sent_from_memory(self, event_id: str) -> set[str]:
@@ -182,12 +262,20 @@ class SmsWorker(ThreadWorker):
         return {c for e, c in list(self._sent_from_memory) if e == event_id}
 
     def send_direct(self, number: str, text: str) -> Future:
-        """An SMS that is not an event's (test-sms, replies): sent soon, result in the
-        future (the list of +CMGS references, or the ModemError)."""
+        """An SMS that is not an event's (test-sms, replies): sent after the alarms and
+        before other SMS, result in the future (the list of +CMGS references, or the
+        ModemError; at once when REPLY_QUEUE_CAP of them already wait)."""
         future: Future = Future()
         with self._direct_lock:
-            self._direct.append((number, text, future))
-        self.wake()
+            full = len(self._direct) >= REPLY_QUEUE_CAP
+            if not full:
+                self._direct.append((number, text, future))
+        if full:
+            future.set_exception(ModemError(
+                f"SMS to {number} not queued: {REPLY_QUEUE_CAP} replies and test SMS "
+                "already wait for the modem"))
+        else:
+            self.wake()
         return future
 
     def _on_urc(self, urc: Urc) -> None:
@@ -226,15 +314,12 @@ class SmsWorker(ThreadWorker):
                 self._read_inbox(mono)
             except ModemError as e:  # an unreadable message never holds up the alarms
                 log.warning("modem: reading new SMS failed: %s", e)
-            memory_wait = self._send_memory(mono)
-            store = self.store()
-            outbox_wait = self._send_outbox(store) if store is not None else IDLE_WAIT_S
-            self._send_direct()  # replies and test SMS after the alarms
+            send_wait = self._send_next(mono)
         except ModemError as e:
             log.warning("modem: %s", e)
             return 1.0
         # A health_s shorter than the idle wait must still be kept.
-        return min(memory_wait, outbox_wait, max(0.0, self._next_health - mono))
+        return min(send_wait, max(0.0, self._next_health - mono))
 
     # --- health -----------------------------------------------------------------------
 
@@ -333,7 +418,7 @@ class SmsWorker(ThreadWorker):
         """A sender refused REFUSALS_PER_HOUR times within the hour: its next SMS is
         one last `sms_refused` that says so; the rest of that hour's are dropped."""
         if not self._limit_announced.take(sender, mono):
-            self._counts["dropped"] += 1
+            self._counts["incoming_dropped"] += 1
             return
         dropped_for_s = round(self._refusals.free_in(sender, mono))
         self._refuse(message, sender, mono, contact,
@@ -360,37 +445,76 @@ class SmsWorker(ThreadWorker):
 
     # --- outgoing ---------------------------------------------------------------------
 
-    def _send_memory(self, mono: float) -> float:
-        """Send the due SMS of unstored events; how long until the next one is due."""
+    def _send_next(self, mono: float) -> float:
+        """Send the most urgent due SMS of all three sources (at an equal rank: unstored
+        events', the outbox's, the replies'): 0 when one went (look again at once), else
+        how long until one is due."""
+        memory, memory_wait = self._next_memory(mono)
+        outbox, outbox_wait = self._next_row()
+        ready = [n for n in (memory, outbox, self._next_direct()) if n is not None]
+        if not ready:
+            return min(memory_wait, outbox_wait)
+        min(ready, key=lambda n: n.rank).send()
+        return 0.0
+
+    def _next_memory(self, mono: float) -> tuple[_Next | None, float]:
+        """The most urgent due SMS of an unstored event, or how long until one is due."""
         with self._memory_lock:
             due = [m for m in self._memory if m.next_try <= mono]
-        for sms in due:
-            try:
-                refs = self.modem.send_sms(sms.phone, alert_text(sms.event, self.cfg),
-                                           reference=sms.reference,
-                                           max_parts=self.cfg.sms.max_parts, sent=sms.sent)
-            except PortLost:
-                raise  # the modem, not this message: it goes once the modem is back
-            except (ValueError, KeyError, IndexError) as e:  # a text that cannot be made
-                log.error("SMS of unstored %s event to %s cannot be made: %s",
-                          sms.event.kind, sms.contact, e)
-                with self._memory_lock:
-                    self._memory = [m for m in self._memory if m is not sms]
-                continue
-            except ModemError as e:
-                sms.attempts += 1
-                sms.next_try = mono + retry_delay(sms.attempts)
-                log.error("SMS of unstored %s event to %s failed (%s); retry in %.0f s",
-                          sms.event.kind, sms.contact, e, sms.next_try - mono)
-                raise
-            with self._memory_lock:
-                self._sent_from_memory[(sms.event.id, sms.contact)] = refs
-                self._memory = [m for m in self._memory if m is not sms]
-            log.info("SMS of unstored %s event sent to %s from memory", sms.event.kind,
-                     sms.contact)
-        with self._memory_lock:
             waits = [m.next_try - mono for m in self._memory]
-        return max(0.05, min(waits)) if waits else IDLE_WAIT_S
+        if due:
+            sms = min(due, key=lambda m: sms_rank(m.event.kind))
+            return _Next(sms_rank(sms.event.kind), partial(self._send_memory, sms, mono)), 0.0
+        return None, max(0.05, min(waits)) if waits else IDLE_WAIT_S
+
+    def _send_memory(self, sms: _MemorySms, mono: float) -> None:
+        try:
+            refs = self.modem.send_sms(sms.phone, alert_text(sms.event, self.cfg,
+                                                             resent=sms.resent),
+                                       reference=sms.reference,
+                                       max_parts=self.cfg.sms.max_parts, sent=sms.sent)
+        except PortLost as e:
+            self._resend_memory_if_lost(sms, e)
+            raise  # the modem, not this message: it goes once the modem is back
+        except (ValueError, KeyError, IndexError) as e:  # a text that cannot be made
+            log.error("SMS of unstored %s event to %s cannot be made: %s",
+                      sms.event.kind, sms.contact, e)
+            with self._memory_lock:
+                self._memory = [m for m in self._memory if m is not sms]
+            return
+        except ModemError as e:
+            self._resend_memory_if_lost(sms, e)
+            sms.attempts += 1
+            sms.next_try = mono + retry_delay(sms.attempts)
+            log.error("SMS of unstored %s event to %s failed (%s); retry in %.0f s",
+                      sms.event.kind, sms.contact, e, sms.next_try - mono)
+            raise
+        with self._memory_lock:
+            self._memory = [m for m in self._memory if m is not sms]
+            self._remember(self._sent_from_memory, (sms.event.id, sms.contact),
+                           _Taken(sms.event.kind, refs), "sent from memory")
+        log.info("SMS of unstored %s event sent to %s from memory", sms.event.kind,
+                 sms.contact)
+
+    def _resend_memory_if_lost(self, sms: _MemorySms, error: ModemError) -> None:
+        """The confirmation was lost: the whole message goes again, marked, as a new one."""
+        if _confirmation_lost(error):
+            sms.resent, sms.sent, sms.reference = True, [], self._next_reference()
+
+    def _remember(self, table: dict, key, taken: _Taken, what: str) -> None:
+        """Keep ``taken`` in ``table``, forgetting the least urgent over SENT_RECORDS_CAP."""
+        table[key] = taken
+        if len(table) <= SENT_RECORDS_CAP:
+            return
+        kept, dropped = _most_urgent(list(table.items()), SENT_RECORDS_CAP,
+                                     lambda item: item[1].kind)
+        table.clear()
+        table.update(kept)
+        self._dropped += len(dropped)
+        for (event, contact), forgotten in dropped:
+            log.error("record of the %s SMS of event %s to %s (%s) forgotten: over %d kept; "
+                      "it may be sent again", forgotten.kind, event, contact, what,
+                      SENT_RECORDS_CAP)
 
     def _next_reference(self) -> int:
         """A concatenation reference for an SMS that is not a stored row's (any thread:
@@ -401,17 +525,19 @@ class SmsWorker(ThreadWorker):
         return self.modem.send_sms(number, text, reference=self._next_reference(),
                                    max_parts=self.cfg.sms.max_parts)
 
+    def _next_direct(self) -> _Next | None:
+        with self._direct_lock:
+            waiting = bool(self._direct)
+        return _Next(REPLY_RANK, self._send_direct) if waiting else None
+
     def _send_direct(self) -> None:
-        while True:
-            with self._direct_lock:
-                if not self._direct:
-                    return
-                number, text, future = self._direct.pop(0)
-            try:
-                future.set_result(self._send(number, text))
-            except ModemError as e:
-                future.set_exception(e)
-                raise
+        with self._direct_lock:
+            number, text, future = self._direct.pop(0)
+        try:
+            future.set_result(self._send(number, text))
+        except ModemError as e:
+            future.set_exception(e)
+            raise
 
     def _fail_direct(self, error: ModemError) -> None:
         with self._direct_lock:
@@ -419,29 +545,41 @@ class SmsWorker(ThreadWorker):
         for _, _, future in pending:
             future.set_exception(error)
 
-    def _send_outbox(self, store) -> float:
+    def _next_row(self) -> tuple[_Next | None, float]:
+        """The outbox's most urgent due SMS, or how long until one is due."""
+        store = self.store()
+        if store is None:
+            return None, IDLE_WAIT_S
         self.daemon.clock_steps.follow(store)
         now = self.daemon.clock.now().timestamp()
         self._record_unrecorded(store, now)
         try:
-            rows = store.due_sms(now, horizon_s=self._horizon_s)
+            # One more than the rows sent but not recorded, which are passed over.
+            rows = store.due_sms(now, limit=len(self._unrecorded) + 1,
+                                 horizon_s=self._horizon_s, ranks=KIND_RANKS)
         except StorageError as e:
             log.warning("SMS outbox unreadable: %s", e)
-            return IDLE_WAIT_S
-        rows = [r for r in rows if (r.seq, r.contact) not in self._unrecorded]
-        for row in rows:
-            if self.stopping:
-                return 0
-            self._send_row(store, row)
-        if rows:
-            return 0
+            return None, IDLE_WAIT_S
+        row = next((r for r in rows if (r.seq, r.contact) not in self._unrecorded), None)
+        if row is not None and self._may_go_unrecorded(row):
+            return _Next(sms_rank(row.kind), partial(self._send_row, store, row)), 0.0
+        if row is not None:
+            return None, IDLE_WAIT_S  # until the store records again, or a new alarm
         nxt = store.next_sms_due()
-        return IDLE_WAIT_S if nxt is None else max(0.05, nxt - now)
+        return None, IDLE_WAIT_S if nxt is None else max(0.05, nxt - now)
+
+    def _may_go_unrecorded(self, row: SmsRow) -> bool:
+        """With SENT_RECORDS_CAP SMS sent but not recorded (the store takes no writes),
+        only one more urgent than the least urgent of them goes, which is forgotten for
+        it: no SMS is sent over and over, and alarms still go."""
+        if len(self._unrecorded) < SENT_RECORDS_CAP:
+            return True
+        return sms_rank(row.kind) < max(sms_rank(t.kind) for t in self._unrecorded.values())
 
     def _record_unrecorded(self, store, now: float) -> None:
-        for (seq, contact), refs in list(self._unrecorded.items()):
+        for (seq, contact), taken in list(self._unrecorded.items()):
             try:
-                store.mark_sms(seq, contact, "sent", now=now, refs=refs)
+                store.mark_sms(seq, contact, "sent", now=now, refs=taken.refs)
             except StorageError:
                 return
             del self._unrecorded[(seq, contact)]
@@ -451,39 +589,49 @@ class SmsWorker(ThreadWorker):
         event = store.event(row.seq)
         if event is None:
             return
-        from_memory = self._sent_from_memory.get((event.id, row.contact))
+        with self._memory_lock:
+            from_memory = self._sent_from_memory.pop((event.id, row.contact), None)
         if from_memory is not None:  # sent while the row was being made: recorded, not resent
-            self._unrecorded[(row.seq, row.contact)] = from_memory
+            self._remember(self._unrecorded, (row.seq, row.contact), from_memory,
+                           "not recorded")
             self._record_unrecorded(store, now())
             return
         refs = list(row.refs)  # a retry sends only the parts still missing
         try:
-            text = alert_text(event, self.cfg, fallback=row.fallback)
+            text = alert_text(event, self.cfg, fallback=row.fallback, resent=row.maybe_sent)
             # The event's seq ties the parts together, the same on every retry.
-            self.modem.send_sms(row.phone, text, reference=row.seq % 256,
+            reference = _resend_reference(row.seq) if row.maybe_sent else row.seq % 256
+            self.modem.send_sms(row.phone, text, reference=reference,
                                 max_parts=self.cfg.sms.max_parts, sent=refs)
-        except PortLost:
+        except PortLost as e:
             # The modem went away, not this message: it goes once the modem is back.
-            if len(refs) > len(row.refs):
+            lost = _confirmation_lost(e)
+            if lost or len(refs) > len(row.refs):
                 try:
-                    store.mark_sms(row.seq, row.contact, "pending", now=now(), refs=refs,
-                                   error="the modem went away half-way")
-                except StorageError as e:  # then the whole message goes again: never lost
-                    log.warning("parts sent of SMS for event %d not recorded: %s", row.seq, e)
+                    store.mark_sms(row.seq, row.contact, "pending", now=now(),
+                                   refs=[] if lost else refs, maybe_sent=lost,
+                                   error="the modem went away before it confirmed" if lost
+                                   else "the modem went away half-way")
+                except StorageError as store_error:  # then it all goes again: never lost
+                    log.warning("parts sent of SMS for event %d not recorded: %s", row.seq,
+                                store_error)
             raise
         except ModemError as e:
             attempts = row.attempts + 1
+            lost = _confirmation_lost(e)
+            if lost:  # the whole message goes again, marked as a copy
+                refs = []
             if attempts >= SEND_GIVE_UP_ATTEMPTS:
                 log.error("SMS for event %d to %s given up after %d attempts (a day): %s",
                           row.seq, row.contact, attempts, e)
                 store.mark_sms(row.seq, row.contact, "failed", now=now(), refs=refs,
-                               error=str(e))
+                               error=str(e), maybe_sent=lost)
             else:
                 delay = retry_delay(attempts)
                 log.warning("SMS for event %d to %s failed after %d part(s) (%s); retry in "
                             "%.0f s", row.seq, row.contact, len(refs), e, delay)
                 store.mark_sms(row.seq, row.contact, "pending", now=now(), refs=refs,
-                               error=str(e), next_try=now() + delay)
+                               error=str(e), next_try=now() + delay, maybe_sent=lost)
             raise
         except (ValueError, KeyError, IndexError) as e:
             # A text that cannot be made or encoded (a broken template): this row is set
@@ -496,7 +644,8 @@ class SmsWorker(ThreadWorker):
         except StorageError as e:
             log.error("SMS for event %d to %s sent but not recorded (%s); it is not sent "
                       "again", row.seq, row.contact, e)
-            self._unrecorded[(row.seq, row.contact)] = refs
+            self._remember(self._unrecorded, (row.seq, row.contact), _Taken(event.kind, refs),
+                           "not recorded")
             return
         log.info("SMS for %s event %d sent to %s (%d part(s))", event.kind, row.seq,
                  row.contact, len(refs))

@@ -30,6 +30,9 @@ DEFAULT_TEMPLATES = {
 FALLBACK_NOTE = "（平台无法连接，经短信补发）"
 # Of a stranger's text, an SMS shows this many characters at most.
 REFUSED_TEXT_SHOWN = 40
+# Right after the signature of an SMS sent again because the first copy's confirmation was
+# lost (it may have arrived): the reader sees the same alarm, not a second one.
+RESENT_NOTE = "（重发）"
 
 # Fault reasons in words the principal can act on.
 REASON_WORDS = {
@@ -48,8 +51,10 @@ def local_time(event: Event, cfg: Config) -> dt.datetime:
     return event.time.astimezone(cfg.site.tz)
 
 
-def alert_text(event: Event, cfg: Config, *, fallback: bool = False) -> str:
-    """The SMS for ``event``; ``fallback``: it goes because the platform did not take it."""
+def alert_text(event: Event, cfg: Config, *, fallback: bool = False,
+               resent: bool = False) -> str:
+    """The SMS for ``event``; ``fallback``: it goes because the platform did not take it;
+    ``resent``: an earlier copy may have arrived."""
     template = cfg.sms.templates.get(event.kind) or DEFAULT_TEMPLATES.get(
         event.kind, "【{site}】{label}：{kind} 于 {time}。")
     local = local_time(event, cfg)
@@ -69,6 +74,8 @@ def alert_text(event: Event, cfg: Config, *, fallback: bool = False) -> str:
     signature = f"【{cfg.site.name}】"
     if not text.startswith(signature):  # every alert is signed (spec §5), templates too
         text = signature + text
+    if resent:
+        text = signature + RESENT_NOTE + text[len(signature):]
     # The uplink's own fault already says the platform is unreachable.
     if fallback and not (event.kind == "fault" and event.subject == "uplink"):
         text += FALLBACK_NOTE

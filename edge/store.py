@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from edge.errors import StorageError
 from edge.events import STATE_FAMILIES, Event, data_json, new_event_id
@@ -76,6 +77,7 @@ CREATE TABLE IF NOT EXISTS sms(
     refs       TEXT,
     last_error TEXT,
     done_ts    REAL,
+    maybe_sent INTEGER NOT NULL DEFAULT 0, -- an attempt's confirmation was lost
     PRIMARY KEY(seq, contact)
 ) WITHOUT ROWID;
 -- Pictures attached to an event after it was stored (snapshot, pre-trigger frames).
@@ -89,6 +91,11 @@ CREATE TABLE IF NOT EXISTS attachments(
     PRIMARY KEY(seq, name)
 ) WITHOUT ROWID;
 """
+# Columns added since the first release, (table, column, definition): a store made by an
+# older version gets them when it is opened.
+_ADDED_COLUMNS = (
+    ("sms", "maybe_sent", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ class SmsRow:
     fallback: bool
     attempts: int
     refs: list[int]  # +CMGS references of the parts already sent (a torn multipart SMS)
+    kind: str  # the event's
+    maybe_sent: bool  # an earlier attempt may have reached the network: this one resends
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,7 @@ class Store:
                 if result != "ok":
                     raise sqlite3.DatabaseError(f"database disk image is malformed: {result}")
             conn.executescript(_SCHEMA)
+            _add_columns(conn)
             self._inode = os.stat(self.path).st_ino
         except BaseException:
             conn.close()
@@ -419,20 +429,30 @@ class Store:
     # ------------------------------------------------------------------ SMS outbox
 
     @_reads
-    def due_sms(self, now: float, limit: int = 20, horizon_s: float = 3600.0) -> list[SmsRow]:
-        """SMS to send now, oldest event first: pending ones whose retry time has come,
-        and fallbacks whose deadline passed with no transport having accepted the event.
-        A time more than ``horizon_s`` ahead cannot have been set by us: the clock was
-        stepped back since, and the row is due now rather than days from now."""
+    def due_sms(self, now: float, limit: int = 20, horizon_s: float = 3600.0,
+                ranks: Mapping[str, int] | None = None) -> list[SmsRow]:
+        """SMS to send now: pending ones whose retry time has come, and fallbacks whose
+        deadline passed with no transport having accepted the event. Most urgent first,
+        by ``ranks`` of the event's kind (lowest first; kinds not in it after all others),
+        then oldest event first. A time more than ``horizon_s`` ahead cannot have been
+        set by us: the clock was stepped back since, and the row is due now rather than
+        days from now."""
         later = now + horizon_s
+        ranks = dict(ranks or {})
+        by_rank = ""
+        if ranks:
+            whens = " ".join("WHEN ? THEN ?" for _ in ranks)
+            by_rank = f"CASE e.kind {whens} ELSE {int(max(ranks.values())) + 1} END, "
         rows = self._conn.execute(
-            "SELECT s.seq, s.contact, s.phone, s.fallback, s.attempts, s.refs FROM sms s "
+            "SELECT s.seq, s.contact, s.phone, s.fallback, s.attempts, s.refs, e.kind, "
+            "s.maybe_sent FROM sms s JOIN events e ON e.seq = s.seq "
             "WHERE (s.next_try <= ? OR s.next_try > ?) AND (s.state='pending' OR "
             "(s.state='waiting' AND (s.due <= ? OR s.due > ?) "
             "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq=s.seq "
-            "AND d.state='accepted'))) ORDER BY s.seq, s.contact LIMIT ?",
-            (now, later, now, later, limit)).fetchall()
-        return [SmsRow(*r[:5], json.loads(r[5]) if r[5] else []) for r in rows]
+            f"AND d.state='accepted'))) ORDER BY {by_rank}s.seq, s.contact LIMIT ?",
+            (now, later, now, later, *itertools.chain(*ranks.items()), limit)).fetchall()
+        return [SmsRow(*r[:5], json.loads(r[5]) if r[5] else [], r[6], bool(r[7]))
+                for r in rows]
 
     def shift_sms_times(self, step_s: float) -> int:
         """The wall clock was stepped by ``step_s``: SMS not yet sent keep the same time
@@ -452,20 +472,23 @@ class Store:
 
     def mark_sms(self, seq: int, contact: str, state: str, *, now: float,
                  refs: list[int] | None = None, error: str | None = None,
-                 next_try: float = 0.0) -> None:
+                 next_try: float = 0.0, maybe_sent: bool = False) -> None:
         """Record the outcome of one send: 'sent' (with the +CMGS references), 'pending'
         (retry at next_try, with the references of the parts that did go) or 'failed'
-        (given up)."""
+        (given up). ``maybe_sent``: this attempt's confirmation was lost (the network may
+        have the message); once set, it stays."""
         with self._transaction() as c:
             c.execute("UPDATE sms SET state=?, attempts=attempts+1, refs=?, last_error=?, "
-                      "next_try=?, done_ts=? WHERE seq=? AND contact=?",
+                      "next_try=?, done_ts=?, maybe_sent=max(maybe_sent, ?) "
+                      "WHERE seq=? AND contact=?",
                       (state, json.dumps(refs) if refs is not None else None, error, next_try,
-                       now if state != "pending" else None, seq, contact))
+                       now if state != "pending" else None, int(maybe_sent), seq, contact))
 
     @_reads
     def sms_rows(self, seq: int) -> list[dict]:
         cur = self._conn.execute("SELECT contact, phone, state, fallback, attempts, refs, "
-                                 "last_error FROM sms WHERE seq=? ORDER BY contact", (seq,))
+                                 "last_error, maybe_sent FROM sms WHERE seq=? ORDER BY "
+                                 "contact", (seq,))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
@@ -624,6 +647,12 @@ class _Transaction:
             if isinstance(exc, sqlite3.Error):
                 raise StorageError(str(exc)) from exc
         return False
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, definition in _ADDED_COLUMNS:
+        if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 def _salvage_last_seq(path: Path) -> int:

@@ -121,5 +121,6 @@ def print_status(status: dict, as_json: bool, out=None) -> None:
     sms = modem.get("sms")
     if sms:
         lines.append(f"sms: {sms['replies']} replies, {sms['replies_suppressed']} held back by "
-                     f"the reply limits; {sms['refused']} refused, {sms['dropped']} dropped")
+                     f"the reply limits; {sms['refused']} refused, "
+                     f"{sms['incoming_dropped']} dropped unread")
     out.write("\n".join(map(safe_text, lines)) + "\n")

@@ -152,7 +152,7 @@ def test_five_refusals_in_an_hour_then_one_event_says_the_rest_are_dropped(
     d = live(sms=PIN_CONFIG)
     for n in range(8):
         emulator.deliver(STRANGER, f"{1000 + n} SILENCE")
-    wait_until(lambda: d.status()["modem"]["sms"]["dropped"] == 2, timeout=10,
+    wait_until(lambda: d.status()["modem"]["sms"]["incoming_dropped"] == 2, timeout=10,
                what="the 7th and 8th SMS dropped")
     refused = d.events("sms_refused")
     assert [e.data["reason"] for e in refused] == ["not_a_contact"] * 5 + ["rate_limited"]

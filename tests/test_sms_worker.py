@@ -831,3 +831,183 @@ def test_an_unstored_alarms_multipart_sms_torn_by_the_network_is_completed(
     assert [m.concat[1:] for m in sent] == [(3, 1), (3, 2), (3, 3)]
     assert len({m.concat[0] for m in sent}) == 1
     assert decoded(sent).startswith("【高山小学】紧急报警：门卫室一键报警")
+
+
+# --------------------------------------------------------------------------- one order
+
+EVERY_KIND = ("panic", "tamper", "gate_after_hours", "gate_held_open", "fault", "gate_open")
+KIND_WORDS = {"紧急报警": "panic", "防拆报警": "tamper", "门未关闭": "gate_held_open",
+              "设备故障": "fault", "于 ": "gate_open"}  # words of the default texts
+
+
+def record(d: LiveDaemon, kind: str, subject: str = "main_gate", label: str = "校门"):
+    return d.call(d.daemon.record, kind, subject, label)
+
+
+def kinds_to(emulator: ModemEmulator, number: str = PRINCIPAL) -> list[str]:
+    """The kind of each message sent to ``number``, in order, read from its text; other
+    texts (replies, test SMS) as themselves."""
+    return [next((kind for word, kind in KIND_WORDS.items() if word in text), text)
+            for text in texts_to(emulator, number)]
+
+
+def cmgs_count(emulator: ModemEmulator) -> int:
+    return sum(c.startswith("AT+CMGS=") for c in emulator.commands)
+
+
+def test_alarm_sms_go_first_panic_and_tamper_before_other_alarms_before_the_rest(
+        live, emulator, wait_until):
+    d = live(principal_receives=EVERY_KIND)
+    emulator.unplug()  # they all wait in the outbox together
+    wait_until(lambda: not d.status()["modem"]["ok"], what="the unplug noticed")
+    for kind in ("gate_open", "gate_held_open", "gate_open", "panic", "gate_open", "tamper"):
+        record(d, kind)
+    emulator.replug()
+    wait_until(lambda: len(kinds_to(emulator)) == 7, timeout=10, what="seven SMS")
+    # The modem's own fault (at the unplug) is an alarm kind too.
+    assert kinds_to(emulator) == ["panic", "tamper", "fault", "gate_held_open", "gate_open",
+                                  "gate_open", "gate_open"]
+
+
+def test_a_new_alarm_is_the_next_sms_after_the_one_in_flight(live, emulator, wait_until):
+    d = live(principal_receives=EVERY_KIND)
+    emulator.send_time = 0.3  # every SMS takes its time
+    for _ in range(12):  # a dozen gate notices due at once
+        record(d, "gate_open")
+    wait_until(lambda: cmgs_issued(emulator), what="the first gate notice in flight")
+    panic = record(d, "panic", "guard_room", "门卫室一键报警")
+    issued = cmgs_count(emulator)  # the one in flight (and the panic's, if it went already)
+    wait_until(lambda: "panic" in kinds_to(emulator), timeout=15, what="the panic SMS")
+    assert kinds_to(emulator).index("panic") <= issued
+    emulator.send_time = 0.0
+    wait_until(lambda: sms_states(d.cfg, panic.seq) == {"principal": "sent"})
+
+
+def test_replies_and_test_sms_go_after_alarms_and_before_the_rest(live, emulator,
+                                                                   wait_until):
+    d = live(principal_receives=EVERY_KIND)
+    emulator.delay_next_send_answer(1.5)  # the first gate notice stays in flight a while
+    record(d, "gate_open")
+    wait_until(lambda: cmgs_issued(emulator), what="the gate notice in flight")
+    replies = [d.sms.send_direct(PRINCIPAL, f"reply {n}") for n in range(3)]
+    record(d, "gate_open")
+    record(d, "gate_held_open")
+    record(d, "panic", "guard_room", "门卫室一键报警")
+    wait_until(lambda: len(kinds_to(emulator)) == 7, timeout=10, what="seven SMS")
+    assert kinds_to(emulator) == ["gate_open", "panic", "gate_held_open", "reply 0",
+                                  "reply 1", "reply 2", "gate_open"]
+    assert all(len(reply.result(timeout=1)) == 1 for reply in replies)
+
+
+def test_the_reply_queue_is_bounded(live, emulator, wait_until):
+    d = live()
+    emulator.delay_next_send_answer(1.5)
+    in_flight = d.sms.send_direct(PRINCIPAL, "in flight")
+    wait_until(lambda: cmgs_issued(emulator), what="the first reply in flight")
+    queued = [d.sms.send_direct(PRINCIPAL, f"reply {n}") for n in range(edge.sms.REPLY_QUEUE_CAP)]
+    refused = d.sms.send_direct(PRINCIPAL, "one too many")
+    assert isinstance(refused.exception(timeout=0), edge.sms.ModemError)
+    assert "not queued" in str(refused.exception())
+    assert d.status()["modem"]["sms"]["replies_queued"] == edge.sms.REPLY_QUEUE_CAP
+    in_flight.result(timeout=5)
+    assert all(future.result(timeout=10) for future in queued)
+    assert "one too many" not in texts_to(emulator, PRINCIPAL)
+
+
+# --------------------------------------------------------------------------- resent
+
+RESENT_PANIC_TEXT = "【高山小学】（重发）紧急报警：门卫室一键报警 于 {time} 触发。回复 SILENCE 解除。"
+
+
+@pytest.mark.parametrize("how", ["unplugged", "timeout"])
+def test_an_sms_whose_confirmation_was_lost_goes_again_marked_as_resent(
+        live, emulator, wait_until, monkeypatch, how):
+    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    d = live(principal_receives=("panic",))
+    emulator.lose_next_send_answer()  # the network takes it; its +CMGS never comes
+    d.press()
+    emulator.wait_sent(1, timeout=5)
+    if how == "unplugged":  # the modem vanishes while the driver waits for +CMGS
+        emulator.unplug()
+        emulator.replug()
+    # else: the driver's send deadline (3 s here) passes after the PDU went
+    sent = emulator.wait_sent(2, timeout=10)
+    (panic,) = d.events("panic")
+    assert [decoded([m]) for m in sent] == [PANIC_TEXT.format(time=local_hms(panic)),
+                                            RESENT_PANIC_TEXT.format(time=local_hms(panic))]
+    wait_until(lambda: sms_states(d.cfg, panic.seq) == {"principal": "sent"})
+    assert sms_rows(d.cfg, panic.seq)[0]["maybe_sent"] == 1
+
+
+def test_an_unstored_alarms_sms_whose_confirmation_was_lost_goes_again_marked(
+        live, emulator, wait_until, monkeypatch):
+    d = live(principal_receives=("panic",))
+    monkeypatch.setattr(d.daemon.store, "append", refuse_writes)
+    emulator.lose_next_send_answer()
+    d.press()
+    emulator.wait_sent(1, timeout=5)
+    emulator.unplug()
+    emulator.replug()
+    sent = emulator.wait_sent(2, timeout=10)
+    assert decoded(sent[1:]) == "【高山小学】（重发）" + decoded(sent[:1])[len("【高山小学】"):]
+
+
+def test_a_multipart_sms_resent_goes_whole_under_a_new_reference(live, emulator, wait_until,
+                                                                   monkeypatch):
+    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    template = _three_part_panic_template()
+    d = live(principal_receives=("panic",), sms=f'templates = {{ panic = "{template}" }}')
+    emulator.lose_next_send_answer()  # part 1 goes, its answer is lost
+    d.press()
+    sent = emulator.wait_sent(4, timeout=10)  # part 1, then the marked copy whole
+    (panic,) = d.events("panic")
+    first, copy = sent[:1], sent[1:]
+    assert [m.concat[1:] for m in copy] == [(3, 1), (3, 2), (3, 3)]
+    assert len({m.concat[0] for m in copy}) == 1 and copy[0].concat[0] != first[0].concat[0]
+    assert decoded(copy) == _render_panic(template.replace("】", "】（重发）", 1),
+                                          local_hms(panic))
+
+
+# --------------------------------------------------------------------------- memory caps
+
+def modem_away(d: LiveDaemon, emulator: ModemEmulator, wait_until) -> None:
+    emulator.unplug()
+    wait_until(lambda: not d.status()["modem"]["ok"], what="the unplug noticed")
+
+
+def test_sms_of_unstored_events_are_capped_alarms_kept_first(live, emulator, wait_until,
+                                                             monkeypatch):
+    monkeypatch.setattr(edge.sms, "MEMORY_SMS_CAP", 3)
+    monkeypatch.setattr(edge.sms, "SENT_RECORDS_CAP", 2)
+    d = live(principal_receives=("panic", "gate_open"))
+    modem_away(d, emulator, wait_until)
+    monkeypatch.setattr(d.daemon.store, "append", refuse_writes)  # every event refused
+    events = [record(d, kind) for kind in ("gate_open", "gate_open", "gate_open", "panic",
+                                           "gate_open")]
+    assert d.status()["modem"]["sms"].items() >= {"memory": 3, "sent_from_memory": 0,
+                                                  "replies_queued": 0, "unrecorded": 0,
+                                                  "dropped": 2}.items()
+    emulator.replug()
+    wait_until(lambda: d.status()["modem"]["sms"]["memory"] == 0, timeout=10,
+               what="the SMS kept in memory sent")
+    assert kinds_to(emulator) == ["panic", "gate_open", "gate_open"]
+    sms = d.status()["modem"]["sms"]
+    assert (sms["sent_from_memory"], sms["dropped"]) == (2, 3)
+    assert d.sms.sent_from_memory(events[3].id) == {"principal"}  # the panic's kept
+
+
+def test_sms_sent_but_not_recorded_are_capped_and_never_sent_over_and_over(
+        live, emulator, wait_until, monkeypatch):
+    monkeypatch.setattr(edge.sms, "SENT_RECORDS_CAP", 2)
+    d = live(principal_receives=("panic", "gate_open", "gate_held_open"))
+    modem_away(d, emulator, wait_until)
+    monkeypatch.setattr(Store, "mark_sms", refuse_writes)  # sent, never recorded
+    for kind in ("gate_open", "gate_open", "gate_open", "panic"):
+        record(d, kind)
+    emulator.replug()
+    wait_until(lambda: d.status()["modem"]["sms"]["unrecorded"] == 2, timeout=10)
+    record(d, "gate_held_open")  # an alarm still goes, a gate notice's record is forgotten
+    wait_until(lambda: "gate_held_open" in kinds_to(emulator), timeout=10)
+    assert kinds_to(emulator) == ["panic", "gate_open", "gate_held_open"]
+    sms = d.status()["modem"]["sms"]
+    assert (sms["unrecorded"], sms["dropped"]) == (2, 1)

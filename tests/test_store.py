@@ -353,3 +353,54 @@ def _exit_status_as_nobody(check) -> int:
             os._exit(2)
     _, status = os.waitpid(child, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def test_due_sms_come_most_urgent_first_then_oldest(store):
+    kinds = ["gate_open", "gate_held_open", "recovered", "panic", "gate_open", "tamper"]
+    seqs = {store.append(kind, "x", T0, {}, sms=[PRINCIPAL]).seq: kind for kind in kinds}
+    rows = store.due_sms(T0.timestamp(), ranks={"panic": 0, "tamper": 0,
+                                                "gate_held_open": 1})
+    assert [seqs[r.seq] for r in rows] == ["panic", "tamper", "gate_held_open", "gate_open",
+                                          "recovered", "gate_open"]
+    assert [r.kind for r in rows] == [seqs[r.seq] for r in rows]
+    assert [r.seq for r in store.due_sms(T0.timestamp())] == sorted(seqs)  # no ranks
+
+
+def test_a_lost_confirmation_is_kept_in_the_sms_row(store):
+    seq = store.append("panic", "guard_room", T0, {}, sms=[PRINCIPAL]).seq
+    (row,) = store.due_sms(T0.timestamp())
+    assert not row.maybe_sent
+    store.mark_sms(seq, "principal", "pending", now=T0.timestamp(), refs=[],
+                   maybe_sent=True)
+    store.mark_sms(seq, "principal", "pending", now=T0.timestamp(), refs=[7])  # stays set
+    (row,) = store.due_sms(T0.timestamp())
+    assert row.maybe_sent and row.refs == [7]
+    assert store.sms_rows(seq)[0]["maybe_sent"] == 1
+
+
+def test_a_store_made_before_maybe_sent_gets_the_column_and_keeps_its_rows(db):
+    db.parent.mkdir(parents=True)
+    with raw(db) as conn:  # the sms table as the first release made it
+        conn.executescript("""
+            CREATE TABLE events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL, subject TEXT NOT NULL, time TEXT NOT NULL,
+                ts REAL NOT NULL, data TEXT NOT NULL);
+            CREATE TABLE sms(seq INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+                contact TEXT NOT NULL, phone TEXT NOT NULL, state TEXT NOT NULL,
+                due REAL NOT NULL, fallback INTEGER NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0,
+                refs TEXT, last_error TEXT, done_ts REAL,
+                PRIMARY KEY(seq, contact)) WITHOUT ROWID;
+            INSERT INTO events VALUES(1, 'old-1', 'panic', 'guard_room',
+                '2026-11-23T07:42:15+08:00', 1763854935.0, '{}');
+            INSERT INTO sms(seq, contact, phone, state, due) VALUES(1, 'principal',
+                '+8613800138000', 'pending', 0);
+        """)
+    store = Store(db)
+    try:
+        (row,) = store.due_sms(T0.timestamp())
+        assert (row.seq, row.kind, row.maybe_sent) == (1, "panic", False)
+        store.mark_sms(1, "principal", "pending", now=T0.timestamp(), maybe_sent=True)
+        assert store.due_sms(T0.timestamp())[0].maybe_sent
+    finally:
+        store.close()

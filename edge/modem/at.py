@@ -29,7 +29,10 @@ ESC = b"\x1b"
 
 
 class AtTimeout(ModemError):
-    """No final result code (or no ``>`` prompt) came before the deadline."""
+    """No final result code (or no ``>`` prompt) came before the deadline. ``data_sent``:
+    the data after the prompt (an SMS PDU) had gone to the modem, which may have sent it."""
+
+    data_sent = False
 
 
 class AtError(ModemError):
@@ -54,7 +57,10 @@ class CmsError(ModemError):
 
 
 class PortLost(ModemError):
-    """The serial port failed or vanished (a USB modem re-enumerating, a cable pulled)."""
+    """The serial port failed or vanished (a USB modem re-enumerating, a cable pulled).
+    ``data_sent`` as for AtTimeout."""
+
+    data_sent = False
 
 
 class PortBusy(ModemError):
@@ -171,6 +177,7 @@ class _Pending:
         self.prompt_data = prompt_data
         self.awaiting_prompt = prompt_data is not None
         self.prompt_seen = False
+        self.data_sent = False  # the prompt data is written: the modem has it
         self.lines: list[str] = []
         self.response_bytes = 0
         self.cut = False  # lines were left out: the response outgrew MAX_RESPONSE_BYTES
@@ -302,6 +309,9 @@ class AtChannel:
                     self._send_after_prompt(pending, prompt_timeout)
                 self._wait(lambda: pending.final is not None, timeout,
                            f"{cmd}: no final result code within {timeout:g} s")
+            except (AtTimeout, PortLost) as exc:
+                exc.data_sent = pending.data_sent  # the answer, not the data, was lost
+                raise
             finally:
                 with self._state:
                     self._pending = None
@@ -332,6 +342,7 @@ class AtChannel:
             raise
         if pending.final is None:
             self._write((pending.prompt_data + CTRL_Z).encode("ascii"))
+            pending.data_sent = True
 
     def _wait(self, done: Callable[[], bool], timeout: float, message: str) -> None:
         deadline = time.monotonic() + timeout

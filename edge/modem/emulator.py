@@ -68,12 +68,14 @@ class _Reply(Exception):
 class ModemEmulator:
     """A pty modem. Knobs (plain attributes, read at each command):
 
-    ``echo`` (True at power-up), ``silent`` (reads and never answers), ``prompt_delay`` and
-    ``response_delay`` (seconds), ``signal`` (AT+CSQ rssi, 99 unknown), ``registration``
+    ``echo`` (True at power-up), ``silent`` (reads and never answers), ``prompt_delay``,
+    ``response_delay`` and ``send_time`` (seconds; ``send_time`` from every PDU to its
+    answer, a slow network), ``signal`` (AT+CSQ rssi, 99 unknown), ``registration``
     (CREG/CEREG stat: 1 home, 5 roaming, 0/2 not registered), ``sim_present``, ``sim_pin``
     (asked at power-up when not empty), ``smsc`` ("" for an empty one).
-    Methods: ``fail_next_sends``, ``urc_in_next_response``, ``refuse``, ``inject``,
-    ``deliver``, ``deliver_pdu``, ``wait_sent``, ``unplug``, ``replug``.
+    Methods: ``fail_next_sends``, ``lose_next_send_answer``, ``urc_in_next_response``,
+    ``refuse``, ``inject``, ``deliver``, ``deliver_pdu``, ``wait_sent``, ``unplug``,
+    ``replug``.
     """
 
     def __init__(self, *, model: str = "SIM7600E-H", sim_pin: str = "",
@@ -86,6 +88,7 @@ class ModemEmulator:
         self.silent = False
         self.prompt_delay = 0.0
         self.response_delay = 0.0
+        self.send_time = 0.0
         self.signal = signal
         self.registration = 1
         self.sim_present = True
@@ -99,6 +102,7 @@ class ModemEmulator:
         self._commands: list[tuple[float, str]] = []  # (time.perf_counter(), line)
         self._send_failures: list[int | None] = []  # None: this send goes through
         self._send_answer_delay = 0.0
+        self._answers_to_lose = 0
         self._urcs_in_response: list[str] = []
         self._refused: set[str] = set()
         self._pin_attempts = 0
@@ -183,6 +187,12 @@ class ModemEmulator:
         takes no other command meanwhile, as a real one does not."""
         with self._cond:
             self._send_answer_delay = seconds
+
+    def lose_next_send_answer(self) -> None:
+        """The next PDU goes to the network (recorded in ``sent``) but its +CMGS and OK
+        never reach the driver: a modem that hangs or vanishes right after sending."""
+        with self._cond:
+            self._answers_to_lose += 1
 
     def urc_in_next_response(self, line: str) -> None:
         """Put ``line`` between the next command's echo/intermediate lines and its OK."""
@@ -540,8 +550,8 @@ class ModemEmulator:
         with self._cond:
             if self._send_failures and (self._send_failures[0] or 0) >= 500:
                 raise self._cms(self._send_failures.pop(0))
-        if self.prompt_delay:
-            stop.wait(self.prompt_delay)
+        if self.prompt_delay and stop.wait(self.prompt_delay):
+            return None  # unplugged while the network was slow: no prompt ever came
         with self._cond:
             self._prompt_length = length[0]
             self._write(b"\r\n> ")
@@ -550,7 +560,7 @@ class ModemEmulator:
     def _take_pdu(self, data: bytes, terminator: int) -> None:
         length, self._prompt_length = self._prompt_length, None
         with self._cond:
-            delay, self._send_answer_delay = self._send_answer_delay, 0.0
+            delay, self._send_answer_delay = max(self._send_answer_delay, self.send_time), 0.0
         if delay and terminator != _ESC:
             self._stop.wait(delay)
         if terminator == _ESC:
@@ -570,7 +580,11 @@ class ModemEmulator:
         except _Reply as reply:
             self._respond([], reply.final)
             return
-        self._respond(lines, "OK")
+        with self._cond:
+            lost = self._answers_to_lose > 0
+            self._answers_to_lose -= lost
+        if not lost:
+            self._respond(lines, "OK")
 
     def _record(self, pdu: str, length: int) -> int:
         """Check a sent PDU as a modem and the network would; the message reference."""
