@@ -233,7 +233,7 @@ class SmsWorker(ThreadWorker):
         with self._direct_lock:
             sms["replies_queued"] = len(self._direct)
         sms.update(unrecorded=len(self._unrecorded), dropped=self._dropped, **self._counts)
-        return {**self._health, "sms": sms}
+        return {**self._health, "lines_dropped": self.modem.lines_dropped, "sms": sms}
 
     def notify(self, event: Event) -> None:
         with self._memory_lock:

@@ -1011,3 +1011,12 @@ def test_sms_sent_but_not_recorded_are_capped_and_never_sent_over_and_over(
     assert kinds_to(emulator) == ["panic", "gate_open", "gate_held_open"]
     sms = d.status()["modem"]["sms"]
     assert (sms["unrecorded"], sms["dropped"]) == (2, 1)
+
+
+def test_status_counts_the_lines_over_the_readers_bound(live, emulator, wait_until):
+    d = live()
+    wait_until(lambda: d.status()["modem"]["ok"], what="the modem ready")
+    assert d.status()["modem"]["lines_dropped"] == 0
+    emulator.stream(b"x" * 10_000 + b"\r\n")
+    wait_until(lambda: d.status()["modem"]["lines_dropped"] == 1,
+               what="the overlong line counted in status")

@@ -117,6 +117,7 @@ class Modem:
         self._on_lost = on_lost
         self._clock = clock
         self._channel: AtChannel | None = None
+        self._lines_dropped_before = 0  # by the channels closed so far
         self._needs_init = True
         self._timeouts = 0
         self._pin_refused: str | None = None
@@ -150,7 +151,15 @@ class Modem:
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
+            self._lines_dropped_before += self._channel.dropped_lines
             self._channel = None
+
+    @property
+    def lines_dropped(self) -> int:
+        """Lines over the reader's bound the modem sent since this Modem was made (each
+        reopening starts a new channel; the count goes on)."""
+        current = self._channel.dropped_lines if self._channel is not None else 0
+        return self._lines_dropped_before + current
 
     def __enter__(self) -> "Modem":
         return self
