@@ -4,9 +4,11 @@ and the camera, so those are read from its status instead of being opened twice.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.clock import Clock, SyncState
@@ -37,6 +39,9 @@ MODEM_ADVICE = {
     "starting": "the daemon has not reached the modem yet: run check again in a minute",
 }
 CORRUPT_DB_ADVICE = "restart the daemon, it moves the file aside and starts a fresh one"
+# Filesystems that live in RAM: what is written there is gone at the next reboot.
+IN_MEMORY_FS = ("tmpfs", "ramfs")
+MOUNT_TABLE = Path("/proc/self/mounts")
 
 
 @dataclass
@@ -199,6 +204,12 @@ def _storage(cfg: Config) -> list[Line]:
     lines = [Line(OK if free_mb >= MIN_FREE_MB else FAIL, "storage",
                   f"{path}: {free_mb} MB free" + ("" if free_mb >= MIN_FREE_MB else
                                                   f"; free space (need {MIN_FREE_MB} MB)"))]
+    volatile = volatile_filesystem(probe_dir)
+    if volatile is not None:
+        lines.append(Line(FAIL, "storage", f"{path} is on {volatile}, in memory: every event "
+                                           "is lost at the next reboot or power cut; keep "
+                                           "[storage] path on the SD card, with raspi-config's "
+                                           "overlay file system off"))
     if not cfg.storage.db_path.exists():
         lines.append(Line(OK, "database", f"{cfg.storage.db_path} not created yet "
                                           "(the daemon creates it)"))
@@ -217,6 +228,50 @@ def _storage(cfg: Config) -> list[Line]:
     lines.append(Line(OK, "database", f"integrity ok, last event #{seq}") if ok else
                  Line(FAIL, "database", f"integrity check failed: {CORRUPT_DB_ADVICE}"))
     return lines
+
+
+def volatile_filesystem(path: Path) -> str | None:
+    """What keeps ``path`` in memory only: "tmpfs", "ramfs", or "an overlay on tmpfs" (the
+    read-only root of raspi-config's overlay file system, whose writes go to a tmpfs); None
+    on a disk, or when it cannot be told (no /proc, or an overlay whose upper layer is out
+    of sight, as a container's is: its writes land on the host's disk)."""
+    mount = _mount_holding(path)
+    if mount is None:
+        return None
+    fstype, options = mount
+    if fstype in IN_MEMORY_FS:
+        return fstype
+    upper = next((o[len("upperdir="):] for o in options if o.startswith("upperdir=")), None)
+    if fstype != "overlay" or upper is None or not Path(upper).is_dir():
+        return None
+    under = _mount_holding(Path(upper))
+    return f"an overlay on {under[0]}" if under and under[0] in IN_MEMORY_FS else None
+
+
+def _mount_holding(path: Path) -> tuple[str, list[str]] | None:
+    """(filesystem type, mount options) of the mount ``path`` lives on: the deepest mount
+    point above it, the last one mounted there when several are stacked."""
+    try:
+        table = MOUNT_TABLE.read_text()
+    except OSError:
+        return None
+    path = path.resolve()
+    found, depth = None, -1
+    for entry in table.splitlines():
+        fields = entry.split()
+        if len(fields) < 4:
+            continue
+        point = Path(_unescape_mount_field(fields[1]))
+        if (point == path or point in path.parents) and len(point.parts) >= depth:
+            depth = len(point.parts)
+            found = fields[2], [_unescape_mount_field(o) for o in fields[3].split(",")]
+    return found
+
+
+def _unescape_mount_field(field: str) -> str:
+    """The kernel writes a space, tab, newline, comma or backslash in a mount table field
+    as a three-digit octal escape (\\040 for a space)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _clock() -> Line:

@@ -9,8 +9,14 @@ computed from what the kernel says (``SyncState().synced()``), never assumed."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -210,6 +216,90 @@ def test_a_corrupt_database_fails_with_what_to_do(write_config, cli, tmp_path):
     assert "restart the daemon" in line
     assert line_of(result.stdout, "storage").startswith(OK)
     assert result.returncode == 1
+
+
+IN_MEMORY_ADVICE = ("in memory: every event is lost at the next reboot or power cut; keep "
+                    "[storage] path on the SD card, with raspi-config's overlay file system off")
+
+
+def filesystem_type(path: Path) -> str:
+    """What coreutils' `stat -f` calls the filesystem at ``path``: an oracle that shares no
+    code with check.py."""
+    return subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_a_store_in_memory_is_said_to_be_lost_at_the_next_reboot(write_config, cli):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or filesystem_type(shm) != "tmpfs":
+        pytest.skip("this machine has no tmpfs at /dev/shm")
+    directory = Path(tempfile.mkdtemp(prefix="ea-store-", dir=shm))
+    storage = directory / "var"  # not created yet, as before the daemon's first start
+    try:
+        result = cli("check", config=write_config(storage=storage))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    free, in_memory = lines_of(result.stdout, "storage")
+    assert free.startswith(f"{OK} storage   {storage}: ") and free.endswith(" MB free"), free
+    assert in_memory == f"{FAIL} storage   {storage} is on tmpfs, {IN_MEMORY_ADVICE}"
+    assert result.returncode == 1
+
+
+# Run as `sh -c SCRIPT sh BASE COMMAND...` in a private mount namespace: a root file system
+# as raspi-config's overlay file system mounts it (overlayroot: the card read-only at
+# /media/root-ro, the writes in an upper layer under /media/root-rw), the upper layer on a
+# tmpfs ("tmpfs") or on this machine's disk ("disk"), then COMMAND.
+OVERLAY_ROOT_SCRIPT = """
+set -e
+base=$1 upper_on=$2
+shift 2
+mkdir -p "$base/root-ro" "$base/root-rw" "$base/root"
+if [ "$upper_on" = tmpfs ]; then mount -t tmpfs tmpfs-root "$base/root-rw"; fi
+mkdir "$base/root-rw/overlay" "$base/root-rw/overlay-workdir"
+mount -t overlay overlayroot \
+    -o "lowerdir=$base/root-ro,upperdir=$base/root-rw/overlay,workdir=$base/root-rw/overlay-workdir" \
+    "$base/root" || exit 97
+mkdir "$base/root/var"
+exec "$@"
+"""
+CANNOT_MOUNT = 97
+
+
+def in_mount_namespace() -> list[str]:
+    """The argv prefix of a private mount namespace (as root, or as a user with user
+    namespaces); the test is skipped where neither is allowed."""
+    argv = ["unshare", "--mount"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
+    if shutil.which("unshare") is None or subprocess.run(
+            argv + ["true"], capture_output=True).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare)")
+    return argv
+
+
+@pytest.mark.parametrize("upper_on", ["tmpfs", "disk"])
+def test_an_overlay_root_is_in_memory_when_its_writes_go_to_a_tmpfs(write_config, tmp_path,
+                                                                     upper_on):
+    namespace = in_mount_namespace()
+    if upper_on == "disk" and filesystem_type(tmp_path) in ("tmpfs", "ramfs"):
+        pytest.skip("this machine's temporary directory is itself in memory")
+    base = tmp_path / "card"
+    storage = base / "root" / "var"
+    config = write_config(storage=storage)
+    result = subprocess.run(namespace + ["sh", "-c", OVERLAY_ROOT_SCRIPT, "sh", str(base),
+                                         upper_on, sys.executable, "-m", "edge", "check",
+                                         "-c", str(config)],
+                            capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    if result.returncode == CANNOT_MOUNT:
+        pytest.skip(f"overlay mounts are not allowed here: {result.stderr.strip()}")
+    assert filesystem_type(base / "root") != "overlayfs"  # the mounts stayed in the namespace
+    storage_lines = lines_of(result.stdout, "storage")
+    assert storage_lines[0].startswith(f"{OK} storage   {storage}: "), result.stdout
+    if upper_on == "tmpfs":
+        assert storage_lines[1:] == [f"{FAIL} storage   {storage} is on an overlay on tmpfs, "
+                                     f"{IN_MEMORY_ADVICE}"], result.stdout + result.stderr
+        assert result.returncode == 1
+    else:  # a container's root is an overlay too, its writes on a disk: nothing to say
+        assert storage_lines[1:] == [], result.stdout
 
 
 # --- with the daemon running ----------------------------------------------------------------
