@@ -42,6 +42,7 @@ CORRUPT_DB_ADVICE = "restart the daemon, it moves the file aside and starts a fr
 # Filesystems that live in RAM: what is written there is gone at the next reboot.
 IN_MEMORY_FS = ("tmpfs", "ramfs")
 MOUNT_TABLE = Path("/proc/self/mounts")
+KERNEL_COMMAND_LINE = Path("/proc/cmdline")
 
 
 @dataclass
@@ -204,7 +205,7 @@ def _storage(cfg: Config) -> list[Line]:
     lines = [Line(OK if free_mb >= MIN_FREE_MB else FAIL, "storage",
                   f"{path}: {free_mb} MB free" + ("" if free_mb >= MIN_FREE_MB else
                                                   f"; free space (need {MIN_FREE_MB} MB)"))]
-    volatile = volatile_filesystem(probe_dir)
+    volatile = _volatile_filesystem(probe_dir)
     if volatile is not None:
         lines.append(Line(FAIL, "storage", f"{path} is on {volatile}, in memory: every event "
                                            "is lost at the next reboot or power cut; keep "
@@ -230,22 +231,36 @@ def _storage(cfg: Config) -> list[Line]:
     return lines
 
 
-def volatile_filesystem(path: Path) -> str | None:
-    """What keeps ``path`` in memory only: "tmpfs", "ramfs", or "an overlay on tmpfs" (the
-    read-only root of raspi-config's overlay file system, whose writes go to a tmpfs); None
-    on a disk, or when it cannot be told (no /proc, or an overlay whose upper layer is out
-    of sight, as a container's is: its writes land on the host's disk)."""
+def _volatile_filesystem(path: Path) -> str | None:
+    """What keeps ``path`` in memory only: "tmpfs", "ramfs", "an overlay on tmpfs" (an
+    overlay root whose writes go to a tmpfs, as Debian's overlayroot mounts it for
+    raspi-config), or "raspi-config's overlay file system" (an overlay whose upper layer
+    was left out of sight in the initramfs, on a kernel booted with ``boot=overlay``).
+    None on a disk, or when it cannot be told (no /proc; a container's overlay, whose
+    upper layer is out of sight and on the host's disk)."""
     mount = _mount_holding(path)
     if mount is None:
         return None
     fstype, options = mount
     if fstype in IN_MEMORY_FS:
         return fstype
-    upper = next((o[len("upperdir="):] for o in options if o.startswith("upperdir=")), None)
-    if fstype != "overlay" or upper is None or not Path(upper).is_dir():
+    if fstype != "overlay":
         return None
-    under = _mount_holding(Path(upper))
-    return f"an overlay on {under[0]}" if under and under[0] in IN_MEMORY_FS else None
+    upper = next((o[len("upperdir="):] for o in options if o.startswith("upperdir=")), None)
+    if upper is not None and Path(upper).is_dir():
+        under = _mount_holding(Path(upper))
+        return f"an overlay on {under[0]}" if under and under[0] in IN_MEMORY_FS else None
+    return "raspi-config's overlay file system" if _booted_with_overlay_in_memory() else None
+
+
+def _booted_with_overlay_in_memory() -> bool:
+    """The kernel command line asks for raspi-config's read-only root: ``boot=overlay``
+    (its own initramfs script, Bookworm) or ``overlayroot=tmpfs…`` (Debian's overlayroot)."""
+    try:
+        words = KERNEL_COMMAND_LINE.read_text().split()
+    except OSError:
+        return False
+    return "boot=overlay" in words or any(w.startswith("overlayroot=tmpfs") for w in words)
 
 
 def _mount_holding(path: Path) -> tuple[str, list[str]] | None:

@@ -245,24 +245,30 @@ def test_a_store_in_memory_is_said_to_be_lost_at_the_next_reboot(write_config, c
     assert result.returncode == 1
 
 
-# Run as `sh -c SCRIPT sh BASE COMMAND...` in a private mount namespace: a root file system
-# as raspi-config's overlay file system mounts it (overlayroot: the card read-only at
-# /media/root-ro, the writes in an upper layer under /media/root-rw), the upper layer on a
-# tmpfs ("tmpfs") or on this machine's disk ("disk"), then COMMAND.
+# Run as `sh -c SCRIPT sh BASE UPPER CMDLINE COMMAND...` in a private mount namespace: an
+# overlay as raspi-config's overlay file system mounts the root (the card read-only below,
+# the writes in an upper layer), its upper layer on a tmpfs ("tmpfs", as Debian's overlayroot
+# leaves it in sight under /media/root-rw), on this machine's disk ("disk"), or on a tmpfs
+# then taken out of sight ("hidden", as raspi-config's own initramfs script leaves it behind
+# at switch_root); /proc/cmdline reading CMDLINE; then COMMAND.
 OVERLAY_ROOT_SCRIPT = """
 set -e
-base=$1 upper_on=$2
-shift 2
+base=$1 upper_on=$2 cmdline=$3
+shift 3
 mkdir -p "$base/root-ro" "$base/root-rw" "$base/root"
-if [ "$upper_on" = tmpfs ]; then mount -t tmpfs tmpfs-root "$base/root-rw"; fi
+if [ "$upper_on" != disk ]; then mount -t tmpfs tmpfs-root "$base/root-rw"; fi
 mkdir "$base/root-rw/overlay" "$base/root-rw/overlay-workdir"
 mount -t overlay overlayroot \
     -o "lowerdir=$base/root-ro,upperdir=$base/root-rw/overlay,workdir=$base/root-rw/overlay-workdir" \
     "$base/root" || exit 97
+if [ "$upper_on" = hidden ]; then umount -l "$base/root-rw"; fi
+printf '%s\\n' "$cmdline" > "$base/cmdline"
+mount --bind "$base/cmdline" /proc/cmdline || exit 97
 mkdir "$base/root/var"
 exec "$@"
 """
 CANNOT_MOUNT = 97
+PLAIN_BOOT = "console=tty1 root=PARTUUID=0a1b2c3d-02 rootfstype=ext4 fsck.repair=yes rootwait"
 
 
 def in_mount_namespace() -> list[str]:
@@ -275,9 +281,14 @@ def in_mount_namespace() -> list[str]:
     return argv
 
 
-@pytest.mark.parametrize("upper_on", ["tmpfs", "disk"])
-def test_an_overlay_root_is_in_memory_when_its_writes_go_to_a_tmpfs(write_config, tmp_path,
-                                                                     upper_on):
+@pytest.mark.parametrize("upper_on, cmdline, in_memory", [
+    ("tmpfs", f"{PLAIN_BOOT} overlayroot=tmpfs", "an overlay on tmpfs"),
+    ("hidden", f"boot=overlay {PLAIN_BOOT}", "raspi-config's overlay file system"),
+    ("disk", PLAIN_BOOT, None),    # an overlay on a disk keeps what is written
+    ("hidden", PLAIN_BOOT, None),  # a container's root: its upper layer is on the host's disk
+], ids=["overlayroot", "raspi-config-bookworm", "upper-on-disk", "container"])
+def test_an_overlay_root_is_in_memory_when_its_writes_go_to_a_tmpfs(
+        write_config, tmp_path, upper_on, cmdline, in_memory):
     namespace = in_mount_namespace()
     if upper_on == "disk" and filesystem_type(tmp_path) in ("tmpfs", "ramfs"):
         pytest.skip("this machine's temporary directory is itself in memory")
@@ -285,21 +296,21 @@ def test_an_overlay_root_is_in_memory_when_its_writes_go_to_a_tmpfs(write_config
     storage = base / "root" / "var"
     config = write_config(storage=storage)
     result = subprocess.run(namespace + ["sh", "-c", OVERLAY_ROOT_SCRIPT, "sh", str(base),
-                                         upper_on, sys.executable, "-m", "edge", "check",
-                                         "-c", str(config)],
+                                         upper_on, cmdline, sys.executable, "-m", "edge",
+                                         "check", "-c", str(config)],
                             capture_output=True, text=True, timeout=60,
                             stdin=subprocess.DEVNULL)
     if result.returncode == CANNOT_MOUNT:
-        pytest.skip(f"overlay mounts are not allowed here: {result.stderr.strip()}")
+        pytest.skip(f"these mounts are not allowed here: {result.stderr.strip()}")
     assert filesystem_type(base / "root") != "overlayfs"  # the mounts stayed in the namespace
     storage_lines = lines_of(result.stdout, "storage")
     assert storage_lines[0].startswith(f"{OK} storage   {storage}: "), result.stdout
-    if upper_on == "tmpfs":
-        assert storage_lines[1:] == [f"{FAIL} storage   {storage} is on an overlay on tmpfs, "
+    if in_memory is None:
+        assert storage_lines[1:] == [], result.stdout
+    else:
+        assert storage_lines[1:] == [f"{FAIL} storage   {storage} is on {in_memory}, "
                                      f"{IN_MEMORY_ADVICE}"], result.stdout + result.stderr
         assert result.returncode == 1
-    else:  # a container's root is an overlay too, its writes on a disk: nothing to say
-        assert storage_lines[1:] == [], result.stdout
 
 
 # --- with the daemon running ----------------------------------------------------------------
