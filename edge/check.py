@@ -4,9 +4,11 @@ and the camera, so those are read from its status instead of being opened twice.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.clock import Clock, SyncState
@@ -37,6 +39,10 @@ MODEM_ADVICE = {
     "starting": "the daemon has not reached the modem yet: run check again in a minute",
 }
 CORRUPT_DB_ADVICE = "restart the daemon, it moves the file aside and starts a fresh one"
+# Filesystems that live in RAM: what is written there is gone at the next reboot.
+IN_MEMORY_FS = ("tmpfs", "ramfs")
+MOUNT_TABLE = Path("/proc/self/mounts")
+KERNEL_COMMAND_LINE = Path("/proc/cmdline")
 
 
 @dataclass
@@ -200,6 +206,12 @@ def _storage(cfg: Config) -> list[Line]:
     lines = [Line(FAIL if low else OK, "storage", f"{path}: {free >> 20} MB free" + (
         f"; free space (need {cfg.storage.min_free_mb} MB, [storage] min_free_mb)" if low
         else ""))]
+    volatile = _volatile_filesystem(probe_dir)
+    if volatile is not None:
+        lines.append(Line(FAIL, "storage", f"{path} is on {volatile}, in memory: every event "
+                                           "is lost at the next reboot or power cut; keep "
+                                           "[storage] path on the SD card, with raspi-config's "
+                                           "overlay file system off"))
     if not cfg.storage.db_path.exists():
         lines.append(Line(OK, "database", f"{cfg.storage.db_path} not created yet "
                                           "(the daemon creates it)"))
@@ -218,6 +230,64 @@ def _storage(cfg: Config) -> list[Line]:
     lines.append(Line(OK, "database", f"integrity ok, last event #{seq}") if ok else
                  Line(FAIL, "database", f"integrity check failed: {CORRUPT_DB_ADVICE}"))
     return lines
+
+
+def _volatile_filesystem(path: Path) -> str | None:
+    """What keeps ``path`` in memory only: "tmpfs", "ramfs", "an overlay on tmpfs" (an
+    overlay root whose writes go to a tmpfs, as Debian's overlayroot mounts it for
+    raspi-config), or "raspi-config's overlay file system" (an overlay whose upper layer
+    was left out of sight in the initramfs, on a kernel booted with ``boot=overlay``).
+    None on a disk, or when it cannot be told (no /proc; a container's overlay, whose
+    upper layer is out of sight and on the host's disk)."""
+    mount = _mount_holding(path)
+    if mount is None:
+        return None
+    fstype, options = mount
+    if fstype in IN_MEMORY_FS:
+        return fstype
+    if fstype != "overlay":
+        return None
+    upper = next((o[len("upperdir="):] for o in options if o.startswith("upperdir=")), None)
+    if upper is not None and Path(upper).is_dir():
+        under = _mount_holding(Path(upper))
+        return f"an overlay on {under[0]}" if under and under[0] in IN_MEMORY_FS else None
+    return "raspi-config's overlay file system" if _booted_with_overlay_in_memory() else None
+
+
+def _booted_with_overlay_in_memory() -> bool:
+    """The kernel command line asks for raspi-config's read-only root: ``boot=overlay``
+    (its own initramfs script, Bookworm) or ``overlayroot=tmpfs…`` (Debian's overlayroot)."""
+    try:
+        words = KERNEL_COMMAND_LINE.read_text().split()
+    except OSError:
+        return False
+    return "boot=overlay" in words or any(w.startswith("overlayroot=tmpfs") for w in words)
+
+
+def _mount_holding(path: Path) -> tuple[str, list[str]] | None:
+    """(filesystem type, mount options) of the mount ``path`` lives on: the deepest mount
+    point above it, the last one mounted there when several are stacked."""
+    try:
+        table = MOUNT_TABLE.read_text()
+    except OSError:
+        return None
+    path = path.resolve()
+    found, depth = None, -1
+    for entry in table.splitlines():
+        fields = entry.split()
+        if len(fields) < 4:
+            continue
+        point = Path(_unescape_mount_field(fields[1]))
+        if (point == path or point in path.parents) and len(point.parts) >= depth:
+            depth = len(point.parts)
+            found = fields[2], [_unescape_mount_field(o) for o in fields[3].split(",")]
+    return found
+
+
+def _unescape_mount_field(field: str) -> str:
+    """The kernel writes a space, tab, newline, comma or backslash in a mount table field
+    as a three-digit octal escape (\\040 for a space)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _clock() -> Line:

@@ -9,8 +9,14 @@ computed from what the kernel says (``SyncState().synced()``), never assumed."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -215,13 +221,109 @@ def test_a_corrupt_database_fails_with_what_to_do(write_config, cli, tmp_path):
 def test_free_space_is_judged_by_min_free_mb(write_config, cli, tmp_path, tiny_fs):
     storage = tiny_fs(tmp_path / "var", "size=16m")
     (storage / "filler").write_bytes(b"\0" * 8 * 1024 * 1024)  # about 8 MB left
-    line = line_of(cli("check", config=write_config(storage_keys="min_free_mb = 10")).stdout,
-                   "storage")
+    # The first storage line is the free space (the second says a tmpfs is in memory).
+    line = lines_of(cli("check", config=write_config(storage_keys="min_free_mb = 10")).stdout,
+                    "storage")[0]
     assert line.startswith(f"{FAIL} storage") and "need 10 MB" in line, line
     (storage / "filler").unlink()
-    line = line_of(cli("check", config=write_config(storage_keys="min_free_mb = 12")).stdout,
-                   "storage")
+    line = lines_of(cli("check", config=write_config(storage_keys="min_free_mb = 12")).stdout,
+                    "storage")[0]
     assert line.startswith(OK), line
+
+
+IN_MEMORY_ADVICE = ("in memory: every event is lost at the next reboot or power cut; keep "
+                    "[storage] path on the SD card, with raspi-config's overlay file system off")
+
+
+def filesystem_type(path: Path) -> str:
+    """What coreutils' `stat -f` calls the filesystem at ``path``: an oracle that shares no
+    code with check.py."""
+    return subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_a_store_in_memory_is_said_to_be_lost_at_the_next_reboot(write_config, cli):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or filesystem_type(shm) != "tmpfs":
+        pytest.skip("this machine has no tmpfs at /dev/shm")
+    directory = Path(tempfile.mkdtemp(prefix="ea-store-", dir=shm))
+    storage = directory / "var"  # not created yet, as before the daemon's first start
+    try:
+        result = cli("check", config=write_config(storage=storage))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    free, in_memory = lines_of(result.stdout, "storage")
+    assert free.startswith(f"{OK} storage   {storage}: ") and free.endswith(" MB free"), free
+    assert in_memory == f"{FAIL} storage   {storage} is on tmpfs, {IN_MEMORY_ADVICE}"
+    assert result.returncode == 1
+
+
+# Run as `sh -c SCRIPT sh BASE UPPER CMDLINE COMMAND...` in a private mount namespace: an
+# overlay as raspi-config's overlay file system mounts the root (the card read-only below,
+# the writes in an upper layer), its upper layer on a tmpfs ("tmpfs", as Debian's overlayroot
+# leaves it in sight under /media/root-rw), on this machine's disk ("disk"), or on a tmpfs
+# then taken out of sight ("hidden", as raspi-config's own initramfs script leaves it behind
+# at switch_root); /proc/cmdline reading CMDLINE; then COMMAND.
+OVERLAY_ROOT_SCRIPT = """
+set -e
+base=$1 upper_on=$2 cmdline=$3
+shift 3
+mkdir -p "$base/root-ro" "$base/root-rw" "$base/root"
+if [ "$upper_on" != disk ]; then mount -t tmpfs tmpfs-root "$base/root-rw"; fi
+mkdir "$base/root-rw/overlay" "$base/root-rw/overlay-workdir"
+mount -t overlay overlayroot \
+    -o "lowerdir=$base/root-ro,upperdir=$base/root-rw/overlay,workdir=$base/root-rw/overlay-workdir" \
+    "$base/root" || exit 97
+if [ "$upper_on" = hidden ]; then umount -l "$base/root-rw"; fi
+printf '%s\\n' "$cmdline" > "$base/cmdline"
+mount --bind "$base/cmdline" /proc/cmdline || exit 97
+mkdir "$base/root/var"
+exec "$@"
+"""
+CANNOT_MOUNT = 97
+PLAIN_BOOT = "console=tty1 root=PARTUUID=0a1b2c3d-02 rootfstype=ext4 fsck.repair=yes rootwait"
+
+
+def in_mount_namespace() -> list[str]:
+    """The argv prefix of a private mount namespace (as root, or as a user with user
+    namespaces); the test is skipped where neither is allowed."""
+    argv = ["unshare", "--mount"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
+    if shutil.which("unshare") is None or subprocess.run(
+            argv + ["true"], capture_output=True).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare)")
+    return argv
+
+
+@pytest.mark.parametrize("upper_on, cmdline, in_memory", [
+    ("tmpfs", f"{PLAIN_BOOT} overlayroot=tmpfs", "an overlay on tmpfs"),
+    ("hidden", f"boot=overlay {PLAIN_BOOT}", "raspi-config's overlay file system"),
+    ("disk", PLAIN_BOOT, None),    # an overlay on a disk keeps what is written
+    ("hidden", PLAIN_BOOT, None),  # a container's root: its upper layer is on the host's disk
+], ids=["overlayroot", "raspi-config-bookworm", "upper-on-disk", "container"])
+def test_an_overlay_root_is_in_memory_when_its_writes_go_to_a_tmpfs(
+        write_config, tmp_path, upper_on, cmdline, in_memory):
+    namespace = in_mount_namespace()
+    if upper_on == "disk" and filesystem_type(tmp_path) in ("tmpfs", "ramfs"):
+        pytest.skip("this machine's temporary directory is itself in memory")
+    base = tmp_path / "card"
+    storage = base / "root" / "var"
+    config = write_config(storage=storage)
+    result = subprocess.run(namespace + ["sh", "-c", OVERLAY_ROOT_SCRIPT, "sh", str(base),
+                                         upper_on, cmdline, sys.executable, "-m", "edge",
+                                         "check", "-c", str(config)],
+                            capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    if result.returncode == CANNOT_MOUNT:
+        pytest.skip(f"these mounts are not allowed here: {result.stderr.strip()}")
+    assert filesystem_type(base / "root") != "overlayfs"  # the mounts stayed in the namespace
+    storage_lines = lines_of(result.stdout, "storage")
+    assert storage_lines[0].startswith(f"{OK} storage   {storage}: "), result.stdout
+    if in_memory is None:
+        assert storage_lines[1:] == [], result.stdout
+    else:
+        assert storage_lines[1:] == [f"{FAIL} storage   {storage} is on {in_memory}, "
+                                     f"{IN_MEMORY_ADVICE}"], result.stdout + result.stderr
+        assert result.returncode == 1
 
 
 # --- with the daemon running ----------------------------------------------------------------
