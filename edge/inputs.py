@@ -8,7 +8,11 @@ gpiozero's thread and must do nothing but hand the edge over.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
+import tempfile
 from typing import Callable
 
 from edge.clock import Clock
@@ -34,6 +38,7 @@ def make_pin_factory(name: str):
             from gpiozero.pins.mock import MockFactory
             return MockFactory()
         if name == "lgpio":
+            _give_lgpio_a_work_dir()
             from gpiozero.pins.lgpio import LGPIOFactory
             return LGPIOFactory()
         if name == "rpigpio":
@@ -45,6 +50,18 @@ def make_pin_factory(name: str):
     except Exception as e:  # each library fails in its own way off a Pi
         raise PinFactoryError(f"GPIO library {name!r} is not usable here: {e}") from e
     raise PinFactoryError(f"unknown pin factory {name!r}")
+
+
+def _give_lgpio_a_work_dir() -> None:
+    """lgpio makes its notification pipes in the current directory unless LG_WD names
+    another: `check` run by the service user from a directory it cannot write (a home
+    directory, /) would otherwise find no usable GPIO (gpiozero issue #1106). A private
+    directory of our own, removed at exit; an LG_WD set by the caller is kept."""
+    if "LG_WD" in os.environ:
+        return
+    work_dir = tempfile.mkdtemp(prefix="edge-alarm-lgpio-")
+    atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
+    os.environ["LG_WD"] = work_dir
 
 
 class InputPins:

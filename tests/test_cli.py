@@ -8,11 +8,13 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -306,3 +308,31 @@ def test_the_console_script_is_the_same_program(write_config):
                             capture_output=True, text=True, timeout=20)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "id,seq,kind,subject,time,label,data\n"
+
+
+LGPIO_WORK_DIR_PROBE = """
+import os, sys
+from edge.inputs import make_pin_factory
+try:
+    make_pin_factory("lgpio")
+except Exception:
+    pass  # no lgpio off a Pi: the work directory is chosen before the import
+work_dir = os.environ["LG_WD"]
+print(work_dir, oct(os.stat(work_dir).st_mode & 0o777))
+"""
+
+
+@pytest.mark.parametrize("given", [None, "/var/tmp"])
+def test_lgpio_gets_a_work_dir_of_its_own_unless_given_one(tmp_path, given):
+    env = {k: v for k, v in os.environ.items() if k != "LG_WD"}
+    if given:
+        env["LG_WD"] = given
+    # Run from a directory lgpio must not depend on (a service user's / or home).
+    out = subprocess.run([sys.executable, "-c", LGPIO_WORK_DIR_PROBE], env=env, cwd="/",
+                         capture_output=True, text=True, check=True).stdout.split()
+    if given:
+        assert out == [given, oct(os.stat(given).st_mode & 0o777)]
+        return
+    work_dir, mode = out
+    assert work_dir.startswith(tempfile.gettempdir()) and mode == "0o700"
+    assert not os.path.exists(work_dir)  # removed at exit
