@@ -117,6 +117,10 @@ class Daemon:
                 log.error("event store unusable, alarms go on from memory: %s", e)
                 self.part_failed("storage", "unwritable", str(e))
             return False
+        try:  # what a cloned card is told apart by (edge.cli)
+            self.store.claim_device(self.cfg.site.device_id)
+        except StorageError as e:
+            log.warning("the store does not record its device: %s", e)
         self._checkpointer = Checkpointer(self.cfg.storage.db_path)
         self._checkpointer.start()
         if self.store.report.quarantined is not None:
