@@ -459,7 +459,9 @@ class Daemon:
     def _heartbeat(self) -> None:
         uptime = round(self.clock.monotonic() - self._started_mono)
         self.record("heartbeat", self.cfg.site.device_id, self.cfg.site.name,
-                    {"uptime_s": uptime, "faults": sorted(self.faults)})
+                    {"uptime_s": uptime, "faults": sorted(self.faults),
+                     # the platform judges the device offline after a few missed intervals
+                     "interval_s": self.cfg.uplink.heartbeat_s})
         self.loop.after(self.cfg.uplink.heartbeat_s, self._heartbeat)
 
     def _housekeeping(self) -> None:
