@@ -25,7 +25,9 @@ Modes:
   (none)        install or upgrade the daemon (as root, on the Pi): apt packages, the
                 system user $APP, a venv in /opt/$APP/venv, the config template
                 and an empty token in /etc/$APP (both kept if present), the systemd
-                unit and the udev rule for the modem; then starts (or restarts) $APP.
+                unit and the udev rule for the modem; then runs \`$APP check\`, and
+                enables and (re)starts $APP only when check accepts the config: never
+                on the template's placeholders, which are to be edited first.
   --dev         a development venv in .venv of this checkout: the package editable,
                 with the test extras; installs with apt only what is missing
                 (python3-venv, libgammu-dev, pkg-config, gcc, python3-dev).
@@ -37,7 +39,8 @@ Modes:
 
 Options:
   --root DIR    lay the install out under DIR instead of / (packaging, tests): no apt,
-                no user, no ownership changes, no systemctl or udevadm.
+                no user, no ownership changes, no udevadm; the unit is enabled offline
+                (systemctl --root) when check accepts the config.
 
 Environment:
   PYTHON        the Python that creates the venvs (default: /usr/bin/python3 for the
@@ -285,8 +288,6 @@ install_system() {
     mkdir -p "$ROOT$(dirname "$BIN_LINK")"
     ln -sfn "$VENV/bin/$APP" "$ROOT$BIN_LINK"
 
-    local fresh_config=0
-    [[ -e $ROOT$ETC_DIR/config.toml ]] || fresh_config=1
     keep_or_create "$SRC/edge/config.example.toml" "$ETC_DIR/config.toml"
     keep_or_create /dev/null "$ETC_DIR/token"
 
@@ -294,27 +295,35 @@ install_system() {
     put_file "$SRC/systemd/99-$APP-modem.rules" 0644 "$UDEV_RULE"
     say "installed $UNIT and $UDEV_RULE"
 
+    if have_systemd; then
+        # Applies the modem rule to a modem that is already plugged in.
+        if ! { udevadm control --reload && udevadm trigger --subsystem-match=tty --action=change; }; then
+            warn "udevadm failed: replug the modem to get /dev/$APP-modem"
+        fi
+        systemctl daemon-reload
+    fi
+    if ! config_accepted; then
+        # The template's placeholders (school, device id, phone, platform) are refused:
+        # an alarm daemon started on them would text a stranger, so it is not enabled.
+        say "$APP is NOT enabled: check refuses $ETC_DIR/config.toml (lines above). Next:"
+        say "  1. edit $ETC_DIR/config.toml, and put the platform's token in $ETC_DIR/token"
+        say "  2. check them:         sudo -u $APP $APP check"
+        say "  3. enable and start:   sudo systemctl enable --now $APP"
+        if have_systemd && systemctl is-active --quiet "$APP.service"; then
+            warn "the running $APP keeps its old code only until it restarts, and then"
+            warn "refuses this config: fix it now"
+        fi
+        return 0
+    fi
     if staged; then
+        enable_offline
         return 0
     fi
     if ! have_systemd; then
         warn "systemd is not running here: enable and start $APP.service by hand"
         return 0
     fi
-    # Applies the modem rule to a modem that is already plugged in.
-    if ! { udevadm control --reload && udevadm trigger --subsystem-match=tty --action=change; }; then
-        warn "udevadm failed: replug the modem to get /dev/$APP-modem"
-    fi
-    systemctl daemon-reload
     systemctl enable "$APP.service"
-    if ((fresh_config)); then
-        # The template's pins, phone numbers and platform are examples: an alarm daemon
-        # started on them could text a stranger.
-        say "enabled $APP; before starting it, edit $ETC_DIR/config.toml and $ETC_DIR/token,"
-        say "check them with: sudo -u $APP $APP check"
-        say "then start it:   sudo systemctl start $APP"
-        return 0
-    fi
     say "systemctl restart $APP"
     if systemctl restart "$APP.service"; then
         say "$APP is running: $APP status"
@@ -323,6 +332,30 @@ install_system() {
         warn "edit $ETC_DIR/config.toml and $ETC_DIR/token, run"
         warn "  sudo -u $APP $APP check"
         warn "then: sudo systemctl restart $APP"
+    fi
+}
+
+# Whether `edge-alarm check` accepts the installed config: exit 78 is a refused config
+# (the template, until edited). A faulty part (a modem not plugged in yet) is no reason
+# to leave the alarm off: the daemon reports it as a fault.
+config_accepted() {
+    local status=0
+    say "$APP check"
+    if staged; then
+        "$ROOT$VENV/bin/$APP" check -c "$ROOT$ETC_DIR/config.toml" || status=$?
+    else
+        runuser -u "$APP" -- "$VENV/bin/$APP" check -c "$ETC_DIR/config.toml" || status=$?
+    fi
+    ((status != 78))
+}
+
+# A staged root is enabled as an image build would do it: symlinks, no running systemd.
+enable_offline() {
+    if command -v systemctl >/dev/null; then
+        systemctl --root="$ROOT" --quiet enable "$APP.service"
+        say "enabled $APP in $ROOT"
+    else
+        warn "systemctl not found: enable $APP.service in $ROOT by hand"
     fi
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import logging
 import os
 import sys
@@ -27,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
                              f"{config_mod.DEFAULT_PATH})")
     p = argparse.ArgumentParser(prog="edge-alarm", parents=[common],
                                 description="School gate and one-key panic alarm.")
+    p.add_argument("--version", action="version", version=f"edge-alarm {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("run", parents=[common], help="the daemon, in the foreground")
@@ -57,6 +59,32 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("number")
     s.add_argument("text", nargs="?")
     return p
+
+
+def _version() -> str:
+    """The installed distribution's version (what pip installed), not a constant that
+    could disagree with it."""
+    try:
+        return importlib.metadata.version("edge-alarm")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _load_for_this_card(path: str) -> config_mod.Config:
+    """The config of `run` and `check`, refused (exit 78) when the store on this card
+    was written by another device: a card cloned from another school's would report
+    as this school with that school's history and numbering."""
+    cfg = config_mod.load(path)
+    from edge.store import device_of_store
+    owner = device_of_store(cfg.storage.db_path)
+    if owner is not None and owner != cfg.site.device_id:
+        moved = f"{cfg.storage.path}.{owner}"
+        raise ConfigError([
+            f"config error: {cfg.path}: [site] device_id: {cfg.site.device_id!r}, but the "
+            f"store {cfg.storage.db_path} belongs to {owner!r} (a card cloned from another "
+            f"device?): move the store aside (sudo systemctl stop edge-alarm; sudo mv "
+            f"{cfg.storage.path} {moved}), or set device_id back to {owner!r}"])
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +123,7 @@ def _setup_logging(level: int = logging.INFO) -> None:
 
 
 def cmd_run(args) -> int:
-    cfg = config_mod.load(args.config)
+    cfg = _load_for_this_card(args.config)
     _setup_logging()
     from edge.service import run_daemon
     return run_daemon(cfg)
@@ -107,7 +135,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_check(args) -> int:
-    cfg = config_mod.load(args.config)
+    cfg = _load_for_this_card(args.config)
     _setup_logging(logging.ERROR)  # check says what is wrong in its own lines
     from edge.check import run_check
     return run_check(cfg)

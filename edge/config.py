@@ -14,6 +14,7 @@ import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.clock import LocalTime
@@ -44,6 +45,12 @@ _E164_RE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 _CN_MOBILE_RE = re.compile(r"^1[3-9][0-9]{9}$")
 _RANGE_RE = re.compile(r"^([0-9]{2}):([0-9]{2})-([0-9]{2}):([0-9]{2})$")
 _BCM_PINS = range(0, 28)
+# What the installed template writes where every school's own value belongs: a daemon
+# armed on it would text a stranger and report to nobody, so it is refused until edited.
+PLACEHOLDER = "change-me"
+_PLACEHOLDER_PHONE_RE = re.compile(r"^\+?[0-9]*[Xx][0-9Xx]*$")
+# Domains reserved for examples (RFC 2606, and the spec's platform.example.cn).
+_EXAMPLE_HOST_RE = re.compile(r"(^|\.)example\.(cn|com|net|org)$|\.(example|invalid)$")
 
 # Every duration, size and count in the config with its range, both ends allowed, written
 # once: _Table.number checks a value against it (nan, inf, negatives and absurd values
@@ -303,6 +310,9 @@ class _Table:
         if not _is_type(value, types):
             self.fail(key, f"must be {_types_text(types)}, not {_type_name(value)} {value!r}")
             return None
+        if isinstance(value, str) and PLACEHOLDER in value.lower():
+            self.fail(key, f"{value!r} is the template's placeholder: edit it")
+            return None
         if check is not None:  # before float(): an integer of 400 digits overflows a float
             why = check(value)
             if why:
@@ -378,8 +388,16 @@ def _matching(pattern: re.Pattern, why: str):
 
 _valid_name = _matching(_NAME_RE, "must be 1-32 of a-z, 0-9, '_' or '-', starting with a "
                                   "letter or digit")
-_valid_url = _matching(re.compile(r"https?://[^/\s]+(/\S*)?"),
-                       "must be an http:// or https:// URL")
+_http_url = _matching(re.compile(r"https?://[^/\s]+(/\S*)?"),
+                      "must be an http:// or https:// URL")
+
+
+def _valid_url(value: str) -> str | None:
+    why = _http_url(value)
+    if why is None and _EXAMPLE_HOST_RE.search(urlsplit(value).hostname or ""):
+        return (f"{value!r} is the template's example platform: edit it to the county "
+                "platform's URL, or remove [uplink]")
+    return why
 _valid_device_id = _matching(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
                              "must be 1-64 of A-Z, a-z, 0-9, '.', '_' or '-'")
 _sim_pin = _matching(re.compile(r"^([0-9]{4,8})?$"), "must be 4-8 digits")
@@ -400,6 +418,8 @@ def _valid_pin(value: int) -> str | None:
 def phone_problem(value: str) -> str | None:
     if _E164_RE.fullmatch(value) or _CN_MOBILE_RE.fullmatch(value):
         return None
+    if _PLACEHOLDER_PHONE_RE.fullmatch(value):
+        return f"{value!r} is the template's placeholder: edit it to the contact's number"
     return f"{value!r} is neither an E.164 number (+8613800138000) nor a domestic mobile number"
 
 

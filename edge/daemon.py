@@ -133,6 +133,10 @@ class Daemon:
                 log.error("event store unusable, alarms go on from memory: %s", e)
                 self.storage_trouble("store", "unwritable", str(e))
             return False
+        try:  # what a cloned card is told apart by (edge.cli)
+            self.store.claim_device(self.cfg.site.device_id)
+        except StorageError as e:
+            log.warning("the store does not record its device: %s", e)
         self._checkpointer = Checkpointer(self.cfg.storage.db_path)
         self._checkpointer.start()
         if self.store.report.quarantined is not None:
@@ -547,7 +551,9 @@ class Daemon:
     def _heartbeat(self) -> None:
         uptime = round(self.clock.monotonic() - self._started_mono)
         self.record("heartbeat", self.cfg.site.device_id, self.cfg.site.name,
-                    {"uptime_s": uptime, "faults": sorted(self.faults)})
+                    {"uptime_s": uptime, "faults": sorted(self.faults),
+                     # the platform judges the device offline after a few missed intervals
+                     "interval_s": self.cfg.uplink.heartbeat_s})
         self.loop.after(self.cfg.uplink.heartbeat_s, self._heartbeat)
 
     def _housekeeping(self) -> None:

@@ -9,7 +9,9 @@ for what it expects instead of sleeping.
 Misbehaviour can be ordered at any time: scripted answers (``respond_with``), a slow
 platform (``set_delay``), an answer lost after the event was kept (``lose_responses``),
 events the platform refuses by id (``reject_ids``), and a platform that is down (``stop``,
-then ``start`` again on the same port).
+then ``start`` again on the same port). ``check_event`` (a CloudEvent → its problems) is
+run on every event received; its findings are kept in ``invalid_events``, so the tests
+hold each event the daemon sends to docs/cloudevents.schema.json.
 """
 
 import json
@@ -20,6 +22,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
@@ -70,8 +73,11 @@ def _json_answer(status: int, **fields) -> _Answer:
 class PlatformStub:
     """``with PlatformStub(token="t") as platform: ... platform.url ...``"""
 
-    def __init__(self, token: str = "stub-token", *, port: int = 0):
+    def __init__(self, token: str = "stub-token", *, port: int = 0,
+                 check_event: Callable[[dict], list[str]] | None = None):
         self._token = token
+        self._check_event = check_event
+        self._invalid: list[str] = []
         self._port = port
         self._cond = threading.Condition(threading.RLock())
         self._events: list[ReceivedEvent] = []
@@ -172,6 +178,12 @@ class PlatformStub:
             return list(self._events)
 
     @property
+    def invalid_events(self) -> list[str]:
+        """What ``check_event`` found wrong in the events received, in order."""
+        with self._cond:
+            return list(self._invalid)
+
+    @property
     def snapshots(self) -> dict[str, bytes]:
         with self._cond:
             return dict(self._snapshots)
@@ -263,6 +275,8 @@ class PlatformStub:
         if not new:
             return _json_answer(409, error="already received")
         for doc in new:
+            if self._check_event is not None:
+                self._invalid += self._check_event(doc)
             if doc["id"] not in self._seen_ids:      # a batch may repeat an id
                 self._seen_ids.add(doc["id"])
                 self._events.append(ReceivedEvent(doc["id"], doc["type"], doc.get("subject"),

@@ -23,6 +23,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -158,6 +159,7 @@ class Store:
         Checkpointer thread does it instead."""
         self._autocheckpoint = autocheckpoint
         self.path = Path(path)
+        self.store_id: str | None = None  # read when opened for writing
         self._inode = 0
         self.report = OpenReport()
         if readonly:
@@ -218,6 +220,12 @@ class Store:
                     raise sqlite3.DatabaseError(f"database disk image is malformed: {result}")
             conn.executescript(_SCHEMA)
             _add_columns(conn)
+            # Names this store's numbering of events: created with the database, it changes
+            # exactly when `seq` starts again from 1 (see docs/platform.md).
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('store_id', ?)",
+                         (str(uuid.uuid4()),))
+            self.store_id = conn.execute(
+                "SELECT value FROM meta WHERE key='store_id'").fetchone()[0]
             self._inode = os.stat(self.path).st_ino
         except BaseException:
             conn.close()
@@ -232,11 +240,18 @@ class Store:
                 self._conn.close()
             except sqlite3.Error:
                 pass
-        last_seq = _salvage_last_seq(self.path)
+        salvaged = _salvage_meta(self.path)
         moved = self._quarantine()
         self._conn = self._open(False)
-        if last_seq:
-            self._set_meta("last_seq", str(last_seq))
+        if salvaged.get("device_id"):
+            self._set_meta("device_id", salvaged["device_id"])
+        last_seq = salvaged.get("last_seq", "")
+        if last_seq.isdigit() and int(last_seq) > 0:
+            # The numbering goes on, so it keeps its name.
+            self._set_meta("last_seq", last_seq)
+            if salvaged.get("store_id"):
+                self._set_meta("store_id", salvaged["store_id"])
+                self.store_id = salvaged["store_id"]
         self.report = OpenReport(moved, reason)
         return moved
 
@@ -285,6 +300,13 @@ class Store:
         row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
+    def claim_device(self, device_id: str) -> None:
+        """Remember which device writes this store, the first time one does: a card
+        cloned to another school is then refused at start (edge.cli)."""
+        with self._transaction():
+            self._conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('device_id', ?)",
+                               (device_id,))
+
     def set_meta(self, key: str, value: str) -> None:
         with self._transaction():
             self._set_meta(key, value)
@@ -301,7 +323,7 @@ class Store:
         on while the store could not be written. Raises StorageError (the caller keeps the
         alarm path going regardless)."""
         event_id = event_id or new_event_id()
-        payload = data_json(data)
+        payload = data_json({**data, "store_id": self.store_id})
         try:
             c = self._conn
             c.execute("BEGIN IMMEDIATE")
@@ -655,16 +677,33 @@ def _add_columns(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
-def _salvage_last_seq(path: Path) -> int:
+def _salvage_meta(path: Path) -> dict[str, str]:
+    """What can still be read of a corrupt store's meta table (nothing: {})."""
     try:
         old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            row = old.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+            return {str(k): str(v) for k, v in old.execute("SELECT key, value FROM meta")}
         finally:
             old.close()
-        return int(row[0]) if row else 0
-    except (sqlite3.Error, ValueError, TypeError):
-        return 0
+    except sqlite3.Error:
+        return {}
+
+
+def device_of_store(path: Path) -> str | None:
+    """The device_id the store at ``path`` was written for, None when there is no store,
+    it is unreadable, or it predates the record (the daemon then claims it)."""
+    if not Path(path).exists():
+        return None
+    try:
+        store = Store(path, readonly=True)
+    except StorageError:
+        return None
+    try:
+        return store.get_meta("device_id")
+    except StorageError:
+        return None
+    finally:
+        store.close()
 
 
 def _event(row) -> Event:

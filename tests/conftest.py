@@ -1,9 +1,11 @@
 """Shared test helpers: a mock-pin config on disk, a deadline poller, a real
 `edge-alarm run` subprocess, the emulated modem and the platform stand-in with its token.
-Nothing here is autouse; a test asks for what it needs."""
+One thing is autouse: every event a daemon stored during a test is checked against the
+CloudEvents schema (docs/cloudevents.schema.json); otherwise a test asks for what it needs."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -18,12 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import jsonschema
 import pytest
 
 from edge.errors import StorageError
 from edge.modem.emulator import ModemEmulator
 from edge.modem.modem import ModemTimings
+from edge.errors import StorageError
 from edge.platform_stub import PlatformStub
+from edge.store import Store
 
 # The school and the pins of mock_config_text(), as the example config wires them.
 SITE_NAME = "高山小学"
@@ -179,9 +184,54 @@ def token_file(tmp_path) -> Path:
 
 @pytest.fixture
 def platform():
-    """The platform stand-in (a real http.server on 127.0.0.1) taking PLATFORM_TOKEN."""
-    with PlatformStub(token=PLATFORM_TOKEN) as stub:
+    """The platform stand-in (a real http.server on 127.0.0.1) taking PLATFORM_TOKEN; the
+    test fails when an event it received does not follow the schema."""
+    with PlatformStub(token=PLATFORM_TOKEN, check_event=cloudevent_problems) as stub:
         yield stub
+    assert stub.invalid_events == []
+
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "cloudevents.schema.json"
+_schema_validator: list[jsonschema.Draft202012Validator] = []
+
+
+def cloudevent_problems(document: dict) -> list[str]:
+    """Where a CloudEvent departs from docs/cloudevents.schema.json, one line each."""
+    if not _schema_validator:
+        schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+        _schema_validator.append(jsonschema.Draft202012Validator(schema))
+    return [f"{document.get('type')} {document.get('id')}: "
+            f"{'/'.join(map(str, error.absolute_path)) or '(event)'}: {error.message}"
+            for error in _schema_validator[0].iter_errors(document)]
+
+
+def stored_event_problems(db: Path) -> list[str]:
+    """The schema's findings on every event of a daemon's store (one that records its
+    device_id); nothing for a store that tests filled by hand or cannot be read."""
+    try:
+        store = Store(db, readonly=True)
+    except StorageError:
+        return []
+    try:
+        device_id = store.get_meta("device_id")
+        events = store.events() if device_id else []
+    except StorageError:
+        return []
+    finally:
+        store.close()
+    return [line for event in events
+            for line in cloudevent_problems(event.to_cloudevent(device_id))]
+
+
+@pytest.fixture(autouse=True)
+def emitted_events_follow_the_schema(tmp_path):
+    """After each test: every event a daemon stored under its tmp_path follows the schema
+    (as the CloudEvent the uplink would post). Set up before, so torn down after, the
+    fixtures that run daemons."""
+    yield
+    problems = [line for db in sorted(tmp_path.rglob("events.db"))
+                for line in stored_event_problems(db)]
+    assert problems == [], "events that do not follow docs/cloudevents.schema.json"
 
 
 @pytest.fixture

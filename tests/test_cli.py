@@ -5,6 +5,7 @@ statuses."""
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import datetime as dt
 import io
 import json
@@ -336,3 +337,33 @@ def test_lgpio_gets_a_work_dir_of_its_own_unless_given_one(tmp_path, given):
     work_dir, mode = out
     assert work_dir.startswith(tempfile.gettempdir()) and mode == "0o700"
     assert not os.path.exists(work_dir)  # removed at exit
+
+
+def test_version_is_the_installed_packages(cli):
+    result = cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"edge-alarm {importlib.metadata.version('edge-alarm')}\n"
+
+
+def test_a_card_cloned_to_another_device_is_refused_until_its_store_is_moved_aside(
+        write_config, tmp_path, short_dir, cli):
+    """The store remembers the device that wrote it: the same card (store) under another
+    device_id is refused by run and check, exit 78, until the store is moved aside."""
+    first = write_config("gaoshan.toml", device_id="gaoshan-gate-1")
+    stop_daemon(start_daemon(first, short_dir / "control.sock", tmp_path / "first.log"))
+    clone = write_config("lishan.toml", device_id="lishan-gate-1")
+    storage = tmp_path / "var"
+    for command in ("run", "check"):
+        result = cli(command, config=clone)
+        assert result.returncode == 78, result.stderr
+        assert result.stderr == (
+            f"config error: {clone}: [site] device_id: 'lishan-gate-1', but the store "
+            f"{storage / 'events.db'} belongs to 'gaoshan-gate-1' (a card cloned from "
+            f"another device?): move the store aside (sudo systemctl stop edge-alarm; sudo mv "
+            f"{storage} {storage}.gaoshan-gate-1), or set device_id back to 'gaoshan-gate-1'\n")
+    assert cli("check", config=first).returncode != 78  # its own device goes on
+
+    storage.rename(tmp_path / "var.gaoshan-gate-1")
+    daemon = start_daemon(clone, short_dir / "control.sock", tmp_path / "clone.log")
+    assert stop_daemon(daemon) == 0
+    assert cli("check", config=first).returncode == 78  # the store is the clone's now

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GATE_PIN, PANIC_PIN, mock_config_text
+from conftest import GATE_PIN, PANIC_PIN, edge_cli, mock_config_text
 from edge import config
 from edge.config import TimeRange, parse_time_range
 from edge.errors import ConfigError
@@ -59,11 +59,69 @@ def with_replaced(old: str, new: str, text: str | None = None) -> str:
 
 # ------------------------------------------------------------------ accepted configs
 
-def test_the_shipped_example_config_is_accepted():
-    cfg = config.load(str(EXAMPLE))
+# The school's own values written over the template's placeholders.
+SCHOOL_VALUES = {
+    'name = "change-me"': 'name = "高山小学"',
+    'device_id = "change-me"': 'device_id = "gaoshan-gate-1"',
+    '"+86138XXXXXXXX"': '"+8613800138000"',
+    "https://platform.example.cn/": "https://platform.county.edu.cn/",
+}
+
+
+def test_the_shipped_template_is_refused_once_per_placeholder(tmp_path):
+    """The daemon never arms on the unedited template: `run` and `check` say, one line
+    per placeholder, what to edit, and exit 78."""
+    lines = problems(EXAMPLE.read_text(encoding="utf-8"))
+    assert lines == [
+        "config error: config.toml: [site] name: 'change-me' is the template's "
+        "placeholder: edit it",
+        "config error: config.toml: [site] device_id: 'change-me' is the template's "
+        "placeholder: edit it",
+        "config error: config.toml: [uplink] url: 'https://platform.example.cn/api/v1/events' "
+        "is the template's example platform: edit it to the county platform's URL, or "
+        "remove [uplink]",
+        "config error: config.toml: [[contact]] principal.phone: '+86138XXXXXXXX' is the "
+        "template's placeholder: edit it to the contact's number",
+    ]
+    for command in ("run", "check"):
+        result = edge_cli(command, config=EXAMPLE)
+        assert result.returncode == 78, result.stderr
+        assert result.stderr.count("config error: ") == 4
+        assert "[site] device_id: 'change-me' is the template's placeholder: edit it" in (
+            result.stderr)
+
+
+def test_the_shipped_template_with_the_schools_values_is_accepted():
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for placeholder, value in SCHOOL_VALUES.items():
+        assert placeholder in text
+        text = text.replace(placeholder, value)
+    cfg = config.parse(tomllib.loads(text))
     assert [(i.kind, i.name) for i in cfg.inputs] == [
         ("panic", "guard_room"), ("gate", "main_gate"), ("tamper", "box")]
-    assert cfg.contacts[0].phone == "+8613800138000"
+    assert cfg.contacts[0].phone == "+8613800138000"  # the spec's example: a real number
+
+
+CONTACT_AND_UPLINK = """
+[uplink]
+url = "https://platform.county.edu.cn/api/v1/events"
+
+[[contact]]
+name = "principal"
+phone = "+8613800138000"
+receives = ["panic"]
+"""
+
+
+@pytest.mark.parametrize("old, new, where", [
+    ('label = "校门"', 'label = "change-me"', "[[gate]] main_gate.label"),
+    ('"+8613800138000"', '"13XXXXXXXXX"', "[[contact]] principal.phone"),
+    ("https://platform.county.edu.cn/", "https://example.com/", "[uplink] url"),
+])
+def test_a_placeholder_anywhere_is_refused(old, new, where):
+    lines = problems(with_replaced(old, new, base(CONTACT_AND_UPLINK)))
+    assert len(lines) == 1 and lines[0].startswith(f"config error: config.toml: {where}: ")
+    assert "the template's" in lines[0] and "edit it" in lines[0]
 
 
 def test_defaults_of_a_minimal_config():
@@ -85,7 +143,7 @@ pin = 22
 port = "/dev/ttyUSB2"
 
 [uplink]
-url = "https://platform.example.cn/api/v1/events"
+url = "https://platform.county.edu.cn/api/v1/events"
 """))
     assert cfg.site.timezone == "Asia/Shanghai"
     assert cfg.storage.retention_days == 90 and cfg.storage.max_snapshots_mb == 2048
@@ -381,7 +439,7 @@ backend = "none"
 port = "/dev/ttyUSB2"
 
 [uplink]
-url = "https://platform.example.cn/api/v1/events"
+url = "https://platform.county.edu.cn/api/v1/events"
 
 [sms]
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import mock_config_text
+
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.sh"
 UNIT_SRC = REPO / "systemd" / "edge-alarm.service"
@@ -25,6 +27,7 @@ CONFIG = "etc/edge-alarm/config.toml"
 TOKEN = "etc/edge-alarm/token"
 VENV = "opt/edge-alarm/venv"
 DATA = "var/lib/edge-alarm"
+WANTS = "etc/systemd/system/multi-user.target.wants/edge-alarm.service"
 
 
 def _python_can_make_venv() -> bool:
@@ -55,10 +58,15 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory) -> Path:
+def fresh_install(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A first install into an empty staging root: (the root, install.sh's outcome)."""
     root = tmp_path_factory.mktemp("root")
-    run_install("--root", str(root))
-    return root
+    return root, run_install("--root", str(root))
+
+
+@pytest.fixture(scope="module")
+def staged(fresh_install) -> Path:
+    return fresh_install[0]
 
 
 def test_install_sh_is_an_executable_bash_script():
@@ -109,12 +117,32 @@ def test_venv_holds_a_regular_install_whose_cli_runs(staged):
     assert os.readlink(staged / "usr/local/bin/edge-alarm") == "/opt/edge-alarm/venv/bin/edge-alarm"
 
 
-def test_installed_template_is_a_valid_config(staged):
-    check = subprocess.run(
-        [str(staged / VENV / "bin/python"), "-c",
-         "import sys; from edge import config; config.load(sys.argv[1])", str(staged / CONFIG)],
-        capture_output=True, text=True, timeout=60, cwd="/")
-    assert check.returncode == 0, check.stderr
+def test_a_fresh_install_does_not_enable_the_unit_on_the_template(fresh_install):
+    """A reboot after a first install runs no daemon on the template: check refuses its
+    placeholders (one line each) and install.sh leaves the unit disabled and says what
+    to do next."""
+    root, result = fresh_install
+    assert not (root / WANTS).exists()
+    for where in ("[site] device_id", "[[contact]] principal.phone", "[uplink] url"):
+        assert f"config error: {root / CONFIG}: {where}: " in result.stderr
+    assert "NOT enabled" in result.stdout
+    assert "sudo systemctl enable --now edge-alarm" in result.stdout
+    check = subprocess.run([str(root / VENV / "bin/edge-alarm"), "check", "-c", str(root / CONFIG)],
+                           capture_output=True, text=True, timeout=60, cwd="/")
+    assert check.returncode == 78, check.stderr
+
+
+@pytest.mark.skipif(not shutil.which("systemctl"), reason="systemctl is not installed")
+def test_an_install_whose_config_check_accepts_enables_the_unit(tmp_path):
+    """A config the school already filled in (provisioned before install.sh runs) is
+    accepted by check, and the unit is enabled."""
+    root = tmp_path / "root"
+    (root / CONFIG).parent.mkdir(parents=True)
+    (root / CONFIG).write_text(mock_config_text(tmp_path / "var", tmp_path / "control.sock"),
+                               encoding="utf-8")
+    result = run_install("--root", str(root))
+    assert os.readlink(root / WANTS) == "/" + UNIT, result.stdout + result.stderr
+    assert "NOT enabled" not in result.stdout
 
 
 def test_unit_runs_what_the_installer_lays_out(staged):

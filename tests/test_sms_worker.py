@@ -792,7 +792,8 @@ def test_a_fallback_made_after_a_clock_step_keeps_its_deadline(live, emulator, t
                                  f'token_file = "{token}"\nsms_fallback_after_s = 3')
     clock.step_s = 120.0  # NTP steps the clock two minutes forward, and before the SMS
     # worker looks again an event owing a fallback is stored with the stepped clock:
-    held = d.call(d.daemon.record, "gate_held_open", "main_gate", "校门")
+    held = d.call(d.daemon.record, "gate_held_open", "main_gate", "校门",
+                  {"held_open_alert_s": 3})
     with sqlite3.connect(d.cfg.storage.db_path) as db:
         (due,) = db.execute("SELECT due FROM sms WHERE seq=?", (held.seq,)).fetchone()
     assert due - held.ts == pytest.approx(3, abs=0.01)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import StorageError
-from edge.store import SmsRequest, Store
+from edge.store import SmsRequest, Store, device_of_store
 
 T0 = dt.datetime(2026, 11, 23, 7, 42, 15, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 PRINCIPAL = SmsRequest("principal", "+8613800138000", T0.timestamp(), fallback=False)
@@ -64,7 +64,8 @@ def test_seq_is_gap_free_and_ids_are_uuids(store):
     assert store.last_seq() == 20
     again = store.event(7)
     assert (again.id, again.kind, again.subject, again.time, again.data) == (
-        events[6].id, "gate_open", "main_gate", T0 + dt.timedelta(seconds=6), {"n": 6})
+        events[6].id, "gate_open", "main_gate", T0 + dt.timedelta(seconds=6),
+        {"n": 6, "store_id": store.store_id})
 
 
 def test_a_given_event_id_is_kept(store):
@@ -251,7 +252,7 @@ def test_a_path_that_cannot_be_a_directory_is_a_storage_error(tmp_path):
 WRITER = """
 import datetime as dt, sys
 from pathlib import Path
-from edge.store import SmsRequest, Store
+from edge.store import SmsRequest, Store, device_of_store
 store = Store(Path(sys.argv[1]), check_integrity=True)
 when = dt.datetime.now(dt.timezone.utc)
 sms = [SmsRequest("principal", "+8613800138000", 0.0, fallback=False)]
@@ -404,3 +405,41 @@ def test_a_store_made_before_maybe_sent_gets_the_column_and_keeps_its_rows(db):
         assert store.due_sms(T0.timestamp())[0].maybe_sent
     finally:
         store.close()
+
+
+def test_every_event_names_its_stores_numbering_and_a_new_store_a_new_one(db, tmp_path):
+    """data.store_id: the same across reopening, kept when a corrupt store is replaced
+    and seq goes on, and new when seq starts again from 1 (a new or wiped card)."""
+    fill_and_close(db, 2)
+    with raw(db) as conn:
+        store_id = conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()[0]
+    assert uuid.UUID(store_id)
+    store = Store(db)
+    try:
+        later = store.append("gate_closed", "main_gate", T0, {})
+        assert [e.data["store_id"] for e in store.events()] == [store_id] * 3
+        assert later.data["store_id"] == store_id and later.seq == 3
+        store.recover_from_corruption()  # seq goes on: the same numbering, the same name
+        assert store.append("fault", "storage", T0, {}).data["store_id"] == store_id
+    finally:
+        store.close()
+    other = Store(tmp_path / "new-card" / "events.db")
+    try:
+        first = other.append("heartbeat", "gate-1", T0, {})
+        assert first.seq == 1 and first.data["store_id"] != store_id
+    finally:
+        other.close()
+
+
+def test_the_store_remembers_the_first_device_that_writes_it(db):
+    store = Store(db)
+    try:
+        assert device_of_store(db) is None
+        store.claim_device("gaoshan-gate-1")
+        store.claim_device("lishan-gate-1")  # a claim never changes the owner
+        assert device_of_store(db) == "gaoshan-gate-1"
+        store.recover_from_corruption()
+    finally:
+        store.close()
+    assert device_of_store(db) == "gaoshan-gate-1"
+    assert device_of_store(db.with_name("none.db")) is None

@@ -34,7 +34,7 @@ def uplink(platform, token_file):
 def make_event(seq: int = 1, kind: str = "panic", subject: str = "guard_room") -> dict:
     return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "edge-alarm/gaoshan-gate-1",
             "type": f"cn.edu.school.edge-alarm.{kind}", "time": "2025-03-03T07:42:15+08:00",
-            "subject": subject, "sequence": f"{seq:012d}",
+            "subject": subject, "sequence": f"{seq:012d}", "datacontenttype": "application/json",
             "data": {"site": "高山小学", "label": "门卫室一键报警", "clock_synced": True}}
 
 

@@ -41,6 +41,8 @@ SHANGHAI = dt.timedelta(hours=8)
 # The backoff draws a twentieth of each ceiling instead of a random share: retries come
 # quickly and in a known order (0.05 s, 0.1 s, 0.2 s …), and still grow.
 JITTER = 0.05
+# What the daemon puts in a gate event, for events a test stores itself.
+GATE_DATA = {"site": SITE_NAME, "label": "校门", "clock_synced": True}
 
 
 def config_text(root: Path, url: str, *, modem_port: str | None = None,
@@ -556,7 +558,7 @@ def test_sigkill_in_the_middle_of_a_drain_loses_nothing_and_keeps_order(
     start = dt.datetime.now(dt.timezone(SHANGHAI)) - dt.timedelta(hours=2)
     for n in range(1000):
         store.append("gate_open" if n % 2 else "gate_closed", "main_gate",
-                     start + dt.timedelta(seconds=n), {"site": SITE_NAME, "label": "校门"},
+                     start + dt.timedelta(seconds=n), GATE_DATA,
                      transports=[UPLINK], event_id=new_event_id())
     platform.set_delay(0.15)          # a slow platform: the drain takes a while
     log = tmp_path / "daemon.log"
@@ -627,7 +629,8 @@ def test_an_alarm_stamped_ahead_of_the_clock_holds_the_queue_no_longer_than_its_
     # power went before its picture was noted; the Pi boots 40 minutes behind
     # (fake-hwclock saves the time hourly).
     stamped = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=40)
-    old = site.store.append("gate_after_hours", "main_gate", stamped, {"label": "校门"},
+    old = site.store.append("gate_after_hours", "main_gate", stamped,
+                            {**GATE_DATA, "local_time": "23:10:00"},
                             transports=[UPLINK])
     site.start()
     try:
@@ -648,7 +651,7 @@ def test_a_picture_the_platform_has_no_event_for_is_dropped_not_retried_forever(
     now = dt.datetime.now(dt.timezone.utc)
     # The first event was accepted in an earlier life the platform has since forgotten
     # (answers 404 to its picture); the second is new.
-    forgotten, new = (site.store.append("gate_open", "main_gate", now, {"label": "校门"},
+    forgotten, new = (site.store.append("gate_open", "main_gate", now, GATE_DATA,
                                         transports=[UPLINK]) for _ in range(2))
     site.store.mark_accepted(UPLINK, [forgotten.seq], "200", now.timestamp())
     for event in (forgotten, new):
