@@ -841,8 +841,13 @@ KIND_WORDS = {"紧急报警": "panic", "防拆报警": "tamper", "门未关闭":
               "设备故障": "fault", "于 ": "gate_open"}  # words of the default texts
 
 
+# What the daemon itself puts in these kinds' data (docs/cloudevents.schema.json).
+DATA_OF_KIND = {"gate_held_open": {"held_open_alert_s": 300}}
+
+
 def record(d: LiveDaemon, kind: str, subject: str = "main_gate", label: str = "校门"):
-    return d.call(d.daemon.record, kind, subject, label)
+    """An event of ``kind`` recorded on the owner loop as the daemon would."""
+    return d.call(d.daemon.record, kind, subject, label, DATA_OF_KIND.get(kind))
 
 
 def kinds_to(emulator: ModemEmulator, number: str = PRINCIPAL) -> list[str]:
