@@ -212,16 +212,20 @@ class RunningDaemon:
 
 
 def start_daemon(config: Path, socket: Path, log: Path, timeout: float = 10.0,
-                 env: dict | None = None) -> RunningDaemon:
-    """`python -m edge run -c CONFIG` (``env`` added to a clean environment), returned
-    once its control socket answers `status`."""
+                 env: dict | None = None, preexec_fn: Callable[[], None] | None = None,
+                 on_spawn: Callable[[subprocess.Popen], None] | None = None) -> RunningDaemon:
+    """`python -m edge run -c CONFIG` (``env`` added to a clean environment; ``preexec_fn``
+    run in the child before exec, ``on_spawn`` given the process at once), returned once
+    its control socket answers `status`."""
     from edge.control import request
     from edge.errors import DaemonUnreachable
 
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "-c", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT,
+                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
                                 stdin=subprocess.DEVNULL, env={**_child_env(), **(env or {})})
+    if on_spawn is not None:
+        on_spawn(proc)
     daemon = RunningDaemon(proc, config, socket, log)
 
     def answers():
