@@ -180,6 +180,9 @@ class ControlServer:
     def _answer(self, conn: socket.socket) -> dict:
         try:
             name, args = self._parse(_read_line(conn, time.monotonic() + REQUEST_DEADLINE_S))
+        except TimeoutError:
+            return {"ok": False, "refused": True, "error": "bad request: not sent whole "
+                                                           f"within {REQUEST_DEADLINE_S:g} s"}
         except (ValueError, OSError, RecursionError) as e:  # RecursionError: nested JSON
             return {"ok": False, "error": f"bad request: {e}", "refused": True}
         command = self.commands[name]
@@ -268,7 +271,7 @@ def _read_line(conn: socket.socket, deadline: float) -> bytes:
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError("the request did not arrive in time")
+            raise TimeoutError("no whole line in time")
         conn.settimeout(left)
         chunk = conn.recv(4096)
         end = chunk.find(b"\n")
@@ -313,7 +316,13 @@ def request(path: Path, cmd: str, args: dict | None = None, timeout: float = 10.
                                     f"{e.strerror or e}") from None
         try:
             s.sendall(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # answered ("busy") and closed before reading: the answer is there to read
+        try:
             line = _read_line(s, deadline)
+        except TimeoutError:
+            raise DaemonUnreachable(f"the daemon did not answer on {path} within "
+                                    f"{timeout:g} s") from None
         except (OSError, ValueError) as e:
             raise DaemonUnreachable(f"the daemon did not answer on {path}: {e}") from None
     if not line:
