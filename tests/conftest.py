@@ -12,8 +12,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -249,6 +251,32 @@ def stop_daemon(daemon: RunningDaemon, timeout: float = 5.0) -> int:
             daemon.proc.kill()
             daemon.proc.wait()
     return daemon.proc.returncode
+
+
+@contextmanager
+def daemon_in_process(daemon, server, timeout: float = 5.0):
+    """``daemon`` (a Daemon) on an owner thread, ``server`` (its ControlServer) started
+    once it is ready, as `edge-alarm run` has them; entered once `status` is answered,
+    stopped and closed at exit."""
+    from edge.control import request
+    from edge.errors import EdgeAlarmError
+
+    owner = threading.Thread(target=daemon.run, kwargs={"on_ready": server.start})
+    owner.start()
+    try:
+        def answers():
+            try:
+                return request(server.path, "status", timeout=1)
+            except EdgeAlarmError:  # not yet, or answered "cannot answer now"
+                return None
+        _wait_until(answers, timeout, what="the in-process daemon answering")
+        yield
+    finally:
+        daemon.request_stop()
+        owner.join(5)
+        server.close()
+        daemon.close()
+    assert not owner.is_alive()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,10 +22,10 @@ from gpiozero.pins.mock import MockFactory
 from edge import config
 from edge.control import ControlServer, daemon_handlers, request
 from edge.daemon import Daemon
-from edge.errors import DaemonUnreachable
 from edge.sdnotify import Notifier
 
-from conftest import _child_env, mock_config_text, start_daemon, stop_daemon
+from conftest import (_child_env, daemon_in_process, mock_config_text, start_daemon,
+                      stop_daemon)
 
 
 def status_of(daemon) -> dict:
@@ -144,26 +143,11 @@ def test_sim_is_refused_when_the_pins_are_real(write_config, cli, wait_until):
     path = write_config(pin_factory="lgpio", tamper=False)
     cfg = config.load(str(path))
     daemon = Daemon(cfg, pin_factory=MockFactory(), notifier=Notifier(environ={}))
-    server = ControlServer(cfg.control.socket, daemon_handlers(daemon))
-    owner = threading.Thread(target=daemon.run, kwargs={"on_ready": server.start})
-    owner.start()
-    try:
-        def answers():
-            try:
-                return request(cfg.control.socket, "status", timeout=1)
-            except DaemonUnreachable:
-                return None
-        wait_until(answers, timeout=5, what="the in-process daemon answering")
+    with daemon_in_process(daemon, ControlServer(cfg.control.socket, daemon_handlers(daemon))):
         result = cli("sim", "guard_room", "on", config=path)
         assert result.returncode == 2
         assert 'pin_factory is not "mock"' in result.stderr
         assert request(cfg.control.socket, "status")["alarm"]["active"] is False
-    finally:
-        daemon.request_stop()
-        owner.join(5)
-        server.close()
-        daemon.close()
-    assert not owner.is_alive()
 
 
 @pytest.mark.parametrize("command", [("status",), ("status", "--json"), ("sim", "guard_room", "on"),

@@ -17,12 +17,15 @@ import threading
 import time
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
-from edge import control
+from edge import config, control
 from edge.control import Command, ControlPathTaken, ControlServer, request
+from edge.daemon import Daemon
 from edge.errors import DaemonUnreachable, EdgeAlarmError
+from edge.sdnotify import Notifier
 
-from conftest import _child_env, edge_cli
+from conftest import _child_env, daemon_in_process, edge_cli
 
 MY_ACCOUNT = pwd.getpwuid(os.getuid()).pw_name
 
@@ -102,24 +105,45 @@ def test_the_accept_loop_outlives_emfile_reports_a_fault_and_recovers(
         wait_until(lambda: s.reports == ["accept_failing", "recovered"], timeout=5)
 
 
-def test_a_failed_thread_start_is_answered_and_retried(short_dir, wait_until):
-    failing = {"left": control.FAULT_AFTER_FAILURES}
+class FailingThreads:
+    """A thread factory whose first ``failures`` thread starts fail as at the system's
+    thread limit."""
 
-    def thread_factory(**kwargs):
-        if failing["left"]:
-            failing["left"] -= 1
+    def __init__(self, failures: int = control.FAULT_AFTER_FAILURES):
+        self.left = failures
+
+    def __call__(self, **kwargs) -> threading.Thread:
+        if self.left:
+            self.left -= 1
             raise RuntimeError("can't start new thread")
         return threading.Thread(**kwargs)
 
-    with Server(short_dir / "c.sock", thread_factory=thread_factory) as s:
+
+def test_a_failed_thread_start_is_answered_and_retried(short_dir, wait_until):
+    failing = FailingThreads()
+    with Server(short_dir / "c.sock", thread_factory=failing) as s:
         with pytest.raises(EdgeAlarmError, match="can't start new thread"):
             s.echo()
-        while failing["left"]:
+        while failing.left:
             with pytest.raises(EdgeAlarmError, match="cannot answer now"):
                 s.echo()
         wait_until(lambda: s.reports == ["accept_failing"], timeout=5)
         assert s.echo()["word"] == "hi"
         wait_until(lambda: s.reports == ["accept_failing", "recovered"], timeout=5)
+
+
+def test_the_daemon_records_the_control_fault_and_its_recovery(write_config, wait_until):
+    cfg = config.load(str(write_config()))
+    daemon = Daemon(cfg, pin_factory=MockFactory(), notifier=Notifier(environ={}))
+    server = ControlServer.for_daemon(cfg.control.socket, daemon,
+                                      thread_factory=FailingThreads())
+
+    def control_events():
+        return [(e.kind, e.data["reason"]) for e in daemon.loop.call(daemon.store.events)
+                if e.subject == "control"]
+    with daemon_in_process(daemon, server, timeout=30):  # answers after the failed starts
+        wait_until(lambda: len(control_events()) == 2, timeout=5, what="two control events")
+        assert control_events() == [("fault", "accept_failing"), ("recovered", "accept_failing")]
 
 
 def test_a_trickling_client_is_cut_off_at_the_request_deadline(short_dir, monkeypatch):
