@@ -235,8 +235,20 @@ def _checked_args(name: str, args, allowed: dict[str, tuple[type, ...]]) -> dict
         if type(value) not in types:
             raise CommandRefused(f"{name}: {key} must be "
                                  f"{' or '.join(_TYPE_NAMES[t] for t in types)}, not "
-                                 f"{json.dumps(value, ensure_ascii=False)[:40]}")
+                                 f"{json.dumps(value)[:40]}")
+        if isinstance(value, str) and not _is_text(value):
+            raise CommandRefused(f"{name}: {key} is not valid UTF-8 text: "
+                                 f"{json.dumps(value)[:40]}")
     return {key: args.get(key) for key in allowed}
+
+
+def _is_text(value: str) -> bool:
+    """False for a string with lone surrogates: argv bytes that were not UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _failure(error: str) -> dict:
@@ -247,7 +259,8 @@ def _answer_and_close(conn: socket.socket, answer: dict) -> None:
     with conn:
         try:
             conn.settimeout(ANSWER_SEND_S)
-            conn.sendall(json.dumps(answer, ensure_ascii=False).encode() + b"\n")
+            # ASCII: text that is not UTF-8 (lone surrogates) must not stop the answer.
+            conn.sendall(json.dumps(answer).encode() + b"\n")
         except OSError:
             pass  # the client went away
 

@@ -22,7 +22,7 @@ from gpiozero.pins.mock import MockFactory
 from edge import config, control
 from edge.control import Command, ControlPathTaken, ControlServer, request
 from edge.daemon import Daemon
-from edge.errors import DaemonUnreachable, EdgeAlarmError
+from edge.errors import CommandRefused, DaemonUnreachable, EdgeAlarmError
 from edge.sdnotify import Notifier
 
 from conftest import _child_env, daemon_in_process, edge_cli
@@ -241,6 +241,18 @@ def test_requests_are_checked_strictly(running_daemon, cmd, args, why):
     assert why in answer["error"]
     status = request(running_daemon.socket, "status")
     assert not status["drill"]["active"] and not status["alarm"]["active"]
+
+
+def test_text_that_is_not_utf8_is_refused_in_one_line(running_daemon):
+    result = subprocess.run([sys.executable.encode(), b"-m", b"edge", b"silence", b"--by",
+                             "王老师".encode("gbk"), b"-c", bytes(running_daemon.config)],
+                            capture_output=True, timeout=20, env=_child_env())
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    assert "by is not valid UTF-8 text" in stderr and stderr.count("\n") == 1
+    # A sender of its own with a lone surrogate in a string: answered, not dropped.
+    with pytest.raises(CommandRefused, match="input is not valid UTF-8"):
+        request(running_daemon.socket, "sim", {"input": "gate\udcff", "state": "on"})
 
 
 def test_a_deeply_nested_request_is_a_bad_request(running_daemon):
