@@ -37,7 +37,7 @@ MAX_CONNECTIONS = 8
 LISTEN_BACKLOG = 16
 # When accept() or a thread start fails for want of resources (EMFILE, ENFILE, threads):
 # wait, doubling, and report a `fault` once it keeps failing this many times in a row
-# (about 3 s).
+# (after about 1.5 s).
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 FAULT_AFTER_FAILURES = 6

@@ -638,8 +638,9 @@ def test_test_sms_failing_through_the_daemon_exits_1(live, emulator):
 
 
 @pytest.mark.parametrize("number, text, reason", [
-    (PRINCIPAL, "a lone surrogate \ud800", "lone UTF-16 surrogate"),
-    ("1-800", "x", "is not a phone number"),
+    ("1-800", "x", "is not a phone number"),  # refused by the PDU encoder in the worker
+    ("", "x", "is not a phone number"),
+    (PRINCIPAL, "a lone surrogate \ud800", "not valid UTF-8"),  # refused at the socket
 ])
 def test_a_test_sms_the_encoder_refuses_is_answered_not_left_waiting(live, emulator, number,
                                                                       text, reason):
