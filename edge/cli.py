@@ -89,6 +89,9 @@ def _load_for_this_card(path: str) -> config_mod.Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":  # before the config is read: a SIGHUP now must not kill it
+        from edge.start_signals import StartSignals
+        args.start_signals = StartSignals().install()
     if not hasattr(args, "config"):
         args.config = config_mod.default_config_path()
     command = args.command.replace("-", "_")
@@ -126,7 +129,7 @@ def cmd_run(args) -> int:
     cfg = _load_for_this_card(args.config)
     _setup_logging()
     from edge.service import run_daemon
-    return run_daemon(cfg)
+    return run_daemon(cfg, args.start_signals)
 
 
 def cmd_demo(args) -> int:
@@ -201,15 +204,17 @@ def cmd_test_sms(args) -> int:
 
 
 def cmd_drill(args) -> int:
-    from edge.control import request
+    from edge.control import DRILL_FOR_RANGE_S, request
     from edge.views import parse_duration
 
     cfg = config_mod.load(args.config)
     for_s = None
     if args.for_ is not None:
         for_s = parse_duration(args.for_)
-        if for_s is None:
-            raise CommandRefused(f"--for {args.for_!r}: use a duration such as 30m or 2h")
+        low, high = DRILL_FOR_RANGE_S
+        if for_s is None or not low <= for_s <= high:
+            raise CommandRefused(f"--for {args.for_!r}: use a duration from 1m to 24h, "
+                                 "such as 30m or 2h")
     result = request(cfg.control.socket, "drill", {"on": args.state == "on", "for_s": for_s})
     print(f"drill mode on until {result['until']}" if result["active"] else "drill mode off")
     return EXIT_OK
@@ -219,6 +224,7 @@ def cmd_report(args) -> int:
     import datetime as dt
 
     from edge.report import print_report
+    from edge.views import FIRST_DAY, LAST_DAY
 
     cfg = config_mod.load(args.config)
     if args.day is None:
@@ -228,5 +234,8 @@ def cmd_report(args) -> int:
             day = dt.date.fromisoformat(args.day)
         except ValueError:
             raise CommandRefused(f"--day {args.day!r}: use YYYY-MM-DD") from None
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise CommandRefused(f"--day {args.day}: out of range ({FIRST_DAY} to "
+                                 f"{LAST_DAY})")
     print_report(cfg, day, as_csv=args.csv)
     return EXIT_OK

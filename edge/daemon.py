@@ -23,6 +23,7 @@ from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factor
 from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
 from edge.siren import Siren
+from edge.start_signals import StartSignals
 from edge.store import Checkpointer, ClockSteps, Store, is_corruption
 from edge.watches import GateWatch, LevelWatch, PowerWatch
 
@@ -98,6 +99,7 @@ class Daemon:
         # Drill mode is on until this monotonic time: a clock step neither ends a drill
         # early nor stretches it. The store keeps the end in wall time, for a restart.
         self.drill_ends: float | None = None
+        self.drill_account: str | None = None  # who turned drill mode on (control socket)
         # Inputs whose kind is a latching alarm kind (panic, tamper): their edge trips the siren.
         self._alarm_inputs = {i.name for i in cfg.inputs if i.kind in LATCHING_KINDS}
 
@@ -180,6 +182,7 @@ class Daemon:
             # recorded as drills for days.
             left = until - now.timestamp()
             self.drill_ends = mono + left if 0 < left <= MAX_DRILL_S else None
+            self.drill_account = self.store.get_meta("drill_account") or None
         for inp in self.cfg.inputs:
             if inp.kind in LEVEL_WATCHES:
                 self.levels[inp.name] = LEVEL_WATCHES[inp.kind].restored(self, inp, now, mono)
@@ -426,7 +429,8 @@ class Daemon:
             # sounds briefly so the school hears the drill.
             if self.cfg.drill.siren_s > 0:
                 self._sound(mono, self.cfg.drill.siren_s)
-            self.record("drill", inp.name, inp.label, time=wall)
+            extra = {"account": self.drill_account} if self.drill_account else None
+            self.record("drill", inp.name, inp.label, extra, time=wall)
             return
         # The siren first (gpiozero's thread tripped it already; this sets its time):
         # nothing, not even the disk, stands in front of it.
@@ -447,11 +451,13 @@ class Daemon:
 
     # ================================================================ commands
 
-    def silence(self, by: str, via: str, sent_at: float | None = None) -> list[Event]:
+    def silence(self, by: str, via: str, sent_at: float | None = None,
+                account: str | None = None) -> list[Event]:
         """Silence the siren and acknowledge every latched alarm: one `silenced` event
         per alarm, saying who and how. ``sent_at``: when the command was given (an SMS's
         service-centre time): it acknowledges only the alarms its sender could have known
-        of, so an SMS delayed for hours cannot silence a new alarm."""
+        of, so an SMS delayed for hours cannot silence a new alarm. ``account``: the
+        system account that gave a command on the control socket."""
         cutoff = None
         if sent_at is not None and self._sync.synced():
             cutoff = sent_at + SMS_CLOCK_SLACK_S
@@ -459,9 +465,10 @@ class Daemon:
         for name, alarm in list(self.latched.items()):
             if cutoff is not None and alarm.ts > cutoff:
                 continue
-            done.append(self.record("silenced", name, self.cfg.label_of(name),
-                                    {"by": by, "via": via, "alarm_id": alarm.id,
-                                     "alarm_kind": alarm.kind}))
+            data = {"by": by, "via": via, "alarm_id": alarm.id, "alarm_kind": alarm.kind}
+            if account is not None:
+                data["account"] = account
+            done.append(self.record("silenced", name, self.cfg.label_of(name), data))
             del self.latched[name]
         if self.siren is not None and not self.latched:
             self.siren.stop()
@@ -473,16 +480,20 @@ class Daemon:
     def in_drill(self) -> bool:
         return self.drill_ends is not None and self.clock.monotonic() < self.drill_ends
 
-    def set_drill(self, on: bool, for_s: int | None = None) -> dict:
+    def set_drill(self, on: bool, for_s: int | None = None,
+                  account: str | None = None) -> dict:
         """Drill mode on for ``for_s`` (default [drill] default_for_s), or off. Kept in the
-        store, so a restart in the middle of a drill does not turn a drill press real."""
+        store, so a restart in the middle of a drill does not turn a drill press real.
+        ``account``: who asked (the control socket's caller), kept with the drill events."""
         for_s = for_s or self.cfg.drill.default_for_s
         self.drill_ends = self.clock.monotonic() + for_s if on else None
+        self.drill_account = account if on else None
         if self.store is not None:
             until = self.clock.now().timestamp() + for_s if on else 0
             self.store.set_meta("drill_until", str(until))
-        log.warning("drill mode %s", f"on until {self._drill_status()['until']}: panic presses "
-                    "are recorded as drills" if on else "off")
+            self.store.set_meta("drill_account", self.drill_account or "")
+        log.warning("drill mode %s (account %s)", f"on until {self._drill_status()['until']}: "
+                    "panic presses are recorded as drills" if on else "off", account)
         return self._drill_status()
 
     def _drill_status(self) -> dict:
@@ -589,13 +600,16 @@ class Daemon:
             self.loop.after(STORAGE_RETRY_S, self._retry_storage)
 
 
-def install_signal_handlers(daemon: Daemon) -> None:
-    """SIGTERM/SIGINT stop cleanly; SIGHUP asks the workers to reload (token file)."""
+def install_signal_handlers(daemon: Daemon, early: StartSignals | None = None) -> None:
+    """SIGTERM/SIGINT stop cleanly; SIGHUP asks the workers to reload (token file).
+    ``early``: the handlers that caught signals while the daemon was being built; what
+    they caught is done now (a reload runs once the daemon has started)."""
     def stop(signum, frame):
         log.info("signal %d: stopping", signum)
         daemon.request_stop()
 
     def reload(signum, frame):
+        daemon.loop.post(log.info, "SIGHUP: reloading")
         for worker in daemon.workers:
             reload_fn = getattr(worker, "reload", None)
             if reload_fn is not None:
@@ -604,3 +618,8 @@ def install_signal_handlers(daemon: Daemon) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)
+    if early is not None:
+        if early.reload_requested:
+            reload(signal.SIGHUP, None)
+        if early.stop_signal is not None:
+            stop(early.stop_signal, None)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from edge.config import Config
-from edge.control import ControlServer, daemon_handlers
+from edge.control import ControlServer
 from edge.daemon import Daemon, install_signal_handlers
 from edge.errors import EdgeAlarmError
+from edge.start_signals import StartSignals
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,14 @@ def build_daemon(cfg: Config, **kwargs) -> Daemon:
     return daemon
 
 
-def run_daemon(cfg: Config) -> int:
+def run_daemon(cfg: Config, start_signals: StartSignals | None = None) -> int:
+    """``start_signals``: the handlers that caught signals since the process started."""
     daemon = build_daemon(cfg)
-    server = ControlServer(cfg.control.socket, daemon_handlers(daemon))
+    server = ControlServer.for_daemon(cfg.control.socket, daemon)
     if server.in_use():
         # Two daemons on the same pins and modem would fight: the second one goes.
         raise EdgeAlarmError(f"another edge-alarm daemon answers on {server.path}")
-    install_signal_handlers(daemon)
+    install_signal_handlers(daemon, start_signals)
     log.info("edge-alarm starting: %s (%s)", cfg.site.name, cfg.site.device_id)
 
     def start_control() -> None:

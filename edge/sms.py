@@ -535,9 +535,10 @@ class SmsWorker(ThreadWorker):
             number, text, future = self._direct.pop(0)
         try:
             future.set_result(self._send(number, text))
-        except ModemError as e:
+        except Exception as e:  # a text or number the encoder refuses, too: answered
             future.set_exception(e)
-            raise
+            if isinstance(e, ModemError):
+                raise
 
     def _fail_direct(self, error: ModemError) -> None:
         with self._direct_lock:

@@ -12,9 +12,14 @@ from edge.events import KINDS, Event
 from edge.safe_text import safe_json, safe_text
 from edge.store import Store
 
-_DURATION_RE = re.compile(r"^([0-9]+)\s*([smhdw])$")
+# At most 12 digits: more is no duration anyone means (and int() of thousands is refused).
+_DURATION_RE = re.compile(r"^([0-9]{1,12})\s*([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 CSV_COLUMNS = ("id", "seq", "kind", "subject", "time", "label", "data")
+# The days a command may name: a Pi without a clock starts in 1970; the last day is the
+# last whose end a datetime can hold.
+FIRST_DAY = dt.date(1970, 1, 1)
+LAST_DAY = dt.date(9999, 12, 30)
 
 
 def parse_duration(text: str) -> int | None:
@@ -31,15 +36,20 @@ def parse_since(text: str, tz, now: dt.datetime) -> float:
         local = now.astimezone(tz)
         return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     seconds = parse_duration(text)
-    if seconds is not None:
-        return now.timestamp() - seconds
     try:
-        when = dt.datetime.fromisoformat(text)
+        if seconds is not None:
+            when = now - dt.timedelta(seconds=seconds)
+        else:
+            when = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"--since {text!r}: use an ISO-8601 time (2026-11-28T07:00), "
                          "'today', or a duration such as 24h or 7d") from None
+    except OverflowError:  # a duration reaching before year 1
+        when = dt.datetime.min
     if when.tzinfo is None:
         when = when.replace(tzinfo=tz)
+    if not FIRST_DAY <= when.date() <= LAST_DAY:
+        raise ValueError(f"--since {text}: out of range ({FIRST_DAY} to {LAST_DAY})")
     return when.timestamp()
 
 

@@ -14,8 +14,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -304,16 +306,20 @@ class RunningDaemon:
 
 
 def start_daemon(config: Path, socket: Path, log: Path, timeout: float = 10.0,
-                 env: dict | None = None) -> RunningDaemon:
-    """`python -m edge run -c CONFIG` (``env`` added to a clean environment), returned
-    once its control socket answers `status`."""
+                 env: dict | None = None, preexec_fn: Callable[[], None] | None = None,
+                 on_spawn: Callable[[subprocess.Popen], None] | None = None) -> RunningDaemon:
+    """`python -m edge run -c CONFIG` (``env`` added to a clean environment; ``preexec_fn``
+    run in the child before exec, ``on_spawn`` given the process at once), returned once
+    its control socket answers `status`."""
     from edge.control import request
     from edge.errors import DaemonUnreachable
 
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "-c", str(config)],
-                                stdout=out, stderr=subprocess.STDOUT,
+                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
                                 stdin=subprocess.DEVNULL, env={**_child_env(), **(env or {})})
+    if on_spawn is not None:
+        on_spawn(proc)
     daemon = RunningDaemon(proc, config, socket, log)
 
     def answers():
@@ -337,6 +343,32 @@ def stop_daemon(daemon: RunningDaemon, timeout: float = 5.0) -> int:
             daemon.proc.kill()
             daemon.proc.wait()
     return daemon.proc.returncode
+
+
+@contextmanager
+def daemon_in_process(daemon, server, timeout: float = 5.0):
+    """``daemon`` (a Daemon) on an owner thread, ``server`` (its ControlServer) started
+    once it is ready, as `edge-alarm run` has them; entered once `status` is answered,
+    stopped and closed at exit."""
+    from edge.control import request
+    from edge.errors import EdgeAlarmError
+
+    owner = threading.Thread(target=daemon.run, kwargs={"on_ready": server.start})
+    owner.start()
+    try:
+        def answers():
+            try:
+                return request(server.path, "status", timeout=1)
+            except EdgeAlarmError:  # not yet, or answered "cannot answer now"
+                return None
+        _wait_until(answers, timeout, what="the in-process daemon answering")
+        yield
+    finally:
+        daemon.request_stop()
+        owner.join(5)
+        server.close()
+        daemon.close()
+    assert not owner.is_alive()
 
 
 @pytest.fixture

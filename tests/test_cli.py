@@ -16,7 +16,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,10 +25,10 @@ from gpiozero.pins.mock import MockFactory
 from edge import config
 from edge.control import ControlServer, daemon_handlers, request
 from edge.daemon import Daemon
-from edge.errors import DaemonUnreachable
 from edge.sdnotify import Notifier
 
-from conftest import mock_config_text, start_daemon, stop_daemon
+from conftest import (_child_env, daemon_in_process, mock_config_text, start_daemon,
+                      stop_daemon)
 
 
 def status_of(daemon) -> dict:
@@ -147,26 +146,11 @@ def test_sim_is_refused_when_the_pins_are_real(write_config, cli, wait_until):
     path = write_config(pin_factory="lgpio", tamper=False)
     cfg = config.load(str(path))
     daemon = Daemon(cfg, pin_factory=MockFactory(), notifier=Notifier(environ={}))
-    server = ControlServer(cfg.control.socket, daemon_handlers(daemon))
-    owner = threading.Thread(target=daemon.run, kwargs={"on_ready": server.start})
-    owner.start()
-    try:
-        def answers():
-            try:
-                return request(cfg.control.socket, "status", timeout=1)
-            except DaemonUnreachable:
-                return None
-        wait_until(answers, timeout=5, what="the in-process daemon answering")
+    with daemon_in_process(daemon, ControlServer(cfg.control.socket, daemon_handlers(daemon))):
         result = cli("sim", "guard_room", "on", config=path)
         assert result.returncode == 2
         assert 'pin_factory is not "mock"' in result.stderr
         assert request(cfg.control.socket, "status")["alarm"]["active"] is False
-    finally:
-        daemon.request_stop()
-        owner.join(5)
-        server.close()
-        daemon.close()
-    assert not owner.is_alive()
 
 
 @pytest.mark.parametrize("command", [("status",), ("status", "--json"), ("sim", "guard_room", "on"),
@@ -277,6 +261,57 @@ def test_a_since_that_is_no_time_is_a_usage_error(write_config, cli):
     result = cli("events", "--since", "yesterday-ish", config=write_config())
     assert result.returncode == 2
     assert "--since" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ("report", "--day", "9999-12-31"), ("report", "--day", "0001-01-01"),
+    ("report", "--day", "2026-02-30"),
+    ("events", "--since", "99999d"), ("events", "--since", "0001-01-01"),
+    ("events", "--since", "9999-12-31T23:00"), ("events", "--since", "9" * 5000 + "d"),
+    ("drill", "on", "--for", "0m"), ("drill", "on", "--for", "25h"),
+    ("drill", "on", "--for=-5m"), ("drill", "on", "--for", "99999999999d"),
+])
+def test_odd_dates_and_durations_are_a_one_line_usage_error(write_config, cli, command):
+    result = cli(*command, config=write_config())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("edge-alarm: ")
+
+
+# ------------------------------------------------------------------ signals during start
+
+def block_stop_and_reload():
+    """In the child before exec: SIGTERM and SIGHUP held back (the mask is inherited), so a
+    signal sent at once after spawn waits for the daemon's own code, not for luck."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_sighup_during_start_is_a_reload_once_started(write_config, short_dir, tmp_path,
+                                                        wait_until, attempt):
+    daemon = start_daemon(write_config(), short_dir / "control.sock", tmp_path / "daemon.log",
+                          preexec_fn=block_stop_and_reload,
+                          on_spawn=lambda proc: proc.send_signal(signal.SIGHUP))
+    try:
+        log = wait_until(lambda: "SIGHUP: reloading" in (text := daemon.log_text()) and text,
+                         timeout=10, what="the reload")
+        assert log.index("edge-alarm starting") < log.index("SIGHUP: reloading")
+        assert status_of(daemon)["device_id"] == "test-gate-1"
+    finally:
+        assert stop_daemon(daemon) == 0
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_sigterm_during_start_is_a_clean_exit(write_config, tmp_path, attempt):
+    with open(tmp_path / "daemon.log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "edge", "run", "-c", str(write_config())],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=_child_env(), preexec_fn=block_stop_and_reload)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    assert "Traceback" not in (tmp_path / "daemon.log").read_text()
 
 
 # ------------------------------------------------------------------ config and entry points

@@ -10,6 +10,8 @@ import json
 import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from zoneinfo import ZoneInfo
@@ -19,11 +21,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 import edge.sms
-from conftest import (SHORT_MODEM_TIMINGS, edge_cli, mock_config_text, refuse_writes,
-                      start_daemon, stop_daemon)
+from conftest import (SHORT_MODEM_TIMINGS, _child_env, edge_cli, mock_config_text,
+                      refuse_writes, start_daemon, stop_daemon)
 from edge import config as config_mod
 from edge.clock import Clock
 from edge.control import ControlServer, daemon_handlers, request
+from edge.errors import EdgeAlarmError
 from edge.events import Event
 from edge.modem.emulator import ModemEmulator, SentSms
 from edge.service import build_daemon
@@ -634,6 +637,31 @@ def test_test_sms_failing_through_the_daemon_exits_1(live, emulator):
     assert d.alive()
 
 
+@pytest.mark.parametrize("number, text, reason", [
+    ("1-800", "x", "is not a phone number"),  # refused by the PDU encoder in the worker
+    ("", "x", "is not a phone number"),
+    (PRINCIPAL, "a lone surrogate \ud800", "not valid UTF-8"),  # refused at the socket
+])
+def test_a_test_sms_the_encoder_refuses_is_answered_not_left_waiting(live, emulator, number,
+                                                                      text, reason):
+    d = live()
+    with pytest.raises(EdgeAlarmError, match=reason):
+        request(d.cfg.control.socket, "test-sms", {"number": number, "text": text},
+                timeout=20)
+    assert d.alive() and emulator.sent == []
+    assert request(d.cfg.control.socket, "test-sms", {"number": PRINCIPAL, "text": "ok"})
+
+
+@pytest.mark.parametrize("written, dialled", [("+86 138-0013-8000", PRINCIPAL),
+                                              ("(010) 6552-9988", "01065529988"),
+                                              ("0086 138 0013 8000", PRINCIPAL)])
+def test_test_sms_reads_a_number_written_with_separators(live, emulator, written, dialled):
+    d = live()
+    result = edge_cli("test-sms", written, "x", config=d.cfg.path)
+    assert result.returncode == 0, result.stderr
+    assert [m.number for m in emulator.wait_sent(1, timeout=1)] == [dialled]
+
+
 def test_test_sms_without_a_daemon_opens_the_port_itself(write_sms_config, emulator):
     config = write_sms_config()
     result = edge_cli("test-sms", PRINCIPAL, "紧急测试", config=config)
@@ -647,20 +675,33 @@ def test_test_sms_without_a_daemon_opens_the_port_itself(write_sms_config, emula
 @pytest.mark.parametrize("problem, message", [
     ("no_sim", "no usable SIM"),
     ("no_modem", "no [modem] is configured"),
-    ("bad_number", "is not a phone number"),
 ])
 def test_test_sms_failures_exit_1(write_sms_config, emulator, problem, message):
     config = write_sms_config()
-    number = PRINCIPAL
     if problem == "no_sim":
         emulator.sim_present = False
-    elif problem == "no_modem":
-        config = write_sms_config(modem=None)
     else:
-        number = "principal"
-    result = edge_cli("test-sms", number, "x", config=config)
+        config = write_sms_config(modem=None)
+    result = edge_cli("test-sms", PRINCIPAL, "x", config=config)
     assert result.returncode == 1, result.stdout + result.stderr
     assert message in result.stderr
+    assert emulator.sent == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([b"principal", b"x"], "'principal' is not a phone number"),
+    ([b"+86 138-0013-8000 ext 5", b"x"], "is not a phone number"),
+    ([PRINCIPAL.encode(), "测试".encode("gbk")], "TEXT is not valid UTF-8"),
+])
+def test_test_sms_refuses_a_bad_number_or_text_in_one_line(write_sms_config, emulator, argv,
+                                                           message):
+    # argv as bytes: a GBK terminal's text reaches Python as surrogate escapes.
+    result = subprocess.run([sys.executable.encode(), b"-m", b"edge", b"test-sms", *argv,
+                             b"-c", bytes(write_sms_config())], capture_output=True,
+                            timeout=20, env=_child_env())
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    assert message in stderr and stderr.count("\n") == 1
     assert emulator.sent == []
 
 
