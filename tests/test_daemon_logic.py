@@ -590,6 +590,19 @@ def test_an_sms_silence_acknowledges_only_the_alarms_its_sender_knew_of(rig):
     assert list(rig.daemon.latched) == ["box"] and rig.siren_on
 
 
+def test_an_sms_ack_acknowledges_the_alarms_its_sender_knew_of_and_silences_none(rig):
+    rig.daemon._sync = _SyncedClock()
+    rig.press()
+    sent_at = rig.clock.now().timestamp()
+    rig.advance(3600)
+    rig.drive(TAMPER_PIN, high=True)
+    done = rig.daemon.acknowledge("principal", "sms", sent_at)
+    assert [(e.kind, e.subject, e.data["by"], e.data["via"]) for e in done] == [
+        ("acknowledged", "guard_room", "principal", "sms")]
+    assert done[0].data["alarm_id"] == rig.daemon.latched["guard_room"].id
+    assert sorted(rig.daemon.latched) == ["box", "guard_room"] and rig.siren_on
+
+
 # ------------------------------------------------------------------ wall-clock steps
 
 def step_wall(rig, hours: float) -> None:
