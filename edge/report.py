@@ -14,7 +14,7 @@ from edge.safe_text import safe_text
 from edge.store import Store
 
 COUNTED = ("gate_open", "gate_after_hours", "gate_held_open", "panic", "tamper", "drill",
-           "fault", "recovered", "silenced", "acknowledged", "sms_refused", "power_lost")
+           "fault", "recovered", "silenced", "sms_refused", "power_lost", "acknowledged")
 CSV_COLUMNS = ("date", "gate_open_in_hours", *COUNTED, "backlog")
 
 

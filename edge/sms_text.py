@@ -21,7 +21,7 @@ DEFAULT_TEMPLATES = {
     "fault": "【{site}】设备故障：{label}（{reason}）于 {time} 发生，请及时检修。",
     "recovered": "【{site}】故障恢复：{label} 于 {time} 恢复正常。",
     "silenced": "【{site}】报警已解除：{label} 由 {by} 于 {time} 确认。",
-    "acknowledged": "【{site}】报警已知悉：{label} 的报警由 {by} 于 {time} 确认收到，警号仍在鸣响。",
+    "acknowledged": "【{site}】报警已知悉：{label} 的报警由 {by} 于 {time} 回复收到，报警未解除。",
     "drill": "【{site}】【演练】{label} 于 {time} 触发（演练，非真实报警）。",
     "sms_refused": "【{site}】已拒绝号码 {by} 的短信指令（{time}）：{text}",
     "power_lost": "【{site}】市电中断：{label} 于 {time} 报告停电。",

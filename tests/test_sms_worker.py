@@ -465,6 +465,17 @@ def test_ack_leaves_the_siren_on_and_records_the_acknowledgement(live, emulator,
     assert silenced.data["alarm_id"] == panic.id and not d.status()["siren"]["on"]
 
 
+def test_a_contact_that_receives_acknowledged_is_told_who_acknowledged(live, emulator,
+                                                                      wait_until):
+    d = live(principal_receives=("panic", "acknowledged"))
+    alarm_raised(d, emulator)
+    emulator.deliver(PRINCIPAL, "收到")
+    (acked,) = wait_until(lambda: d.events("acknowledged"), timeout=5)
+    told = f"【高山小学】报警已知悉：门卫室一键报警 的报警由 principal 于 {local_hms(acked)} 回复收到，报警未解除。"
+    wait_until(lambda: told in texts_to(emulator, PRINCIPAL), timeout=5,
+               what="the acknowledged SMS")
+
+
 def test_a_national_number_is_the_same_contact(live, emulator, wait_until):
     d = live()
     alarm_raised(d, emulator)
