@@ -100,8 +100,9 @@ def command_reply(command: str, alarms: int, status: dict, cfg: Config) -> str:
     if command == "silence":
         said = f"已解除{alarms}个报警，警号已关闭。" if alarms else "当前没有报警，警号已关闭。"
     elif alarms:
-        said = (f"已记录您知悉{alarms}个报警，警号仍在鸣响；"
-                f"回复{_reply_word(cfg, '解除')}关闭警号。")
+        # Not "the siren sounds": it may have stopped after max_on_s (the status says).
+        said = (f"已记录您知悉{alarms}个报警，报警未解除；"
+                f"回复{_reply_word(cfg, '解除')}关闭警号并解除报警。")
     else:
         said = "当前没有需要确认的报警。"
     return f"【{cfg.site.name}】{said}" + status_text(status, cfg).split("：", 1)[1]

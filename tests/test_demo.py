@@ -81,7 +81,7 @@ def test_demo_plays_the_whole_story_and_leaves_nothing(tmp_path, short_dir):
     assert "【高山小学】非开放时段开门：校门 于 21:10:00 打开。" in texts
     assert ("【高山小学】紧急报警：门卫室一键报警 于 21:12:05 触发。"
             "回复“解除”关闭警号，回复“收到”表示已知悉（警号继续鸣响）。") in texts
-    assert any(t.startswith("【高山小学】已记录您知悉1个报警，警号仍在鸣响") for t in texts)
+    assert any(t.startswith("【高山小学】已记录您知悉1个报警，报警未解除") for t in texts)
     assert any(t.startswith("【高山小学】已解除1个报警，警号已关闭。") for t in texts)
     assert any(t.startswith("【高山小学】门未关闭：校门 于 21:15:00") and t.endswith(FALLBACK_NOTE)
                for t in texts)

@@ -126,13 +126,13 @@ def test_with_a_pin_a_command_counts_only_after_it(live, emulator, wait_until, w
 def test_with_a_pin_an_ack_acknowledges_and_the_siren_sounds_on(live, emulator, wait_until):
     d = live(sms=PIN_CONFIG)
     alarm_raised(d, emulator)
-    assert "回复“密码+解除”关闭警号" in texts_to(emulator, PRINCIPAL)[0]
+    alert = wait_until(lambda: texts_to(emulator, PRINCIPAL), timeout=5)[0]
+    assert "回复“密码+解除”关闭警号" in alert
     emulator.deliver(PRINCIPAL, f"{PIN} 收到")
     (acked,) = wait_until(lambda: d.events("acknowledged"), timeout=5)
     assert acked.data["by"] == "principal" and d.status()["siren"]["on"]
-    emulator.wait_sent(2, timeout=5)
-    reply = texts_to(emulator, PRINCIPAL)[1]
-    assert "回复“密码+解除”关闭警号" in reply and PIN not in reply
+    reply = wait_until(lambda: texts_to(emulator, PRINCIPAL)[1:], timeout=5)[0]
+    assert "回复“密码+解除”关闭警号并解除报警" in reply and PIN not in reply
 
 
 def test_a_missing_or_wrong_pin_is_refused_and_the_pin_never_shows(
