@@ -100,3 +100,10 @@ class LocalTime(dt.datetime):
     def of(cls, t: dt.datetime) -> "LocalTime":
         return cls(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond, t.tzinfo)
 
+
+class DatedLocalTime(LocalTime):
+    """A LocalTime that shows its date too ("12月2日 23:59:58"): for an SMS about an event
+    of another day than the one it is sent on."""
+
+    def __str__(self) -> str:
+        return f"{self.month}月{self.day}日 " + super().__str__()

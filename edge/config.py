@@ -32,7 +32,7 @@ DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # daily summary that contacts opt into.
 RECEIVABLE_KINDS = frozenset({
     "panic", "tamper", "gate_after_hours", "gate_held_open", "gate_open", "gate_closed",
-    "fault", "recovered", "silenced", "drill", "sms_refused", "power_lost",
+    "fault", "recovered", "silenced", "acknowledged", "drill", "sms_refused", "power_lost",
     "power_restored", "battery_low", "summary",
 })
 DEFAULT_IMMEDIATE = ("panic", "tamper", "gate_after_hours")

@@ -458,13 +458,8 @@ class Daemon:
         service-centre time): it acknowledges only the alarms its sender could have known
         of, so an SMS delayed for hours cannot silence a new alarm. ``account``: the
         system account that gave a command on the control socket."""
-        cutoff = None
-        if sent_at is not None and self._sync.synced():
-            cutoff = sent_at + SMS_CLOCK_SLACK_S
         done = []
-        for name, alarm in list(self.latched.items()):
-            if cutoff is not None and alarm.ts > cutoff:
-                continue
+        for name, alarm in self._alarms_known_at(sent_at):
             data = {"by": by, "via": via, "alarm_id": alarm.id, "alarm_kind": alarm.kind}
             if account is not None:
                 data["account"] = account
@@ -476,6 +471,24 @@ class Daemon:
 
     def clock_synced(self) -> bool:
         return self._sync.synced()
+
+    def acknowledge(self, by: str, via: str, sent_at: float | None = None) -> list[Event]:
+        """Record that ``by`` knows of every latched alarm (an SMS 收到): one
+        `acknowledged` event per alarm. The alarms stay latched and the siren sounds on:
+        whoever replies from afar has not seen the gate. ``sent_at`` as for silence()."""
+        return [self.record("acknowledged", name, self.cfg.label_of(name),
+                            {"by": by, "via": via, "alarm_id": alarm.id,
+                             "alarm_kind": alarm.kind})
+                for name, alarm in self._alarms_known_at(sent_at)]
+
+    def _alarms_known_at(self, sent_at: float | None) -> list[tuple[str, Event]]:
+        """The latched alarms (input name, alarm) raised before a command given at
+        ``sent_at`` (None: all), with slack for a service centre's clock."""
+        cutoff = None
+        if sent_at is not None and self._sync.synced():
+            cutoff = sent_at + SMS_CLOCK_SLACK_S
+        return [(name, alarm) for name, alarm in self.latched.items()
+                if cutoff is None or alarm.ts <= cutoff]
 
     def in_drill(self) -> bool:
         return self.drill_ends is not None and self.clock.monotonic() < self.drill_ends

@@ -191,6 +191,7 @@ EVENT_WORDS = {
     "panic": "!!! 紧急报警 {label} — panic button pressed",
     "tamper": "!! 防拆报警 {label} — enclosure opened",
     "silenced": "报警已解除 {label} — silenced by {by} via {via}",
+    "acknowledged": "报警已知悉 {label} — acknowledged by {by} via {via}; the siren sounds on",
     "fault": "设备故障 {label}（{reason_words}）— fault: {subject} {reason}",
     "recovered": "故障恢复 {label} — {subject} recovered",
 }
@@ -603,17 +604,29 @@ class Story:
 
     def principal_replies(self) -> None:
         rig, t = self.rig, self.timeline
-        t.scene("④ 21:12 校长回复“收到” — the principal replies by SMS")
-        rig.advance_to(rig.now().replace(minute=12, second=45))
-        t.sms(f"短信 SMS from principal {PRINCIPAL}", "收到")
-        rig.modem.deliver(PRINCIPAL, "收到", timestamp=rig.now())
-        self.replies += 1
-        self.wait_event("silenced", "a silenced event after the principal's 收到")
+        t.scene("④ 21:12 校长回复“收到”，再回复“解除” — the principal replies by SMS")
+        self.principal_sends("收到", second=45)
+        self.wait_event("acknowledged", "an acknowledged event after the principal's 收到")
+        self.wait_sms("已记录您知悉", "the reply SMS confirming the acknowledgement")
+        self.show_events()
+        if not rig.status()["siren"]["on"]:
+            raise StepMissing("the siren sounding on after 收到 (it only acknowledges)")
+        t.at(rig.now(), "警号 siren: still ON (收到 only acknowledges)")
+        self.show_sms()
+        self.principal_sends("解除", second=55)
+        self.wait_event("silenced", "a silenced event after the principal's 解除")
         rig.wait(lambda: not rig.status()["siren"]["on"], "the siren stopping")
         self.wait_sms("已解除", "the reply SMS confirming the silence")
         self.show_events()
         t.at(rig.now(), "警号 siren: off")
         self.show_sms()
+
+    def principal_sends(self, text: str, *, second: int) -> None:
+        rig = self.rig
+        rig.advance_to(rig.now().replace(minute=12, second=second))
+        self.timeline.sms(f"短信 SMS from principal {PRINCIPAL}", text)
+        rig.modem.deliver(PRINCIPAL, text, timestamp=rig.now())
+        self.replies += 1
 
     def platform_down(self) -> None:
         rig, t = self.rig, self.timeline

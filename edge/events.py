@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 KINDS = (
     "panic", "gate_open", "gate_closed", "gate_after_hours", "gate_held_open", "tamper",
-    "fault", "recovered", "silenced", "heartbeat", "drill", "sms_refused",
+    "fault", "recovered", "silenced", "acknowledged", "heartbeat", "drill", "sms_refused",
     "power_lost", "power_restored", "battery_low",
 )
 # Alarms that latch until someone silences them, and sound the siren meanwhile

@@ -14,7 +14,7 @@ from edge.safe_text import safe_text
 from edge.store import Store
 
 COUNTED = ("gate_open", "gate_after_hours", "gate_held_open", "panic", "tamper", "drill",
-           "fault", "recovered", "silenced", "sms_refused", "power_lost")
+           "fault", "recovered", "silenced", "sms_refused", "power_lost", "acknowledged")
 CSV_COLUMNS = ("date", "gate_open_in_hours", *COUNTED, "backlog")
 
 
@@ -70,4 +70,5 @@ def print_report(cfg: Config, day: dt.date, as_csv: bool, out=None) -> None:
     out.write(summary_text(summary, cfg) + "\n")
     for gate, n in sorted(summary["per_gate"].items()):  # a label as stored, escaped
         out.write(f"  {safe_text(gate)}：开门{n}次\n")
-    out.write(f"  报警解除{summary['silenced']}次；拒绝无权限短信指令{summary['sms_refused']}次\n")
+    out.write(f"  报警解除{summary['silenced']}次；报警知悉{summary['acknowledged']}次；"
+              f"拒绝无权限短信指令{summary['sms_refused']}次\n")

@@ -20,6 +20,7 @@ import itertools
 import logging
 import re
 import threading
+import unicodedata
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,7 +36,7 @@ from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, T
                             Deliver)
 from edge.sms_limits import (HOUR_S, REFUSALS_PER_HOUR, RateWindow, command_after_pin,
                              mask_pin)
-from edge.sms_text import alert_text, help_text, status_text
+from edge.sms_text import alert_text, command_reply, help_text, status_text
 from edge.store import SmsRow
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
@@ -48,8 +49,19 @@ _CODE_AND_MOBILE = re.compile(SITE_COUNTRY_CODE + r"1[0-9]{10}")
 _PHONE_NUMBER_TYPES = frozenset({TON_UNKNOWN, TON_INTERNATIONAL, TON_NATIONAL})
 _NUMBER_TYPE_NAMES = {TON_UNKNOWN: "unknown", TON_INTERNATIONAL: "international",
                       TON_NATIONAL: "national", TON_ALPHANUMERIC: "alphanumeric"}
-STATUS_WORDS = frozenset({"STATUS", "状态"})
-SILENCE_WORDS = frozenset({"SILENCE", "解除", "收到"})
+# The words of a command (spec §5), read after NFKC (full-width letters as ASCII) and in
+# upper case: what each asks for.
+COMMAND_WORDS = {"STATUS": "status", "状态": "status", "SILENCE": "silence", "解除": "silence",
+                 "ACK": "acknowledge", "收到": "acknowledge"}
+# Words people put around a command ("解除报警", "确认收到", "状态查询", "好的，收到") that
+# change nothing. Any other word (不, 没, 吗, a name) makes the text no command: "不要解除"
+# and "解除了吗" silence nothing.
+FILLER_WORDS = frozenset({"报警", "警报", "警号", "确认", "查询", "请", "已", "了", "好的", "OK"})
+# Longest first, so that "解除报警" is read as 解除 + 报警 whatever else is added.
+_VOCABULARY = sorted((*COMMAND_WORDS, *FILLER_WORDS), key=len, reverse=True)
+# Of the commands found in one text, the one obeyed: a silence word asks for more than
+# 收到 ("收到，解除" silences); every reply shows the status anyway.
+_COMMAND_PRECEDENCE = ("silence", "acknowledge", "status")
 SEND_RETRY_FIRST_S = 10.0
 SEND_RETRY_MAX_S = 300.0
 # An SMS the network keeps refusing is retried about a day (10 s, 20 s … then every
@@ -142,13 +154,19 @@ def _log_if_unsent(what: str):
 
 
 def parse_command(text: str) -> str | None:
-    """'status' or 'silence' for a command text (any case, stray punctuation), else None."""
-    word = re.sub(r"[\s。.!！?？,，]+", "", text).upper()
-    if word in STATUS_WORDS:
-        return "status"
-    if word in SILENCE_WORDS:
-        return "silence"
-    return None
+    """'status', 'silence' or 'acknowledge' for a command text, else None. Read tolerantly:
+    any case, full-width letters, spaces, punctuation and emoji between words, filler
+    words around them; a text with any other word is no command."""
+    letters = "".join(ch for ch in unicodedata.normalize("NFKC", text).upper()
+                      if unicodedata.category(ch)[0] in "LN")
+    found = set()
+    while letters:
+        word = next((w for w in _VOCABULARY if letters.startswith(w)), None)
+        if word is None:
+            return None
+        found.add(COMMAND_WORDS.get(word))
+        letters = letters[len(word):]
+    return next((c for c in _COMMAND_PRECEDENCE if c in found), None)
 
 
 def e164(number: str) -> str | None:
@@ -380,14 +398,14 @@ class SmsWorker(ThreadWorker):
         command = parse_command(words)
         log.info("SMS command from %s (%s): %r", contact.name, message.sender,
                  self._kept_text(message))
-        if command == "silence":
+        if command in ("silence", "acknowledge"):
+            # Only the alarms raised before the SMS was written: its sender knew of those.
             sent_at = message.timestamp.timestamp() if message.timestamp else None
-            done = self.daemon.loop.call(self.daemon.silence, contact.name, "sms", sent_at,
+            act = self.daemon.silence if command == "silence" else self.daemon.acknowledge
+            done = self.daemon.loop.call(act, contact.name, "sms", sent_at,
                                          timeout=OWNER_CALL_TIMEOUT_S)
             status = self.daemon.loop.call(self.daemon.status, timeout=OWNER_CALL_TIMEOUT_S)
-            reply = (f"【{self.cfg.site.name}】已解除{len(done)}个报警，警号已关闭。"
-                     if done else f"【{self.cfg.site.name}】当前没有报警，警号已关闭。")
-            reply += status_text(status, self.cfg).split("：", 1)[1]
+            reply = command_reply(command, len(done), status, self.cfg)
         elif command == "status":
             status = self.daemon.loop.call(self.daemon.status, timeout=OWNER_CALL_TIMEOUT_S)
             reply = status_text(status, self.cfg)
@@ -469,9 +487,9 @@ class SmsWorker(ThreadWorker):
 
     def _send_memory(self, sms: _MemorySms, mono: float) -> None:
         try:
-            refs = self.modem.send_sms(sms.phone, alert_text(sms.event, self.cfg,
-                                                             resent=sms.resent),
-                                       reference=sms.reference,
+            text = alert_text(sms.event, self.cfg, resent=sms.resent, to=sms.contact,
+                              now=self.daemon.clock.now())
+            refs = self.modem.send_sms(sms.phone, text, reference=sms.reference,
                                        max_parts=self.cfg.sms.max_parts, sent=sms.sent)
         except PortLost as e:
             self._resend_memory_if_lost(sms, e)
@@ -599,7 +617,8 @@ class SmsWorker(ThreadWorker):
             return
         refs = list(row.refs)  # a retry sends only the parts still missing
         try:
-            text = alert_text(event, self.cfg, fallback=row.fallback, resent=row.maybe_sent)
+            text = alert_text(event, self.cfg, fallback=row.fallback, resent=row.maybe_sent,
+                              to=row.contact, now=self.daemon.clock.now())
             # The event's seq ties the parts together, the same on every retry.
             reference = _resend_reference(row.seq) if row.maybe_sent else row.seq % 256
             self.modem.send_sms(row.phone, text, reference=reference,

@@ -6,14 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import string
 
-from edge.clock import LocalTime
+from edge.clock import DatedLocalTime, LocalTime
 from edge.config import Config
-from edge.events import Event
+from edge.events import LATCHING_KINDS, Event
 from edge.safe_text import safe_text
 
 DEFAULT_TEMPLATES = {
-    "panic": "【{site}】紧急报警：{label} 于 {time} 触发。回复 SILENCE 解除。",
-    "tamper": "【{site}】防拆报警：{label} 于 {time} 被打开。回复 SILENCE 解除。",
+    "panic": "【{site}】紧急报警：{label} 于 {time} 触发。",
+    "tamper": "【{site}】防拆报警：{label} 于 {time} 被打开。",
     "gate_after_hours": "【{site}】非开放时段开门：{label} 于 {time} 打开。",
     "gate_held_open": "【{site}】门未关闭：{label} 于 {time} 仍然开着，已超过规定时长。",
     "gate_open": "【{site}】{label} 于 {time} 打开。",
@@ -21,6 +21,7 @@ DEFAULT_TEMPLATES = {
     "fault": "【{site}】设备故障：{label}（{reason}）于 {time} 发生，请及时检修。",
     "recovered": "【{site}】故障恢复：{label} 于 {time} 恢复正常。",
     "silenced": "【{site}】报警已解除：{label} 由 {by} 于 {time} 确认。",
+    "acknowledged": "【{site}】报警已知悉：{label} 的报警由 {by} 于 {time} 回复收到，报警未解除。",
     "drill": "【{site}】【演练】{label} 于 {time} 触发（演练，非真实报警）。",
     "sms_refused": "【{site}】已拒绝号码 {by} 的短信指令（{time}）：{text}",
     "power_lost": "【{site}】市电中断：{label} 于 {time} 报告停电。",
@@ -51,13 +52,17 @@ def local_time(event: Event, cfg: Config) -> dt.datetime:
     return event.time.astimezone(cfg.site.tz)
 
 
-def alert_text(event: Event, cfg: Config, *, fallback: bool = False,
-               resent: bool = False) -> str:
+def alert_text(event: Event, cfg: Config, *, fallback: bool = False, resent: bool = False,
+               to: str | None = None, now: dt.datetime | None = None) -> str:
     """The SMS for ``event``; ``fallback``: it goes because the platform did not take it;
-    ``resent``: an earlier copy may have arrived."""
+    ``resent``: an earlier copy may have arrived; ``to``: the contact's name (one who may
+    command is told what a reply does); ``now``: when it goes (default: now): an event of
+    another local day shows its date."""
     template = cfg.sms.templates.get(event.kind) or DEFAULT_TEMPLATES.get(
         event.kind, "【{site}】{label}：{kind} 于 {time}。")
     local = local_time(event, cfg)
+    sent_on = (now or dt.datetime.now(cfg.site.tz)).astimezone(cfg.site.tz).date()
+    shown_time = LocalTime if local.date() == sent_on or "{date" in template else DatedLocalTime
     reason = event.data.get("reason", "")
     # Whatever came with the event (a sender's number or name, its text, a name typed on
     # a page) is escaped: nothing under the school's signature is a stranger's raw text.
@@ -68,7 +73,7 @@ def alert_text(event: Event, cfg: Config, *, fallback: bool = False,
         "reason": REASON_WORDS.get(reason, reason),
         "by": event.data.get("by") or event.data.get("number", ""),
     }.items()}
-    fields.update(site=cfg.site.name, time=LocalTime.of(local), date=local.strftime("%m-%d"),
+    fields.update(site=cfg.site.name, time=shown_time.of(local), date=local.strftime("%m-%d"),
                   text=safe_text(event.data.get("text", ""), REFUSED_TEXT_SHOWN))
     text = string.Formatter().vformat(template, (), fields)
     signature = f"【{cfg.site.name}】"
@@ -79,7 +84,36 @@ def alert_text(event: Event, cfg: Config, *, fallback: bool = False,
     # The uplink's own fault already says the platform is unreachable.
     if fallback and not (event.kind == "fault" and event.subject == "uplink"):
         text += FALLBACK_NOTE
+    if event.kind in LATCHING_KINDS and any(c.name == to and c.may_command
+                                            for c in cfg.contacts):
+        text += reply_hint(cfg)
     return text
+
+
+def _reply_word(cfg: Config, word: str) -> str:
+    """A command as the contact types it: "“解除”", or "“密码+解除”" with a command PIN
+    (which no SMS ever shows)."""
+    return f"“密码+{word}”" if cfg.sms.command_pin else f"“{word}”"
+
+
+def reply_hint(cfg: Config) -> str:
+    """What each reply to an alarm does (spec §5): 解除 silences, 收到 only acknowledges."""
+    return (f"回复{_reply_word(cfg, '解除')}关闭警号，"
+            f"回复{_reply_word(cfg, '收到')}表示已知悉（警号继续鸣响）。")
+
+
+def command_reply(command: str, alarms: int, status: dict, cfg: Config) -> str:
+    """The answer to a silence or acknowledge command that ended or acknowledged
+    ``alarms`` alarms, followed by the status."""
+    if command == "silence":
+        said = f"已解除{alarms}个报警，警号已关闭。" if alarms else "当前没有报警，警号已关闭。"
+    elif alarms:
+        # Not "the siren sounds": it may have stopped after max_on_s (the status says).
+        said = (f"已记录您知悉{alarms}个报警，报警未解除；"
+                f"回复{_reply_word(cfg, '解除')}关闭警号并解除报警。")
+    else:
+        said = "当前没有需要确认的报警。"
+    return f"【{cfg.site.name}】{said}" + status_text(status, cfg).split("：", 1)[1]
 
 
 def status_text(status: dict, cfg: Config) -> str:
@@ -108,8 +142,8 @@ def status_text(status: dict, cfg: Config) -> str:
 
 def help_text(cfg: Config) -> str:
     pin_note = "指令前加指令密码，" if cfg.sms.command_pin else ""
-    return (f"【{cfg.site.name}】未识别的指令。{pin_note}可回复：STATUS（状态）查询，"
-            "SILENCE（解除）确认报警。")
+    return (f"【{cfg.site.name}】未识别的指令。{pin_note}可回复：解除（SILENCE）关闭警号并确认报警，"
+            "收到（ACK）表示已知悉，状态（STATUS）查询。")
 
 
 def test_text(cfg: Config) -> str:

@@ -404,7 +404,8 @@ def test_a_panic_reaches_the_platform_the_principal_and_is_silenced_by_name(
     # §5: the SMS, at once, in the spec's words and the local time of the press.
     sms = wait_sms(modem, lambda s: s.number == PRINCIPAL)
     assert [s.text for s in sms] == [
-        f"【{SITE_NAME}】紧急报警：门卫室一键报警 于 {local_hms(panic)} 触发。回复 SILENCE 解除。"]
+        f"【{SITE_NAME}】紧急报警：门卫室一键报警 于 {local_hms(panic)} 触发。"
+        "回复“解除”关闭警号，回复“收到”表示已知悉（警号继续鸣响）。"]
 
     # §4: the CloudEvent, then its snapshot and pre-trigger frames.
     assert platform.wait_for(lambda: any(r.path.endswith(f"{panic['id']}/frames/1")
@@ -615,7 +616,7 @@ def test_sms_commands_from_a_commanding_contact_and_from_strangers(tmp_path, sho
                             5, interval=0.02, what=f"a reply to {word}")
         assert reply[0].text.startswith(f"【{SITE_NAME}】") and "状态" in reply[0].text
 
-    for count, word in enumerate(("SILENCE", "解除", "收到"), start=1):
+    for count, word in enumerate(("SILENCE", "解除", "SILENCE 解除"), start=1):
         press(config)
         wait_events(config, "panic", count)
         modem.deliver(PRINCIPAL, word)
@@ -623,6 +624,13 @@ def test_sms_commands_from_a_commanding_contact_and_from_strangers(tmp_path, sho
         assert (silenced["subject"], silenced["data"]["by"], silenced["data"]["via"]) == (
             "guard_room", "principal", "sms"), word
         assert status_of(config)["alarm"]["active"] is False
+
+    press(config)
+    modem.deliver(PRINCIPAL, "收到")                  # acknowledges; the alarm stays latched
+    acked = wait_events(config, "acknowledged")[0]
+    assert (acked["subject"], acked["data"]["by"], acked["data"]["via"]) == (
+        "guard_room", "principal", "sms")
+    assert status_of(config)["alarm"]["active"] is True
 
     run_ok(config, "sim", "guard_room", "on")
     for sender in (STRANGER, DEPUTY):                           # unknown; may not command

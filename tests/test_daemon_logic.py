@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from conftest import GATE_PIN, PANIC_PIN, SIREN_PIN, TAMPER_PIN, SyncedKernel, refuse_writes
+from conftest import (GATE_PIN, PANIC_PIN, SIREN_PIN, TAMPER_PIN, SyncedKernel,
+                      refuse_writes)
 from edge import config
 from edge import daemon as daemon_module
 from edge.clock import FakeClock
@@ -741,6 +742,19 @@ def test_an_sms_silence_acknowledges_only_the_alarms_its_sender_knew_of(rig):
     done = rig.daemon.silence("principal", "sms", sent_at)
     assert [e.subject for e in done] == ["guard_room"]
     assert list(rig.daemon.latched) == ["box"] and rig.siren_on
+
+
+def test_an_sms_ack_acknowledges_the_alarms_its_sender_knew_of_and_silences_none(rig):
+    rig.daemon._sync = SyncedKernel()
+    rig.press()
+    sent_at = rig.clock.now().timestamp()
+    rig.advance(3600)
+    rig.drive(TAMPER_PIN, high=True)
+    done = rig.daemon.acknowledge("principal", "sms", sent_at)
+    assert [(e.kind, e.subject, e.data["by"], e.data["via"]) for e in done] == [
+        ("acknowledged", "guard_room", "principal", "sms")]
+    assert done[0].data["alarm_id"] == rig.daemon.latched["guard_room"].id
+    assert sorted(rig.daemon.latched) == ["box", "guard_room"] and rig.siren_on
 
 
 # ------------------------------------------------------------------ wall-clock steps

@@ -67,8 +67,9 @@ def test_demo_plays_the_whole_story_and_leaves_nothing(tmp_path, short_dir):
     assert re.search(r"snapshot: 1280×720 JPEG, .*sha256 [0-9a-f]{12}…", two)
     assert "siren: ON" in three
     assert re.search(r"pre-trigger frames: [1-3] × 320×180", three)
+    assert re.search(r"#\d+ acknowledged .*by principal via sms", four)
+    assert four.index("siren: still ON") < four.index("silenced") < four.index("siren: off")
     assert re.search(r"#\d+ silenced .*by principal via sms", four)
-    assert "siren: off" in four
     assert re.search(r"#\d+ gate_held_open .*未上传 not uploaded", five)
     assert re.search(r"待上传 [2-9]\d* pending", five)
     assert "积压补传 backlog of" in six and "faults: 无 none" in six
@@ -78,11 +79,14 @@ def test_demo_plays_the_whole_story_and_leaves_nothing(tmp_path, short_dir):
     boxes = sms_boxes(out)
     texts = [text for heading, text in boxes if "to principal +8613800138000" in heading]
     assert "【高山小学】非开放时段开门：校门 于 21:10:00 打开。" in texts
-    assert "【高山小学】紧急报警：门卫室一键报警 于 21:12:05 触发。回复 SILENCE 解除。" in texts
+    assert ("【高山小学】紧急报警：门卫室一键报警 于 21:12:05 触发。"
+            "回复“解除”关闭警号，回复“收到”表示已知悉（警号继续鸣响）。") in texts
+    assert any(t.startswith("【高山小学】已记录您知悉1个报警，报警未解除") for t in texts)
     assert any(t.startswith("【高山小学】已解除1个报警，警号已关闭。") for t in texts)
     assert any(t.startswith("【高山小学】门未关闭：校门 于 21:15:00") and t.endswith(FALLBACK_NOTE)
                for t in texts)
     assert ("短信 SMS from principal +8613800138000", "收到") in boxes
+    assert ("短信 SMS from principal +8613800138000", "解除") in boxes
     assert "紧急报警" in three and "已解除1个报警" in four
     assert any(text.endswith(FALLBACK_NOTE) for _, text in sms_boxes(five))
 

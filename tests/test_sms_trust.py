@@ -111,7 +111,8 @@ def test_command_after_pin_and_its_mask():
     assert mask_pin("2580 SILENCE", None) == "2580 SILENCE"
 
 
-@pytest.mark.parametrize("word", ["2580 SILENCE", "2580 解除", "2580silence"])
+@pytest.mark.parametrize("word", ["2580 SILENCE", "2580 解除", "2580silence", "2580 解除报警",
+                                  "2580+解除", "２５８０ ＳＩＬＥＮＣＥ 解除"])
 def test_with_a_pin_a_command_counts_only_after_it(live, emulator, wait_until, word):
     d = live(sms=PIN_CONFIG)
     alarm_raised(d, emulator)
@@ -120,6 +121,18 @@ def test_with_a_pin_a_command_counts_only_after_it(live, emulator, wait_until, w
     assert silenced.data["by"] == "principal"
     emulator.wait_sent(2, timeout=5)
     assert PIN not in texts_to(emulator, PRINCIPAL)[1]
+
+
+def test_with_a_pin_an_ack_acknowledges_and_the_siren_sounds_on(live, emulator, wait_until):
+    d = live(sms=PIN_CONFIG)
+    alarm_raised(d, emulator)
+    alert = wait_until(lambda: texts_to(emulator, PRINCIPAL), timeout=5)[0]
+    assert "回复“密码+解除”关闭警号" in alert
+    emulator.deliver(PRINCIPAL, f"{PIN} 收到")
+    (acked,) = wait_until(lambda: d.events("acknowledged"), timeout=5)
+    assert acked.data["by"] == "principal" and d.status()["siren"]["on"]
+    reply = wait_until(lambda: texts_to(emulator, PRINCIPAL)[1:], timeout=5)[0]
+    assert "回复“密码+解除”关闭警号并解除报警" in reply and PIN not in reply
 
 
 def test_a_missing_or_wrong_pin_is_refused_and_the_pin_never_shows(
@@ -135,7 +148,7 @@ def test_a_missing_or_wrong_pin_is_refused_and_the_pin_never_shows(
         ("SILENCE ****", "pin", "principal")]
     assert d.status()["alarm"]["active"] and d.events("silenced") == []
     # The right PIN with a word not understood: a help reply, and still no PIN anywhere.
-    emulator.deliver(PRINCIPAL, f"{PIN} 解除报警")
+    emulator.deliver(PRINCIPAL, f"{PIN} 你好")
     emulator.deliver(PRINCIPAL, f"{PIN} STATUS")
     wait_until(lambda: len(texts_to(emulator, PRINCIPAL)) >= 4, timeout=5,
                what="the alert, a refusal SMS, the help and the status reply")

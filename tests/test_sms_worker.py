@@ -30,7 +30,7 @@ from edge.errors import EdgeAlarmError
 from edge.events import Event
 from edge.modem.emulator import ModemEmulator, SentSms
 from edge.service import build_daemon
-from edge.sms import SmsWorker
+from edge.sms import SmsWorker, parse_command
 from edge.sms_text import alert_text
 from edge.store import Store
 
@@ -38,7 +38,8 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 PRINCIPAL = "+8613800138000"
 DEPUTY = "+8613700137000"  # told of tampering only, may not command
 STRANGER = "+8613912345678"
-PANIC_TEXT = "【高山小学】紧急报警：门卫室一键报警 于 {time} 触发。回复 SILENCE 解除。"
+REPLY_HINT = "回复“解除”关闭警号，回复“收到”表示已知悉（警号继续鸣响）。"
+PANIC_TEXT = "【高山小学】紧急报警：门卫室一键报警 于 {time} 触发。" + REPLY_HINT
 
 
 def config_text(storage, sock, port, *, held_open_s: int = 300,
@@ -229,11 +230,13 @@ def test_panic_press_sends_the_principal_the_chinese_alert(live, emulator, wait_
 
 
 def _render_panic(template: str, time: str) -> str:
-    return template.format(site="高山小学", label="门卫室一键报警", time=time)
+    """The panic SMS to the principal from ``template``: it ends with the reply hint."""
+    return template.format(site="高山小学", label="门卫室一键报警", time=time) + REPLY_HINT
 
 
 def _three_part_panic_template() -> str:
-    """A panic template that makes a 150-character Chinese text: three UCS-2 parts."""
+    """A panic template that makes, with the reply hint, a 150-character Chinese text:
+    three UCS-2 parts."""
     head = "【{site}】紧急报警：{label} 于 {time} 触发。"
     filler = "请值班人员立即前往现场查看情况，确认全体师生安全后回复收到。" * 5
     return head + filler[:150 - len(_render_panic(head, "07:42:15"))]
@@ -259,7 +262,42 @@ def test_a_template_without_the_signature_is_signed_all_the_same(make_config):
     when = dt.datetime(2026, 9, 1, 7, 42, 15, tzinfo=SHANGHAI)
     panic = Event(seq=1, id="x", kind="panic", subject="guard_room", time=when,
                   data={"label": "门卫室一键报警"})
-    assert alert_text(panic, cfg) == "【高山小学】门卫室一键报警 07:42:15 报警"
+    assert alert_text(panic, cfg, now=when) == "【高山小学】门卫室一键报警 07:42:15 报警"
+
+
+def test_an_sms_about_an_event_of_another_day_carries_its_date(make_config):
+    cfg = make_config()
+    when = dt.datetime(2026, 9, 1, 23, 59, 58, tzinfo=SHANGHAI)
+    held = Event(seq=1, id="x", kind="gate_held_open", subject="main_gate", time=when,
+                 data={"label": "校门"})
+    same_day = alert_text(held, cfg, fallback=True, now=when + dt.timedelta(seconds=1))
+    after_midnight = alert_text(held, cfg, fallback=True, now=when + dt.timedelta(seconds=3))
+    assert same_day.startswith("【高山小学】门未关闭：校门 于 23:59:58 仍然开着")
+    assert after_midnight.startswith("【高山小学】门未关闭：校门 于 9月1日 23:59:58 仍然开着")
+    # The day is the site's: 23:59:58 in Shanghai is 15:59:58 UTC, the same UTC day.
+    utc_next_morning = dt.datetime(2026, 9, 1, 16, 30, tzinfo=dt.timezone.utc)
+    assert "于 9月1日 23:59:58" in alert_text(held, cfg, now=utc_next_morning)
+
+
+@pytest.mark.parametrize("sms, to, hint", [
+    ("", "principal", REPLY_HINT),
+    ('command_pin = "2580"', "principal",
+     "回复“密码+解除”关闭警号，回复“密码+收到”表示已知悉（警号继续鸣响）。"),
+    ("", "deputy", ""),  # may not command: not told to reply
+    ("", None, ""),
+])
+def test_an_alarm_sms_says_what_each_reply_does_to_whoever_may_reply(make_config, sms, to,
+                                                                     hint):
+    cfg = make_config(sms=sms)
+    when = dt.datetime(2026, 9, 1, 7, 42, 15, tzinfo=SHANGHAI)
+    panic = Event(seq=1, id="x", kind="panic", subject="guard_room", time=when,
+                  data={"label": "门卫室一键报警"})
+    text = alert_text(panic, cfg, to=to, now=when)
+    assert text == "【高山小学】紧急报警：门卫室一键报警 于 07:42:15 触发。" + hint
+    assert "2580" not in text
+    held = dataclasses.replace(panic, kind="gate_held_open", subject="main_gate",
+                               data={"label": "校门"})
+    assert "回复" not in alert_text(held, cfg, to=to, now=when)  # no siren to reply to
 
 
 def test_only_kinds_a_contact_receives_reach_it(live, emulator, wait_until):
@@ -267,8 +305,9 @@ def test_only_kinds_a_contact_receives_reach_it(live, emulator, wait_until):
     d.call(d.daemon.simulate, "box", True)
     emulator.wait_sent(2, timeout=5)
     (tamper,) = d.events("tamper")
-    expected = f"【高山小学】防拆报警：报警主机防拆 于 {local_hms(tamper)} 被打开。回复 SILENCE 解除。"
-    assert texts_to(emulator, PRINCIPAL) == [expected]
+    expected = f"【高山小学】防拆报警：报警主机防拆 于 {local_hms(tamper)} 被打开。"
+    # Only a contact who may command is told what a reply does.
+    assert texts_to(emulator, PRINCIPAL) == [expected + REPLY_HINT]
     assert texts_to(emulator, DEPUTY) == [expected]
     d.call(d.daemon.simulate, "main_gate", True)  # a gate opening: nobody receives gate_open
     wait_until(lambda: d.events("gate_open"), what="gate_open stored")
@@ -364,7 +403,33 @@ def test_status_command_is_answered_with_the_alarm_state(live, emulator, word):
     assert emulator.stored == {}  # read, then deleted from the SIM
 
 
-@pytest.mark.parametrize("word", ["SILENCE", "解除", "收到", "silence。"])
+# What a principal types on a phone, and what the device makes of it.
+COMMAND_FORMS = [
+    ("SILENCE", "silence"), ("silence。", "silence"), ("Silence!", "silence"),
+    ("ＳＩＬＥＮＣＥ", "silence"), ("Ｓｉｌｅｎｃｅ", "silence"), (" 解除 ", "silence"),
+    ("SILENCE 解除", "silence"), ("SILENCE解除。", "silence"), ("解除报警", "silence"),
+    ("确认解除", "silence"), ("请解除报警！", "silence"), ("解除警报", "silence"),
+    ("收到，解除", "silence"), ("收到 SILENCE", "silence"),  # a silence word decides
+    ("收到", "acknowledge"), ("收到。", "acknowledge"), ("ACK", "acknowledge"),
+    ("ack", "acknowledge"), ("ＡＣＫ", "acknowledge"), ("已收到", "acknowledge"),
+    ("收到了", "acknowledge"), ("确认收到", "acknowledge"), ("好的，收到", "acknowledge"),
+    ("OK 收到👍", "acknowledge"), ("收到 状态", "acknowledge"),
+    ("STATUS", "status"), ("status?", "status"), ("状态", "status"), ("状态查询", "status"),
+    ("查询状态", "status"), ("ＳＴＡＴＵＳ", "status"),
+    # Not a command: a question, a negation, other words, nothing.
+    ("不要解除", None), ("解除了吗？", None), ("先别解除", None), ("没收到", None),
+    ("收不到", None), ("ACKNOWLEDGE", None), ("你好", None), ("确认", None), ("报警", None),
+    ("2580 解除", None), ("", None), (" 。", None), ("门卫已到场，解除", None),
+]
+
+
+@pytest.mark.parametrize("text, command", COMMAND_FORMS)
+def test_parse_command_reads_what_a_principal_means(text, command):
+    assert parse_command(text) == command
+
+
+@pytest.mark.parametrize("word", ["SILENCE", "解除", "silence。", "SILENCE 解除", "解除报警",
+                                  "ＳＩＬＥＮＣＥ", "确认解除"])
 def test_silence_command_from_the_principal_silences(live, emulator, wait_until, word):
     d = live()
     alarm_raised(d, emulator)
@@ -379,6 +444,38 @@ def test_silence_command_from_the_principal_silences(live, emulator, wait_until,
     emulator.wait_sent(2, timeout=5)
     reply = texts_to(emulator, PRINCIPAL)[1]
     assert reply.startswith("【高山小学】已解除1个报警，警号已关闭。") and "无报警" in reply
+
+
+@pytest.mark.parametrize("word", ["收到", "ACK", "收到。"])
+def test_ack_leaves_the_siren_on_and_records_the_acknowledgement(live, emulator, wait_until,
+                                                                 word):
+    d = live()
+    alarm_raised(d, emulator)
+    (panic,) = d.events("panic")
+    emulator.deliver(PRINCIPAL, word)
+    (acked,) = wait_until(lambda: d.events("acknowledged"), timeout=5)
+    assert acked.subject == "guard_room" and acked.data["alarm_id"] == panic.id
+    assert (acked.data["by"], acked.data["via"]) == ("principal", "sms")
+    # The reply, with the status, goes in two parts: waited for whole.
+    reply = wait_until(lambda: texts_to(emulator, PRINCIPAL)[1:], timeout=5)[0]
+    assert reply.startswith("【高山小学】已记录您知悉1个报警，报警未解除；回复“解除”关闭警号并解除报警。")
+    assert "警号鸣响中" in reply  # the status that follows: the siren sounds on
+    status = d.status()
+    assert status["alarm"]["active"] and status["siren"]["on"] and d.events("silenced") == []
+    emulator.deliver(PRINCIPAL, "解除")  # the alarm stayed latched: 解除 still ends it
+    (silenced,) = wait_until(lambda: d.events("silenced"), timeout=5)
+    assert silenced.data["alarm_id"] == panic.id and not d.status()["siren"]["on"]
+
+
+def test_a_contact_that_receives_acknowledged_is_told_who_acknowledged(live, emulator,
+                                                                      wait_until):
+    d = live(principal_receives=("panic", "acknowledged"))
+    alarm_raised(d, emulator)
+    emulator.deliver(PRINCIPAL, "收到")
+    (acked,) = wait_until(lambda: d.events("acknowledged"), timeout=5)
+    told = f"【高山小学】报警已知悉：门卫室一键报警 的报警由 principal 于 {local_hms(acked)} 回复收到，报警未解除。"
+    wait_until(lambda: told in texts_to(emulator, PRINCIPAL), timeout=5,
+               what="the acknowledged SMS")
 
 
 def test_a_national_number_is_the_same_contact(live, emulator, wait_until):
@@ -422,12 +519,17 @@ def test_a_command_arriving_while_an_alarm_is_being_sent_is_answered(live, emula
     assert alert.startswith("【高山小学】紧急报警") and "报警中：门卫室一键报警" in reply
 
 
-def test_unknown_words_get_the_help_text(live, emulator):
+@pytest.mark.parametrize("text, answer", [
+    ("你好", "【高山小学】未识别的指令。"),  # unknown words get the help text
+    ("收到", "【高山小学】当前没有需要确认的报警。无报警"),  # an ack without an alarm
+])
+def test_a_text_that_acts_on_nothing_is_answered_and_records_nothing(live, emulator, text,
+                                                                     answer):
     d = live()
-    emulator.deliver(PRINCIPAL, "你好")
+    emulator.deliver(PRINCIPAL, text)
     (reply,) = emulator.wait_sent(1, timeout=5)
-    assert decoded([reply]).startswith("【高山小学】未识别的指令。")
-    assert d.events("silenced", "sms_refused") == []
+    assert decoded([reply]).startswith(answer)
+    assert d.events("silenced", "acknowledged", "sms_refused") == []
 
 
 # --------------------------------------------------------------------------- modem health
@@ -963,7 +1065,7 @@ def test_the_reply_queue_is_bounded(live, emulator, wait_until):
 
 # --------------------------------------------------------------------------- resent
 
-RESENT_PANIC_TEXT = "【高山小学】（重发）紧急报警：门卫室一键报警 于 {time} 触发。回复 SILENCE 解除。"
+RESENT_PANIC_TEXT = PANIC_TEXT.replace("【高山小学】", "【高山小学】（重发）")
 
 
 @pytest.mark.parametrize("how", ["unplugged", "timeout"])
