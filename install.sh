@@ -309,9 +309,12 @@ install_system() {
         say "  1. edit $ETC_DIR/config.toml, and put the platform's token in $ETC_DIR/token"
         say "  2. check them:         sudo -u $APP $APP check"
         say "  3. enable and start:   sudo systemctl enable --now $APP"
-        if have_systemd && systemctl is-active --quiet "$APP.service"; then
-            warn "the running $APP keeps its old code only until it restarts, and then"
-            warn "refuses this config: fix it now"
+        if [[ -L $ROOT/etc/systemd/system/multi-user.target.wants/$APP.service ]]; then
+            # An upgrade: the unit stays enabled, and its next start (a restart, a reboot)
+            # would refuse this config and leave the alarm off. A fleet script must see it.
+            warn "$APP.service is enabled and refuses this config at its next start (a restart,"
+            warn "a reboot): the alarm would be off. Fix $ETC_DIR/config.toml now."
+            return 1
         fi
         return 0
     fi

@@ -87,11 +87,13 @@ def _load_for_this_card(path: str) -> config_mod.Config:
     return cfg
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, start_signals=None) -> int:
+    """``start_signals``: the run command's signal handlers, when the entry point
+    installed them before importing this module (edge.entry)."""
     args = _parser().parse_args(argv)
     if args.command == "run":  # before the config is read: a SIGHUP now must not kill it
         from edge.start_signals import StartSignals
-        args.start_signals = StartSignals().install()
+        args.start_signals = start_signals or StartSignals().install()
     if not hasattr(args, "config"):
         args.config = config_mod.default_config_path()
     command = args.command.replace("-", "_")

@@ -299,7 +299,8 @@ class _Table:
     def fail(self, key: str, why: str) -> None:
         self.problems.add(self.where(key), why)
 
-    def get(self, key, types, default=_REQUIRED, check=None):
+    def get(self, key, types, default=_REQUIRED, check=None, secret=False):
+        """``secret``: a value never echoed in an error (a PIN)."""
         self.seen.add(key)
         if key not in self.raw:
             if default is _REQUIRED:
@@ -308,7 +309,8 @@ class _Table:
             return default
         value = self.raw[key]
         if not _is_type(value, types):
-            self.fail(key, f"must be {_types_text(types)}, not {_type_name(value)} {value!r}")
+            shown = "" if secret else f" {value!r}"
+            self.fail(key, f"must be {_types_text(types)}, not {_type_name(value)}{shown}")
             return None
         if isinstance(value, str) and PLACEHOLDER in value.lower():
             self.fail(key, f"{value!r} is the template's placeholder: edit it")
@@ -765,7 +767,7 @@ def _sms(t: _Table) -> Sms:
         immediate=_kinds(t, "immediate", list(DEFAULT_IMMEDIATE)),
         templates=checked,
         max_parts=t.number("max_parts", int, 4),
-        command_pin=t.get("command_pin", (str, int), None, check=_command_pin),
+        command_pin=t.get("command_pin", (str, int), None, check=_command_pin, secret=True),
         help_reply_every_s=t.number("help_reply_every_s", int, 600),
         replies_per_hour=t.number("replies_per_hour", int, 10),
     )

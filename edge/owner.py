@@ -55,7 +55,14 @@ class OwnerLoop:
             return fn(*args)
         future: Future = Future()
         self._queue.put((fn, args, future))
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            # Not run later either: the caller has answered "failed" (a CLI silence, an
+            # SMS command), so a silence that comes true after that would be a lie.
+            if future.cancel():
+                raise
+            return future.result(timeout)  # already running: it ends soon, or fails
 
     # ---------------------------------------------------------------- owner thread only
 

@@ -34,8 +34,8 @@ from edge.modem.at import AtTimeout, PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, TON_UNKNOWN,
                             Deliver)
-from edge.sms_limits import (HOUR_S, REFUSALS_PER_HOUR, RateWindow, command_after_pin,
-                             mask_pin)
+from edge.sms_limits import (ALL_SENDERS, HOUR_S, REFUSAL_SMS_PER_HOUR, REFUSALS_PER_HOUR,
+                             RateWindow, command_after_pin, mask_pin, pin_attempted)
 from edge.sms_text import alert_text, command_reply, help_text, status_text
 from edge.store import SmsRow
 from edge.worker import IDLE_WAIT_S, ThreadWorker
@@ -234,6 +234,8 @@ class SmsWorker(ThreadWorker):
         self._refusals = RateWindow(HOUR_S, REFUSALS_PER_HOUR)
         self._limit_announced = RateWindow(HOUR_S)
         self._refusals_texted = RateWindow(HOUR_S)
+        # And all senders together: a flood from ever new numbers is no flood of SMS.
+        self._refusals_texted_all = RateWindow(HOUR_S, REFUSAL_SMS_PER_HOUR)
         self._replies = RateWindow(HOUR_S, cfg.sms.replies_per_hour)
         self._help_replies = RateWindow(cfg.sms.help_reply_every_s)
         self._counts = {"replies": 0, "replies_suppressed": 0, "refused": 0,
@@ -336,6 +338,8 @@ class SmsWorker(ThreadWorker):
         except ModemError as e:
             log.warning("modem: %s", e)
             return 1.0
+        if self.modem.unread_announced:  # a flood is read a few at a time, between sends
+            return 0.0
         # A health_s shorter than the idle wait must still be kept.
         return min(send_wait, max(0.0, self._next_health - mono))
 
@@ -391,9 +395,16 @@ class SmsWorker(ThreadWorker):
         words = command_after_pin(message.text, self.cfg.sms.command_pin)
         if contact is None or not contact.may_command or words is None:
             why = ("not_a_contact" if contact is None else
-                   "may_not_command" if not contact.may_command else "pin")
-            self._refusals.note(sender, mono)
+                   "may_not_command" if not contact.may_command else
+                   "pin" if pin_attempted(message.text) else "pin_missing")
+            # A contact's own reply without the PIN (收到 to any message, an auto-reply)
+            # guesses nothing: counting it would let the contact lock itself out. Wrong
+            # PINs count, so the PIN cannot be found by trying.
+            if why != "pin_missing":
+                self._refusals.note(sender, mono)
             self._refuse(message, sender, mono, contact, {"reason": why})
+            if why == "pin_missing":  # tell the contact how, within the reply limits
+                self._reply(contact, sender, mono, help_text(self.cfg), is_help=True)
             return
         command = parse_command(words)
         log.info("SMS command from %s (%s): %r", contact.name, message.sender,
@@ -454,8 +465,11 @@ class SmsWorker(ThreadWorker):
                 "number_type": _NUMBER_TYPE_NAMES.get(message.type_of_number,
                                                       str(message.type_of_number)),
                 **extra}
-        if not self._refusals_texted.take(sender, mono):
+        if not (self._refusals_texted.allows(sender, mono)
+                and self._refusals_texted_all.take(ALL_SENDERS, mono)):
             data["repeat"] = True  # recorded; routing owes it no SMS
+        else:
+            self._refusals_texted.note(sender, mono)
         self.daemon.loop.post(self.daemon.record, "sms_refused", "modem", "短信指令", data)
 
     def _contact(self, number: str) -> Contact | None:

@@ -16,6 +16,10 @@ HOUR_S = 3600.0
 # flood from thousands of numbers costs them an SMS each, and us no more memory).
 MAX_SENDERS = 1024
 REFUSALS_PER_HOUR = 5
+# sms_refused SMS to the contacts, all senders together: each sender's first refusal of
+# the hour is texted, up to this many an hour; the rest are events only.
+REFUSAL_SMS_PER_HOUR = 5
+ALL_SENDERS = ""  # the key of limits that count every sender together
 PIN_MASK = "****"  # the same for any PIN, so not even its length shows
 
 _LEADING_DIGITS = re.compile(r"\s*(\d+)\s*")
@@ -65,6 +69,12 @@ def command_after_pin(text: str, pin: str | None) -> str | None:
     if leading is None or unicodedata.normalize("NFKC", leading.group(1)) != pin:
         return None
     return text[leading.end():]
+
+
+def pin_attempted(text: str) -> bool:
+    """Whether ``text`` begins with digits where a PIN goes (right or wrong): a guess,
+    unlike a reply that has no PIN at all."""
+    return _LEADING_DIGITS.match(text) is not None
 
 
 def mask_pin(text: str, pin: str | None) -> str:

@@ -25,6 +25,7 @@ from gpiozero.pins.mock import MockFactory
 from edge import config
 from edge.control import ControlServer, daemon_handlers, request
 from edge.daemon import Daemon
+from edge.entry import command_of
 from edge.sdnotify import Notifier
 
 from conftest import (_child_env, daemon_in_process, mock_config_text, start_daemon,
@@ -402,3 +403,35 @@ def test_a_card_cloned_to_another_device_is_refused_until_its_store_is_moved_asi
     daemon = start_daemon(clone, short_dir / "control.sock", tmp_path / "clone.log")
     assert stop_daemon(daemon) == 0
     assert cli("check", config=first).returncode == 78  # the store is the clone's now
+
+
+SIGNALS_BEFORE_IMPORT_PROBE = """
+import signal, sys
+seen = []
+
+
+class Spy:  # notes the SIGHUP handler at the moment edge.cli is first imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "edge.cli":
+            seen.append(signal.getsignal(signal.SIGHUP))
+
+
+sys.meta_path.insert(0, Spy())
+sys.argv = ["edge-alarm", "-c", "/nonexistent/config.toml", "run"]
+from edge.entry import main
+code = main()
+print(seen[0] is not signal.SIG_DFL, code)
+"""
+
+
+def test_run_catches_its_signals_before_the_cli_is_imported():
+    out = subprocess.run([sys.executable, "-c", SIGNALS_BEFORE_IMPORT_PROBE],
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True", "78"], out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["run"], "run"), (["-c", "run", "status"], "status"), (["--config", "x", "run"], "run"),
+    (["--config=x", "run"], "run"), (["test-sms", "10086", "run"], "test-sms"), ([], None)])
+def test_the_entry_point_finds_the_command_word(argv, command):
+    assert command_of(argv) == command

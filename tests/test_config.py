@@ -201,6 +201,7 @@ def test_sms_command_limits_default_and_the_pin_is_optional():
     ('command_pin = "25a0"', "[sms] command_pin: must be 4-8 digits"),
     ('command_pin = ""', "[sms] command_pin: must be 4-8 digits"),
     ("command_pin = 2580", "[sms] command_pin: must be 4-8 digits, written as a quoted"),
+    ("command_pin = 2580.5", "[sms] command_pin: must be a string or an integer, not number"),
     ("help_reply_every_s = 59", "[sms] help_reply_every_s: must be from 60 to 86400 seconds"),
     ("help_reply_every_s = 86401", "[sms] help_reply_every_s: must be from 60 to 86400"),
     ("replies_per_hour = 0", "[sms] replies_per_hour: must be from 1 to 60"),

@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import os
 import shutil
+import threading
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,8 +19,9 @@ from conftest import (GATE_PIN, PANIC_PIN, SIREN_PIN, TAMPER_PIN, SyncedKernel,
                       refuse_writes)
 from edge import config
 from edge import daemon as daemon_module
-from edge.clock import FakeClock
+from edge.clock import Clock, FakeClock
 from edge.daemon import PANIC_LOCKOUT_S, PURGE_EVERY_S, Daemon
+from edge.owner import OwnerLoop
 from edge.store import Store
 from edge.views import print_status
 
@@ -829,3 +831,18 @@ def test_a_restart_on_a_clock_behind_the_store_keeps_timers_within_their_length(
     assert not second.siren_on and second.status()["alarm"]["active"]
     second.advance(120)
     assert len(second.stored("gate_held_open")) == 1
+
+
+def test_a_call_that_timed_out_is_never_run_later():
+    """A CLI silence or an SMS command answered "failed" after the owner loop was busy for
+    its whole timeout must not come true afterwards."""
+    loop = OwnerLoop(Clock())
+    done = []
+    with pytest.raises(TimeoutError):
+        loop.call(done.append, "silenced", timeout=0.05)  # nobody runs the loop meanwhile
+    loop.process()
+    assert done == []
+    worker = threading.Thread(target=lambda: [loop.process(0.5) for _ in range(4)])
+    worker.start()
+    assert loop.call(lambda: "ran", timeout=5) == "ran"
+    worker.join()

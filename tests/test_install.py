@@ -145,6 +145,23 @@ def test_an_install_whose_config_check_accepts_enables_the_unit(tmp_path):
     assert "NOT enabled" not in result.stdout
 
 
+def test_an_upgrade_whose_config_check_refuses_fails_loudly(tmp_path):
+    """The unit is enabled from an earlier install; the config now refused (here: put back
+    to the template) would keep the daemon down at its next start: install.sh says so
+    and exits non-zero, so a fleet script sees it."""
+    root = tmp_path / "root"
+    (root / CONFIG).parent.mkdir(parents=True)
+    (root / CONFIG).write_text(mock_config_text(tmp_path / "var", tmp_path / "control.sock"),
+                               encoding="utf-8")
+    run_install("--root", str(root))
+    (root / CONFIG).write_text(TEMPLATE.read_text(encoding="utf-8"), encoding="utf-8")
+    result = subprocess.run([str(INSTALL), "--root", str(root)], cwd=REPO,
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                            timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the alarm would be off" in result.stderr + result.stdout
+
+
 def test_unit_runs_what_the_installer_lays_out(staged):
     """ExecStart's program and its -c config are the paths install.sh fills."""
     line = next(text for text in (staged / UNIT).read_text().splitlines()

@@ -1169,3 +1169,21 @@ def test_status_counts_the_lines_over_the_readers_bound(live, emulator, wait_unt
     emulator.stream(b"x" * 10_000 + b"\r\n")
     wait_until(lambda: d.status()["modem"]["lines_dropped"] == 1,
                what="the overlong line counted in status")
+
+
+def test_a_flood_of_incoming_sms_is_read_between_sends_not_ahead_of_an_alarm(
+        live, emulator, wait_until):
+    d = live()
+    wait_until(lambda: d.status()["modem"]["ok"], what="the modem ready")
+    emulator.response_delay = 0.02  # every AT command takes its time, as on a real modem
+    for n in range(25):  # most of what a SIM holds
+        emulator.deliver(f"+861390000{n:04d}", "hello")
+    wait_until(lambda: any(c.startswith("AT+CMGR=") for c in emulator.commands),
+               what="the flood being read")
+    d.press()
+    wait_until(lambda: cmgs_count(emulator) == 1, timeout=20, what="the panic SMS sent")
+    commands = list(emulator.commands)
+    first_send = next(i for i, c in enumerate(commands) if c.startswith("AT+CMGS="))
+    assert sum(c.startswith("AT+CMGR=") for c in commands[:first_send]) < 25
+    wait_until(lambda: len(d.events("sms_refused")) == 25, timeout=30,
+               what="every SMS of the flood read and recorded")

@@ -44,6 +44,9 @@ _STORAGES = ("SM", "ME", "MT")  # SIM first: every modem has it
 # New-message indexes (+CMTI) kept until read: more than any SMS storage holds. Beyond it
 # the oldest go, and the next receive() lists the whole inbox instead.
 MAX_ANNOUNCED = 256
+# New messages read per receive(): an SMS flood is read between sends, never ahead of the
+# alarm SMS waiting behind it.
+MAX_READ_PER_CALL = 8
 
 
 @dataclass(frozen=True)
@@ -509,8 +512,9 @@ class Modem:
         return found
 
     def receive(self, now: float, *, scan: bool = False) -> list[Deliver]:
-        """Read the messages announced by +CMTI since the last call (every stored one with
-        ``scan``, as after a start, or after more than MAX_ANNOUNCED notices), delete
+        """Read the messages announced by +CMTI since the last call, at most
+        MAX_READ_PER_CALL of them (every stored one with ``scan``, as after a start, or
+        after more than MAX_ANNOUNCED notices), delete
         them from the modem, and return the complete ones, concatenated parts joined.
         ``now``: a monotonic time, for dropping parts whose siblings never come.
 
@@ -526,7 +530,7 @@ class Modem:
                 for index, part in self.list_messages():
                     self.delete_message(index)
                     self._collect(part, now, complete)
-            while self._announced:
+            for _ in range(min(len(self._announced), MAX_READ_PER_CALL)):
                 index = self._announced[0]
                 try:
                     part = self.read_message(index)
@@ -547,6 +551,11 @@ class Modem:
                 raise
             log.warning("modem failed while reading new SMS", exc_info=True)
         return complete
+
+    @property
+    def unread_announced(self) -> bool:
+        """Whether +CMTI announced messages that receive() has not read yet."""
+        return bool(self._announced)
 
     def _collect(self, part: Deliver, now: float, complete: list[Deliver]) -> None:
         whole = self._reassembler.add(part, now)
