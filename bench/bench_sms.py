@@ -41,7 +41,7 @@ from _common import (BUTTON_PINS, arg_parser, percentile, print_machine, site_co
                      start_on_mock_pins, verdict, wait_for, work_dir)
 
 from edge.config import Config
-from edge.modem.emulator import ModemEmulator
+from edge.sim.modem import ModemEmulator
 
 SIREN_PIN = 22
 WAIT_S = 10.0  # a press that reaches no AT+CMGS in this long is a failure

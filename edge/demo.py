@@ -40,8 +40,8 @@ from edge.clock import FakeClock
 from edge.control import ControlServer, daemon_handlers, request
 from edge.errors import EdgeAlarmError
 from edge.events import Event
-from edge.modem.emulator import ModemEmulator, SentSms
-from edge.platform_stub import EVENTS_PATH, PlatformStub
+from edge.sim.modem import ModemEmulator, SentSms
+from edge.sim.platform import EVENTS_PATH, PlatformStub
 from edge.routing import UPLINK
 from edge.sdnotify import Notifier
 from edge.service import build_daemon

@@ -26,10 +26,10 @@ import jsonschema
 import pytest
 
 from edge.errors import StorageError
-from edge.modem.emulator import ModemEmulator
+from edge.sim.modem import ModemEmulator
 from edge.modem.modem import ModemTimings
 from edge.errors import StorageError
-from edge.platform_stub import PlatformStub
+from edge.sim.platform import PlatformStub
 from edge.store import Store
 
 # The school and the pins of mock_config_text(), as the example config wires them.
@@ -159,7 +159,7 @@ class SyncedKernel:
 
 @pytest.fixture
 def emulator():
-    """The emulated modem (edge.modem.emulator) on a real pty: powered up, SIM ready,
+    """The emulated modem (edge.sim.modem) on a real pty: powered up, SIM ready,
     registered."""
     with ModemEmulator() as emulator:
         yield emulator

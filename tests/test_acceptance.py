@@ -28,7 +28,7 @@ import pytest
 
 from conftest import (PLATFORM_TOKEN, SITE_NAME, _child_env, _wait_until, edge_cli,
                       mock_config_text, start_daemon, stop_daemon, write_token)
-from edge.modem.emulator import ModemEmulator
+from edge.sim.modem import ModemEmulator
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PRINCIPAL = "+8613800138000"

@@ -28,7 +28,7 @@ from edge.clock import Clock
 from edge.control import ControlServer, daemon_handlers, request
 from edge.errors import EdgeAlarmError
 from edge.events import Event
-from edge.modem.emulator import ModemEmulator, SentSms
+from edge.sim.modem import ModemEmulator, SentSms
 from edge.service import build_daemon
 from edge.sms import SmsWorker, parse_command
 from edge.sms_text import alert_text

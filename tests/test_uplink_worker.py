@@ -21,11 +21,11 @@ from gpiozero.pins.mock import MockFactory
 
 from conftest import (PLATFORM_TOKEN, SITE_NAME, mock_config_text, refuse_writes,
                       start_daemon, stop_daemon, write_token)
-from slow_platform import TRICKLE_HEAD, SlowPlatform
+from edge.sim.slow_platform import TRICKLE_HEAD, SlowPlatform
 from edge.config import load
 from edge.events import new_event_id
-from edge.modem.emulator import ModemEmulator
-from edge.platform_stub import PlatformStub
+from edge.sim.modem import ModemEmulator
+from edge.sim.platform import PlatformStub
 from edge.routing import UPLINK
 from edge.service import build_daemon
 from edge.sms_text import FALLBACK_NOTE
