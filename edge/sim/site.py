@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from edge import config as config_mod
 from edge.config import Config
-from edge.control import ControlServer, daemon_handlers
+from edge.control import ControlServer
 from edge.daemon import Daemon
 from edge.errors import EdgeAlarmError
 from edge.service import build_daemon
@@ -224,7 +224,7 @@ def start_site(site: SimSite, directory: Path, stack: contextlib.ExitStack, *,
     config_path = directory / "config.toml"
     cfg = site.load(config_path)
     daemon = build_daemon(cfg, **daemon_options)
-    server = ControlServer(cfg.control.socket, daemon_handlers(daemon)) if control else None
+    server = ControlServer.for_daemon(cfg.control.socket, daemon) if control else None
     owner = OwnerThread(daemon, server)
     stack.callback(owner.close)
     return RunningSite(config_path, cfg, daemon, owner)
