@@ -53,7 +53,7 @@ PRESS_P50_TARGET_S = 0.050
 
 def bench_config(root: Path, url: str, buttons: int = 1) -> Config:
     return site_config(root / "var", DEVICE_ID, buttons=buttons,
-                       uplink={"url": url, "token_file": str(root / "token")})
+                       platform_url=url, token_file=root / "token")
 
 
 def seed(store: Store, count: int) -> None:
