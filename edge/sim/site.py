@@ -72,6 +72,7 @@ class SimSite:
     tamper: bool = True
     siren: bool = True
     camera_pre_trigger_s: int | None = None  # a test-pattern camera when set
+    camera_keys: Mapping[str, Any] = field(default_factory=dict)
     modem_port: str | None = None
     modem_keys: Mapping[str, Any] = field(default_factory=dict)
     platform_url: str | None = None
@@ -103,7 +104,8 @@ class SimSite:
             tables.append(_table("[siren]", {"pin": SIREN_PIN, "max_on_s": 180}))
         if self.camera_pre_trigger_s is not None:
             tables.append(_table("[camera]", {"backend": "test-pattern",
-                                              "pre_trigger_s": self.camera_pre_trigger_s}))
+                                              "pre_trigger_s": self.camera_pre_trigger_s,
+                                              **self.camera_keys}))
         if self.modem_port is not None:
             tables.append(_table("[modem]", {"port": self.modem_port, **self.modem_keys}))
         if self.platform_url is not None:
