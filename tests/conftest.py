@@ -62,8 +62,9 @@ def short_dir():
 
 @pytest.fixture
 def write_config(tmp_path, short_dir) -> Callable[..., Path]:
-    """write_config(name="config.toml", storage=None, **mock_config_text options: SimSite's) → the
-    file's path; storage by default tmp_path/"var", the control socket under short_dir."""
+    """write_config(name="config.toml", storage=None, **mock_config_text options, which are
+    SimSite's) → the file's path; storage by default tmp_path/"var", the control socket
+    under short_dir."""
     def write(name: str = "config.toml", storage: Path | None = None, **options) -> Path:
         path = tmp_path / name
         path.write_text(mock_config_text(storage or tmp_path / "var",
