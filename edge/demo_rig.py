@@ -23,7 +23,7 @@ from edge.routing import UPLINK
 from edge.sdnotify import Notifier
 from edge.sim.modem import ModemEmulator
 from edge.sim.platform import PlatformStub
-from edge.sim.site import SITE_NAME, Contact, SimSite, start_site
+from edge.sim.site import Contact, SimSite, start_site
 from edge.store import Store
 
 TEMP_PREFIX = "edge-alarm-demo-"
@@ -45,7 +45,7 @@ def demo_site(directory: Path) -> SimSite:
     """The demo's school gate: the simulated site with a test-pattern camera, the modem and
     platform (wired in by start_site) and the principal told of every alarm."""
     return SimSite(
-        directory / "var", directory / "control.sock", name=SITE_NAME, device_id=DEVICE_ID,
+        directory / "var", directory / "control.sock", device_id=DEVICE_ID,
         held_open_alert_s=HELD_OPEN_ALERT_S, camera_pre_trigger_s=PRE_TRIGGER_S,
         sms_fallback_after_s=SMS_FALLBACK_AFTER_S, uplink_keys={"heartbeat_s": 300},
         contacts=[Contact("principal", PRINCIPAL, ["panic", "gate_after_hours",
@@ -71,15 +71,14 @@ class Rig:
         self.tz = start.tzinfo
         self.clock = FakeClock(start.astimezone(dt.timezone.utc))
 
-        token = secrets.token_hex(16)
-        self.platform = PlatformStub(token=token).start()
+        self.platform = PlatformStub(token=secrets.token_hex(16)).start()
         stack.callback(self.platform.stop)
         # The emulator's port link goes in our directory too.
         self.modem = ModemEmulator(operator="CHINA MOBILE", signal=20, dir=str(self.dir))
         self.modem.start()
         stack.callback(self.modem.close)
         site = start_site(demo_site(self.dir), self.dir, stack, modem=self.modem,
-                          platform=self.platform, platform_token=token,
+                          platform=self.platform,
                           clock=self.clock, notifier=Notifier(environ={}))
         self.config_path, self.cfg, self.daemon = site.config_path, site.cfg, site.daemon
         self._owner = site.owner

@@ -9,6 +9,7 @@ one gate open in school hours on weekdays, one tamper switch and a siren, Asia/S
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -170,8 +171,7 @@ class OwnerThread:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="owner", daemon=True)
         self._thread.start()
-        self._ready.wait(timeout)
-        if not self._ready.is_set():
+        if not self._ready.wait(timeout) or self.crash:
             self.close(timeout)
             why = f": {self.crash[0]}" if self.crash else f" within {timeout:g} s"
             raise DaemonNotStarted(f"the daemon did not start{why}")
@@ -188,9 +188,6 @@ class OwnerThread:
         if self.server is not None:
             self.server.start()
         self._ready.set()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     def close(self, timeout: float = DEFAULT_START_S) -> bool:
         """Stop the daemon and close it and its server; whether the thread ended."""
@@ -212,19 +209,19 @@ class RunningSite:
 
 def start_site(site: SimSite, directory: Path, stack: contextlib.ExitStack, *,
                modem: ModemEmulator | None = None, platform: PlatformStub | None = None,
-               platform_token: str | None = None, control: bool = True,
+               control: bool = True,
                **daemon_options) -> RunningSite:
     """``site`` wired to ``modem`` and ``platform`` (started by the caller; the platform's
-    ``platform_token`` written to directory/token), its config written to
+    token written to directory/token), its config written to
     directory/config.toml, the daemon built as `edge-alarm run` builds it
     (``daemon_options`` go to build_daemon: clock, pin_factory, notifier) and run on an
     owner thread, with its control socket if ``control``. The owner is stopped when
     ``stack`` closes."""
     if modem is not None:
-        site.modem_port = modem.port
+        site = dataclasses.replace(site, modem_port=modem.port)
     if platform is not None:
-        site.platform_url = platform.url
-        site.token_file = write_token(directory / "token", platform_token or "")
+        site = dataclasses.replace(site, platform_url=platform.url, token_file=write_token(
+            directory / "token", platform.token))
     config_path = directory / "config.toml"
     cfg = site.load(config_path)
     daemon = build_daemon(cfg, **daemon_options)
