@@ -143,6 +143,15 @@ class Story:
         self.timeline.note(f"↑ 报警前画面 pre-trigger frames: {len(frames)} × "
                     f"{_jpeg_size(frames[1])} JPEG ({sizes})")
 
+    def show_alert(self, alert: Event, sms_words: str, sms_what: str) -> None:
+        """An alert once its SMS (with ``sms_words``) went and the platform took it: the
+        events, the pictures the platform received, the SMS."""
+        self.wait_sms(sms_words, sms_what)
+        self.wait_uploaded(alert)
+        self.show_events()
+        self.show_pictures(alert)
+        self.show_sms()
+
     def show_status(self, status: dict) -> None:
         alarm, up, modem = status["alarm"], status["uplink"], status["modem"]
         self.timeline.at(self.rig.now(), "edge-alarm status:")
@@ -190,11 +199,7 @@ class Story:
         t.say("            (… 快进到晚上 skipping to the evening …)")
         self.move_gate(to_open=True)
         alert = self.wait_event("gate_after_hours", "gate_after_hours for an opening at 21:10")
-        self.wait_sms("非开放时段开门", "the after-hours SMS to the principal")
-        self.wait_uploaded(alert)
-        self.show_events()
-        self.show_pictures(alert)
-        self.show_sms()
+        self.show_alert(alert, "非开放时段开门", "the after-hours SMS to the principal")
         if rig.status()["inputs"]["main_gate"]["open"]:
             t.note("(校门仍开着 the gate stays open)")
         self.gate_opened = alert
@@ -208,11 +213,7 @@ class Story:
         t.at(rig.now(), f"警号 siren: ON (继电器 relay on GPIO{self.cfg.siren.pin})")
         rig.sim("guard_room", False)  # the button springs back; the alarm stays latched
         alarm = self.wait_event("panic", "a panic event for the press")
-        self.wait_sms("紧急报警", "the panic SMS to the principal")
-        self.wait_uploaded(alarm)
-        self.show_events()
-        self.show_pictures(alarm)
-        self.show_sms()
+        self.show_alert(alarm, "紧急报警", "the panic SMS to the principal")
         if not rig.status()["alarm"]["active"]:
             raise StepMissing("the alarm staying latched after the button was released")
         t.note("按钮已松开，报警保持 button released; the alarm stays latched until silenced")
