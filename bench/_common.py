@@ -1,6 +1,6 @@
-"""What the benches share: their command line, the machine and disk a run measured, the real
-daemon on an owner thread of its own, the panic buttons it is pressed through, and the
-statistics they print.
+"""What the benches share: their command line, the machine and disk a run measured, the
+simulated school of edge.sim.site with twenty panic buttons, the daemon on its owner thread,
+the pins its buttons are pressed through, and the statistics they print.
 
 The benches are run as scripts (`.venv/bin/python bench/bench_X.py`), which puts this
 directory first on sys.path; they import this module as `_common`.
@@ -15,7 +15,6 @@ import platform
 import sqlite3
 import statistics
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Callable, Iterator, TypeVar
 
 from gpiozero.pins.mock import MockFactory
 
-from edge.config import Config, parse
+from edge.config import Config
 from edge.daemon import PANIC_LOCKOUT_S
 from edge.service import build_daemon
+from edge.sim.site import OwnerThread, PanicButton, SimSite
 
 SCHOOL = "基准测试小学"
 # Twenty panic buttons on their own pins, pressed in turn. The daemon takes an active edge
@@ -93,37 +93,16 @@ def print_machine(directory: Path) -> None:
 
 
 def site_config(storage: Path, device_id: str, *, buttons: int = len(BUTTON_PINS),
-                label: str = "一键报警{pin}", **tables) -> Config:
-    """A school on mock pins with ``buttons`` panic buttons (button-<pin> on BUTTON_PINS,
-    labelled ``label``.format(pin=pin)) and the further ``tables``."""
-    return parse({
-        "site": {"name": SCHOOL, "device_id": device_id, "timezone": "Asia/Shanghai"},
-        "storage": {"path": str(storage)},
-        "gpio": {"pin_factory": "mock"},
-        "panic_button": [{"name": f"button-{pin}", "label": label.format(pin=pin), "pin": pin}
-                         for pin in BUTTON_PINS[:buttons]],
-        **tables,
-    }, "bench")
-
-
-class Owner:
-    """``daemon.run`` on an owner thread of its own, as `edge-alarm run` has it (without its
-    control socket and signal handlers); returned once the daemon is ready."""
-
-    def __init__(self, daemon, timeout: float):
-        self.daemon = daemon
-        self._timeout = timeout
-        ready = threading.Event()
-        self._thread = threading.Thread(target=daemon.run, kwargs={"on_ready": ready.set},
-                                        name="owner", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout):
-            raise RuntimeError("the daemon did not start")
-
-    def close(self) -> None:
-        self.daemon.request_stop()
-        self._thread.join(self._timeout)
-        self.daemon.close()
+                label: str = "一键报警{pin}", siren: bool = False, **options) -> Config:
+    """The simulated school of edge.sim.site with ``buttons`` panic buttons (button-<pin> on
+    BUTTON_PINS, labelled ``label``.format(pin=pin)) in place of its inputs, a siren if
+    asked, and SimSite's further ``options``; written beside ``storage`` and read back."""
+    site = SimSite(storage, name=SCHOOL, device_id=device_id, gate=False, tamper=False,
+                   siren=siren, panic_buttons=[
+                       PanicButton(f"button-{pin}", label.format(pin=pin), pin)
+                       for pin in BUTTON_PINS[:buttons]], **options)
+    storage.parent.mkdir(parents=True, exist_ok=True)
+    return site.load(storage.parent / f"{device_id}.toml")
 
 
 class Buttons:
@@ -157,11 +136,11 @@ class Buttons:
         self.pins[i].drive_high()
 
 
-def start_on_mock_pins(cfg: Config, timeout: float) -> tuple[Owner, Buttons]:
+def start_on_mock_pins(cfg: Config, timeout: float) -> tuple[OwnerThread, Buttons]:
     """The daemon as `edge-alarm run` builds it (edge.service.build_daemon) on gpiozero's
     MockFactory, running; and the pins of its panic buttons."""
     factory = MockFactory()
-    return Owner(build_daemon(cfg, pin_factory=factory), timeout), Buttons(factory)
+    return OwnerThread(build_daemon(cfg, pin_factory=factory), timeout=timeout), Buttons(factory)
 
 
 def wait_for(predicate: Callable[[], T], what: str, timeout: float, poll_s: float) -> T:

@@ -58,7 +58,7 @@ SENSORS = (
 
 def bench_config(root: Path, pre_trigger_s: int) -> Config:
     return site_config(root / "var", "bench-1",
-                       camera={"backend": "test-pattern", "pre_trigger_s": pre_trigger_s})
+                       camera_pre_trigger_s=pre_trigger_s)
 
 
 def poll(predicate, what: str, timeout: float = WAIT_S):

@@ -22,15 +22,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import (BUTTON_PINS, Buttons, Owner, arg_parser, percentile, print_machine,
+from _common import (BUTTON_PINS, Buttons, arg_parser, percentile, print_machine,
                      site_config, spread, verdict, work_dir)
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from edge.config import Config
 from edge.daemon import PANIC_LOCKOUT_S, Daemon
 from edge.events import Event
+from edge.sim.site import SIREN_PIN, Contact, OwnerThread
 
-SIREN_PIN = 22
 # The twenty buttons of _common, each pressed again only after its lockout: that costs
 # ~26 s per 1,000 presses, and between presses the owner loop sits idle in its queue wait,
 # as it does at a school gate when someone presses.
@@ -99,11 +99,9 @@ def bench_config(storage: Path) -> Config:
     carries its delivery row and its SMS row as it does at a school."""
     return site_config(
         storage, "bench-1",
-        siren={"pin": SIREN_PIN, "max_on_s": 180},
-        modem={"port": "/dev/null"},
-        uplink={"url": "http://127.0.0.1:9/events", "token_file": "/nonexistent/token"},
-        contact=[{"name": "principal", "phone": "+8613800138000",
-                  "receives": ["panic", "tamper"]}])
+        siren=True, modem_port="/dev/null",
+        platform_url="http://127.0.0.1:9/events", token_file=Path("/nonexistent/token"),
+        contacts=[Contact("principal", "+8613800138000", ["panic", "tamper"])])
 
 
 # ---------------------------------------------------------------- measurements
@@ -149,7 +147,7 @@ class Panel:
         self.daemon.workers.append(self.watch)
         self.buttons = Buttons(self.factory)
         self._last_seq = 0
-        self._owner = Owner(self.daemon, WAIT_S)
+        self._owner = OwnerThread(self.daemon, timeout=WAIT_S)
 
     def press(self, i: int, before=None) -> tuple[float, float]:
         """Press button ``i`` once its lockout has passed; (press→siren, press→committed)

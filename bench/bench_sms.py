@@ -41,9 +41,9 @@ from _common import (BUTTON_PINS, arg_parser, percentile, print_machine, site_co
                      start_on_mock_pins, verdict, wait_for, work_dir)
 
 from edge.config import Config
-from edge.modem.emulator import ModemEmulator
+from edge.sim.modem import ModemEmulator
+from edge.sim.site import Contact, write_token
 
-SIREN_PIN = 22
 WAIT_S = 10.0  # a press that reaches no AT+CMGS in this long is a failure
 LATENCY_P99_TARGET_S = 0.200
 PRINCIPAL = "+8613800138000"
@@ -58,25 +58,20 @@ def bench_config(storage: Path, port: str) -> Config:
     """Twenty panic buttons and a siren; the principal is told of panics only, so every
     press is exactly one SMS (silences and modem faults send none)."""
     return site_config(storage, "bench-sms-1", label="{pin}号一键报警",
-                       siren={"pin": SIREN_PIN},
-                       modem={"port": port},
-                       contact=[{"name": "principal", "phone": PRINCIPAL, "receives": ["panic"],
-                                 "may_command": True}])
+                       siren=True, modem_port=port,
+                       contacts=[Contact("principal", PRINCIPAL, ["panic"], may_command=True)])
 
 
 def busy_config(storage: Path, port: str) -> Config:
     """The same school with a platform that cannot be reached: the principal is told of
     gate openings too, by SMS once the platform has not taken them within a second."""
-    token = storage / "token"
     storage.mkdir(parents=True, exist_ok=True)
-    token.write_text("bench\n")
-    token.chmod(0o600)
     return site_config(storage, "bench-sms-2", label="{pin}号一键报警",
-                       siren={"pin": SIREN_PIN}, modem={"port": port},
-                       uplink={"url": UNREACHABLE_URL, "token_file": str(token),
-                               "sms_fallback_after_s": FALLBACK_AFTER_S},
-                       contact=[{"name": "principal", "phone": PRINCIPAL,
-                                 "receives": ["panic", "gate_open"], "may_command": True}])
+                       siren=True, modem_port=port, platform_url=UNREACHABLE_URL,
+                       token_file=write_token(storage / "token", "bench"),
+                       sms_fallback_after_s=FALLBACK_AFTER_S,
+                       contacts=[Contact("principal", PRINCIPAL, ["panic", "gate_open"],
+                                         may_command=True)])
 
 
 class Gate:

@@ -1,6 +1,6 @@
 """How fast the uplink gets events to the platform: a 10,000-event backlog drained in batches,
 the same work done one POST per event, and the time from a panic press until the platform
-has accepted the event. The platform is the stand-in (edge.platform_stub.PlatformStub, a
+has accepted the event. The platform is the stand-in (edge.sim.platform.PlatformStub, a
 real http.server) on 127.0.0.1.
 
     .venv/bin/python bench/bench_uplink.py [--events N] [--single N] [--presses N] [--dir DIR]
@@ -37,7 +37,7 @@ from _common import (BUTTON_PINS, SCHOOL, arg_parser, print_machine, site_config
 
 from edge.config import Config
 from edge.events import new_event_id
-from edge.platform_stub import PlatformStub
+from edge.sim.platform import PlatformStub
 from edge.routing import UPLINK
 from edge.store import Store
 from edge.uplink.http import ACCEPTED, HttpUplink
@@ -53,7 +53,7 @@ PRESS_P50_TARGET_S = 0.050
 
 def bench_config(root: Path, url: str, buttons: int = 1) -> Config:
     return site_config(root / "var", DEVICE_ID, buttons=buttons,
-                       uplink={"url": url, "token_file": str(root / "token")})
+                       platform_url=url, token_file=root / "token")
 
 
 def seed(store: Store, count: int) -> None:

@@ -19,411 +19,26 @@ import contextlib
 import datetime as dt
 import hashlib
 import io
-import json
-import logging
-import os
-import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
-import unicodedata
 from collections import Counter
-from pathlib import Path
-from typing import Callable
 from zoneinfo import ZoneInfo
 
-from edge import config as config_mod
-from edge.clock import FakeClock
-from edge.control import ControlServer, daemon_handlers, request
+from edge.demo_rig import (HELD_OPEN_ALERT_S, PRINCIPAL, SMS_FALLBACK_AFTER_S, Rig,
+                           StepMissing)
+from edge.demo_timeline import Inbox, Timeline, describe
 from edge.errors import EdgeAlarmError
 from edge.events import Event
-from edge.modem.emulator import ModemEmulator, SentSms
-from edge.platform_stub import EVENTS_PATH, PlatformStub
-from edge.routing import UPLINK
-from edge.sdnotify import Notifier
-from edge.service import build_daemon
+from edge.sim.platform import EVENTS_PATH
+from edge.sim.site import SITE_TZ
 from edge.sms import same_number
-from edge.sms_text import FALLBACK_NOTE, REASON_WORDS
-from edge.store import Store
+from edge.sms_text import FALLBACK_NOTE
 
-TEMP_PREFIX = "edge-alarm-demo-"
-PRINCIPAL = "+8613800138000"
-SITE_TZ = "Asia/Shanghai"
-HELD_OPEN_ALERT_S = 300
-SMS_FALLBACK_AFTER_S = 20
-PRE_TRIGGER_S = 3
-STEP_TIMEOUT_S = 10.0   # real seconds any one expected step may take
 # Real seconds before each scene: time to read, and for the camera's pre-trigger ring to
 # fill with the seconds before the alarm.
 SCENE_PAUSE_S = 1.5
-# A Unix socket path longer than this does not fit in sockaddr_un on every system.
-MAX_SOCKET_PATH = 100
-BOX_WIDTH = 78          # terminal columns of an SMS as the phone shows it
-# Punctuation that stays on the line it ends rather than start the next one.
-CLOSING_PUNCTUATION = "。，、；：！？）」』】"
-
-CONFIG_TEMPLATE = """\
-# The demo's school gate: simulated pins, emulated modem, test-pattern camera and a
-# stand-in platform, all on this computer. Written by `edge-alarm demo`, removed with it.
-[site]
-name = "高山小学"
-device_id = "gaoshan-gate-1"
-timezone = "{tz}"
-
-[storage]
-path = {storage}
-
-[gpio]
-pin_factory = "mock"
-
-[[panic_button]]
-name = "guard_room"
-label = "门卫室一键报警"
-pin = 17
-active_low = true
-
-[[gate]]
-name = "main_gate"
-label = "校门"
-pin = 27
-open_when = "high"
-held_open_alert_s = {held_open}
-debounce_s = 0.3
-open_hours = ["06:30-08:30", "11:00-13:30", "15:30-18:30"]
-open_days = ["mon", "tue", "wed", "thu", "fri"]
-
-[[tamper]]
-name = "box"
-label = "报警主机防拆"
-pin = 5
-
-[siren]
-pin = 22
-max_on_s = 180
-
-[camera]
-backend = "test-pattern"
-pre_trigger_s = {pre_trigger}
-
-[modem]
-port = {modem_port}
-
-[uplink]
-url = {url}
-token_file = {token_file}
-sms_fallback_after_s = {fallback}
-heartbeat_s = 300
-
-[[contact]]
-name = "principal"
-phone = "{principal}"
-receives = ["panic", "gate_after_hours", "gate_held_open", "tamper", "fault"]
-may_command = true
-
-[control]
-socket = {socket}
-"""
-
-
-class StepMissing(EdgeAlarmError, RuntimeError):
-    """An expected step of the scenario did not happen."""
-
-
-# ====================================================================== the timeline
-
-def _display_width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    """Lines of at most ``width`` terminal columns (a CJK character takes two)."""
-    lines, line, used = [], "", 0
-    for char in text:
-        w = _display_width(char)
-        if used + w > width and char not in CLOSING_PUNCTUATION:
-            lines.append(line)
-            line, used = "", 0
-        line += char
-        used += w
-    return lines + [line] if line or not lines else lines
-
-
-class Timeline:
-    def __init__(self, out, tz, pause_s: float):
-        self.out = out
-        self.tz = tz
-        self.pause_s = pause_s
-
-    def say(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
-
-    def scene(self, title: str) -> None:
-        time.sleep(self.pause_s)
-        self.say()
-        self.say(title)
-
-    def at(self, when: dt.datetime, text: str) -> None:
-        self.say(f"  {when.astimezone(self.tz):%H:%M:%S}  {text}")
-
-    def note(self, text: str) -> None:
-        self.say(f"            {text}")
-
-    def sms(self, heading: str, text: str, parts: int = 1) -> None:
-        if parts > 1:
-            heading += f" ({parts} 条拼接 parts)"
-        top = f"  ┌─ {heading} "
-        self.say(top + "─" * max(4, BOX_WIDTH - _display_width(top)))
-        for line in _wrap(text, BOX_WIDTH - 4):
-            self.say(f"  │ {line}")
-        self.say("  └" + "─" * (BOX_WIDTH - 3))
-
-
-# What each kind of event means, in the timeline's words; fields from the event's data.
-EVENT_WORDS = {
-    "heartbeat": "心跳 heartbeat (uptime {uptime_s} s)",
-    "gate_open": "{label}打开 gate opened",
-    "gate_closed": "{label}关闭 gate closed",
-    "gate_after_hours": "!! 非开放时段开门 {label} — opened outside open hours/days",
-    "gate_held_open": "!! {label}超时未关 — open longer than {held_open_alert_s} s",
-    "panic": "!!! 紧急报警 {label} — panic button pressed",
-    "tamper": "!! 防拆报警 {label} — enclosure opened",
-    "silenced": "报警已解除 {label} — silenced by {by} via {via}",
-    "acknowledged": "报警已知悉 {label} — acknowledged by {by} via {via}; the siren sounds on",
-    "fault": "设备故障 {label}（{reason_words}）— fault: {subject} {reason}",
-    "recovered": "故障恢复 {label} — {subject} recovered",
-}
-
-
-class _Fields(dict):
-    def __missing__(self, key: str) -> str:
-        return "?"
-
-
-def describe(event: Event) -> str:
-    """An event in words: Chinese for the school, a short English gloss for everyone."""
-    reason = event.data.get("reason", "")
-    fields = _Fields(event.data, subject=event.subject,
-                     reason_words=REASON_WORDS.get(reason, reason))
-    fields.setdefault("label", event.subject)
-    words = EVENT_WORDS.get(event.kind, "{label}").format_map(fields)
-    return f"#{event.seq} {event.kind}  {words}"
-
-
-class Inbox:
-    """The principal's phone: the emulated modem's sent PDUs, joined into messages."""
-
-    def __init__(self, emulator: ModemEmulator):
-        self.emulator = emulator
-        self.shown = 0
-
-    def messages(self) -> list[tuple[str, str, int]]:
-        """(number, text, parts) of every complete message, in the order sent."""
-        done, partial = [], {}
-        for sms in self.emulator.sent:
-            if sms.concat is None:
-                done.append((sms.number, sms.text, 1))
-                continue
-            reference, total, index = sms.concat
-            parts: dict[int, SentSms] = partial.setdefault((sms.number, reference, total), {})
-            parts[index] = sms
-            if len(parts) == total:
-                del partial[(sms.number, reference, total)]
-                done.append((sms.number, "".join(parts[k].text for k in sorted(parts)), total))
-        return done
-
-    def unseen(self) -> list[tuple[str, str, int]]:
-        return self.messages()[self.shown:]
-
-    def mark_seen(self) -> list[tuple[str, str, int]]:
-        new = self.unseen()
-        self.shown += len(new)
-        return new
-
-
-# ====================================================================== the rig
-
-class Rig:
-    """The simulated gate, in one temporary directory: config, token, store, control socket,
-    the modem's pty link and the daemon log all live there."""
-
-    def __init__(self, stack: contextlib.ExitStack, start: dt.datetime, log_tail: list[str]):
-        """Everything started is registered on ``stack`` to be stopped; the daemon log's
-        last lines are put in ``log_tail`` just before the directory goes."""
-        self.dir = _make_workdir()
-        stack.callback(shutil.rmtree, self.dir, ignore_errors=True)
-        self.log_path = self.dir / "daemon.log"
-        stack.callback(lambda: log_tail.extend(_tail(self.log_path)))
-        _log_to(self.log_path, stack)
-        self.tz = start.tzinfo
-        self.clock = FakeClock(start.astimezone(dt.timezone.utc))
-
-        token = secrets.token_hex(16)
-        token_file = self.dir / "token"
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-
-        self.platform = PlatformStub(token=token).start()
-        stack.callback(self.platform.stop)
-        # The emulator's port link goes in our directory too.
-        self.modem = ModemEmulator(operator="CHINA MOBILE", signal=20, dir=str(self.dir))
-        self.modem.start()
-        stack.callback(self.modem.close)
-
-        self.config_path = self.dir / "config.toml"
-        self.config_path.write_text(CONFIG_TEMPLATE.format(
-            tz=SITE_TZ, storage=_toml(self.dir / "var"), held_open=HELD_OPEN_ALERT_S,
-            pre_trigger=PRE_TRIGGER_S, modem_port=_toml(self.modem.port),
-            url=_toml(self.platform.url), token_file=_toml(token_file),
-            fallback=SMS_FALLBACK_AFTER_S, principal=PRINCIPAL,
-            socket=_toml(self.dir / "control.sock")), encoding="utf-8")
-        self.cfg = config_mod.load(str(self.config_path))
-        self.socket = self.cfg.control.socket
-
-        self.daemon = build_daemon(self.cfg, clock=self.clock, notifier=Notifier(environ={}))
-        self._server = ControlServer(self.socket, daemon_handlers(self.daemon))
-        self._ready = threading.Event()
-        self._crash: list[BaseException] = []
-        self._owner = threading.Thread(target=self._run_owner, name="owner", daemon=True)
-        self._owner.start()
-        stack.callback(self._stop_owner)
-        self.wait(lambda: self._ready.is_set() or self._crash, "the daemon starting")
-        if self._crash:
-            raise StepMissing(f"the daemon did not start: {self._crash[0]}")
-        self.store = Store(self.cfg.storage.db_path)  # our own reader connection
-        stack.callback(self.store.close)
-
-    def _run_owner(self) -> None:
-        def ready():
-            self._server.start()
-            self._ready.set()
-        try:
-            self.daemon.run(on_ready=ready)
-        except BaseException as e:  # reported by the main thread
-            self._crash.append(e)
-        finally:
-            self._server.close()
-            self.daemon.close()
-
-    def _stop_owner(self) -> None:
-        self.daemon.request_stop()
-        self._owner.join(10)
-
-    # ---------------------------------------------------------------- driving
-
-    def sim(self, name: str, on: bool) -> None:
-        """As `edge-alarm sim NAME on|off`, through the control socket."""
-        request(self.socket, "sim", {"input": name, "state": "on" if on else "off"})
-
-    def status(self) -> dict:
-        """As `edge-alarm status`, through the control socket."""
-        return request(self.socket, "status")
-
-    def status_when(self, condition: Callable[[dict], object]) -> dict | None:
-        status = self.status()
-        return status if condition(status) else None
-
-    def now(self) -> dt.datetime:
-        return self.clock.now().astimezone(self.tz)
-
-    def advance(self, seconds: float) -> None:
-        """Fast-forward: move the clock, then wake the owner loop and every worker, since
-        each computes its next deadline from the daemon's clock."""
-        self.clock.advance(seconds)
-        self.daemon.loop.post(lambda: None)
-        for worker in self.daemon.workers:
-            worker.wake()
-
-    def advance_to(self, when: dt.datetime) -> None:
-        self.advance(max(0.0, (when - self.clock.now()).total_seconds()))
-
-    def debounce(self) -> None:
-        """Let a gate's new level hold for its debounce_s."""
-        self.advance(self.cfg.input("main_gate").debounce_s + 0.05)
-
-    def wait(self, predicate: Callable[[], object], what: str,
-             timeout: float = STEP_TIMEOUT_S):
-        """The predicate's truthy result, polled; StepMissing naming ``what`` if none came."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if self._crash:
-                raise StepMissing(f"the daemon stopped: {self._crash[0]}")
-            if time.monotonic() >= deadline:
-                raise StepMissing(f"{what} (waited {timeout:.0f} s)")
-            time.sleep(0.02)
-
-    # ---------------------------------------------------------------- observing
-
-    def events_after(self, seq: int) -> list[Event]:
-        return self.store.events(after_seq=seq)
-
-    def stored(self, kind: str, after_seq: int) -> Event | None:
-        return next((e for e in self.events_after(after_seq) if e.kind == kind), None)
-
-    def received(self, event: Event) -> bool:
-        return any(r.id == event.id for r in self.platform.events)
-
-    def pending(self) -> list:
-        return self.store.pending_deliveries(UPLINK, 1000)
-
-    def uplink_has_failed(self) -> bool:
-        """The oldest event owed to the platform has been tried at least once."""
-        rows = self.pending()
-        return bool(rows) and rows[0][1] >= 1
-
-    def drained(self) -> bool:
-        """Whether every event reached the platform and the uplink is no longer failing;
-        if not, fast-forward to the uplink's next retry."""
-        status = self.status()
-        if status["uplink"]["pending"] == 0 and "uplink" not in status["faults"]:
-            return True
-        rows = self.pending()
-        if rows and rows[0][2] > self.clock.now().timestamp():
-            self.advance(rows[0][2] - self.clock.now().timestamp() + 0.1)
-        return False
-
-    def settled(self) -> bool:
-        """Nothing due is left undone: no SMS due unsent, and the uplink has tried every
-        event whose retry time has come (it then waits for a later time)."""
-        now = self.clock.now().timestamp()
-        if self.store.due_sms(now):
-            return False
-        rows = self.pending()
-        return not rows or rows[0][2] > now
-
-
-def _make_workdir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
-    if len(str(path / "control.sock")) > MAX_SOCKET_PATH:  # a long $TMPDIR
-        path.rmdir()
-        path = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir="/tmp"))
-    return path
-
-
-def _log_to(path: Path, stack: contextlib.ExitStack) -> None:
-    """The daemon's log goes to a file in the demo's directory, not into the timeline."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    saved_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-    def restore():
-        root.removeHandler(handler)
-        root.setLevel(saved_level)
-        handler.close()
-    stack.callback(restore)
-
-
-def _toml(value) -> str:
-    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
 def _jpeg_size(data: bytes) -> str:
@@ -528,6 +143,15 @@ class Story:
         self.timeline.note(f"↑ 报警前画面 pre-trigger frames: {len(frames)} × "
                     f"{_jpeg_size(frames[1])} JPEG ({sizes})")
 
+    def show_alert(self, alert: Event, sms_words: str, sms_what: str) -> None:
+        """An alert once its SMS (with ``sms_words``) went and the platform took it: the
+        events, the pictures the platform received, the SMS."""
+        self.wait_sms(sms_words, sms_what)
+        self.wait_uploaded(alert)
+        self.show_events()
+        self.show_pictures(alert)
+        self.show_sms()
+
     def show_status(self, status: dict) -> None:
         alarm, up, modem = status["alarm"], status["uplink"], status["modem"]
         self.timeline.at(self.rig.now(), "edge-alarm status:")
@@ -575,11 +199,7 @@ class Story:
         t.say("            (… 快进到晚上 skipping to the evening …)")
         self.move_gate(to_open=True)
         alert = self.wait_event("gate_after_hours", "gate_after_hours for an opening at 21:10")
-        self.wait_sms("非开放时段开门", "the after-hours SMS to the principal")
-        self.wait_uploaded(alert)
-        self.show_events()
-        self.show_pictures(alert)
-        self.show_sms()
+        self.show_alert(alert, "非开放时段开门", "the after-hours SMS to the principal")
         if rig.status()["inputs"]["main_gate"]["open"]:
             t.note("(校门仍开着 the gate stays open)")
         self.gate_opened = alert
@@ -593,11 +213,7 @@ class Story:
         t.at(rig.now(), f"警号 siren: ON (继电器 relay on GPIO{self.cfg.siren.pin})")
         rig.sim("guard_room", False)  # the button springs back; the alarm stays latched
         alarm = self.wait_event("panic", "a panic event for the press")
-        self.wait_sms("紧急报警", "the panic SMS to the principal")
-        self.wait_uploaded(alarm)
-        self.show_events()
-        self.show_pictures(alarm)
-        self.show_sms()
+        self.show_alert(alarm, "紧急报警", "the panic SMS to the principal")
         if not rig.status()["alarm"]["active"]:
             raise StepMissing("the alarm staying latched after the button was released")
         t.note("按钮已松开，报警保持 button released; the alarm stays latched until silenced")
@@ -754,13 +370,6 @@ def run_demo(out=sys.stdout, *, pause_s: float = SCENE_PAUSE_S) -> int:
     print("--- the daemon's log, last lines ---", file=sys.stderr)
     print("\n".join(log_tail), file=sys.stderr)
     return 1
-
-
-def _tail(path: Path, lines: int = 40) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
-    except OSError:
-        return []
 
 
 @contextlib.contextmanager

@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import tomllib
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,15 +26,15 @@ import jsonschema
 import pytest
 
 from edge.errors import StorageError
-from edge.modem.emulator import ModemEmulator
+from edge.sim.modem import ModemEmulator
 from edge.modem.modem import ModemTimings
 from edge.errors import StorageError
-from edge.platform_stub import PlatformStub
+from edge.sim.platform import PlatformStub
+from edge.sim.site import (GATE_PIN, PANIC_PIN, SIREN_PIN, SITE_NAME, TAMPER_PIN,  # noqa: F401
+                           OwnerThread, SimSite)
+from edge.sim.site import write_token as write_token_file
 from edge.store import Store
 
-# The school and the pins of mock_config_text(), as the example config wires them.
-SITE_NAME = "高山小学"
-PANIC_PIN, GATE_PIN, TAMPER_PIN, SIREN_PIN = 17, 27, 5, 22
 # Unique per run, so "the token appears nowhere" cannot pass by accident.
 PLATFORM_TOKEN = f"tok-{uuid.uuid4().hex}"
 # Deadlines short enough that a silent modem costs a test a second, not a minute.
@@ -43,57 +43,12 @@ SHORT_MODEM_TIMINGS = ModemTimings(command_s=1.0, send_s=3.0, prompt_s=1.0, list
                                    reopen_first_s=0.05, reopen_max_s=0.3)
 
 
-def mock_config_text(storage: Path, socket: Path, *, pin_factory: str = "mock",
-                     extra: str = "", tamper: bool = True, siren: bool = True,
-                     device_id: str = "test-gate-1", school_hours: bool = True,
-                     held_open_alert_s: int = 300, debounce_s: float = 0.3,
-                     storage_keys: str = "") -> str:
-    """A school gate on simulated pins: one panic button, one gate (open in school hours
-    on weekdays, Asia/Shanghai; at any hour unless ``school_hours``), one tamper switch
-    (unless ``tamper`` is false) and a siren (unless ``siren`` is false); ``extra`` is
-    appended, ``storage_keys`` (retention_days = 1) go into [storage]."""
-    hours = """open_hours = ["06:30-08:30", "11:00-13:30", "15:30-18:30"]
-open_days = ["mon", "tue", "wed", "thu", "fri"]
-""" if school_hours else ""
-    tamper_table = f"""
-[[tamper]]
-name = "box"
-label = "报警主机防拆"
-pin = {TAMPER_PIN}
-""" if tamper else ""
-    siren_table = f"""
-[siren]
-pin = {SIREN_PIN}
-max_on_s = 180
-""" if siren else ""
-    return f"""\
-[site]
-name = "{SITE_NAME}"
-device_id = "{device_id}"
-timezone = "Asia/Shanghai"
-
-[storage]
-path = "{storage}"
-{storage_keys}
-
-[gpio]
-pin_factory = "{pin_factory}"
-
-[[panic_button]]
-name = "guard_room"
-label = "门卫室一键报警"
-pin = {PANIC_PIN}
-
-[[gate]]
-name = "main_gate"
-label = "校门"
-pin = {GATE_PIN}
-held_open_alert_s = {held_open_alert_s}
-debounce_s = {debounce_s}
-{hours}{tamper_table}{siren_table}
-[control]
-socket = "{socket}"
-""" + extra
+def mock_config_text(storage: Path, socket: Path, *, storage_keys: str = "",
+                     **options) -> str:
+    """The simulated site's config (edge.sim.site.SimSite: one panic button, one gate open
+    in school hours on weekdays, one tamper switch, a siren; ``options`` are SimSite's),
+    ``storage_keys`` given as TOML lines for [storage]."""
+    return SimSite(storage, socket, storage_keys=tomllib.loads(storage_keys), **options).text()
 
 
 @pytest.fixture
@@ -107,8 +62,9 @@ def short_dir():
 
 @pytest.fixture
 def write_config(tmp_path, short_dir) -> Callable[..., Path]:
-    """write_config(name="config.toml", storage=None, **mock_config_text options) → the
-    file's path; storage by default tmp_path/"var", the control socket under short_dir."""
+    """write_config(name="config.toml", storage=None, **mock_config_text options, which are
+    SimSite's) → the file's path; storage by default tmp_path/"var", the control socket
+    under short_dir."""
     def write(name: str = "config.toml", storage: Path | None = None, **options) -> Path:
         path = tmp_path / name
         path.write_text(mock_config_text(storage or tmp_path / "var",
@@ -159,7 +115,7 @@ class SyncedKernel:
 
 @pytest.fixture
 def emulator():
-    """The emulated modem (edge.modem.emulator) on a real pty: powered up, SIM ready,
+    """The emulated modem (edge.sim.modem) on a real pty: powered up, SIM ready,
     registered."""
     with ModemEmulator() as emulator:
         yield emulator
@@ -172,10 +128,8 @@ def urcs():
 
 
 def write_token(path: Path, token: str = PLATFORM_TOKEN, mode: int = 0o600) -> Path:
-    """A token file as the installer leaves one: the token on its first line, ``mode``."""
-    path.write_text(f"{token}\n")
-    os.chmod(path, mode)
-    return path
+    """A token file as the installer leaves one, holding PLATFORM_TOKEN unless told."""
+    return write_token_file(path, token, mode)
 
 
 @pytest.fixture
@@ -348,13 +302,12 @@ def stop_daemon(daemon: RunningDaemon, timeout: float = 5.0) -> int:
 @contextmanager
 def daemon_in_process(daemon, server, timeout: float = 5.0):
     """``daemon`` (a Daemon) on an owner thread, ``server`` (its ControlServer) started
-    once it is ready, as `edge-alarm run` has them; entered once `status` is answered,
-    stopped and closed at exit."""
+    once it is ready, as `edge-alarm run` has them (edge.sim.site.OwnerThread); entered
+    once `status` is answered, stopped and closed at exit."""
     from edge.control import request
     from edge.errors import EdgeAlarmError
 
-    owner = threading.Thread(target=daemon.run, kwargs={"on_ready": server.start})
-    owner.start()
+    owner = OwnerThread(daemon, server, timeout)
     try:
         def answers():
             try:
@@ -364,11 +317,8 @@ def daemon_in_process(daemon, server, timeout: float = 5.0):
         _wait_until(answers, timeout, what="the in-process daemon answering")
         yield
     finally:
-        daemon.request_stop()
-        owner.join(5)
-        server.close()
-        daemon.close()
-    assert not owner.is_alive()
+        stopped = owner.close(5)
+    assert stopped and owner.crash == []
 
 
 @pytest.fixture

@@ -22,13 +22,15 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Sequence
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from conftest import (PLATFORM_TOKEN, SITE_NAME, _child_env, _wait_until, edge_cli,
-                      mock_config_text, start_daemon, stop_daemon, write_token)
-from edge.modem.emulator import ModemEmulator
+                      start_daemon, stop_daemon, write_token)
+from edge.sim.modem import ModemEmulator
+from edge.sim.site import Contact, SimSite
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PRINCIPAL = "+8613800138000"
@@ -38,17 +40,7 @@ ALL_ALERTS = ["panic", "gate_after_hours", "gate_held_open", "tamper", "fault", 
               "silenced", "drill", "sms_refused"]
 
 
-def contact(name: str, phone: str, receives: list[str], may_command: bool = False) -> str:
-    return f"""
-[[contact]]
-name = "{name}"
-phone = "{phone}"
-receives = {json.dumps(receives)}
-may_command = {str(may_command).lower()}
-"""
-
-
-PRINCIPAL_CONTACT = contact("principal", PRINCIPAL, ALL_ALERTS, may_command=True)
+PRINCIPAL_CONTACT = Contact("principal", PRINCIPAL, ALL_ALERTS, may_command=True)
 
 
 def closed_hours_now() -> str:
@@ -72,25 +64,21 @@ open_hours = {closed_hours_now()}
 
 
 def write_scene(tmp_path: Path, short_dir: Path, *, modem=None, platform=None,
-                camera: bool = False, contacts: str = "", fallback_s: float = 20,
-                extra: str = "", **options) -> Path:
-    """config.toml for a simulated school gate (three inputs on mock pins, the main gate
-    always allowed), with the modem, platform, camera and contacts asked for."""
-    parts = [contacts, extra]
-    if modem is not None:
-        parts.append(f'\n[modem]\nport = "{modem.port}"\nhealth_s = 1\n')
-    if platform is not None:
-        token = write_token(tmp_path / "token")
-        parts.append(f'\n[uplink]\nurl = "{platform.url}"\ntoken_file = "{token}"\n'
-                     f'sms_fallback_after_s = {fallback_s}\n')
-    if camera:
-        parts.append('\n[camera]\nbackend = "test-pattern"\npre_trigger_s = 2\n')
+                camera: bool = False, contacts: Sequence[Contact] = (), fallback_s: float = 20,
+                **options) -> Path:
+    """config.toml for the simulated school gate (edge.sim.site.SimSite: three inputs on
+    mock pins, the main gate always allowed), with the modem, platform, camera and contacts
+    asked for."""
     options.setdefault("school_hours", False)
     options.setdefault("debounce_s", 0.05)
-    path = tmp_path / "config.toml"
-    path.write_text(mock_config_text(tmp_path / "var", short_dir / "control.sock",
-                                     extra="".join(parts), **options), encoding="utf-8")
-    return path
+    site = SimSite(tmp_path / "var", short_dir / "control.sock", contacts=contacts,
+                   camera_pre_trigger_s=2 if camera else None, **options)
+    if modem is not None:
+        site.modem_port, site.modem_keys = modem.port, {"health_s": 1}
+    if platform is not None:
+        site.platform_url, site.sms_fallback_after_s = platform.url, fallback_s
+        site.token_file = write_token(tmp_path / "token")
+    return site.write(tmp_path / "config.toml")
 
 
 def run_ok(config: Path, *args: str) -> subprocess.CompletedProcess:
@@ -205,7 +193,7 @@ def test_an_input_without_its_label_is_refused(tmp_path, short_dir):
 @pytest.mark.parametrize("phone, valid", [(PRINCIPAL, True), ("13800138000", True),
                                           ("12345", False), ("01012345678", False)])
 def test_contact_phone_is_e164_or_a_domestic_mobile_number(tmp_path, short_dir, phone, valid):
-    config = write_scene(tmp_path, short_dir, contacts=contact("guard", phone, ["panic"]))
+    config = write_scene(tmp_path, short_dir, contacts=[Contact("guard", phone, ["panic"])])
     result = edge_cli("events", config=config)
     if valid:
         assert result.returncode == 0, result.stderr
@@ -396,7 +384,7 @@ def test_inputs_that_cannot_be_armed_are_faults_of_those_inputs(unarmed):
 def test_a_panic_reaches_the_platform_the_principal_and_is_silenced_by_name(
         tmp_path, short_dir, modem, platform, daemons):
     config = write_scene(tmp_path, short_dir, modem=modem, platform=platform, camera=True,
-                         contacts=PRINCIPAL_CONTACT)
+                         contacts=[PRINCIPAL_CONTACT])
     daemon = daemons(config)
     run_ok(config, "sim", "guard_room", "on")
     panic = wait_events(config, "panic")[0]
@@ -508,7 +496,7 @@ def test_silence_and_drill_answer_0_and_a_drill_press_is_a_drill(tmp_path, short
                                                                  daemons):
     # The deputy receives panic only: drills go to the contacts that receive panic.
     config = write_scene(tmp_path, short_dir, modem=modem,
-                         contacts=contact("deputy", DEPUTY, ["panic"]))
+                         contacts=[Contact("deputy", DEPUTY, ["panic"])])
     daemons(config)
     run_ok(config, "drill", "on", "--for", "30m")
     press(config)
@@ -526,7 +514,7 @@ def test_silence_and_drill_answer_0_and_a_drill_press_is_a_drill(tmp_path, short
 # ------------------------------------------------------------------ §3 gates, §1 report
 
 def test_gates_after_hours_held_open_and_the_days_report(tmp_path, short_dir, modem, daemons):
-    config = write_scene(tmp_path, short_dir, modem=modem, contacts=PRINCIPAL_CONTACT,
+    config = write_scene(tmp_path, short_dir, modem=modem, contacts=[PRINCIPAL_CONTACT],
                          extra=back_gate(held_open_alert_s=1))
     daemons(config)
     run_ok(config, "sim", "main_gate", "on")                     # always allowed
@@ -603,8 +591,7 @@ signals = "battery_low"
 
 def test_sms_commands_from_a_commanding_contact_and_from_strangers(tmp_path, short_dir, modem,
                                                                    daemons):
-    contacts = (PRINCIPAL_CONTACT
-                + contact("deputy", DEPUTY, ["panic"], may_command=False))
+    contacts = [PRINCIPAL_CONTACT, Contact("deputy", DEPUTY, ["panic"], may_command=False)]
     config = write_scene(tmp_path, short_dir, modem=modem, contacts=contacts)
     daemons(config)
     wait_modem_ok(config)
@@ -674,8 +661,8 @@ def test_test_sms_exits_1_when_it_cannot_send(tmp_path, short_dir):
 def test_immediate_kinds_go_at_once_others_only_when_the_platform_has_not_accepted(
         tmp_path, short_dir, modem, platform, daemons):
     config = write_scene(tmp_path, short_dir, modem=modem, platform=platform, fallback_s=1,
-                         contacts=contact("principal", PRINCIPAL,
-                                          ["panic", "gate_open", "gate_closed"]))
+                         contacts=[Contact("principal", PRINCIPAL,
+                                           ["panic", "gate_open", "gate_closed"])])
     daemons(config)
     run_ok(config, "sim", "guard_room", "on")                   # immediate
     wait_sms(modem, lambda s: "紧急报警" in s.text)
@@ -786,7 +773,7 @@ def test_a_signal_stops_within_5_s_with_exit_0_losing_nothing(tmp_path, short_di
                                                               platform, daemons, signum):
     modem.silent = True                                         # and the platform is slow
     config = write_scene(tmp_path, short_dir, modem=modem, platform=platform, camera=True,
-                         contacts=PRINCIPAL_CONTACT)
+                         contacts=[PRINCIPAL_CONTACT])
     daemon = daemons(config)
     platform.set_delay(30)
     run_ok(config, "sim", "guard_room", "on")
@@ -800,7 +787,7 @@ def test_a_signal_stops_within_5_s_with_exit_0_losing_nothing(tmp_path, short_di
 def test_an_sms_owed_at_a_stop_goes_after_the_restart_once(tmp_path, short_dir, modem,
                                                            daemons):
     modem.silent = True
-    config = write_scene(tmp_path, short_dir, modem=modem, contacts=PRINCIPAL_CONTACT)
+    config = write_scene(tmp_path, short_dir, modem=modem, contacts=[PRINCIPAL_CONTACT])
     daemon = daemons(config)
     run_ok(config, "sim", "guard_room", "on")
     wait_events(config, "panic")

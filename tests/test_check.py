@@ -52,14 +52,6 @@ def assert_clock_line_honest(stdout: str) -> None:
     assert line.startswith(OK if clock_synced() else FAIL), line
 
 
-def modem_section(port: str) -> str:
-    return f'\n[modem]\nport = "{port}"\n'
-
-
-def uplink_section(url: str, token_file) -> str:
-    return f'\n[uplink]\nurl = "{url}"\ntoken_file = "{token_file}"\n'
-
-
 # --- config and the parts that are off ------------------------------------------------------
 
 def test_mock_pins_without_optional_parts_say_what_is_off(write_config, cli):
@@ -103,7 +95,7 @@ def test_a_bad_config_exits_78_with_one_line_per_problem(write_config, cli):
 # --- modem ----------------------------------------------------------------------------------
 
 def test_a_healthy_modem_shows_its_operator_and_signal(write_config, cli, emulator):
-    result = cli("check", config=write_config(extra=modem_section(emulator.port)))
+    result = cli("check", config=write_config(modem_port=emulator.port))
     line = line_of(result.stdout, "modem")
     assert line.startswith(f"{OK} modem") and "CHINA MOBILE" in line, line
     assert line.endswith("signal 20/31"), line
@@ -112,7 +104,7 @@ def test_a_healthy_modem_shows_its_operator_and_signal(write_config, cli, emulat
 
 def test_a_missing_sim_is_named_with_what_to_do(write_config, cli, emulator):
     emulator.sim_present = False
-    result = cli("check", config=write_config(extra=modem_section(emulator.port)))
+    result = cli("check", config=write_config(modem_port=emulator.port))
     line = line_of(result.stdout, "modem")
     assert line.startswith(f"{FAIL} modem     sim_missing: no SIM card: insert one"), line
     assert result.returncode == 1
@@ -120,7 +112,7 @@ def test_a_missing_sim_is_named_with_what_to_do(write_config, cli, emulator):
 
 def test_a_modem_not_registered_points_at_the_antenna(write_config, cli, emulator):
     emulator.registration = 0
-    result = cli("check", config=write_config(extra=modem_section(emulator.port)))
+    result = cli("check", config=write_config(modem_port=emulator.port))
     line = line_of(result.stdout, "modem")
     assert line.startswith(f"{FAIL} modem     not_registered:") and "antenna" in line, line
     assert result.returncode == 1
@@ -128,7 +120,7 @@ def test_a_modem_not_registered_points_at_the_antenna(write_config, cli, emulato
 
 def test_a_silent_modem_fails_within_a_bounded_time(write_config, cli, emulator):
     emulator.silent = True
-    config = write_config(extra=modem_section(emulator.port))
+    config = write_config(modem_port=emulator.port)
     started = time.monotonic()
     result = cli("check", config=config, timeout=40)
     elapsed = time.monotonic() - started
@@ -140,7 +132,7 @@ def test_a_silent_modem_fails_within_a_bounded_time(write_config, cli, emulator)
 
 
 def test_a_modem_port_that_is_not_there(write_config, cli, tmp_path):
-    result = cli("check", config=write_config(extra=modem_section(str(tmp_path / "ttyUSB9"))))
+    result = cli("check", config=write_config(modem_port=str(tmp_path / "ttyUSB9")))
     line = line_of(result.stdout, "modem")
     assert line.startswith(f"{FAIL} modem     port_gone:") and "USB cable" in line, line
     assert result.returncode == 1
@@ -159,7 +151,7 @@ def test_the_test_pattern_camera_gives_a_jpeg(write_config, cli):
 # --- platform -------------------------------------------------------------------------------
 
 def test_the_platform_takes_the_token(write_config, cli, platform, token_file):
-    result = cli("check", config=write_config(extra=uplink_section(platform.url, token_file)))
+    result = cli("check", config=write_config(platform_url=platform.url, token_file=token_file))
     line = line_of(result.stdout, "platform")
     assert line.startswith(f"{OK} platform  {platform.url}") and "token accepted" in line, line
     assert result.returncode == exit_when_healthy(), result.stdout
@@ -171,7 +163,7 @@ def test_the_platform_takes_the_token(write_config, cli, platform, token_file):
 @pytest.mark.parametrize("path", ["/api/v1/event", "/api/v1/events/extra"])
 def test_a_wrong_url_is_found(write_config, cli, platform, token_file, path):
     url = platform.url.replace("/api/v1/events", path)
-    result = cli("check", config=write_config(extra=uplink_section(url, token_file)))
+    result = cli("check", config=write_config(platform_url=url, token_file=token_file))
     line = line_of(result.stdout, "platform")
     assert line.startswith(FAIL) and "no events endpoint at this URL (HTTP 404" in line, line
     assert "correct [uplink] url" in line
@@ -179,7 +171,7 @@ def test_a_wrong_url_is_found(write_config, cli, platform, token_file, path):
 
 def test_a_wrong_token_is_refused(write_config, cli, platform, token_file):
     platform.set_token("another-token")
-    result = cli("check", config=write_config(extra=uplink_section(platform.url, token_file)))
+    result = cli("check", config=write_config(platform_url=platform.url, token_file=token_file))
     line = line_of(result.stdout, "platform")
     assert line.startswith(FAIL) and "token refused (HTTP 401" in line, line
     assert str(token_file) in line  # where to put the right one
@@ -189,7 +181,7 @@ def test_a_wrong_token_is_refused(write_config, cli, platform, token_file):
 
 def test_a_platform_that_is_down_is_unreachable(write_config, cli, platform, token_file):
     platform.stop()
-    result = cli("check", config=write_config(extra=uplink_section(platform.url, token_file)))
+    result = cli("check", config=write_config(platform_url=platform.url, token_file=token_file))
     line = line_of(result.stdout, "platform")
     assert line.startswith(FAIL) and "unreachable" in line and "[uplink] url" in line, line
     assert result.returncode == 1
@@ -197,7 +189,7 @@ def test_a_platform_that_is_down_is_unreachable(write_config, cli, platform, tok
 
 def test_a_missing_token_file_is_named(write_config, cli, platform, tmp_path):
     missing = tmp_path / "no-token"
-    result = cli("check", config=write_config(extra=uplink_section(platform.url, missing)))
+    result = cli("check", config=write_config(platform_url=platform.url, token_file=missing))
     line = line_of(result.stdout, "platform")
     assert line == f"{FAIL} platform  token file {missing} does not exist", line
     assert platform.requests == []
@@ -330,7 +322,7 @@ def test_an_overlay_root_is_in_memory_when_its_writes_go_to_a_tmpfs(
 
 def test_a_running_daemon_is_asked_for_pins_and_modem(write_config, cli, wait_until, emulator,
                                                       short_dir, tmp_path):
-    config = write_config(extra=modem_section(emulator.port))
+    config = write_config(modem_port=emulator.port)
     socket = short_dir / "control.sock"
     daemon = start_daemon(config, socket, tmp_path / "daemon.log")
     try:

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from edge.demo import TEMP_PREFIX
+from edge.demo_rig import TEMP_PREFIX
 from edge.sms_text import FALLBACK_NOTE
 
 from conftest import _child_env

@@ -10,7 +10,7 @@ import pytest
 from conftest import SHORT_MODEM_TIMINGS
 from edge.errors import ModemError
 from edge.modem.at import AtTimeout, CmsError, PortLost
-from edge.modem.emulator import ModemEmulator
+from edge.sim.modem import ModemEmulator
 from edge.modem.modem import MAX_ANNOUNCED, UNKNOWN_REFERENCE, Modem, ModemTimings
 from edge.modem.pdu import encode_deliver
 from edge.modem.pin_record import RefusedPinRecord

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 
 from edge.events import KINDS, CLOUDEVENT_TYPE_PREFIX
-from edge.platform_stub import PlatformStub
+from edge.sim.platform import PlatformStub
 from edge.store import Store, device_of_store
 from edge.uplink.http import ACCEPTED, HttpUplink
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from zoneinfo import ZoneInfo
 
 import gammu
@@ -21,14 +22,15 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 import edge.sms
-from conftest import (SHORT_MODEM_TIMINGS, _child_env, edge_cli, mock_config_text,
+from conftest import (SHORT_MODEM_TIMINGS, _child_env, edge_cli,
                       refuse_writes, start_daemon, stop_daemon)
 from edge import config as config_mod
 from edge.clock import Clock
 from edge.control import ControlServer, daemon_handlers, request
 from edge.errors import EdgeAlarmError
 from edge.events import Event
-from edge.modem.emulator import ModemEmulator, SentSms
+from edge.sim.modem import ModemEmulator, SentSms
+from edge.sim.site import Contact, SimSite
 from edge.service import build_daemon
 from edge.sms import SmsWorker, parse_command
 from edge.sms_text import alert_text
@@ -46,30 +48,19 @@ def config_text(storage, sock, port, *, held_open_s: int = 300,
                 principal_receives=("panic", "tamper", "gate_after_hours",
                                     "gate_held_open", "fault"),
                 modem: str | None = "", sms: str = "", uplink: str = "") -> str:
-    """The mock school gate of conftest, its gate allowed at any hour and quick to settle,
-    with an emulated modem: the principal commands, the deputy is only told of tampering.
-    ``modem``/``sms``/``uplink``: lines added to those tables (no [modem] at all when
-    ``modem`` is None)."""
-    receives = ", ".join(f'"{k}"' for k in principal_receives)
-    text = "" if modem is None else f'\n[modem]\nport = "{port}"\n{modem}\n'
-    text += f"""
-[[contact]]
-name = "principal"
-phone = "{PRINCIPAL}"
-receives = [{receives}]
-may_command = true
-
-[[contact]]
-name = "deputy"
-phone = "{DEPUTY}"
-receives = ["tamper"]
-"""
-    if sms:
-        text += f"\n[sms]\n{sms}\n"
-    if uplink:
-        text += f"\n[uplink]\n{uplink}\n"
-    return mock_config_text(storage, sock, device_id="sms-test-1", school_hours=False,
-                            held_open_alert_s=held_open_s, debounce_s=0.05, extra=text)
+    """The simulated school gate (edge.sim.site), its gate allowed at any hour and quick to
+    settle, with an emulated modem: the principal commands, the deputy is only told of
+    tampering. ``modem``/``sms``/``uplink``: TOML lines for those tables (no [modem] at all
+    when ``modem`` is None; [uplink] only when given, with its url and token_file)."""
+    uplink_keys = tomllib.loads(uplink)
+    return SimSite(
+        storage, sock, device_id="sms-test-1", school_hours=False,
+        held_open_alert_s=held_open_s, debounce_s=0.05,
+        modem_port=None if modem is None else port, modem_keys=tomllib.loads(modem or ""),
+        platform_url=uplink_keys.pop("url", None), token_file=uplink_keys.pop("token_file", None),
+        uplink_keys=uplink_keys, sms_keys=tomllib.loads(sms),
+        contacts=[Contact("principal", PRINCIPAL, principal_receives, may_command=True),
+                  Contact("deputy", DEPUTY, ["tamper"])]).text()
 
 
 # --------------------------------------------------------------------------- helpers

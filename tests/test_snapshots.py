@@ -27,6 +27,7 @@ from edge.daemon import Daemon
 from edge.errors import CameraError
 from edge.events import Event
 from edge.service import build_daemon
+from edge.sim.site import Contact
 from edge.snapshots import CameraWorker
 from edge.store import Store
 from edge.uplink.worker import SNAPSHOT_WAIT_S
@@ -39,33 +40,21 @@ SUNDAY_NIGHT = dt.datetime(2025, 3, 2, 22, 0, tzinfo=SHANGHAI)    # after hours
 
 # ---------------------------------------------------------------------- helpers
 
-def camera_toml(*, pre_trigger_s: int = 0, on_gate_open: bool | None = None) -> str:
-    text = f'\n[camera]\nbackend = "test-pattern"\npre_trigger_s = {pre_trigger_s}\n'
-    if on_gate_open is not None:
-        text += f"snapshot_on_gate_open = {str(on_gate_open).lower()}\n"
-    return text
+def camera_options(*, pre_trigger_s: int = 0, on_gate_open: bool | None = None) -> dict:
+    """SimSite options for a test-pattern camera."""
+    keys = {} if on_gate_open is None else {"snapshot_on_gate_open": on_gate_open}
+    return {"camera_pre_trigger_s": pre_trigger_s, "camera_keys": keys}
 
 
-def uplink_toml(url: str, token_file: Path) -> str:
-    write_token(token_file)
-    return f"""
-[uplink]
-url = "{url}"
-token_file = "{token_file}"
-heartbeat_s = 3600
-"""
+def uplink_options(url: str, token_file: Path) -> dict:
+    """SimSite options for the platform at ``url``, its token written to ``token_file``."""
+    return {"platform_url": url, "token_file": write_token(token_file),
+            "uplink_keys": {"heartbeat_s": 3600}}
 
 
-def modem_toml(port: str) -> str:
-    return f"""
-[modem]
-port = "{port}"
-
-[[contact]]
-name = "principal"
-phone = "{PRINCIPAL}"
-receives = ["panic"]
-"""
+def modem_options(port: str) -> dict:
+    """SimSite options for the modem on ``port`` and the principal told of panics."""
+    return {"modem_port": port, "contacts": [Contact("principal", PRINCIPAL, ["panic"])]}
 
 
 def jpeg_of(level: int, size=(64, 36)) -> bytes:
@@ -232,8 +221,8 @@ def fill_inodes(directory: Path) -> list[Path]:
 def test_a_panic_yields_a_jpeg_whose_sha_is_in_the_event_and_reaches_the_platform_with_its_frames(
         write_config, tmp_path, sites, platform, cli, wait_until):
     pre_trigger_s = 3
-    config = write_config(extra=camera_toml(pre_trigger_s=pre_trigger_s)
-                          + uplink_toml(platform.url, tmp_path / "token"))
+    config = write_config(**camera_options(pre_trigger_s=pre_trigger_s),
+                          **uplink_options(platform.url, tmp_path / "token"))
     site = sites(config)
     # The ring holds pre_trigger_s frames once the camera has run that many seconds.
     wait_until(lambda: site.status()["camera"]["ok"], 5, what="the camera started")
@@ -279,8 +268,8 @@ def test_a_panic_yields_a_jpeg_whose_sha_is_in_the_event_and_reaches_the_platfor
 def test_frames_are_numbered_oldest_first_on_disk_and_on_the_platform(
         write_config, tmp_path, sites, platform, wait_until):
     camera = BrokenableCamera(frames=4)
-    site = sites(write_config(extra=camera_toml(pre_trigger_s=4)
-                              + uplink_toml(platform.url, tmp_path / "token")), camera=camera)
+    site = sites(write_config(**camera_options(pre_trigger_s=4),
+                              **uplink_options(platform.url, tmp_path / "token")), camera=camera)
     site.sim("guard_room", True)
     panic = wait_until(site.has("panic"), 5, what="the snapshot attached")
     on_disk = [grey_level((site.snapshot_dir(panic) / f"{panic.id}-frame-{k}.jpg").read_bytes())
@@ -297,9 +286,9 @@ def test_a_failing_camera_raises_a_fault_and_the_alarm_goes_out_at_once(
         write_config, tmp_path, sites, platform, emulator, wait_until, monkeypatch):
     monkeypatch.setattr(snapshots, "CAMERA_RETRY_S", 0.2)
     camera = BrokenableCamera()
-    config = write_config(extra=camera_toml(pre_trigger_s=3)
-                          + uplink_toml(platform.url, tmp_path / "token")
-                          + modem_toml(emulator.port))
+    config = write_config(**camera_options(pre_trigger_s=3),
+                          **uplink_options(platform.url, tmp_path / "token"),
+                          **modem_options(emulator.port))
     site = sites(config, camera=camera)
     wait_until(lambda: site.status()["camera"]["ok"], 5, what="the camera up")
     camera.broken = True
@@ -339,7 +328,7 @@ def test_a_camera_that_fails_to_start_is_a_fault_and_recovers_without_a_second_s
         write_config, sites, wait_until, monkeypatch):
     monkeypatch.setattr(snapshots, "CAMERA_RETRY_S", 0.2)
     camera = BrokenableCamera(broken=True)
-    site = sites(write_config(extra=camera_toml()), camera=camera)
+    site = sites(write_config(**camera_options()), camera=camera)
     fault = wait_until(lambda: site.one("fault", "camera"), 3, what="a camera fault at start")
     assert "Pipeline handler in use" in fault.data["detail"]
     retries = camera.captures
@@ -355,8 +344,8 @@ def test_a_camera_that_fails_to_start_is_a_fault_and_recovers_without_a_second_s
 def test_a_new_alarm_goes_to_the_platform_before_the_last_alarms_pictures(
         write_config, tmp_path, sites, platform, wait_until):
     camera = BrokenableCamera(frames=8)  # nine pictures per alarm
-    site = sites(write_config(extra=camera_toml(pre_trigger_s=8)
-                              + uplink_toml(platform.url, tmp_path / "token")), camera=camera)
+    site = sites(write_config(**camera_options(pre_trigger_s=8),
+                              **uplink_options(platform.url, tmp_path / "token")), camera=camera)
     platform.set_delay(0.1)  # a slow link: each request takes a tenth of a second
     site.sim("guard_room", True)
     panic = wait_until(lambda: site.one("panic"), 2, what="the panic stored")
@@ -376,8 +365,8 @@ def test_a_new_alarm_goes_to_the_platform_before_the_last_alarms_pictures(
 
 def test_pictures_refused_for_the_token_are_held_not_dropped(
         write_config, tmp_path, sites, platform, wait_until):
-    site = sites(write_config(extra=camera_toml(pre_trigger_s=0)
-                              + uplink_toml(platform.url, tmp_path / "token")),
+    site = sites(write_config(**camera_options(pre_trigger_s=0),
+                              **uplink_options(platform.url, tmp_path / "token")),
                  camera=BrokenableCamera(frames=0))
     platform.set_delay(0.3)  # the snapshot's PUT is checked 0.3 s after it arrives
     site.sim("guard_room", True)
@@ -401,7 +390,7 @@ def test_pictures_refused_for_the_token_are_held_not_dropped(
 ], ids=["gate_open-off", "gate_open-on", "after-hours"])
 def test_which_gate_events_get_a_snapshot(write_config, sites, wait_until, on_gate_open,
                                           when, pictured):
-    site = sites(write_config(extra=camera_toml(on_gate_open=on_gate_open)),
+    site = sites(write_config(**camera_options(on_gate_open=on_gate_open)),
                  clock=ShiftedClock(when))
     site.sim("main_gate", True)
     wait_until(lambda: site.one("gate_open"), 3, what="gate_open")
@@ -431,7 +420,7 @@ def pruner(write_config, tmp_path):
     made = []
 
     def make(retention_days: int = 90, max_snapshots_mb: int = 2048, synced: bool = True):
-        config = write_config(extra=camera_toml(),
+        config = write_config(**camera_options(),
                               storage_keys=f"retention_days = {retention_days}\n"
                                            f"max_snapshots_mb = {max_snapshots_mb}")
         cfg = load(str(config))
@@ -507,8 +496,8 @@ def test_a_full_disk_is_a_storage_fault_and_never_stops_the_alarm(
     """A real tmpfs over the snapshot directory, filled to ENOSPC with a file: the
     worker finds less than [storage] min_free_mb free (the same OSError path a failed
     write takes)."""
-    config = write_config(extra=camera_toml(pre_trigger_s=0)
-                          + uplink_toml(platform.url, tmp_path / "token"),
+    config = write_config(**camera_options(pre_trigger_s=0),
+                          **uplink_options(platform.url, tmp_path / "token"),
                           storage_keys="min_free_mb = 10")
     shots = tiny_fs(tmp_path / "var" / "snapshots", "size=28m")
     filler = fill_bytes(shots)
@@ -539,7 +528,7 @@ def test_a_disk_out_of_inodes_stays_faulted_until_files_can_be_made_again(
         write_config, tmp_path, tiny_fs, sites, wait_until):
     """Bytes free, no inode left: the kernel's own ENOSPC. Free bytes alone must not
     count as recovery, or every alarm would raise the fault again."""
-    config = write_config(extra=camera_toml(pre_trigger_s=0))
+    config = write_config(**camera_options(pre_trigger_s=0))
     shots = tiny_fs(tmp_path / "var" / "snapshots",
                     "size=80m,nr_inodes=32")
     fillers = fill_inodes(shots)

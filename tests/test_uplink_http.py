@@ -15,7 +15,7 @@ import requests
 from PIL import Image
 
 from conftest import PLATFORM_TOKEN, write_token
-from slow_platform import HUGE_BODY, TRICKLE_BODY, TRICKLE_HEAD, SlowPlatform
+from edge.sim.slow_platform import HUGE_BODY, TRICKLE_BODY, TRICKLE_HEAD, SlowPlatform
 from edge.errors import UplinkError
 from edge.uplink.backoff import MAX_DELAY_S, backoff_delay, next_delay
 from edge.uplink.http import (ACCEPTED, CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE, REJECTED,

@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from conftest import (PLATFORM_TOKEN, SITE_NAME, mock_config_text, refuse_writes,
-                      start_daemon, stop_daemon, write_token)
-from slow_platform import TRICKLE_HEAD, SlowPlatform
+from conftest import (PLATFORM_TOKEN, SITE_NAME, refuse_writes, start_daemon, stop_daemon,
+                      write_token)
+from edge.sim.slow_platform import TRICKLE_HEAD, SlowPlatform
 from edge.config import load
 from edge.events import new_event_id
-from edge.modem.emulator import ModemEmulator
-from edge.platform_stub import PlatformStub
+from edge.sim.modem import ModemEmulator
+from edge.sim.platform import PlatformStub
+from edge.sim.site import Contact, SimSite
 from edge.routing import UPLINK
 from edge.service import build_daemon
 from edge.sms_text import FALLBACK_NOTE
@@ -48,31 +49,18 @@ GATE_DATA = {"site": SITE_NAME, "label": "校门", "clock_synced": True}
 def config_text(root: Path, url: str, *, modem_port: str | None = None,
                 fallback_s: int = 20, heartbeat_s: int = 3600,
                 connect_timeout_s: float = 2.0, read_timeout_s: float = 5.0) -> str:
-    """The mock school gate of conftest without tamper switch and siren, its gate allowed
-    at any hour (no after-hours alerts, whatever the hour the tests run at); a modem and
-    the principal when ``modem_port``."""
-    text = f"""
-[uplink]
-url = "{url}"
-token_file = "{root / 'token'}"
-sms_fallback_after_s = {fallback_s}
-heartbeat_s = {heartbeat_s}
-connect_timeout_s = {connect_timeout_s}
-read_timeout_s = {read_timeout_s}
-"""
-    if modem_port is not None:
-        text += f"""
-[modem]
-port = "{modem_port}"
-
-[[contact]]
-name = "principal"
-phone = "{PRINCIPAL}"
-receives = ["panic", "gate_held_open"]
-"""
-    return mock_config_text(root / "var", root / "control.sock", device_id=DEVICE_ID,
-                            tamper=False, siren=False, school_hours=False,
-                            held_open_alert_s=1, debounce_s=0, extra=text)
+    """The simulated school gate (edge.sim.site) without tamper switch and siren, its gate
+    allowed at any hour (no after-hours alerts, whatever the hour the tests run at); a
+    modem and the principal when ``modem_port``."""
+    return SimSite(
+        root / "var", root / "control.sock", device_id=DEVICE_ID, tamper=False, siren=False,
+        school_hours=False, held_open_alert_s=1, debounce_s=0,
+        platform_url=url, token_file=root / "token", sms_fallback_after_s=fallback_s,
+        uplink_keys={"heartbeat_s": heartbeat_s, "connect_timeout_s": connect_timeout_s,
+                     "read_timeout_s": read_timeout_s},
+        modem_port=modem_port,
+        contacts=[] if modem_port is None else
+        [Contact("principal", PRINCIPAL, ["panic", "gate_held_open"])]).text()
 
 
 def write_site(root: Path, url: str, **options) -> Path:

@@ -135,6 +135,11 @@ class PlatformStub:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}{EVENTS_PATH}"
 
+    @property
+    def token(self) -> str:
+        """The bearer token it takes."""
+        return self._token
+
     # -- behaviour -----------------------------------------------------------------
 
     def set_token(self, token: str) -> None:

@@ -1,6 +1,6 @@
 """A platform that answers badly on purpose: a real TCP server on 127.0.0.1 that reads each
 request whole, then trickles its answer a byte at a time or floods it. (The platform stand-in,
-edge.platform_stub, answers through http.server, which writes each answer at once.)"""
+edge.sim.platform, answers through http.server, which writes each answer at once.)"""
 
 from __future__ import annotations
 
