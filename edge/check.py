@@ -183,6 +183,7 @@ def _camera(cfg: Config, daemon: dict | None) -> Line:
     from edge.camera import open_camera, probe
 
     camera = open_camera(cfg.camera.backend, pre_trigger_s=0)
+    assert camera is not None  # backend "none" was answered above
     try:
         ok, text = probe(camera)
     finally:

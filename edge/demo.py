@@ -221,7 +221,8 @@ class Inbox:
 
     def messages(self) -> list[tuple[str, str, int]]:
         """(number, text, parts) of every complete message, in the order sent."""
-        done, partial = [], {}
+        done: list[tuple[str, str, int]] = []
+        partial: dict[tuple[str, int, int], dict[int, SentSms]] = {}
         for sms in self.emulator.sent:
             if sms.concat is None:
                 done.append((sms.number, sms.text, 1))
@@ -342,7 +343,9 @@ class Rig:
 
     def debounce(self) -> None:
         """Let a gate's new level hold for its debounce_s."""
-        self.advance(self.cfg.input("main_gate").debounce_s + 0.05)
+        gate = self.cfg.input("main_gate")
+        assert gate is not None  # the demo's site has it
+        self.advance(gate.debounce_s + 0.05)
 
     def wait(self, predicate: Callable[[], object], what: str,
              timeout: float = STEP_TIMEOUT_S):
@@ -502,7 +505,7 @@ class Story:
 
         def attached():
             stored = rig.store.event(event.seq)
-            return stored if "snapshot_sha256" in stored.data else None
+            return stored if stored is not None and "snapshot_sha256" in stored.data else None
 
         stored = rig.wait(attached, f"a snapshot attached to #{event.seq} {event.kind}")
         snapshot = rig.wait(lambda: rig.platform.snapshots.get(event.id),
@@ -590,6 +593,7 @@ class Story:
         rig.advance_to(rig.now().replace(minute=12, second=5))
         rig.sim("guard_room", True)
         rig.wait(lambda: rig.status()["siren"]["on"], "the siren sounding")
+        assert self.cfg.siren is not None  # the demo's site has one
         t.at(rig.now(), f"警号 siren: ON (继电器 relay on GPIO{self.cfg.siren.pin})")
         rig.sim("guard_room", False)  # the button springs back; the alarm stays latched
         alarm = self.wait_event("panic", "a panic event for the press")
@@ -635,6 +639,7 @@ class Story:
         rig.platform.stop()
         self.received_before_outage = len(rig.platform.events)
         t.at(rig.now(), "平台不可达 platform unreachable (the stand-in refuses connections)")
+        assert self.gate_opened is not None  # the after-hours scene came first
         held_at = self.gate_opened.time + dt.timedelta(seconds=HELD_OPEN_ALERT_S)
         rig.advance_to(held_at)
         held = self.wait_event("gate_held_open", f"gate_held_open {HELD_OPEN_ALERT_S} s "
@@ -676,7 +681,8 @@ class Story:
         rig.advance_to(rig.now().replace(minute=17, second=0))
         t.at(rig.now(), "平台恢复 platform reachable again")
         rig.wait(rig.drained, "the backlog draining and the uplink recovering")
-        seqs = [int(r.sequence) for r in rig.platform.events[self.received_before_outage:]]
+        # A document without a sequence (0: no seq of ours) fails the check below.
+        seqs = [int(r.sequence or 0) for r in rig.platform.events[self.received_before_outage:]]
         if seqs[:len(self.backlog)] != self.backlog:
             raise StepMissing(f"the backlog {self.backlog} reaching the platform first, in "
                               f"seq order, each once (received: {seqs})")
@@ -699,7 +705,7 @@ class Story:
         t.scene("小结 summary")
         created = rig.store.last_seq()
         received = rig.platform.events
-        seqs = [int(r.sequence) for r in received]
+        seqs = [int(r.sequence or 0) for r in received]  # 0: none, as above
         if seqs != list(range(1, created + 1)):
             raise StepMissing(f"each of the {created} events reaching the platform once, "
                               f"in seq order (received: {seqs})")

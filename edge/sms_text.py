@@ -66,7 +66,7 @@ def alert_text(event: Event, cfg: Config, *, fallback: bool = False, resent: boo
     reason = event.data.get("reason", "")
     # Whatever came with the event (a sender's number or name, its text, a name typed on
     # a page) is escaped: nothing under the school's signature is a stranger's raw text.
-    fields = {key: safe_text(value) for key, value in {
+    fields: dict[str, object] = {key: safe_text(value) for key, value in {
         "label": event.data.get("label", event.subject),
         "subject": event.subject,
         "kind": event.kind,
