@@ -422,16 +422,15 @@ class Picamera2Camera:
         """action(camera) on the camera thread by the deadline, opening the camera first if it is down."""
         if self._closed:
             raise CameraError("picamera2: the camera is closed")
-        if self._worker is None:
-            self._restart(deadline)
-        worker = self._worker
+        worker = self._worker if self._worker is not None else self._restart(deadline)
         result = self._call(worker, what, lambda: action(worker.camera), deadline)
         if not self.ok:
             log.info("camera recovered (was: %s)", self.last_error)
         self.ok, self.last_error, self._backoff = True, None, self._backoff_first
         return result
 
-    def _restart(self, deadline: float) -> None:
+    def _restart(self, deadline: float) -> _CameraThread:
+        """A new camera thread with the camera opened on it, by the deadline."""
         wait_s = self._retry_at - self._clock()
         if wait_s > 0:
             raise CameraError(f"picamera2: camera down ({self.last_error}); next restart in {wait_s:.0f} s")
@@ -443,6 +442,7 @@ class Picamera2Camera:
         worker = _CameraThread()
         self._call(worker, "opening the camera", lambda: self._open(worker), deadline)
         self._worker = worker
+        return worker
 
     def _call(self, worker: _CameraThread, what: str, fn: Callable[[], T], deadline: float) -> T:
         timeout_s = deadline - time.monotonic()

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 from edge.clock import Clock, SyncState
 from edge.config import Config
-from edge.control import request
+from edge.control import request_status
 from edge.errors import DaemonUnreachable, EdgeAlarmError, StorageError
 from edge.safe_text import safe_text
+from edge.status_doc import StatusDoc
 
 if TYPE_CHECKING:  # the modem driver is imported only when a modem is probed
     from edge.modem.modem import ModemHealth
@@ -58,8 +59,9 @@ class Line:
 def run_check(cfg: Config, out=None) -> int:
     out = out or sys.stdout
     lines = [Line(OK, "config", f"{cfg.path} is valid")]
+    daemon: StatusDoc | None
     try:
-        daemon = request(cfg.control.socket, "status", timeout=5)
+        daemon = request_status(cfg.control.socket, timeout=5)
     except (DaemonUnreachable, EdgeAlarmError):
         daemon = None
     lines.append(Line(OK if daemon else OFF, "daemon", "running" if daemon else
@@ -77,16 +79,16 @@ def run_check(cfg: Config, out=None) -> int:
     return 1 if failed else 0
 
 
-def _pins(cfg: Config, daemon: dict | None) -> list[Line]:
+def _pins(cfg: Config, daemon: StatusDoc | None) -> list[Line]:
     if daemon is not None:
         out = []
-        for name, inp in daemon["inputs"].items():
-            if inp["active"] is None or name in daemon["faults"]:
+        for name, state in daemon["inputs"].items():
+            if state["active"] is None or name in daemon["faults"]:
                 out.append(Line(FAIL, "pin", f"{name}: not armed in the daemon; see "
                                              "journalctl -u edge-alarm"))
             else:
-                out.append(Line(OK, "pin", f"{name} ({inp['label']}): "
-                                           f"{'active' if inp['active'] else 'idle'}"))
+                out.append(Line(OK, "pin", f"{name} ({state['label']}): "
+                                           f"{'active' if state['active'] else 'idle'}"))
         return out
     from edge.inputs import InputPins, PinFactoryError, make_pin_factory
 
@@ -111,7 +113,7 @@ def _pins(cfg: Config, daemon: dict | None) -> list[Line]:
         pins.close()
 
 
-def _siren(cfg: Config, daemon: dict | None) -> Line:
+def _siren(cfg: Config, daemon: StatusDoc | None) -> Line:
     s = cfg.siren
     if s is None:
         return Line(OFF, "siren", "off (no [siren]): alarms sound no siren here")
@@ -134,7 +136,7 @@ def _siren(cfg: Config, daemon: dict | None) -> Line:
     return Line(OK, "siren", f"{relay}: can be driven (left off)")
 
 
-def _modem(cfg: Config, daemon: dict | None) -> Line:
+def _modem(cfg: Config, daemon: StatusDoc | None) -> Line:
     if cfg.modem is None:
         return Line(OFF, "modem", "off (no [modem]): no SMS")
     error = None
@@ -169,7 +171,7 @@ def _probe_modem(cfg) -> tuple[ModemHealth, str | None]:
         return modem.health(), None
 
 
-def _camera(cfg: Config, daemon: dict | None) -> Line:
+def _camera(cfg: Config, daemon: StatusDoc | None) -> Line:
     if cfg.camera is None or cfg.camera.backend == "none":
         return Line(OFF, "camera", "off (no [camera]): no snapshots")
     if daemon is not None:
@@ -183,6 +185,7 @@ def _camera(cfg: Config, daemon: dict | None) -> Line:
     from edge.camera import open_camera, probe
 
     camera = open_camera(cfg.camera.backend, pre_trigger_s=0)
+    assert camera is not None  # backend "none" was answered above
     try:
         ok, text = probe(camera)
     finally:

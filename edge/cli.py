@@ -147,11 +147,11 @@ def cmd_check(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from edge.control import request
+    from edge.control import request_status
     from edge.views import print_status
 
     cfg = config_mod.load(args.config)
-    print_status(request(cfg.control.socket, "status"), as_json=args.json)
+    print_status(request_status(cfg.control.socket), as_json=args.json)
     return EXIT_OK
 
 

@@ -14,6 +14,7 @@ import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -534,6 +535,10 @@ def parse(raw: dict, path: str = "config.toml") -> Config:
     )
 
 
+@overload
+def _section(problems: _Problems, raw: dict, key: str, required: Literal[True]) -> _Table: ...
+@overload
+def _section(problems: _Problems, raw: dict, key: str, required: bool = False) -> _Table | None: ...
 def _section(problems: _Problems, raw: dict, key: str, required: bool = False) -> _Table | None:
     if key not in raw:
         if required:

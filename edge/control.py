@@ -21,9 +21,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from edge.errors import CommandRefused, DaemonUnreachable, EdgeAlarmError
+from edge.status_doc import StatusDoc
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +308,7 @@ def _answers(path: Path) -> bool:
             return False
 
 
-def request(path: Path, cmd: str, args: dict | None = None, timeout: float = 10.0):
+def request(path: Path, cmd: str, args: dict | None = None, timeout: float = 10.0) -> Any:
     """Send one command to the daemon and return its result, waiting at most ``timeout``
     for all of it. DaemonUnreachable when none answers; CommandRefused when it says no."""
     deadline = time.monotonic() + timeout
@@ -349,6 +350,12 @@ def request(path: Path, cmd: str, args: dict | None = None, timeout: float = 10.
             raise CommandRefused(answer.get("error", "refused"))
         raise EdgeAlarmError(answer.get("error", "the daemon failed"))
     return answer.get("result")
+
+
+def request_status(path: Path, timeout: float = 10.0) -> StatusDoc:
+    """The running daemon's status document; raises as ``request``."""
+    status: StatusDoc = request(path, "status", timeout=timeout)
+    return status
 
 
 def daemon_handlers(daemon) -> dict[str, Command]:

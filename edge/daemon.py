@@ -9,9 +9,9 @@ import datetime as dt
 import logging
 import shutil
 import signal
-import sqlite3
 import threading
 import time
+from collections.abc import Container
 from typing import Protocol
 
 from edge import routing
@@ -24,6 +24,7 @@ from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
 from edge.siren import Siren
 from edge.start_signals import StartSignals
+from edge.status_doc import DrillStatus, InputStatus, StatusDoc, UplinkStatus, complete_part
 from edge.store import Checkpointer, ClockSteps, Store, is_corruption
 from edge.watches import GateWatch, LevelWatch, PowerWatch
 
@@ -51,7 +52,8 @@ WRITE_FAILURES = ("unwritable", "events_dropped")
 SMS_CLOCK_SLACK_S = 300.0
 
 
-LEVEL_WATCHES = {"gate": GateWatch, "power": PowerWatch}
+LEVEL_WATCHES: dict[str, type[GateWatch] | type[PowerWatch]] = {"gate": GateWatch,
+                                                                "power": PowerWatch}
 
 
 class Worker(Protocol):
@@ -61,6 +63,7 @@ class Worker(Protocol):
 
     def start(self) -> None: ...
     def notify(self, event: Event) -> None: ...  # from the owner thread; must not block
+    def wake(self) -> None: ...  # from any thread: look at the store now
     def status(self) -> dict: ...
     def stop(self, timeout: float) -> None: ...
 
@@ -275,7 +278,7 @@ class Daemon:
         return event
 
     def _append(self, kind, subject, when, data, event_id, *,
-                sms_sent: set[str] = frozenset()) -> Event | None:
+                sms_sent: Container[str] = frozenset()) -> Event | None:
         """``sms_sent``: contacts that already got this event's SMS from memory while it
         could not be stored; the store owes them nothing."""
         if self.store is None:
@@ -293,7 +296,7 @@ class Daemon:
                     moved = self.store.recover_from_corruption()
                     self.storage_trouble("store", "corrupt", str(moved))
                     return self.store.append(kind, subject, when, data, **kwargs)
-                except (StorageError, OSError, sqlite3.Error) as again:
+                except StorageError as again:
                     e = again
             log.error("cannot store %s event: %s", kind, e)
             if "store" not in self._storage_troubles:
@@ -409,6 +412,7 @@ class Daemon:
 
     def _edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
         inp = self.cfg.input(name)
+        assert inp is not None, name  # edges come only from the configured inputs' pins
         if inp.kind in LEVEL_WATCHES:
             self.levels[name].edge(active, mono, wall)
         elif inp.kind == "ack":
@@ -442,8 +446,7 @@ class Daemon:
     def _sound(self, mono: float, for_s: float | None = None) -> None:
         if self.siren is None:
             return
-        self.siren.sound(mono, for_s)
-        self.loop.at(self.siren.off_at, self._siren_expire)
+        self.loop.at(self.siren.sound(mono, for_s), self._siren_expire)
 
     def _siren_expire(self) -> None:
         if self.siren is not None:
@@ -494,7 +497,7 @@ class Daemon:
         return self.drill_ends is not None and self.clock.monotonic() < self.drill_ends
 
     def set_drill(self, on: bool, for_s: int | None = None,
-                  account: str | None = None) -> dict:
+                  account: str | None = None) -> DrillStatus:
         """Drill mode on for ``for_s`` (default [drill] default_for_s), or off. Kept in the
         store, so a restart in the middle of a drill does not turn a drill press real.
         ``account``: who asked (the control socket's caller), kept with the drill events."""
@@ -509,10 +512,10 @@ class Daemon:
                     "panic presses are recorded as drills" if on else "off", account)
         return self._drill_status()
 
-    def _drill_status(self) -> dict:
+    def _drill_status(self) -> DrillStatus:
         active = self.in_drill()
         until = None
-        if active:  # said in the wall clock's terms of now, whatever it did since
+        if active and self.drill_ends is not None:  # said in the wall clock's terms of now
             left = dt.timedelta(seconds=self.drill_ends - self.clock.monotonic())
             until = (self.clock.now() + left).astimezone(self.tz).isoformat(timespec="seconds")
         return {"active": active, "until": until}
@@ -524,16 +527,17 @@ class Daemon:
             raise CommandRefused("the simulated pins are not available")
         self.pins.simulate(name, active)
 
-    def status(self) -> dict:
-        inputs = {}
+    def status(self) -> StatusDoc:
+        inputs: dict[str, InputStatus] = {}
         for inp in self.cfg.inputs:
-            entry = {"kind": inp.kind, "label": inp.label,
-                     "active": self.pins.active(inp.name) if self.pins else None}
+            entry: InputStatus = {"kind": inp.kind, "label": inp.label,
+                                  "active": self.pins.active(inp.name) if self.pins else None}
             if inp.kind == "gate":
-                entry["open"] = self.levels[inp.name].open if inp.name in self.levels else None
+                watch = self.levels.get(inp.name)
+                entry["open"] = watch.open if isinstance(watch, GateWatch) else None
             inputs[inp.name] = entry
         alarms = sorted(self.latched.values(), key=lambda e: e.seq)
-        status = {
+        status: StatusDoc = {
             "device_id": self.cfg.site.device_id,
             "site": self.cfg.site.name,
             "time": self.clock.now().astimezone(self.tz).isoformat(timespec="seconds"),
@@ -556,11 +560,11 @@ class Daemon:
             "drill": self._drill_status(),
         }
         for worker in self.workers:
-            status.setdefault(worker.part, {}).update(worker.status())
+            complete_part(status, worker.part, worker.status())
         return status
 
-    def _uplink_status(self) -> dict:
-        status = {"configured": self.cfg.uplink is not None,
+    def _uplink_status(self) -> UplinkStatus:
+        status: UplinkStatus = {"configured": self.cfg.uplink is not None,
                   "ok": False if self.cfg.uplink is not None else None, "pending": 0,
                   "oldest_pending_s": None}
         if self.cfg.uplink is not None and self.store is not None:
@@ -573,6 +577,7 @@ class Daemon:
     # ================================================================ timers
 
     def _heartbeat(self) -> None:
+        assert self.cfg.uplink is not None  # has_transport: [uplink] is the only transport
         uptime = round(self.clock.monotonic() - self._started_mono)
         self.record("heartbeat", self.cfg.site.device_id, self.cfg.site.name,
                     {"uptime_s": uptime, "faults": sorted(self.faults),

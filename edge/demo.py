@@ -117,7 +117,7 @@ class Story:
 
         def attached():
             stored = rig.store.event(event.seq)
-            return stored if "snapshot_sha256" in stored.data else None
+            return stored if stored is not None and "snapshot_sha256" in stored.data else None
 
         stored = rig.wait(attached, f"a snapshot attached to #{event.seq} {event.kind}")
         snapshot = rig.wait(lambda: rig.platform.snapshots.get(event.id),
@@ -210,6 +210,7 @@ class Story:
         rig.advance_to(rig.now().replace(minute=12, second=5))
         rig.sim("guard_room", True)
         rig.wait(lambda: rig.status()["siren"]["on"], "the siren sounding")
+        assert self.cfg.siren is not None  # the demo's site has one
         t.at(rig.now(), f"警号 siren: ON (继电器 relay on GPIO{self.cfg.siren.pin})")
         rig.sim("guard_room", False)  # the button springs back; the alarm stays latched
         alarm = self.wait_event("panic", "a panic event for the press")
@@ -251,6 +252,7 @@ class Story:
         rig.platform.stop()
         self.received_before_outage = len(rig.platform.events)
         t.at(rig.now(), "平台不可达 platform unreachable (the stand-in refuses connections)")
+        assert self.gate_opened is not None  # the after-hours scene came first
         held_at = self.gate_opened.time + dt.timedelta(seconds=HELD_OPEN_ALERT_S)
         rig.advance_to(held_at)
         held = self.wait_event("gate_held_open", f"gate_held_open {HELD_OPEN_ALERT_S} s "
@@ -282,7 +284,7 @@ class Story:
         if status["uplink"]["pending"] < 2:
             raise StepMissing("events piling up while the platform is down")
         self.show_status(status)
-        self.backlog = [row[0].seq for row in rig.pending()]
+        self.backlog = [row.event.seq for row in rig.pending()]
 
     def platform_returns(self) -> None:
         rig, t = self.rig, self.timeline
@@ -292,7 +294,8 @@ class Story:
         rig.advance_to(rig.now().replace(minute=17, second=0))
         t.at(rig.now(), "平台恢复 platform reachable again")
         rig.wait(rig.drained, "the backlog draining and the uplink recovering")
-        seqs = [int(r.sequence) for r in rig.platform.events[self.received_before_outage:]]
+        # A document without a sequence (0: no seq of ours) fails the check below.
+        seqs = [int(r.sequence or 0) for r in rig.platform.events[self.received_before_outage:]]
         if seqs[:len(self.backlog)] != self.backlog:
             raise StepMissing(f"the backlog {self.backlog} reaching the platform first, in "
                               f"seq order, each once (received: {seqs})")
@@ -315,7 +318,7 @@ class Story:
         t.scene("小结 summary")
         created = rig.store.last_seq()
         received = rig.platform.events
-        seqs = [int(r.sequence) for r in received]
+        seqs = [int(r.sequence or 0) for r in received]  # 0: none, as above
         if seqs != list(range(1, created + 1)):
             raise StepMissing(f"each of the {created} events reaching the platform once, "
                               f"in seq order (received: {seqs})")

@@ -116,7 +116,9 @@ class Rig:
 
     def debounce(self) -> None:
         """Let a gate's new level hold for its debounce_s."""
-        self.advance(self.cfg.input("main_gate").debounce_s + 0.05)
+        gate = self.cfg.input("main_gate")
+        assert gate is not None  # the demo's site has it
+        self.advance(gate.debounce_s + 0.05)
 
     def wait(self, predicate: Callable[[], object], what: str,
              timeout: float = STEP_TIMEOUT_S):
@@ -149,7 +151,7 @@ class Rig:
     def uplink_has_failed(self) -> bool:
         """The oldest event owed to the platform has been tried at least once."""
         rows = self.pending()
-        return bool(rows) and rows[0][1] >= 1
+        return bool(rows) and rows[0].attempts >= 1
 
     def drained(self) -> bool:
         """Whether every event reached the platform and the uplink is no longer failing;
@@ -158,8 +160,8 @@ class Rig:
         if status["uplink"]["pending"] == 0 and "uplink" not in status["faults"]:
             return True
         rows = self.pending()
-        if rows and rows[0][2] > self.clock.now().timestamp():
-            self.advance(rows[0][2] - self.clock.now().timestamp() + 0.1)
+        if rows and rows[0].next_try > self.clock.now().timestamp():
+            self.advance(rows[0].next_try - self.clock.now().timestamp() + 0.1)
         return False
 
     def settled(self) -> bool:
@@ -169,7 +171,7 @@ class Rig:
         if self.store.due_sms(now):
             return False
         rows = self.pending()
-        return not rows or rows[0][2] > now
+        return not rows or rows[0].next_try > now
 
 
 def _make_workdir() -> Path:

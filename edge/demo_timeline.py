@@ -3,6 +3,7 @@ words and the SMS as the principal's phone shows them (edge/demo.py tells the st
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import unicodedata
 
@@ -102,7 +103,8 @@ class Inbox:
 
     def messages(self) -> list[tuple[str, str, int]]:
         """(number, text, parts) of every complete message, in the order sent."""
-        done, partial = [], {}
+        done: list[tuple[str, str, int]] = []
+        partial: dict[tuple[str, int, int], dict[int, SentSms]] = {}
         for sms in self.emulator.sent:
             if sms.concat is None:
                 done.append((sms.number, sms.text, 1))

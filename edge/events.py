@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 KINDS = (
     "panic", "gate_open", "gate_closed", "gate_after_hours", "gate_held_open", "tamper",
@@ -54,17 +55,17 @@ class Event:
     kind: str
     subject: str
     time: dt.datetime  # aware, in the site's UTC offset
-    data: dict = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ts(self) -> float:
         return self.time.timestamp()
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "seq": self.seq, "kind": self.kind, "subject": self.subject,
                 "time": rfc3339(self.time), "data": self.data}
 
-    def to_cloudevent(self, device_id: str) -> dict:
+    def to_cloudevent(self, device_id: str) -> dict[str, Any]:
         """The CloudEvents 1.0 form of spec §4, with the `sequence` extension so the
         platform can see a gap in a device's events."""
         return {
@@ -84,5 +85,5 @@ def rfc3339(t: dt.datetime) -> str:
     return t.isoformat(timespec="milliseconds")
 
 
-def data_json(data: dict) -> str:
+def data_json(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))

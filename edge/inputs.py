@@ -9,6 +9,7 @@ gpiozero's thread and must do nothing but hand the edge over.
 from __future__ import annotations
 
 import atexit
+import datetime as dt
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 SIM_REFUSED = ("inputs are real pins here ([gpio] pin_factory is not \"mock\"); sim only "
                "drives a simulated daemon")
-EdgeCallback = Callable[[str, bool, float, object], None]
+EdgeCallback = Callable[[str, bool, float, dt.datetime], None]
 
 
 class PinFactoryError(EdgeAlarmError, RuntimeError):

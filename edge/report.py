@@ -34,7 +34,7 @@ def day_summary(cfg: Config, day: dt.date) -> dict:
                 counts[e.kind] += 1
                 if e.kind == "gate_open":
                     per_gate[e.data.get("label", e.subject)] += 1
-            backlog = store.pending_count(UPLINK)[0] if cfg.uplink else 0
+            backlog = store.pending_count(UPLINK).pending if cfg.uplink else 0
         finally:
             store.close()
     summary = {"date": day.isoformat(), **{k: counts[k] for k in COUNTED}, "backlog": backlog}

@@ -28,6 +28,7 @@ def sms_requests(cfg: Config, kind: str, ts: float, data: dict) -> list[SmsReque
         if kind in cfg.sms.immediate or kind == "drill" or not cfg.has_transport:
             out.append(SmsRequest(contact.name, contact.phone, ts, fallback=False))
         else:
+            assert cfg.uplink is not None  # has_transport: [uplink] is the only transport
             due = ts + cfg.uplink.sms_fallback_after_s
             out.append(SmsRequest(contact.name, contact.phone, due, fallback=True))
     return out

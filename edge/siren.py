@@ -33,12 +33,15 @@ class Siren:
         with self._lock:
             self._relay.on()
 
-    def sound(self, monotonic: float, for_s: float | None = None) -> None:
+    def sound(self, monotonic: float, for_s: float | None = None) -> float:
+        """Sound until ``for_s`` (at most max_on_s) from ``monotonic``, or longer if it
+        already was to; returns the monotonic time it stops."""
         until = monotonic + (self.max_on_s if for_s is None else min(for_s, self.max_on_s))
         with self._lock:
             self._relay.on()
             # Never shorten: a drill press must not cut a real alarm's siren short.
             self.off_at = until if self.off_at is None else max(self.off_at, until)
+            return self.off_at
 
     def stop(self) -> None:
         with self._lock:

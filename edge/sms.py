@@ -37,6 +37,7 @@ from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, T
 from edge.sms_limits import (ALL_SENDERS, HOUR_S, REFUSAL_SMS_PER_HOUR, REFUSALS_PER_HOUR,
                              RateWindow, command_after_pin, mask_pin, pin_attempted)
 from edge.sms_text import alert_text, command_reply, help_text, status_text
+from edge.status_doc import ModemHealth
 from edge.store import SmsRow
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
@@ -227,7 +228,8 @@ class SmsWorker(ThreadWorker):
         fallback_s = cfg.uplink.sms_fallback_after_s if cfg.uplink else 0
         self._horizon_s = max(SEND_RETRY_MAX_S, fallback_s) + 60.0
         self._scan_inbox = True  # after every (re)initialisation: read what came meanwhile
-        self._health = {"ok": False, "signal": None, "reason": "starting", "operator": None}
+        self._health: ModemHealth = {"ok": False, "signal": None, "reason": "starting",
+                                     "operator": None}
         # Per sender (its E.164 number, or its name): refusals, the one refusal event that
         # says the rest of the hour is dropped, the one refusal texted to the contacts,
         # and replies.
@@ -324,12 +326,15 @@ class SmsWorker(ThreadWorker):
             self._unhealthy(e)
             self._fail_direct(e)
             if self._health["reason"] == "sim_pin":
-                return self.cfg.modem.health_s  # nothing changes until someone fixes the PIN
+                # Nothing changes until someone fixes the PIN. (An SmsWorker is made only
+                # with a [modem]: the daemon's wiring, which mypy cannot follow.)
+                return self.cfg.modem.health_s  # type: ignore[union-attr]
             return max(0.5, min(self.modem.retry_in, IDLE_WAIT_S))
         try:
             if mono >= self._next_health:
                 self._check_health()
-                self._next_health = mono + self.cfg.modem.health_s
+                # (a [modem] is there, as above)
+                self._next_health = mono + self.cfg.modem.health_s  # type: ignore[union-attr]
             try:
                 self._read_inbox(mono)
             except ModemError as e:  # an unreadable message never holds up the alarms
@@ -403,7 +408,7 @@ class SmsWorker(ThreadWorker):
             if why != "pin_missing":
                 self._refusals.note(sender, mono)
             self._refuse(message, sender, mono, contact, {"reason": why})
-            if why == "pin_missing":  # tell the contact how, within the reply limits
+            if why == "pin_missing" and contact is not None:  # told how, within the limits
                 self._reply(contact, sender, mono, help_text(self.cfg), is_help=True)
             return
         command = parse_command(words)

@@ -10,6 +10,7 @@ from edge.clock import DatedLocalTime, LocalTime
 from edge.config import Config
 from edge.events import LATCHING_KINDS, Event
 from edge.safe_text import safe_text
+from edge.status_doc import StatusDoc
 
 DEFAULT_TEMPLATES = {
     "panic": "【{site}】紧急报警：{label} 于 {time} 触发。",
@@ -66,7 +67,7 @@ def alert_text(event: Event, cfg: Config, *, fallback: bool = False, resent: boo
     reason = event.data.get("reason", "")
     # Whatever came with the event (a sender's number or name, its text, a name typed on
     # a page) is escaped: nothing under the school's signature is a stranger's raw text.
-    fields = {key: safe_text(value) for key, value in {
+    fields: dict[str, object] = {key: safe_text(value) for key, value in {
         "label": event.data.get("label", event.subject),
         "subject": event.subject,
         "kind": event.kind,
@@ -102,7 +103,7 @@ def reply_hint(cfg: Config) -> str:
             f"回复{_reply_word(cfg, '收到')}表示已知悉（警号继续鸣响）。")
 
 
-def command_reply(command: str, alarms: int, status: dict, cfg: Config) -> str:
+def command_reply(command: str, alarms: int, status: StatusDoc, cfg: Config) -> str:
     """The answer to a silence or acknowledge command that ended or acknowledged
     ``alarms`` alarms, followed by the status."""
     if command == "silence":
@@ -116,7 +117,7 @@ def command_reply(command: str, alarms: int, status: dict, cfg: Config) -> str:
     return f"【{cfg.site.name}】{said}" + status_text(status, cfg).split("：", 1)[1]
 
 
-def status_text(status: dict, cfg: Config) -> str:
+def status_text(status: StatusDoc, cfg: Config) -> str:
     """The answer to STATUS: alarm state, gates, open faults, uplink backlog, signal."""
     alarm = status["alarm"]
     if alarm["active"]:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from edge.camera import open_camera
+from edge.config import Camera as CameraSection
 from edge.config import Config
 from edge.errors import CameraError, StorageError
 from edge.events import SNAPSHOT_KINDS, Event
@@ -77,17 +78,22 @@ class CameraWorker(ThreadWorker):
                 self._queue.append(event)
             self.wake()
 
+    @property
+    def _camera_cfg(self) -> CameraSection:
+        assert self.cfg.camera is not None  # a CameraWorker is made only with a [camera]
+        return self.cfg.camera
+
     def status(self) -> dict:
         # ok is None until the camera's first start has been tried.
-        return {"configured": True, "backend": self.cfg.camera.backend,
+        return {"configured": True, "backend": self._camera_cfg.backend,
                 "ok": self._camera_ok}
 
     # ------------------------------------------------------------------ worker thread
 
     def setup(self) -> None:
         if self._camera is None:
-            self._camera = open_camera(self.cfg.camera.backend,
-                                       pre_trigger_s=self.cfg.camera.pre_trigger_s,
+            self._camera = open_camera(self._camera_cfg.backend,
+                                       pre_trigger_s=self._camera_cfg.pre_trigger_s,
                                        overlay=self._overlay_lines)
         # Once only: a backend's start() also starts its pre-trigger thread, and a camera
         # that failed to start is retried by capturing (the backend reopens it itself).

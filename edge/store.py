@@ -26,10 +26,15 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from types import TracebackType
+from typing import (TYPE_CHECKING, Any, Callable, Concatenate, Iterable, Literal, Mapping,
+                    NamedTuple, ParamSpec, Sequence, TypedDict, TypeVar)
 
 from edge.errors import StorageError
 from edge.events import STATE_FAMILIES, Event, data_json, new_event_id
+
+if TYPE_CHECKING:
+    from edge.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +126,43 @@ class SmsRow:
     maybe_sent: bool  # an earlier attempt may have reached the network: this one resends
 
 
+class Delivery(NamedTuple):
+    """An event a transport still owes the platform."""
+
+    event: Event
+    attempts: int  # tries so far
+    next_try: float  # unix time before which it is not tried again
+
+
+class Backlog(NamedTuple):
+    """What a transport still owes: how many events, and since when."""
+
+    pending: int
+    oldest_ts: float | None  # unix time of the oldest event owed; None when none is
+
+
+class Upload(NamedTuple):
+    """A picture of an accepted event, still to be uploaded."""
+
+    seq: int
+    event_id: str
+    name: str  # "snapshot", or "frame-N" for the Nth pre-trigger frame
+    path: str
+
+
+class SmsRecord(TypedDict):
+    """One SMS row of an event as stored (``Store.sms_rows``): for reports and tests."""
+
+    contact: str
+    phone: str
+    state: str  # waiting, pending, sent, failed, cancelled (see the schema)
+    fallback: int  # 0 or 1
+    attempts: int
+    refs: str | None  # JSON list of +CMGS references
+    last_error: str | None
+    maybe_sent: int  # 0 or 1
+
+
 @dataclass(frozen=True)
 class OpenReport:
     """What happened while opening: a quarantined file is a storage fault to raise."""
@@ -129,17 +171,22 @@ class OpenReport:
     reason: str | None = None
 
 
-def is_corruption(exc: BaseException) -> bool:
+def is_corruption(exc: BaseException | None) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and (
         getattr(exc, "sqlite_errorcode", None) in _CORRUPT_CODES
         or "malformed" in str(exc) or "not a database" in str(exc))
 
 
-def _reads(method):
+_Args = ParamSpec("_Args")
+_Result = TypeVar("_Result")
+
+
+def _reads(method: Callable[Concatenate[Store, _Args], _Result]
+           ) -> Callable[Concatenate[Store, _Args], _Result]:
     """A read that fails in SQLite (I/O error, corruption) raises StorageError, which
     every caller handles, instead of a raw sqlite3 error that would kill its thread."""
     @functools.wraps(method)
-    def read(self, *args, **kwargs):
+    def read(self: Store, *args: _Args.args, **kwargs: _Args.kwargs) -> _Result:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as e:
@@ -149,7 +196,7 @@ def _reads(method):
 
 class Store:
     def __init__(self, path: Path, *, check_integrity: bool = False, readonly: bool = False,
-                 autocheckpoint: bool = True):
+                 autocheckpoint: bool = True) -> None:
         """Open (creating) the store at ``path``. ``check_integrity``: run quick_check and
         quarantine a corrupt file (the daemon's first open does; readers do not).
         ``readonly``: for the CLI's readers (events, report, check), which may run as a
@@ -173,7 +220,6 @@ class Store:
         except sqlite3.DatabaseError as e:
             if not (check_integrity and is_corruption(e)):
                 raise StorageError(f"cannot open {self.path}: {e}") from e
-            self._conn = None
             self._start_fresh(f"corrupt: {e}")
         except StorageError:
             raise
@@ -235,11 +281,6 @@ class Store:
     def _start_fresh(self, reason: str) -> Path:
         """Move the corrupt store aside and open a fresh one that goes on from the old
         last seq when that is still readable, so the platform never sees a seq twice."""
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
         salvaged = _salvage_meta(self.path)
         moved = self._quarantine()
         self._conn = self._open(False)
@@ -271,8 +312,18 @@ class Store:
         return target
 
     def recover_from_corruption(self) -> Path:
-        """The store went corrupt while running: move it aside and start a fresh one."""
-        return self._start_fresh("corrupt while running")
+        """The store went corrupt while running: move it aside and start a fresh one.
+        Raises StorageError when that fails too."""
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
+        try:
+            return self._start_fresh("corrupt while running")
+        except StorageError:
+            raise
+        except (OSError, sqlite3.Error) as e:
+            raise StorageError(f"cannot start a fresh {self.path}: {e}") from e
 
     def close(self) -> None:
         self._conn.close()
@@ -284,7 +335,7 @@ class Store:
         except FileNotFoundError:
             return True
 
-    def pragma(self, name: str):
+    def pragma(self, name: str) -> Any:
         return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
 
     def integrity_ok(self) -> bool:
@@ -315,7 +366,7 @@ class Store:
         self._conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) "
                            "DO UPDATE SET value=excluded.value", (key, value))
 
-    def append(self, kind: str, subject: str, time_: dt.datetime, data: dict, *,
+    def append(self, kind: str, subject: str, time_: dt.datetime, data: dict[str, Any], *,
                transports: Iterable[str] = (), sms: Iterable[SmsRequest] = (),
                event_id: str | None = None) -> Event:
         """Commit one event with its delivery and SMS rows in one transaction; return it
@@ -361,7 +412,7 @@ class Store:
             [(seq, r.contact, r.phone, "waiting" if r.fallback else "pending", r.due,
               int(r.fallback)) for r in requests])
 
-    def _transaction(self):
+    def _transaction(self) -> _Transaction:
         return _Transaction(self._conn)
 
     # ------------------------------------------------------------------ reading
@@ -373,7 +424,7 @@ class Store:
         """Events in seq (creation) order, or with ``by_time`` in the order they happened:
         a gate event carries its first edge's time, before its debounce ended."""
         sql = "SELECT seq, id, kind, subject, time, data FROM events WHERE seq > ?"
-        args: list = [after_seq]
+        args: list[object] = [after_seq]
         if since is not None:
             sql += " AND ts >= ?"
             args.append(since)
@@ -406,25 +457,25 @@ class Store:
         return int(self.get_meta("last_seq") or 0)
 
     @_reads
-    def pending_count(self, transport: str) -> tuple[int, float | None]:
-        """(events not yet accepted by ``transport``, unix time of the oldest)."""
+    def pending_count(self, transport: str) -> Backlog:
+        """Events not yet accepted by ``transport``, and the unix time of the oldest."""
         row = self._conn.execute(
             "SELECT count(*), min(e.ts) FROM deliveries d JOIN events e ON e.seq=d.seq "
             "WHERE d.transport=? AND d.state='pending'", (transport,)).fetchone()
-        return row[0], row[1]
+        return Backlog(*row)
 
     # ------------------------------------------------------------------ deliveries
 
     @_reads
-    def pending_deliveries(self, transport: str, limit: int) -> list[tuple[Event, int, float]]:
-        """The oldest events ``transport`` still owes, in seq order, with (attempts,
-        next_try) of each."""
+    def pending_deliveries(self, transport: str, limit: int) -> list[Delivery]:
+        """The oldest events ``transport`` still owes, in seq order."""
         rows = self._conn.execute(
             "SELECT e.seq, e.id, e.kind, e.subject, e.time, e.data, d.attempts, d.next_try "
             "FROM deliveries d JOIN events e ON e.seq = d.seq "
             "WHERE d.transport=? AND d.state='pending' ORDER BY d.seq LIMIT ?",
             (transport, limit)).fetchall()
-        return [(_event(r[:6]), r[6], r[7]) for r in rows]
+        return [Delivery(_event(event), attempts, next_try)
+                for *event, attempts, next_try in rows]
 
     def mark_accepted(self, transport: str, seqs: list[int], status: str, now: float) -> None:
         """Delivered: and, in the same transaction, the SMS fallbacks that were waiting
@@ -473,8 +524,10 @@ class Store:
             "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.seq=s.seq "
             f"AND d.state='accepted'))) ORDER BY {by_rank}s.seq, s.contact LIMIT ?",
             (now, later, now, later, *itertools.chain(*ranks.items()), limit)).fetchall()
-        return [SmsRow(*r[:5], json.loads(r[5]) if r[5] else [], r[6], bool(r[7]))
-                for r in rows]
+        return [SmsRow(seq=seq, contact=contact, phone=phone, fallback=bool(fallback),
+                       attempts=attempts, refs=json.loads(refs) if refs else [], kind=kind,
+                       maybe_sent=bool(maybe_sent))
+                for seq, contact, phone, fallback, attempts, refs, kind, maybe_sent in rows]
 
     def shift_sms_times(self, step_s: float) -> int:
         """The wall clock was stepped by ``step_s``: SMS not yet sent keep the same time
@@ -507,17 +560,20 @@ class Store:
                        now if state != "pending" else None, int(maybe_sent), seq, contact))
 
     @_reads
-    def sms_rows(self, seq: int) -> list[dict]:
+    def sms_rows(self, seq: int) -> list[SmsRecord]:
         cur = self._conn.execute("SELECT contact, phone, state, fallback, attempts, refs, "
                                  "last_error, maybe_sent FROM sms WHERE seq=? ORDER BY "
                                  "contact", (seq,))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        return [SmsRecord(contact=contact, phone=phone, state=state, fallback=fallback,
+                          attempts=attempts, refs=refs, last_error=last_error,
+                          maybe_sent=maybe_sent)
+                for contact, phone, state, fallback, attempts, refs, last_error, maybe_sent
+                in cur.fetchall()]
 
     # ------------------------------------------------------------------ attachments
 
-    def attach(self, seq: int, files: list[tuple[str, str, str, int]], data_update: dict
-               ) -> None:
+    def attach(self, seq: int, files: list[tuple[str, str, str, int]],
+               data_update: dict[str, Any]) -> None:
         """Record pictures of event ``seq`` ((name, path, sha256, bytes) each) and add
         ``data_update`` (snapshot_sha256…) to its data, in one transaction."""
         with self._transaction() as c:
@@ -525,11 +581,11 @@ class Store:
                           "VALUES(?,?,?,?,?)", [(seq, *f) for f in files])
             self._merge_data(seq, data_update)
 
-    def update_event_data(self, seq: int, data_update: dict) -> None:
+    def update_event_data(self, seq: int, data_update: dict[str, Any]) -> None:
         with self._transaction():
             self._merge_data(seq, data_update)
 
-    def _merge_data(self, seq: int, data_update: dict) -> None:
+    def _merge_data(self, seq: int, data_update: dict[str, Any]) -> None:
         row = self._conn.execute("SELECT data FROM events WHERE seq=?", (seq,)).fetchone()
         if row is not None:
             data = json.loads(row[0])
@@ -537,16 +593,16 @@ class Store:
             self._conn.execute("UPDATE events SET data=? WHERE seq=?", (data_json(data), seq))
 
     @_reads
-    def attachments_to_upload(self, transport: str, limit: int = 10) -> list[tuple]:
-        """(seq, event id, name, path) of pictures whose event ``transport`` has accepted
-        but which are not uploaded yet, oldest first."""
-        return self._conn.execute(
+    def attachments_to_upload(self, transport: str, limit: int = 10) -> list[Upload]:
+        """Pictures whose event ``transport`` has accepted but which are not uploaded yet,
+        oldest first."""
+        return [Upload(*row) for row in self._conn.execute(
             "SELECT a.seq, e.id, a.name, a.path FROM attachments a "
             "JOIN events e ON e.seq = a.seq JOIN deliveries d ON d.seq = a.seq "
             "WHERE a.uploaded = 0 AND d.transport = ? AND d.state = 'accepted' "
             # The snapshot first, then frames 1, 2 … 10 in number order (not as text).
             "ORDER BY a.seq, a.name != 'snapshot', CAST(substr(a.name, 7) AS INTEGER) "
-            "LIMIT ?", (transport, limit)).fetchall()
+            "LIMIT ?", (transport, limit))]
 
     def mark_uploaded(self, seq: int, name: str) -> None:
         with self._transaction() as c:
@@ -586,8 +642,8 @@ class ClockSteps:
     before it stores an event, the SMS worker before it sends): the first to notice a step
     moves the deadlines, once, and rows created after it are left as they are."""
 
-    def __init__(self, clock, threshold_s: float = 2.0):
-        self._clock = clock  # edge.clock.Clock
+    def __init__(self, clock: Clock, threshold_s: float = 2.0) -> None:
+        self._clock = clock
         self.threshold_s = threshold_s
         self._lock = threading.Lock()
         self._wall_minus_mono: float | None = None
@@ -615,7 +671,7 @@ class Checkpointer:
     the owner's commits (autocheckpoint off) never pay for a checkpoint, and the WAL stays
     small enough to be rewound and overwritten instead of growing with every commit."""
 
-    def __init__(self, path: Path, every_s: float = 1.0):
+    def __init__(self, path: Path, every_s: float = 1.0) -> None:
         self.path = path
         self.every_s = every_s
         self._stop = threading.Event()
@@ -645,17 +701,18 @@ class Checkpointer:
 
 
 class _Transaction:
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def __enter__(self):
+    def __enter__(self) -> sqlite3.Connection:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             raise StorageError(str(e)) from e
         return self.conn
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if exc_type is None:
             try:
                 self.conn.execute("COMMIT")
@@ -706,7 +763,7 @@ def device_of_store(path: Path) -> str | None:
         store.close()
 
 
-def _event(row) -> Event:
+def _event(row: Sequence[Any]) -> Event:
     seq, id_, kind, subject, time_, data = row
     return Event(seq=seq, id=id_, kind=kind, subject=subject,
                  time=dt.datetime.fromisoformat(time_), data=json.loads(data))

@@ -6,10 +6,12 @@ import csv
 import datetime as dt
 import re
 import sys
+from typing import TextIO
 
 from edge.config import Config
 from edge.events import KINDS, Event
 from edge.safe_text import safe_json, safe_text
+from edge.status_doc import StatusDoc
 from edge.store import Store
 
 # At most 12 digits: more is no duration anyone means (and int() of thousands is refused).
@@ -93,7 +95,7 @@ def print_events(events: list[Event], fmt: str, out=None) -> None:
             out.write(safe_text(line).rstrip() + "\n")
 
 
-def print_status(status: dict, as_json: bool, out=None) -> None:
+def print_status(status: StatusDoc, as_json: bool, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     if as_json:  # the modem's and the network's strings (operator) escaped
         out.write(safe_json(status) + "\n")

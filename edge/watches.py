@@ -87,6 +87,7 @@ class GateWatch(LevelWatch):
 
     def changed(self) -> None:
         d, inp, when = self.daemon, self.inp, self.level_wall
+        assert when is not None  # a change follows an edge, which set it
         if self.open:
             d.record("gate_open", inp.name, inp.label, time=when)
             local = when.astimezone(d.tz)

@@ -146,6 +146,11 @@ def test_unplugged_port_raises_port_lost(emulator, channel):
     assert channel.lost
 
 
+def test_a_command_on_a_channel_never_opened_raises_port_lost(emulator):
+    with pytest.raises(PortLost, match="not open"):  # not an AttributeError of None
+        AtChannel(emulator.port).command("AT", timeout=2)
+
+
 def test_spy_url_logs_the_traffic(emulator, tmp_path):
     log_file = tmp_path / "traffic.txt"
     with AtChannel(f"spy://{emulator.port}?file={log_file}") as channel:

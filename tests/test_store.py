@@ -84,6 +84,21 @@ def test_delivery_and_sms_rows_are_written_with_the_event(store, db):
     assert store.pending_count("uplink") == (1, T0.timestamp())
 
 
+def test_outbox_rows_are_read_by_name(store, tmp_path):
+    event = store.append("panic", "guard_room", T0, {}, transports=("uplink",))
+    store.mark_retry("uplink", [event.seq], "503", T0.timestamp() + 30)
+    (owed,) = store.pending_deliveries("uplink", 10)
+    assert (owed.event.id, owed.attempts, owed.next_try) == (event.id, 1, T0.timestamp() + 30)
+    backlog = store.pending_count("uplink")
+    assert (backlog.pending, backlog.oldest_ts) == (1, T0.timestamp())
+    picture = tmp_path / "snapshot.jpg"
+    store.attach(event.seq, [("snapshot", str(picture), "ab" * 32, 10)], {})
+    store.mark_accepted("uplink", [event.seq], "202", T0.timestamp())
+    (upload,) = store.attachments_to_upload("uplink")
+    assert (upload.seq, upload.event_id, upload.name, upload.path) == (
+        event.seq, event.id, "snapshot", str(picture))
+
+
 def test_a_failing_part_of_the_transaction_stores_nothing(store, db):
     store.append("gate_open", "main_gate", T0, {})
     with pytest.raises(StorageError):  # the second delivery row breaks its primary key

@@ -18,9 +18,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from edge.errors import ModemError
+
+if TYPE_CHECKING:
+    import serial  # pyserial: imported at run time where the port is opened
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +226,7 @@ class AtChannel:
         self.baudrate = baudrate
         self._on_urc = on_urc
         self._on_lost = on_lost  # on the reader thread, once, when the port fails
-        self._serial = None
+        self._serial: serial.SerialBase | None = None
         self._reader: threading.Thread | None = None
         self._closing = threading.Event()
         self._command_lock = threading.Lock()
@@ -241,18 +244,19 @@ class AtChannel:
         try:
             # exclusive: a second program (test-sms, check) must never talk into the
             # daemon's conversation with the modem.
-            self._serial = serial.serial_for_url(self.url, self.baudrate, timeout=0.05,
-                                                 write_timeout=5, exclusive=True)
+            port = serial.serial_for_url(self.url, self.baudrate, timeout=0.05,
+                                         write_timeout=5, exclusive=True)
         except (serial.SerialException, OSError) as exc:
             if "exclusively lock" in str(exc):
                 raise PortBusy(f"modem port {self.url} is in use by another program "
                                  "(a running edge-alarm daemon?)") from exc
             raise PortLost(f"cannot open modem port {self.url}: {exc}") from exc
+        self._serial = port
         self._closing.clear()
         self._lost = None
         self._lines = LineSplitter()
-        self._reader = threading.Thread(target=self._read_loop, name=f"at-reader {self.url}",
-                                        daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, args=(port,),
+                                        name=f"at-reader {self.url}", daemon=True)
         self._reader.start()
         return self
 
@@ -306,7 +310,7 @@ class AtChannel:
             try:
                 self._write((cmd + "\r").encode("ascii"))
                 if prompt_data is not None:
-                    self._send_after_prompt(pending, prompt_timeout)
+                    self._send_after_prompt(pending, prompt_data, prompt_timeout)
                 self._wait(lambda: pending.final is not None, timeout,
                            f"{cmd}: no final result code within {timeout:g} s")
             except (AtTimeout, PortLost) as exc:
@@ -325,7 +329,8 @@ class AtChannel:
         with self._command_lock:
             self._write(data)
 
-    def _send_after_prompt(self, pending: _Pending, prompt_timeout: float) -> None:
+    def _send_after_prompt(self, pending: _Pending, prompt_data: str,
+                           prompt_timeout: float) -> None:
         try:
             self._wait(lambda: pending.prompt_seen or pending.final is not None,
                        prompt_timeout, f"{pending.command}: no '>' prompt within "
@@ -341,7 +346,7 @@ class AtChannel:
                                      self.abort_grace_s)
             raise
         if pending.final is None:
-            self._write((pending.prompt_data + CTRL_Z).encode("ascii"))
+            self._write((prompt_data + CTRL_Z).encode("ascii"))
             pending.data_sent = True
 
     def _wait(self, done: Callable[[], bool], timeout: float, message: str) -> None:
@@ -356,6 +361,7 @@ class AtChannel:
 
     def _result(self, pending: _Pending) -> list[str]:
         final = pending.final
+        assert final is not None  # command() waited for it
         if final == _FINAL_OK:
             return pending.lines
         if match := _CME.match(final):
@@ -370,6 +376,8 @@ class AtChannel:
         with self._state:
             self._raise_if_lost()
             port = self._serial
+        if port is None:
+            raise PortLost(f"modem port {self.url} is not open")
         try:
             port.write(data)
             port.flush()
@@ -394,10 +402,9 @@ class AtChannel:
 
     # --- reader thread ------------------------------------------------------------------
 
-    def _read_loop(self) -> None:
+    def _read_loop(self, port: serial.SerialBase) -> None:
         import serial
 
-        port = self._serial
         while not self._closing.is_set():
             try:
                 chunk = port.read(min(port.in_waiting, _READ_BYTES) or 1)

@@ -523,6 +523,7 @@ class Modem:
         completed so far are returned and the failure surfaces at the next call.
         """
         complete: list[Deliver] = []
+        part: Deliver | None
         try:
             if scan or self._announced_lost:
                 self._announced_lost = False

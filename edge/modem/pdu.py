@@ -353,7 +353,7 @@ def _read_address(reader: _Reader, field: str) -> tuple[str, int]:
     type_of_number = (type_of_address >> 4) & 0x07
     if type_of_number == TON_ALPHANUMERIC:
         return _decode_alphanumeric(data, semi_octets), type_of_number
-    digits = []
+    digits: list[str] = []
     for octet in data:
         for nibble in (octet & 0x0F, octet >> 4):
             if nibble == 0x0F or len(digits) == semi_octets:

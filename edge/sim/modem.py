@@ -140,8 +140,9 @@ class ModemEmulator:
         self._thread.join()
         self._thread = None
         with self._cond:
-            os.close(self._master)
-            os.close(self._slave)
+            for fd in (self._master, self._slave):
+                if fd is not None:
+                    os.close(fd)
             self._master = self._slave = None
         try:
             os.unlink(self.port)
@@ -216,11 +217,14 @@ class ModemEmulator:
         view = memoryview(data)
         while view:
             with self._cond:
+                master = self._master
+                if master is None:
+                    return  # unplugged: the line is gone, as _write loses its data too
                 try:
-                    view = view[os.write(self._master, view[:65536]):]
+                    view = view[os.write(master, view[:65536]):]
                     continue
                 except BlockingIOError:
-                    master = self._master
+                    pass
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{len(view)} bytes not taken within {timeout} s")
             select.select([], [master], [], 0.05)
@@ -368,7 +372,7 @@ class ModemEmulator:
             return ["SIMCOM INCORPORATED", self.model, "Revision: emulated"]
         match = _COMMAND.match(line)
         handler = match and getattr(self, f"_at_{match.group(1)[1:].lower()}", None)
-        if handler is None:
+        if match is None or handler is None:
             raise _Reply("ERROR")
         operation = {None: "exec", "?": "read", "=?": "test"}.get(match.group(2), "set")
         return handler(operation, match.group(3) or "", stop)
@@ -548,8 +552,10 @@ class ModemEmulator:
         if len(length) != 1 or not 7 <= length[0] <= 164:
             raise self._cms(304)
         with self._cond:
-            if self._send_failures and (self._send_failures[0] or 0) >= 500:
-                raise self._cms(self._send_failures.pop(0))
+            failure = self._send_failures[0] if self._send_failures else None
+            if failure is not None and failure >= 500:
+                self._send_failures.pop(0)
+                raise self._cms(failure)
         if self.prompt_delay and stop.wait(self.prompt_delay):
             return None  # unplugged while the network was slow: no prompt ever came
         with self._cond:
@@ -586,7 +592,7 @@ class ModemEmulator:
         if not lost:
             self._respond(lines, "OK")
 
-    def _record(self, pdu: str, length: int) -> int:
+    def _record(self, pdu: str, length: int | None) -> int:
         """Check a sent PDU as a modem and the network would; the message reference."""
         if not re.fullmatch(r"(?:[0-9A-F]{2})+", pdu) or tpdu_length(pdu) != length:
             raise self._cms(304)  # invalid PDU mode parameter

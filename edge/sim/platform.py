@@ -117,7 +117,8 @@ class PlatformStub:
         server.shutdown()
         server.drop_connections()       # kept-alive connections would otherwise stay served
         server.server_close()           # joins the handler threads
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     close = stop
 

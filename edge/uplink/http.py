@@ -21,6 +21,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 import requests
@@ -142,7 +143,7 @@ class _Deadline:
             except OSError:  # closed already, or no descriptor left: the timeouts remain
                 return
             if self._passed:  # connected after the deadline (a slow name lookup)
-                self._shut()
+                self._shut(self._socket)
 
     def _on_deadline(self) -> None:
         with self._lock:
@@ -150,11 +151,12 @@ class _Deadline:
                 return
             self._passed = True
             if self._socket is not None:
-                self._shut()
+                self._shut(self._socket)
 
-    def _shut(self) -> None:
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
         try:
-            self._socket.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(socket.SHUT_RDWR)
         except OSError:  # the peer is gone already
             pass
 
@@ -173,15 +175,16 @@ def _watch(sock: socket.socket) -> None:
         deadline.watch(sock)
 
 
-class _WatchedConnection:
-    """An urllib3 connection that shows its socket to the deadline of the request."""
+class _WatchedConnection(HTTPConnection):
+    """An urllib3 connection that shows its socket to the deadline of the request (and,
+    mixed in before HTTPSConnection, an HTTPS one)."""
 
-    def _new_conn(self):
+    def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
         _watch(sock)
         return sock
 
-    def request(self, *args, **kwargs):
+    def request(self, *args: Any, **kwargs: Any) -> None:
         if self.sock is not None:  # a kept-alive connection, used again
             _watch(self.sock)
         return super().request(*args, **kwargs)
@@ -255,10 +258,11 @@ class HttpUplink:
         in use, so a bad edit followed by SIGHUP does not cut the device off."""
         self._auth = _BearerAuth(_read_token(self.token_file))
 
-    def post_events(self, events: list[dict]) -> PostResult:
+    def post_events(self, events: list[dict[str, Any]]) -> PostResult:
         """One event as a CloudEvent, several as a batch, in the order given."""
         if not events:
             raise ValueError("post_events needs at least one event")
+        document: dict[str, Any] | list[dict[str, Any]]
         if len(events) == 1:
             content_type, document = CLOUDEVENT_TYPE, events[0]
         else:

@@ -15,12 +15,15 @@ import json
 import logging
 import random
 from pathlib import Path
+from typing import Any
 
 from edge.config import Config
 from edge.errors import StorageError, UplinkError
+from edge.events import Event
 from edge.routing import UPLINK
 from edge.uplink.backoff import MAX_DELAY_S, next_delay
 from edge.snapshots import snapshot_wanted
+from edge.store import Delivery, Store
 from edge.uplink.http import (ACCEPTED, REJECTED, RETRY, HttpUplink, refuses_the_events,
                               refuses_the_picture)
 from edge.worker import IDLE_WAIT_S, ThreadWorker
@@ -82,25 +85,27 @@ class UplinkWorker(ThreadWorker):
         if self._client is not None:
             self._client.close()
 
-    def _ensure_client(self) -> bool:
+    def _ensure_client(self) -> HttpUplink | None:
         if self._client is not None:
-            return True
+            return self._client
         try:
             self._client = HttpUplink.from_config(self.cfg.uplink)
         except UplinkError as e:
             # No token, no CA file: nothing can go until someone fixes the files, so
             # the fault is raised now rather than after FAULT_AFTER_FAILURES tries.
             self._set_failed("misconfigured", str(e), at_once=True)
-            return False
-        return True
+            return None
+        return self._client
 
     def step(self) -> float:
-        if not self._ensure_client():
+        client = self._ensure_client()
+        if client is None:
             return CLIENT_RETRY_S
-        if self.store() is None:
+        store = self.store()
+        if store is None:
             return IDLE_WAIT_S
         try:
-            rows = self._store.pending_deliveries(UPLINK, BATCH_MAX_EVENTS)
+            rows = store.pending_deliveries(UPLINK, BATCH_MAX_EVENTS)
         except StorageError as e:
             log.warning("uplink cannot read the outbox: %s", e)
             return IDLE_WAIT_S
@@ -108,27 +113,27 @@ class UplinkWorker(ThreadWorker):
         # Events first: a picture PUT (a megabyte over a slow mobile link) never holds
         # up an alarm; pictures go one per step while no event can be sent.
         if not rows:
-            return self._upload_picture(now)
+            return self._upload_picture(store, client, now)
         # A retry time beyond the longest backoff was set before the clock stepped back.
-        if now < rows[0][2] <= now + MAX_DELAY_S:
-            return min(rows[0][2] - now, self._upload_picture(now))
-        picture_wait = self._picture_wait(rows[0][0], now)
+        if now < rows[0].next_try <= now + MAX_DELAY_S:
+            return min(rows[0].next_try - now, self._upload_picture(store, client, now))
+        picture_wait = self._picture_wait(rows[0].event, now)
         if picture_wait > 0:
-            return min(picture_wait, self._upload_picture(now))
+            return min(picture_wait, self._upload_picture(store, client, now))
         batch, docs = self._batch(rows, now)
-        result = self._client.post_events(docs)
+        result = client.post_events(docs)
         seqs = [event.seq for event, _, _ in batch]
         status = str(result.status) if result.status is not None else result.detail[:60]
         if result.outcome == ACCEPTED:
-            self._store.mark_accepted(UPLINK, seqs, status, self._now())
+            store.mark_accepted(UPLINK, seqs, status, self._now())
             self._set_ok()
         elif result.outcome == REJECTED and refuses_the_events(result):
             if len(batch) > 1:
                 # Which event offends is unknown: send these one by one to find out.
                 self._single_through = seqs[-1]
             else:
-                event = batch[0][0]
-                self._store.mark_rejected(UPLINK, event.seq, status, self._now())
+                event = batch[0].event
+                store.mark_rejected(UPLINK, event.seq, status, self._now())
                 log.error("platform rejected event %s (seq %d, %s): %s", event.id, event.seq,
                           event.kind, result.detail)
                 self._set_failed("rejected", f"event {event.id}: {result.detail}",
@@ -136,7 +141,7 @@ class UplinkWorker(ThreadWorker):
         else:
             attempts = max(a for _, a, _ in batch) + 1
             delay = next_delay(attempts, result.retry_after_s, rng=self._rng)
-            self._store.mark_retry(UPLINK, seqs, status, self._now() + delay)
+            store.mark_retry(UPLINK, seqs, status, self._now() + delay)
             if result.outcome == REJECTED:
                 log.error("platform refuses this device (%s); the events wait, retry in "
                           "%.1f s", result.detail, delay)
@@ -147,7 +152,7 @@ class UplinkWorker(ThreadWorker):
                 self._set_failed("unreachable", result.detail)
         return 0
 
-    def _picture_wait(self, event, now: float) -> float:
+    def _picture_wait(self, event: Event, now: float) -> float:
         """Seconds this event should still wait for its snapshot (0: send it now)."""
         if not snapshot_wanted(event, self.cfg):
             return 0.0
@@ -161,17 +166,20 @@ class UplinkWorker(ThreadWorker):
         age = max(waited, now - event.ts)
         return max(0.0, SNAPSHOT_WAIT_S - age)
 
-    def _batch(self, rows, now: float):
+    def _batch(self, rows: list[Delivery], now: float
+               ) -> tuple[list[Delivery], list[dict[str, Any]]]:
         """The next request's events: one while live (or while isolating a rejected
         batch), else as many as fit in a batch."""
-        if len(rows) == 1 or rows[0][0].seq <= self._single_through:
-            first = rows[0][0]
+        if len(rows) == 1 or rows[0].event.seq <= self._single_through:
+            first = rows[0].event
             return rows[:1], [first.to_cloudevent(self.cfg.site.device_id)]
-        batch, docs, size = [], [], 2
+        batch: list[Delivery] = []
+        docs: list[dict[str, Any]] = []
+        size = 2
         for row in rows:
-            if batch and self._picture_wait(row[0], now) > 0:
+            if batch and self._picture_wait(row.event, now) > 0:
                 break
-            doc = row[0].to_cloudevent(self.cfg.site.device_id)
+            doc = row.event.to_cloudevent(self.cfg.site.device_id)
             doc_size = len(json.dumps(doc, ensure_ascii=False).encode()) + 1
             if docs and size + doc_size > BATCH_MAX_BYTES:
                 break
@@ -180,13 +188,13 @@ class UplinkWorker(ThreadWorker):
             size += doc_size
         return batch, docs
 
-    def _upload_picture(self, now: float) -> float:
+    def _upload_picture(self, store: Store, client: HttpUplink, now: float) -> float:
         """PUT one snapshot or frame of an accepted event; returns how long to wait
         before the next (0: more are waiting)."""
         if now < self._pictures_retry_at:
             return self._pictures_retry_at - now
         try:
-            pending = self._store.attachments_to_upload(UPLINK, limit=1)
+            pending = store.attachments_to_upload(UPLINK, limit=1)
         except StorageError as e:
             log.warning("uplink cannot read the pictures to upload: %s", e)
             return IDLE_WAIT_S
@@ -198,12 +206,12 @@ class UplinkWorker(ThreadWorker):
         except OSError as e:
             log.warning("picture %s of event %s is gone (%s); not uploaded", name,
                         event_id, e)
-            self._store.mark_uploaded(seq, name)
+            store.mark_uploaded(seq, name)
             return 0.0
         if name == "snapshot":
-            result = self._client.put_snapshot(event_id, jpeg)
+            result = client.put_snapshot(event_id, jpeg)
         else:
-            result = self._client.put_frame(event_id, int(name.split("-")[1]), jpeg)
+            result = client.put_frame(event_id, int(name.split("-")[1]), jpeg)
         # A refused token refuses every picture alike: hold them, as the events are held.
         if result.outcome == RETRY or (result.outcome == REJECTED
                                        and not refuses_the_picture(result)):
@@ -215,7 +223,7 @@ class UplinkWorker(ThreadWorker):
             log.error("platform refused picture %s of event %s: %s", name, event_id,
                       result.detail)
         self._picture_attempts = 0
-        self._store.mark_uploaded(seq, name)
+        store.mark_uploaded(seq, name)
         return 0.0
 
     def _now(self) -> float:
