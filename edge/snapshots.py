@@ -25,7 +25,8 @@ from pathlib import Path
 from edge.camera import open_camera
 from edge.config import Config
 from edge.errors import CameraError, StorageError
-from edge.events import SNAPSHOT_KINDS, Event
+from edge.events import Event
+from edge.routing import snapshot_wanted
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,6 @@ FULL_RECHECK_S = 1.0
 
 class LowSpace(OSError):
     """A picture would leave less than [storage] min_free_mb free: the store's room."""
-
-
-def snapshot_wanted(event: Event, cfg: Config) -> bool:
-    if cfg.camera is None or cfg.camera.backend == "none":
-        return False
-    return event.kind in SNAPSHOT_KINDS or (
-        event.kind == "gate_open" and cfg.camera.snapshot_on_gate_open)
 
 
 class CameraWorker(ThreadWorker):

@@ -9,7 +9,9 @@ import datetime as dt
 import json
 import math
 import signal
+import subprocess
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -666,3 +668,13 @@ def test_a_picture_the_platform_has_no_event_for_is_dropped_not_retried_forever(
     finally:
         site.stop()
         site.store.close()
+
+
+def test_the_uplink_imports_neither_the_camera_nor_pillow():
+    """Whether an event waits for its picture is a routing decision (edge.routing): the
+    uplink runs, and starts quickly, on a device without a camera or Pillow."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, edge.uplink.worker; print(*sorted(sys.modules))"],
+        capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert [m for m in loaded if m.split(".")[0] == "PIL"
+            or m in ("edge.camera", "edge.snapshots")] == []

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from edge.config import Config
 from edge.errors import StorageError, UplinkError
-from edge.routing import UPLINK
+from edge.routing import UPLINK, snapshot_wanted
 from edge.uplink.backoff import MAX_DELAY_S, next_delay
-from edge.snapshots import snapshot_wanted
 from edge.uplink.http import (ACCEPTED, REJECTED, RETRY, HttpUplink, refuses_the_events,
                               refuses_the_picture)
 from edge.worker import IDLE_WAIT_S, ThreadWorker
