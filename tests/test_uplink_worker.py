@@ -29,11 +29,11 @@ from edge.events import new_event_id
 from edge.modem.emulator import ModemEmulator
 from edge.platform_stub import PlatformStub
 from edge.routing import UPLINK
-from edge.service import build_daemon
+from edge.service import WorkerOptions, build_daemon
 from edge.sms_text import FALLBACK_NOTE
 from edge.store import Store
 from edge.uplink.http import CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE
-from edge.uplink.worker import BATCH_MAX_BYTES, BATCH_MAX_EVENTS, UplinkWorker
+from edge.uplink.worker import BATCH_MAX_BYTES, BATCH_MAX_EVENTS
 
 pytestmark = pytest.mark.usefixtures("token_never_logged")
 
@@ -94,9 +94,8 @@ class Site:
         self.store = Store(self.cfg.storage.db_path)  # the test thread's own connection
 
     def start(self) -> "Site":
-        daemon = build_daemon(self.cfg, pin_factory=MockFactory())
-        daemon.workers = [UplinkWorker(self.cfg, daemon, rng=lambda: JITTER)
-                          if isinstance(w, UplinkWorker) else w for w in daemon.workers]
+        daemon = build_daemon(self.cfg, pin_factory=MockFactory(),
+                              options=WorkerOptions(uplink_rng=lambda: JITTER))
         ready = threading.Event()
         self._thread = threading.Thread(target=daemon.run, kwargs={"on_ready": ready.set},
                                         name="owner", daemon=True)
