@@ -630,10 +630,8 @@ def install_signal_handlers(daemon: Daemon, early: StartSignals | None = None) -
 
     def reload(signum, frame):
         daemon.loop.post(log.info, "SIGHUP: reloading")
-        for worker in daemon.workers:
-            reload_fn = getattr(worker, "reload", None)
-            if reload_fn is not None:
-                daemon.loop.post(reload_fn)
+        for reload_fn in daemon.handoffs.reloads:
+            daemon.loop.post(reload_fn)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -5,7 +5,7 @@ Daemon, so it can touch the owner's state only by handing work to the owner loop
 from __future__ import annotations
 
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, TypeVar
 
 from edge.clock import Clock
@@ -165,3 +165,5 @@ class Handoffs:
     sent_from_memory: Callable[[str], set[str]] = no_contacts
     # `edge-alarm test-sms`: None without a modem.
     direct_sms: DirectSms | None = None
+    # SIGHUP: what reads its files again (the uplink's token), run on the owner thread.
+    reloads: list[Callable[[], None]] = field(default_factory=list)

@@ -55,7 +55,9 @@ def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
         workers.append(sms)
     if cfg.uplink is not None:
         from edge.uplink.worker import UplinkWorker
-        transports.append(UplinkWorker(cfg, port, rng=options.uplink_rng))
+        uplink = UplinkWorker(cfg, port, rng=options.uplink_rng)
+        daemon.handoffs.reloads.append(uplink.reload)
+        transports.append(uplink)
     if cfg.camera is not None and cfg.camera.backend != "none":
         from edge.snapshots import CameraWorker
 
