@@ -88,11 +88,9 @@ class ControlServer:
     @classmethod
     def for_daemon(cls, path: Path, daemon, **kwargs) -> ControlServer:
         """The daemon's commands, and its `fault`/`recovered` events for part "control"."""
-        return cls(path, daemon_handlers(daemon),
-                   on_fault=lambda reason, detail: daemon.loop.post(
-                       daemon.part_failed, "control", reason, detail),
-                   on_recovered=lambda: daemon.loop.post(daemon.part_ok, "control"),
-                   **kwargs)
+        health = daemon.port.health("control")
+        return cls(path, daemon_handlers(daemon), on_fault=health.failed,
+                   on_recovered=health.ok, **kwargs)
 
     def in_use(self) -> bool:
         """Whether another daemon already answers on this socket."""
@@ -377,12 +375,12 @@ def daemon_handlers(daemon) -> dict[str, Command]:
         return [e.to_json() for e in call(daemon.silence, by, "cli", None, account)]
 
     def test_sms(args, account):
-        worker = next((w for w in daemon.workers if w.part == "modem"), None)
-        if worker is None:
+        sms = daemon.handoffs.direct_sms
+        if sms is None:
             raise EdgeAlarmError("no [modem] is configured")
-        deadline = worker.modem.timings.send_s  # its +CMGS deadline: no command waits longer
+        deadline = sms.send_deadline_s  # no command waits longer than the modem may
         try:
-            refs = worker.send_direct(args["number"], args["text"]).result(deadline)
+            refs = sms.send_direct(args["number"], args["text"]).result(deadline)
         except TimeoutError:
             raise EdgeAlarmError(f"the modem did not confirm the SMS within {deadline:g} s"
                                  "; it may still go") from None

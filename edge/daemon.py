@@ -21,6 +21,7 @@ from edge.errors import CommandRefused, StorageError
 from edge.events import ALARM_KINDS, LATCH_STATE, LATCHING_KINDS, Event, new_event_id
 from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
 from edge.owner import MAX_WAIT_S, OwnerLoop
+from edge.port import Handoffs, OwnerCommands, WorkerPort
 from edge.sdnotify import Notifier
 from edge.siren import Siren
 from edge.start_signals import StartSignals
@@ -84,6 +85,13 @@ class Daemon:
         self.pins: InputPins | None = None
         self.siren: Siren | None = None
         self.workers: list[Worker] = []
+        self.handoffs = Handoffs()  # what the workers offer; wired by edge.service
+        # All a worker may ask of the daemon.
+        self.port = WorkerPort(
+            self.loop, self.clock, self.clock_steps, record=self.record,
+            part_ok=self.part_ok, part_failed=self.part_failed,
+            storage_trouble=self.storage_trouble, clock_synced=self.clock_synced,
+            commands=OwnerCommands(self.silence, self.acknowledge, self.status))
         self.levels: dict[str, LevelWatch] = {}  # gates and power inputs
         self.latched: dict[str, Event] = {}  # input name → the alarm that latched it
         self.faults: dict[str, str] = {}  # part → reason
@@ -322,8 +330,7 @@ class Daemon:
         rest on the loop's next turns; True when none is left."""
         for _ in range(min(FLUSH_BATCH, len(self._unstored))):
             pending = self._unstored[0]
-            sent = set().union(*(w.sent_from_memory(pending.id) for w in self.workers
-                                 if hasattr(w, "sent_from_memory")))
+            sent = self.handoffs.sent_from_memory(pending.id)
             stored = self._append(pending.kind, pending.subject, pending.time, pending.data,
                                   pending.id, sms_sent=sent)
             if stored is None:
@@ -628,10 +635,8 @@ def install_signal_handlers(daemon: Daemon, early: StartSignals | None = None) -
 
     def reload(signum, frame):
         daemon.loop.post(log.info, "SIGHUP: reloading")
-        for worker in daemon.workers:
-            reload_fn = getattr(worker, "reload", None)
-            if reload_fn is not None:
-                daemon.loop.post(reload_fn)
+        for reload_fn in daemon.handoffs.reloads:
+            daemon.loop.post(reload_fn)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

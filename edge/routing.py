@@ -1,9 +1,11 @@
 """Who is owed what for an event, decided when it is stored (spec §5): the transports that
-must deliver it and the contacts that get an SMS, now or as a fallback."""
+must deliver it, the contacts that get an SMS, now or as a fallback, and whether it waits
+for a picture. Decisions only: no worker, camera or transport is imported here."""
 
 from __future__ import annotations
 
 from edge.config import Config
+from edge.events import SNAPSHOT_KINDS, Event
 from edge.store import SmsRequest
 
 UPLINK = "uplink"
@@ -32,3 +34,12 @@ def sms_requests(cfg: Config, kind: str, ts: float, data: dict) -> list[SmsReque
             due = ts + cfg.uplink.sms_fallback_after_s
             out.append(SmsRequest(contact.name, contact.phone, due, fallback=True))
     return out
+
+
+def snapshot_wanted(event: Event, cfg: Config) -> bool:
+    """Whether the camera takes a picture of ``event`` (and the uplink holds it back
+    for the picture's sha256)."""
+    if cfg.camera is None or cfg.camera.backend == "none":
+        return False
+    return event.kind in SNAPSHOT_KINDS or (
+        event.kind == "gate_open" and cfg.camera.snapshot_on_gate_open)

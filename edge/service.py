@@ -3,28 +3,70 @@
 from __future__ import annotations
 
 import logging
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from edge.config import Config
 from edge.control import ControlServer
-from edge.daemon import Daemon, install_signal_handlers
+from edge.daemon import Daemon, Worker, install_signal_handlers
 from edge.errors import EdgeAlarmError
 from edge.start_signals import StartSignals
+
+if TYPE_CHECKING:  # imported when configured: the camera's module brings Pillow
+    from edge.camera import Camera
+    from edge.modem.modem import ModemTimings
 
 log = logging.getLogger(__name__)
 
 
-def build_daemon(cfg: Config, **kwargs) -> Daemon:
-    """The daemon with every configured worker attached (also used by the demo)."""
+class Transport(Worker, Protocol):
+    """A worker that delivers events (the uplink): woken when a picture it may be
+    holding an event back for is attached."""
+
+    def wake(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a test, a bench or the demo chooses of the workers: ``camera`` instead of
+    the configured backend, the modem's deadlines, the uplink's backoff jitter."""
+
+    camera: Camera | None = None
+    modem_timings: ModemTimings | None = None
+    uplink_rng: Callable[[], float] = random.random
+
+
+def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
+                 **kwargs: Any) -> Daemon:
+    """The daemon with every configured worker attached and wired to the others (also
+    used by the demo). Each worker gets the daemon's port, never the daemon. A worker's
+    module is imported only when it is configured (the camera's brings Pillow)."""
     daemon = Daemon(cfg, **kwargs)
+    port = daemon.port
+    workers: list[Worker] = []
+    transports: list[Transport] = []
     if cfg.modem is not None:
+        from edge.modem.modem import ModemTimings
         from edge.sms import SmsWorker
-        daemon.workers.append(SmsWorker(cfg, daemon))
-    if cfg.camera is not None and cfg.camera.backend != "none":
-        from edge.snapshots import CameraWorker
-        daemon.workers.append(CameraWorker(cfg, daemon))
+        sms = SmsWorker(cfg, port, timings=options.modem_timings or ModemTimings())
+        daemon.handoffs.sent_from_memory = sms.sent_from_memory
+        daemon.handoffs.direct_sms = sms
+        workers.append(sms)
     if cfg.uplink is not None:
         from edge.uplink.worker import UplinkWorker
-        daemon.workers.append(UplinkWorker(cfg, daemon))
+        uplink = UplinkWorker(cfg, port, rng=options.uplink_rng)
+        daemon.handoffs.reloads.append(uplink.reload)
+        transports.append(uplink)
+    if cfg.camera is not None and cfg.camera.backend != "none":
+        from edge.snapshots import CameraWorker
+
+        def picture_attached() -> None:
+            for transport in transports:
+                transport.wake()
+        workers.append(CameraWorker(cfg, port, picture_attached=picture_attached,
+                                    camera=options.camera))
+    daemon.workers += [*workers, *transports]
     return daemon
 
 

@@ -34,6 +34,7 @@ from edge.modem.at import AtTimeout, PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, TON_UNKNOWN,
                             Deliver)
+from edge.port import Health, WorkerPort
 from edge.sms_limits import (ALL_SENDERS, HOUR_S, REFUSAL_SMS_PER_HOUR, REFUSALS_PER_HOUR,
                              RateWindow, command_after_pin, mask_pin, pin_attempted)
 from edge.sms_text import alert_text, command_reply, help_text, status_text
@@ -69,7 +70,6 @@ SEND_RETRY_MAX_S = 300.0
 # SEND_RETRY_MAX_S), then recorded as failed. Counted in attempts, not from the event's
 # time: a clock stepped forward must not make a fresh alarm's SMS give up at once.
 SEND_GIVE_UP_ATTEMPTS = 292
-OWNER_CALL_TIMEOUT_S = 5.0
 
 # The order of every SMS sent (spec §5): panic and tamper, then the other alarm kinds and
 # drills, then replies to commands and test SMS, then everything else.
@@ -204,11 +204,13 @@ def sender_e164(message: Deliver) -> str | None:
 class SmsWorker(ThreadWorker):
     part = "modem"
 
-    def __init__(self, cfg: Config, daemon, *, timings: ModemTimings = ModemTimings()):
+    def __init__(self, cfg: Config, port: WorkerPort, *,
+                 timings: ModemTimings = ModemTimings()):
         """``timings``: the modem's deadlines (tests shorten them)."""
         super().__init__(cfg.storage.db_path)
         self.cfg = cfg
-        self.daemon = daemon
+        self.port = port
+        self._modem_health: Health = port.health(self.part)
         self.modem = Modem.from_config(cfg, on_urc=self._on_urc, on_lost=self.wake,
                                        timings=timings)
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
@@ -283,11 +285,16 @@ class SmsWorker(ThreadWorker):
         the store owes them nothing when the event is finally written."""
         return {c for e, c in list(self._sent_from_memory) if e == event_id}
 
-    def send_direct(self, number: str, text: str) -> Future:
+    @property
+    def send_deadline_s(self) -> float:
+        """The longest the modem takes to confirm one SMS (its +CMGS deadline)."""
+        return self.modem.timings.send_s
+
+    def send_direct(self, number: str, text: str) -> Future[list[int]]:
         """An SMS that is not an event's (test-sms, replies): sent after the alarms and
         before other SMS, result in the future (the list of +CMGS references, or the
         ModemError; at once when REPLY_QUEUE_CAP of them already wait)."""
-        future: Future = Future()
+        future: Future[list[int]] = Future()
         with self._direct_lock:
             full = len(self._direct) >= REPLY_QUEUE_CAP
             if not full:
@@ -315,7 +322,7 @@ class SmsWorker(ThreadWorker):
         self.close_store()
 
     def step(self) -> float:
-        mono = self.daemon.clock.monotonic()
+        mono = self.port.clock.monotonic()
         try:
             was_ready = not self.modem.needs_init
             self.modem.ensure_ready()
@@ -358,10 +365,9 @@ class SmsWorker(ThreadWorker):
         self._health = {"ok": health.ok, "signal": health.signal, "reason": health.reason,
                         "operator": health.operator}
         if health.ok:
-            self.daemon.loop.post(self.daemon.part_ok, "modem")
+            self._modem_health.ok()
         else:
-            self.daemon.loop.post(self.daemon.part_failed, "modem", health.reason,
-                                  f"signal={health.signal}")
+            self._modem_health.failed(health.reason or "unhealthy", f"signal={health.signal}")
 
     def _unhealthy(self, error: ModemError) -> None:
         health = self.modem.health_after(error)
@@ -370,7 +376,7 @@ class SmsWorker(ThreadWorker):
             log.error("modem not usable (%s): %s", reason, error)
         self._health = {"ok": False, "signal": health.signal, "reason": reason,
                         "operator": health.operator}
-        self.daemon.loop.post(self.daemon.part_failed, "modem", reason, str(error)[:200])
+        self._modem_health.failed(reason, str(error)[:200])
 
     # --- incoming ---------------------------------------------------------------------
 
@@ -392,7 +398,7 @@ class SmsWorker(ThreadWorker):
         # Limits count per sender: its number, or its name (apart from a number of the
         # same characters).
         sender = number or f"{message.sender}/{message.type_of_number}"
-        mono = self.daemon.clock.monotonic()
+        mono = self.port.clock.monotonic()
         contact = self._contact(number) if number else None
         if not self._refusals.allows(sender, mono):
             self._refuse_limited(message, sender, mono, contact)
@@ -417,13 +423,13 @@ class SmsWorker(ThreadWorker):
         if command in ("silence", "acknowledge"):
             # Only the alarms raised before the SMS was written: its sender knew of those.
             sent_at = message.timestamp.timestamp() if message.timestamp else None
-            act = self.daemon.silence if command == "silence" else self.daemon.acknowledge
-            done = self.daemon.loop.call(act, contact.name, "sms", sent_at,
-                                         timeout=OWNER_CALL_TIMEOUT_S)
-            status = self.daemon.loop.call(self.daemon.status, timeout=OWNER_CALL_TIMEOUT_S)
+            owner = self.port.commands
+            act = owner.silence if command == "silence" else owner.acknowledge
+            done = self.port.call(act, contact.name, "sms", sent_at)
+            status = self.port.call(owner.status)
             reply = command_reply(command, len(done), status, self.cfg)
         elif command == "status":
-            status = self.daemon.loop.call(self.daemon.status, timeout=OWNER_CALL_TIMEOUT_S)
+            status = self.port.call(self.port.commands.status)
             reply = status_text(status, self.cfg)
         else:
             reply = help_text(self.cfg)
@@ -475,7 +481,7 @@ class SmsWorker(ThreadWorker):
             data["repeat"] = True  # recorded; routing owes it no SMS
         else:
             self._refusals_texted.note(sender, mono)
-        self.daemon.loop.post(self.daemon.record, "sms_refused", "modem", "短信指令", data)
+        self.port.record("sms_refused", "modem", "短信指令", data)
 
     def _contact(self, number: str) -> Contact | None:
         return next((c for c in self.cfg.contacts if same_number(c.phone, number)), None)
@@ -507,7 +513,7 @@ class SmsWorker(ThreadWorker):
     def _send_memory(self, sms: _MemorySms, mono: float) -> None:
         try:
             text = alert_text(sms.event, self.cfg, resent=sms.resent, to=sms.contact,
-                              now=self.daemon.clock.now())
+                              now=self.port.clock.now())
             refs = self.modem.send_sms(sms.phone, text, reference=sms.reference,
                                        max_parts=self.cfg.sms.max_parts, sent=sms.sent)
         except PortLost as e:
@@ -588,8 +594,8 @@ class SmsWorker(ThreadWorker):
         store = self.store()
         if store is None:
             return None, IDLE_WAIT_S
-        self.daemon.clock_steps.follow(store)
-        now = self.daemon.clock.now().timestamp()
+        self.port.clock_steps.follow(store)
+        now = self.port.clock.now().timestamp()
         self._record_unrecorded(store, now)
         try:
             # One more than the rows sent but not recorded, which are passed over.
@@ -623,7 +629,7 @@ class SmsWorker(ThreadWorker):
             del self._unrecorded[(seq, contact)]
 
     def _send_row(self, store, row: SmsRow) -> None:
-        now = self.daemon.clock.now().timestamp
+        now = self.port.clock.now().timestamp
         event = store.event(row.seq)
         if event is None:
             return
@@ -637,7 +643,7 @@ class SmsWorker(ThreadWorker):
         refs = list(row.refs)  # a retry sends only the parts still missing
         try:
             text = alert_text(event, self.cfg, fallback=row.fallback, resent=row.maybe_sent,
-                              to=row.contact, now=self.daemon.clock.now())
+                              to=row.contact, now=self.port.clock.now())
             # The event's seq ties the parts together, the same on every retry.
             reference = _resend_reference(row.seq) if row.maybe_sent else row.seq % 256
             self.modem.send_sms(row.phone, text, reference=reference,

@@ -21,12 +21,15 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
-from edge.camera import open_camera
+from edge.camera import Camera, open_camera
 from edge.config import Camera as CameraSection
 from edge.config import Config
 from edge.errors import CameraError, StorageError
-from edge.events import SNAPSHOT_KINDS, Event
+from edge.events import Event
+from edge.port import WorkerPort
+from edge.routing import snapshot_wanted
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
@@ -43,27 +46,25 @@ class LowSpace(OSError):
     """A picture would leave less than [storage] min_free_mb free: the store's room."""
 
 
-def snapshot_wanted(event: Event, cfg: Config) -> bool:
-    if cfg.camera is None or cfg.camera.backend == "none":
-        return False
-    return event.kind in SNAPSHOT_KINDS or (
-        event.kind == "gate_open" and cfg.camera.snapshot_on_gate_open)
-
-
 class CameraWorker(ThreadWorker):
     part = "camera"
 
-    def __init__(self, cfg: Config, daemon, *, camera=None):
+    def __init__(self, cfg: Config, port: WorkerPort, *,
+                 picture_attached: Callable[[], None] = lambda: None,
+                 camera: Camera | None = None):
+        """``picture_attached``: called when an event's picture (or why it has none) is
+        in the store: the uplink holds an alarm back until then."""
         super().__init__(cfg.storage.db_path)
         self.cfg = cfg
-        self.daemon = daemon
+        self.port = port
+        self._picture_attached = picture_attached
         self.root = cfg.storage.snapshots_path
         self._camera = camera
         self._queue: collections.deque[Event] = collections.deque()
         self._lock = threading.Lock()
         self._overlay_event: list[str] = []  # the lines of the alarm being captured
-        self._camera_ok: bool | None = None
-        self._disk_full = False
+        self._camera_health = port.health(self.part)
+        self._disk_health = port.storage_health("pictures")
         self._next_prune = 0.0
         self._next_check = 0.0
 
@@ -72,7 +73,7 @@ class CameraWorker(ThreadWorker):
     def notify(self, event: Event) -> None:
         # An event written late (the store was failing) gets no picture: one taken now
         # would not show what happened then.
-        fresh = self.daemon.clock.now().timestamp() - event.ts < STALE_EVENT_S
+        fresh = self.port.clock.now().timestamp() - event.ts < STALE_EVENT_S
         if event.seq and fresh and snapshot_wanted(event, self.cfg):
             with self._lock:
                 self._queue.append(event)
@@ -86,7 +87,7 @@ class CameraWorker(ThreadWorker):
     def status(self) -> dict:
         # ok is None until the camera's first start has been tried.
         return {"configured": True, "backend": self._camera_cfg.backend,
-                "ok": self._camera_ok}
+                "ok": self._camera_health.ok_now}
 
     # ------------------------------------------------------------------ worker thread
 
@@ -98,8 +99,8 @@ class CameraWorker(ThreadWorker):
         # Once only: a backend's start() also starts its pre-trigger thread, and a camera
         # that failed to start is retried by capturing (the backend reopens it itself).
         try:
-            self._camera.start()
-            self._camera_state(True, None)
+            self._opened.start()
+            self._camera_health.ok()
         except CameraError as e:
             self._camera_failed(str(e))
 
@@ -108,38 +109,36 @@ class CameraWorker(ThreadWorker):
             self._camera.close()
         self.close_store()
 
+    @property
+    def _opened(self) -> Camera:
+        # setup() opened it: a CameraWorker is made only for a backend other than "none".
+        assert self._camera is not None
+        return self._camera
+
     def _overlay_lines(self) -> list[str]:
         """What the test pattern draws: the alarm's lines while its still is taken, and
         the time of the picture itself (a pre-trigger frame shows its own second)."""
-        now = self.daemon.clock.now().astimezone(self.cfg.site.tz)
+        now = self.port.clock.now().astimezone(self.cfg.site.tz)
         head = list(self._overlay_event) or [self.cfg.site.device_id]
         return [*head, now.strftime("%Y-%m-%d %H:%M:%S %z")]
 
     def _camera_failed(self, error: str) -> None:
-        self._camera_state(False, error)
+        if self._camera_health.failed("capture_failed", error):
+            log.error("camera fault: %s", error)
         self._next_check = time.monotonic() + CAMERA_RETRY_S
 
     def _check_camera(self) -> None:
         """Between alarms, a camera that failed is tried with one capture."""
         try:
-            self._camera.capture_jpeg(CAPTURE_TIMEOUT_S)
+            self._opened.capture_jpeg(CAPTURE_TIMEOUT_S)
         except CameraError as e:
             self._camera_failed(str(e))
         else:
-            self._camera_state(True, None)
-
-    def _camera_state(self, ok: bool, error: str | None) -> None:
-        if ok == self._camera_ok:
-            return
-        self._camera_ok = ok
-        if ok:
-            self.daemon.loop.post(self.daemon.part_ok, "camera")
-        else:
-            log.error("camera fault: %s", error)
-            self.daemon.loop.post(self.daemon.part_failed, "camera", "capture_failed", error)
+            self._camera_health.ok()
 
     def step(self) -> float:
-        if not self._camera_ok and not self._queue and time.monotonic() >= self._next_check:
+        if (not self._camera_health.ok_now and not self._queue
+                and time.monotonic() >= self._next_check):
             self._check_camera()
         while True:
             with self._lock:
@@ -152,39 +151,39 @@ class CameraWorker(ThreadWorker):
             self._next_prune = mono + PRUNE_EVERY_S
             self.prune()
         waits = [IDLE_WAIT_S, self._next_prune - mono]
-        if self._disk_full:
+        if self._disk_health.ok_now is False:
             if self._space_returned():
-                self._disk(True)
+                self._disk_health.ok()
             else:
                 waits.append(FULL_RECHECK_S)
-        if not self._camera_ok:
+        if not self._camera_health.ok_now:
             waits.append(self._next_check - mono)
         return max(0.0, min(waits))
 
     def _snapshot(self, event: Event) -> None:
-        frames = self._camera.pre_trigger_frames()
+        frames = self._opened.pre_trigger_frames()
         self._overlay_event = [f"{self.cfg.site.device_id}  {event.kind}  {event.subject}",
                                event.data.get("label", "")]
         try:
-            jpeg = self._camera.capture_jpeg(CAPTURE_TIMEOUT_S)
+            jpeg = self._opened.capture_jpeg(CAPTURE_TIMEOUT_S)
         except CameraError as e:
             self._camera_failed(str(e))
             self._record_data(event, {"snapshot_error": str(e)[:200]})
             return
         finally:
             self._overlay_event = []
-        self._camera_state(True, None)
+        self._camera_health.ok()
         try:
             files = self._save(event, jpeg, frames)
         except OSError as e:
             reason = ("low_space" if isinstance(e, LowSpace) else
                       "full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "unwritable")
             log.error("snapshot of event %s not saved: %s", event.id, e)
-            self._disk(False, reason, str(e))
+            self._disk_health.failed(reason, str(e))
             self._next_prune = 0.0  # pictures beyond the cap may be what filled it
             self._record_data(event, {"snapshot_error": f"not saved: {e.strerror or e}"})
             return
-        self._disk(True)
+        self._disk_health.ok()
         update = {"snapshot_sha256": files[0][2]}
         if len(files) > 1:
             update["frames"] = len(files) - 1
@@ -193,15 +192,9 @@ class CameraWorker(ThreadWorker):
         except StorageError as e:
             log.error("snapshot of event %s saved but not recorded: %s", event.id, e)
             return
-        self._wake_uplink()
+        self._picture_attached()
         log.info("snapshot of %s event %d saved (%d bytes, %d frames)", event.kind, event.seq,
                  len(jpeg), len(frames))
-
-    def _wake_uplink(self) -> None:
-        """The uplink holds an alarm back until its picture exists: tell it now."""
-        for worker in self.daemon.workers:
-            if worker.part == "uplink":
-                worker.wake()
 
     def _save(self, event: Event, jpeg: bytes, frames: list[bytes]):
         day = self.root / event.time.astimezone(self.cfg.site.tz).strftime("%Y-%m-%d")
@@ -227,7 +220,7 @@ class CameraWorker(ThreadWorker):
             self.require_store().update_event_data(event.seq, update)
         except StorageError as e:
             log.error("cannot note %s on event %s: %s", update, event.id, e)
-        self._wake_uplink()
+        self._picture_attached()
 
     def _space_returned(self) -> bool:
         """Free space above the minimum and its margin, and a file can be created there
@@ -244,14 +237,6 @@ class CameraWorker(ThreadWorker):
             probe.unlink(missing_ok=True)
         return True
 
-    def _disk(self, ok: bool, reason: str = "", detail: str = "") -> None:
-        if ok and self._disk_full:
-            self._disk_full = False
-            self.daemon.loop.post(self.daemon.storage_trouble, "pictures", None)
-        elif not ok and not self._disk_full:
-            self._disk_full = True
-            self.daemon.loop.post(self.daemon.storage_trouble, "pictures", reason, detail)
-
     # ------------------------------------------------------------------ limits
 
     def prune(self) -> None:
@@ -260,7 +245,7 @@ class CameraWorker(ThreadWorker):
         if not self.root.exists():
             return
         cutoff = (time.time() - self.cfg.storage.retention_days * 86400
-                  if self.daemon.clock_synced() else -math.inf)
+                  if self.port.clock_synced() else -math.inf)
         days = [day for day in self.root.iterdir() if day.is_dir()]
         files = []
         for day in days:

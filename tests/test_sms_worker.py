@@ -29,9 +29,9 @@ from edge.clock import Clock
 from edge.control import ControlServer, daemon_handlers, request
 from edge.errors import EdgeAlarmError
 from edge.events import Event
+from edge.service import WorkerOptions, build_daemon
 from edge.sim.modem import ModemEmulator, SentSms
 from edge.sim.site import Contact, SimSite
-from edge.service import build_daemon
 from edge.sms import SmsWorker, parse_command
 from edge.sms_text import alert_text
 from edge.store import Store
@@ -133,11 +133,9 @@ class LiveDaemon:
 
     def __init__(self, cfg, clock: Clock | None = None):
         self.cfg = cfg
-        self.daemon = build_daemon(cfg, pin_factory=MockFactory(), clock=clock)
-        workers = self.daemon.workers
-        workers[:] = [SmsWorker(cfg, self.daemon, timings=SHORT_MODEM_TIMINGS)
-                      if w.part == "modem" else w for w in workers]
-        self.sms = next(w for w in workers if w.part == "modem")
+        self.daemon = build_daemon(cfg, pin_factory=MockFactory(), clock=clock,
+                                   options=WorkerOptions(modem_timings=SHORT_MODEM_TIMINGS))
+        self.sms = next(w for w in self.daemon.workers if isinstance(w, SmsWorker))
         self.server = ControlServer(cfg.control.socket, daemon_handlers(self.daemon))
         self.thread = threading.Thread(target=self.daemon.run,
                                        kwargs={"on_ready": self.server.start},

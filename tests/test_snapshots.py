@@ -19,14 +19,14 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from PIL import Image
 
-from conftest import PLATFORM_TOKEN, SyncedKernel, write_token
+from conftest import PLATFORM_TOKEN, SITE_NAME, SyncedKernel, write_token
 from edge import snapshots
 from edge.clock import Clock
 from edge.config import load
 from edge.daemon import Daemon
 from edge.errors import CameraError
 from edge.events import Event
-from edge.service import build_daemon
+from edge.service import WorkerOptions, build_daemon
 from edge.sim.site import Contact
 from edge.snapshots import CameraWorker
 from edge.store import Store
@@ -127,15 +127,12 @@ class ShiftedClock(Clock):
 
 class Site:
     """The daemon in this process as `edge-alarm run` builds it, on simulated pins; with
-    ``camera`` its CameraWorker is rebuilt around that camera."""
+    ``camera`` its CameraWorker takes pictures with that camera."""
 
     def __init__(self, config: Path, *, camera=None, clock: Clock | None = None):
         self.cfg = load(str(config))
-        self.daemon = build_daemon(self.cfg, pin_factory=MockFactory(), clock=clock)
-        if camera is not None:
-            self.daemon.workers = [CameraWorker(self.cfg, self.daemon, camera=camera)
-                                   if isinstance(w, CameraWorker) else w
-                                   for w in self.daemon.workers]
+        self.daemon = build_daemon(self.cfg, pin_factory=MockFactory(), clock=clock,
+                                   options=WorkerOptions(camera=camera))
         ready = threading.Event()
         self._thread = threading.Thread(target=self.daemon.run, kwargs={"on_ready": ready.set},
                                         name="owner", daemon=True)
@@ -426,7 +423,7 @@ def pruner(write_config, tmp_path):
         cfg = load(str(config))
         daemon = Daemon(cfg)
         daemon._sync = SyncedKernel(synced)
-        worker = CameraWorker(cfg, daemon, camera=BrokenableCamera())
+        worker = CameraWorker(cfg, daemon.port, camera=BrokenableCamera())
         worker.setup()
         made.append(worker)
         return worker, cfg
@@ -552,3 +549,29 @@ def test_a_disk_out_of_inodes_stays_faulted_until_files_can_be_made_again(
         path.unlink()
     wait_until(lambda: site.one("recovered", "storage"), 5, what="storage recovered")
     assert [e.kind for e in site.events(subject="storage")] == ["fault", "recovered"]
+
+
+@pytest.mark.parametrize("camera_works", [True, False])
+def test_the_camera_worker_tells_the_callback_it_was_given_once_the_picture_is_recorded(
+        write_config, camera_works):
+    """The camera worker gets the daemon's port and a callback (where the daemon is built
+    it wakes the uplink); it looks for no other worker. The callback comes once the
+    picture, or why there is none, is in the store."""
+    cfg = load(str(write_config(**camera_options())))
+    daemon = Daemon(cfg)
+    told: list[dict] = []
+    store = Store(cfg.storage.db_path)
+    camera = BrokenableCamera(broken=not camera_works)
+    worker = CameraWorker(cfg, daemon.port, camera=camera,
+                          picture_attached=lambda: told.append(store.event(panic.seq).data))
+    try:
+        worker.setup()
+        data = {"site": SITE_NAME, "label": "门卫室", "clock_synced": True}
+        panic = store.append("panic", "guard_room", daemon.clock.now(), data)
+        worker.notify(panic)
+        worker.step()
+        assert len(told) == 1
+        assert ("snapshot_sha256" if camera_works else "snapshot_error") in told[0]
+    finally:
+        worker.teardown()
+        store.close()

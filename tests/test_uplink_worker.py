@@ -9,7 +9,9 @@ import datetime as dt
 import json
 import math
 import signal
+import subprocess
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -28,11 +30,11 @@ from edge.sim.modem import ModemEmulator
 from edge.sim.platform import PlatformStub
 from edge.sim.site import Contact, SimSite
 from edge.routing import UPLINK
-from edge.service import build_daemon
+from edge.service import WorkerOptions, build_daemon
 from edge.sms_text import FALLBACK_NOTE
 from edge.store import Store
 from edge.uplink.http import CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE
-from edge.uplink.worker import BATCH_MAX_BYTES, BATCH_MAX_EVENTS, UplinkWorker
+from edge.uplink.worker import BATCH_MAX_BYTES, BATCH_MAX_EVENTS
 
 pytestmark = pytest.mark.usefixtures("token_never_logged")
 
@@ -80,9 +82,8 @@ class Site:
         self.store = Store(self.cfg.storage.db_path)  # the test thread's own connection
 
     def start(self) -> "Site":
-        daemon = build_daemon(self.cfg, pin_factory=MockFactory())
-        daemon.workers = [UplinkWorker(self.cfg, daemon, rng=lambda: JITTER)
-                          if isinstance(w, UplinkWorker) else w for w in daemon.workers]
+        daemon = build_daemon(self.cfg, pin_factory=MockFactory(),
+                              options=WorkerOptions(uplink_rng=lambda: JITTER))
         ready = threading.Event()
         self._thread = threading.Thread(target=daemon.run, kwargs={"on_ready": ready.set},
                                         name="owner", daemon=True)
@@ -654,3 +655,13 @@ def test_a_picture_the_platform_has_no_event_for_is_dropped_not_retried_forever(
     finally:
         site.stop()
         site.store.close()
+
+
+def test_the_uplink_imports_neither_the_camera_nor_pillow():
+    """Whether an event waits for its picture is a routing decision (edge.routing): the
+    uplink runs, and starts quickly, on a device without a camera or Pillow."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, edge.uplink.worker; print(*sorted(sys.modules))"],
+        capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert [m for m in loaded if m.split(".")[0] == "PIL"
+            or m in ("edge.camera", "edge.snapshots")] == []

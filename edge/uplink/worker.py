@@ -15,15 +15,15 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edge.config import Config
 from edge.errors import StorageError, UplinkError
 from edge.events import Event
-from edge.routing import UPLINK
-from edge.uplink.backoff import MAX_DELAY_S, next_delay
-from edge.snapshots import snapshot_wanted
+from edge.port import WorkerPort
+from edge.routing import UPLINK, snapshot_wanted
 from edge.store import Delivery, Store
+from edge.uplink.backoff import MAX_DELAY_S, next_delay
 from edge.uplink.http import (ACCEPTED, REJECTED, RETRY, HttpUplink, refuses_the_events,
                               refuses_the_picture)
 from edge.worker import IDLE_WAIT_S, ThreadWorker
@@ -44,16 +44,16 @@ SNAPSHOT_WAIT_S = 10.0
 class UplinkWorker(ThreadWorker):
     part = "uplink"
 
-    def __init__(self, cfg: Config, daemon, *, client: HttpUplink | None = None,
-                 rng=random.random):
+    def __init__(self, cfg: Config, port: WorkerPort, *, client: HttpUplink | None = None,
+                 rng: Callable[[], float] = random.random):
         super().__init__(cfg.storage.db_path)
         self.cfg = cfg
-        self.daemon = daemon
+        self.port = port
         self._client = client
         self._rng = rng
         self._failures = 0
         self._single_through = 0  # after a batch was rejected: one by one up to this seq
-        self._ok = True  # not failing: turns false with the uplink fault, as status shows
+        self._health = port.health(self.part)  # failing with the uplink fault
         self._last_error: str | None = None
         self._pictures_retry_at = 0.0
         self._picture_attempts = 0
@@ -64,7 +64,8 @@ class UplinkWorker(ThreadWorker):
     # ------------------------------------------------------------------ owner side
 
     def status(self) -> dict:
-        return {"ok": self._ok, "last_error": self._last_error}
+        # ok until it fails: the uplink counts as working before its first request.
+        return {"ok": self._health.ok_now is not False, "last_error": self._last_error}
 
     def reload(self) -> None:
         """SIGHUP: read the token file again (or, if it was unusable at start, try the
@@ -158,7 +159,7 @@ class UplinkWorker(ThreadWorker):
             return 0.0
         if "snapshot_sha256" in event.data or "snapshot_error" in event.data:
             return 0.0
-        mono = self.daemon.clock.monotonic()
+        mono = self.port.clock.monotonic()
         if self._waiting_since is None or self._waiting_since[0] != event.seq:
             self._waiting_since = (event.seq, mono)
         waited = mono - self._waiting_since[1]
@@ -227,18 +228,15 @@ class UplinkWorker(ThreadWorker):
         return 0.0
 
     def _now(self) -> float:
-        return self.daemon.clock.now().timestamp()
+        return self.port.clock.now().timestamp()
 
     def _set_ok(self) -> None:
         self._failures = 0
         self._last_error = None
-        if not self._ok:
-            self._ok = True
-            self.daemon.loop.post(self.daemon.part_ok, "uplink")
+        self._health.ok()
 
     def _set_failed(self, reason: str, detail: str, at_once: bool = False) -> None:
         self._failures += 1
         self._last_error = detail
         if at_once or self._failures >= FAULT_AFTER_FAILURES:
-            self._ok = False
-            self.daemon.loop.post(self.daemon.part_failed, "uplink", reason, detail)
+            self._health.failed(reason, detail)
