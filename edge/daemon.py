@@ -15,7 +15,7 @@ import time
 from typing import Protocol
 
 from edge import routing
-from edge.clock import Clock, SyncState
+from edge.clock import Clock, ClockSteps, SyncState
 from edge.config import Config, Input
 from edge.errors import CommandRefused, StorageError
 from edge.events import ALARM_KINDS, LATCH_STATE, LATCHING_KINDS, Event, new_event_id
@@ -24,7 +24,7 @@ from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
 from edge.siren import Siren
 from edge.start_signals import StartSignals
-from edge.store import Checkpointer, ClockSteps, Store, is_corruption
+from edge.store import Checkpointer, Store, is_corruption
 from edge.watches import GateWatch, LevelWatch, PowerWatch
 
 log = logging.getLogger(__name__)
