@@ -4,7 +4,6 @@ threads and hear of events only after the siren is on and the event is stored.""
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import logging
 import shutil
@@ -18,13 +17,14 @@ from edge import routing
 from edge.clock import Clock, ClockSteps, SyncState
 from edge.config import Config, Input
 from edge.errors import CommandRefused, StorageError
-from edge.events import ALARM_KINDS, LATCH_STATE, LATCHING_KINDS, Event, new_event_id
+from edge.events import LATCH_STATE, LATCHING_KINDS, Event, new_event_id
 from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
 from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
 from edge.siren import Siren
 from edge.start_signals import StartSignals
 from edge.store import Checkpointer, Store, is_corruption
+from edge.unstored import UnstoredEvents
 from edge.watches import GateWatch, LevelWatch, PowerWatch
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,6 @@ STORAGE_RETRY_S = 10.0
 CLOCK_GRACE_S = 600.0
 PURGE_EVERY_S = 3600.0
 MAX_DRILL_S = 86400
-# Events kept in memory while the store cannot be written, at most (a few MB): beyond it
-# the oldest event that is not an alarm goes first.
-MAX_UNSTORED = 10_000
-# Held events written per turn of the owner loop (each is a synchronous commit): the rest
-# follow on the next turns, so a long backlog never holds up an edge or a timer.
-FLUSH_BATCH = 100
 # Store failures that end as soon as one write succeeds.
 WRITE_FAILURES = ("unwritable", "events_dropped")
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
@@ -85,13 +79,11 @@ class Daemon:
         self.latched: dict[str, Event] = {}  # input name → the alarm that latched it
         self.faults: dict[str, str] = {}  # part → reason
         self._last_active_edge: dict[str, float] = {}
-        # Acted on, not yet written (storage failing), oldest first.
-        self._unstored: collections.deque[Event] = collections.deque()
-        self._dropped = 0  # events lost because _unstored was full
+        # Acted on, not yet written (storage failing).
+        self.unstored = UnstoredEvents(self.loop.post, self._retry_storage)
         # What fails in storage, by source ("store", "space", "pictures"): (reason, detail).
         self._storage_troubles: dict[str, tuple[str, str]] = {}
         self._storage_retry_armed = False
-        self._flush_posted = False
         self._started_mono = 0.0
         self._next_purge = 0.0
         self._stop_requested = threading.Event()
@@ -259,7 +251,7 @@ class Daemon:
         event = None
         # Behind the events still in memory, never before them: the platform's `sequence`
         # follows creation order.
-        if self._flush_unstored():
+        if self.unstored.flush(self._store_held):
             event = self._append(kind, subject, when, data, event_id)
         if event is None:
             event = Event(seq=0, id=event_id, kind=kind, subject=subject, time=when, data=data)
@@ -301,41 +293,21 @@ class Daemon:
             return None
 
     def _keep_unstored(self, event: Event) -> None:
-        """Hold an event the store refused, within MAX_UNSTORED: when full, the oldest
-        that is not an alarm goes (the oldest of all if only alarms are held)."""
-        if len(self._unstored) >= MAX_UNSTORED:
-            lost = next((e for e in self._unstored if e.kind not in ALARM_KINDS),
-                        self._unstored[0])
-            self._unstored.remove(lost)
-            self._dropped += 1
-            log.error("memory holds %d unstored events: %s event %s dropped (%d so far)",
-                      MAX_UNSTORED, lost.kind, lost.id, self._dropped)
-            self.storage_trouble("store", "events_dropped",
-                                 f"{self._dropped} events dropped while the store failed")
-        self._unstored.append(event)
+        """Hold an event the store refused (UnstoredEvents says what goes when full)."""
+        if self.unstored.make_room() is not None:
+            self.storage_trouble("store", "events_dropped", f"{self.unstored.dropped} "
+                                 "events dropped while the store failed")
+        self.unstored.hold(event)
 
-    def _flush_unstored(self) -> bool:
-        """Store the events kept in memory, oldest first, FLUSH_BATCH of them now and the
-        rest on the loop's next turns; True when none is left."""
-        for _ in range(min(FLUSH_BATCH, len(self._unstored))):
-            pending = self._unstored[0]
-            sent = set().union(*(w.sent_from_memory(pending.id) for w in self.workers
-                                 if hasattr(w, "sent_from_memory")))
-            stored = self._append(pending.kind, pending.subject, pending.time, pending.data,
-                                  pending.id, sms_sent=sent)
-            if stored is None:
-                return False
-            self._unstored.popleft()
+    def _store_held(self, pending: Event) -> Event | None:
+        sent = set().union(*(w.sent_from_memory(pending.id) for w in self.workers
+                             if hasattr(w, "sent_from_memory")))
+        stored = self._append(pending.kind, pending.subject, pending.time, pending.data,
+                              pending.id, sms_sent=sent)
+        if stored is not None:
             for worker in self.workers:
                 worker.notify(stored)
-        if self._unstored and not self._flush_posted:
-            self._flush_posted = True
-            self.loop.post(self._flush_more)
-        return not self._unstored
-
-    def _flush_more(self) -> None:
-        self._flush_posted = False
-        self._retry_storage()
+        return stored
 
     def _writes_work(self, *reasons: str) -> None:
         """The store took a write: its trouble ends if it was one of ``reasons``."""
@@ -549,8 +521,8 @@ class Daemon:
             "uplink": self._uplink_status(),
             "faults": sorted(self.faults),
             "fault_reasons": dict(sorted(self.faults.items())),
-            "storage": {"ok": "storage" not in self.faults, "unstored": len(self._unstored),
-                        "dropped": self._dropped,
+            "storage": {"ok": "storage" not in self.faults, "unstored": len(self.unstored),
+                        "dropped": self.unstored.dropped,
                         "last_seq": self.store.last_seq() if self.store else None},
             "clock_synced": self._sync.synced(),
             "drill": self._drill_status(),
@@ -582,7 +554,7 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
-        if self._unstored or "storage" in self.faults:
+        if self.unstored or "storage" in self.faults:
             self._retry_storage()
         self._check_free_space()
         if self._sync.synced():
@@ -606,9 +578,9 @@ class Daemon:
 
     def _retry_storage(self) -> None:
         self._storage_retry_armed = False
-        if (self.store is not None or self._open_store()) and self._flush_unstored():
+        if (self.store is not None or self._open_store()) and self.unstored.flush(self._store_held):
             self._writes_work(*WRITE_FAILURES, "corrupt")  # a corrupt file is kept aside
-        if self._unstored and not self._storage_retry_armed:
+        if self.unstored and not self._storage_retry_armed:
             self._storage_retry_armed = True
             self.loop.after(STORAGE_RETRY_S, self._retry_storage)
 

@@ -17,7 +17,7 @@ from gpiozero.pins.mock import MockFactory
 from conftest import (GATE_PIN, PANIC_PIN, SIREN_PIN, TAMPER_PIN, SyncedKernel,
                       refuse_writes)
 from edge import config
-from edge import daemon as daemon_module
+from edge import unstored as unstored_module
 from edge.clock import FakeClock
 from edge.daemon import PANIC_LOCKOUT_S, PURGE_EVERY_S, Daemon
 from edge.store import Store
@@ -486,7 +486,7 @@ def test_a_new_event_is_stored_behind_those_waiting_in_memory(rig, monkeypatch):
 
 
 def test_a_long_backlog_is_written_a_batch_per_turn_of_the_owner_loop(rig, monkeypatch):
-    monkeypatch.setattr(daemon_module, "FLUSH_BATCH", 2)
+    monkeypatch.setattr(unstored_module, "FLUSH_BATCH", 2)
     with monkeypatch.context() as card:
         card.setattr(rig.daemon.store, "append", refuse_writes)
         for n in range(5):
@@ -503,7 +503,7 @@ def test_a_long_backlog_is_written_a_batch_per_turn_of_the_owner_loop(rig, monke
 
 def test_memory_holds_a_bounded_backlog_and_drops_other_kinds_before_alarms(
         make_rig, tmp_path, monkeypatch):
-    monkeypatch.setattr(daemon_module, "MAX_UNSTORED", 5)
+    monkeypatch.setattr(unstored_module, "MAX_UNSTORED", 5)
     blocker = tmp_path / "afile"
     blocker.write_text("a file where the storage directory should be")
     rig = make_rig(storage=blocker / "var").start()  # the fault event waits in memory
@@ -516,7 +516,7 @@ def test_memory_holds_a_bounded_backlog_and_drops_other_kinds_before_alarms(
     shown = io.StringIO()
     print_status(status, False, shown)
     assert "storage: 5 events held in memory, not yet written; 3 dropped" in shown.getvalue()
-    assert [e.kind for e in rig.daemon._unstored] == [
+    assert [e.kind for e in rig.daemon.unstored] == [
         "fault", "panic", "gate_closed", "gate_open", "gate_closed"]
 
     blocker.unlink()
