@@ -23,8 +23,8 @@ from typing import Callable, Iterator, TypeVar
 
 from gpiozero.pins.mock import MockFactory
 
+from edge.alarm_rule import PANIC_LOCKOUT_S
 from edge.config import Config, parse
-from edge.daemon import PANIC_LOCKOUT_S
 from edge.service import build_daemon
 
 SCHOOL = "基准测试小学"

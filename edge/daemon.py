@@ -14,10 +14,13 @@ import time
 from typing import Protocol
 
 from edge import routing
+from edge.alarm_rule import AlarmRule
 from edge.clock import Clock, ClockSteps, SyncState
-from edge.config import Config, Input
+from edge.config import Config
 from edge.errors import CommandRefused, StorageError
-from edge.events import LATCH_STATE, LATCHING_KINDS, Event, new_event_id
+from edge.events import Event, new_event_id
+from edge.input_handler import InputHandler
+from edge.input_kinds import INPUT_KINDS
 from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
 from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
@@ -25,27 +28,19 @@ from edge.siren import Siren
 from edge.start_signals import StartSignals
 from edge.store import Checkpointer, Store, is_corruption
 from edge.unstored import UnstoredEvents
-from edge.watches import GateWatch, LevelWatch, PowerWatch
 
 log = logging.getLogger(__name__)
 
-# A panic or tamper contact bounces for a few milliseconds; edges this close to the
-# previous active edge are the same press.
-PANIC_LOCKOUT_S = 0.5
 HOUSEKEEPING_S = 60.0
 STORAGE_RETRY_S = 10.0
 # A Pi has no RTC: give NTP this long after start before the clock counts as a fault.
 CLOCK_GRACE_S = 600.0
 PURGE_EVERY_S = 3600.0
-MAX_DRILL_S = 86400
 # Store failures that end as soon as one write succeeds.
 WRITE_FAILURES = ("unwritable", "events_dropped")
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
 # an alarm's.
 SMS_CLOCK_SLACK_S = 300.0
-
-
-LEVEL_WATCHES = {"gate": GateWatch, "power": PowerWatch}
 
 
 class Worker(Protocol):
@@ -73,12 +68,14 @@ class Daemon:
         self.store: Store | None = None
         self._checkpointer: Checkpointer | None = None
         self.pins: InputPins | None = None
-        self.siren: Siren | None = None
         self.workers: list[Worker] = []
-        self.levels: dict[str, LevelWatch] = {}  # gates and power inputs
-        self.latched: dict[str, Event] = {}  # input name → the alarm that latched it
+        # What each input's edges mean, by its kind.
+        self.inputs: dict[str, InputHandler] = {i.name: INPUT_KINDS[i.kind](self, i)
+                                                for i in cfg.inputs}
+        # Whether the siren sounds: the presses of the inputs that trip it, drill mode.
+        self.rule = AlarmRule({name: h.drill_applies for name, h in self.inputs.items()
+                               if h.trips_siren}, cfg.drill, self.clock, self.loop, self.tz)
         self.faults: dict[str, str] = {}  # part → reason
-        self._last_active_edge: dict[str, float] = {}
         # Acted on, not yet written (storage failing).
         self.unstored = UnstoredEvents(self.loop.post, self._retry_storage)
         # What fails in storage, by source ("store", "space", "pictures"): (reason, detail).
@@ -88,12 +85,15 @@ class Daemon:
         self._next_purge = 0.0
         self._stop_requested = threading.Event()
         self._closed = False
-        # Drill mode is on until this monotonic time: a clock step neither ends a drill
-        # early nor stretches it. The store keeps the end in wall time, for a restart.
-        self.drill_ends: float | None = None
-        self.drill_account: str | None = None  # who turned drill mode on (control socket)
-        # Inputs whose kind is a latching alarm kind (panic, tamper): their edge trips the siren.
-        self._alarm_inputs = {i.name for i in cfg.inputs if i.kind in LATCHING_KINDS}
+
+    @property
+    def siren(self) -> Siren | None:
+        return self.rule.siren
+
+    @property
+    def latched(self) -> dict[str, Event]:
+        """Input name → the alarm that latched it."""
+        return self.rule.latched
 
     # ================================================================ start / stop
 
@@ -154,7 +154,7 @@ class Daemon:
         self._pin_factory = factory
         if self.cfg.siren is not None:
             try:
-                self.siren = Siren(self.cfg.siren, factory)
+                self.rule.siren = Siren(self.cfg.siren, factory)
             except Exception as e:  # the pin is busy or missing
                 log.error("siren relay on pin %d unusable: %s", self.cfg.siren.pin, e)
                 self.part_failed("siren", "unavailable", str(e))
@@ -169,31 +169,17 @@ class Daemon:
         now = self.clock.now()
         mono = self.clock.monotonic()
         if self.store is not None:
-            until = float(self.store.get_meta("drill_until") or 0)
-            # Never longer than a day: a clock stepped back must not leave real presses
-            # recorded as drills for days.
-            left = until - now.timestamp()
-            self.drill_ends = mono + left if 0 < left <= MAX_DRILL_S else None
-            self.drill_account = self.store.get_meta("drill_account") or None
-        for inp in self.cfg.inputs:
-            if inp.kind in LEVEL_WATCHES:
-                self.levels[inp.name] = LEVEL_WATCHES[inp.kind].restored(self, inp, now, mono)
-                continue
-            if inp.kind == "ack":
-                continue
-            last = self._last(inp.name, LATCH_STATE)
-            if last is not None and last.kind in LATCHING_KINDS:
-                self.latched[inp.name] = last
-                left = last.ts + self.siren.max_on_s - now.timestamp() if self.siren else 0
-                if left > 0:
-                    self._sound(mono, left)
-            elif self.pins is not None and self.pins.active(inp.name):
-                # Already pressed or tripped as we start (the lid opened while the power
-                # was off): that is an alarm, not a state to take for granted.
-                self._alarm_edge(inp, mono, now)
+            # The store keeps the drill's end in wall time.
+            self.rule.restore_drill(float(self.store.get_meta("drill_until") or 0),
+                                    self.store.get_meta("drill_account") or None, now, mono)
+        for handler in self.inputs.values():
+            handler.restore(now, mono)
 
-    def _last(self, subject: str, kinds) -> Event | None:
+    def last_event(self, subject: str, kinds: tuple[str, ...]) -> Event | None:
         return self.store.last_event(subject, kinds) if self.store is not None else None
+
+    def pin_active(self, name: str) -> bool | None:
+        return self.pins.active(name) if self.pins is not None else None
 
     def request_stop(self) -> None:
         """From any thread or a signal handler."""
@@ -230,8 +216,8 @@ class Daemon:
             worker.stop(timeout / max(1, len(self.workers)))
         if self.pins is not None:
             self.pins.close()
-        if self.siren is not None:
-            self.siren.close()
+        if self.rule.siren is not None:
+            self.rule.siren.close()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         if self.store is not None:
@@ -372,54 +358,14 @@ class Daemon:
     # ================================================================ inputs
 
     def on_edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
-        """gpiozero's thread: trip the siren for an alarm input, hand the edge to the owner
-        and return."""
-        if active and self.siren is not None and name in self._alarm_inputs and (
-                self.cfg.drill.siren_s > 0 or not self.in_drill()):
-            self.siren.trip()
+        """gpiozero's thread: trip the siren if the alarm rule says the press sounds, hand
+        the edge to the owner and return."""
+        if active:
+            self.rule.trip_at_once(name, mono)
         self.loop.post(self._edge, name, active, mono, wall)
 
     def _edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
-        inp = self.cfg.input(name)
-        if inp.kind in LEVEL_WATCHES:
-            self.levels[name].edge(active, mono, wall)
-        elif inp.kind == "ack":
-            if active:  # the guard's key switch: silence and acknowledge, like the CLI
-                self.silence(inp.name, "button")
-        elif active:
-            self._alarm_edge(inp, mono, wall)
-            if self.siren is not None and self.siren.off_at is None:
-                self.siren.stop()  # tripped by bounce or a silent drill: not wanted on
-
-    def _alarm_edge(self, inp: Input, mono: float, wall: dt.datetime) -> None:
-        last = self._last_active_edge.get(inp.name)
-        self._last_active_edge[inp.name] = mono
-        if last is not None and mono - last < PANIC_LOCKOUT_S:
-            return  # contact bounce of the same press
-        if inp.kind == "panic" and self.in_drill():
-            # A drill is recorded as one and never pages the platform as real; the siren
-            # sounds briefly so the school hears the drill.
-            if self.cfg.drill.siren_s > 0:
-                self._sound(mono, self.cfg.drill.siren_s)
-            extra = {"account": self.drill_account} if self.drill_account else None
-            self.record("drill", inp.name, inp.label, extra, time=wall)
-            return
-        # The siren first (gpiozero's thread tripped it already; this sets its time):
-        # nothing, not even the disk, stands in front of it.
-        self._sound(mono)
-        if inp.name in self.latched:
-            return  # pressed again while latched: sound again, the alarm is already raised
-        self.latched[inp.name] = self.record(inp.kind, inp.name, inp.label, time=wall)
-
-    def _sound(self, mono: float, for_s: float | None = None) -> None:
-        if self.siren is None:
-            return
-        self.siren.sound(mono, for_s)
-        self.loop.at(self.siren.off_at, self._siren_expire)
-
-    def _siren_expire(self) -> None:
-        if self.siren is not None:
-            self.siren.expire(self.clock.monotonic())
+        self.inputs[name].edge(active, mono, wall)
 
     # ================================================================ commands
 
@@ -436,9 +382,8 @@ class Daemon:
             if account is not None:
                 data["account"] = account
             done.append(self.record("silenced", name, self.cfg.label_of(name), data))
-            del self.latched[name]
-        if self.siren is not None and not self.latched:
-            self.siren.stop()
+            del self.rule.latched[name]
+        self.rule.stop_if_none_latched()
         return done
 
     def clock_synced(self) -> bool:
@@ -459,11 +404,8 @@ class Daemon:
         cutoff = None
         if sent_at is not None and self._sync.synced():
             cutoff = sent_at + SMS_CLOCK_SLACK_S
-        return [(name, alarm) for name, alarm in self.latched.items()
+        return [(name, alarm) for name, alarm in self.rule.latched.items()
                 if cutoff is None or alarm.ts <= cutoff]
-
-    def in_drill(self) -> bool:
-        return self.drill_ends is not None and self.clock.monotonic() < self.drill_ends
 
     def set_drill(self, on: bool, for_s: int | None = None,
                   account: str | None = None) -> dict:
@@ -471,23 +413,15 @@ class Daemon:
         store, so a restart in the middle of a drill does not turn a drill press real.
         ``account``: who asked (the control socket's caller), kept with the drill events."""
         for_s = for_s or self.cfg.drill.default_for_s
-        self.drill_ends = self.clock.monotonic() + for_s if on else None
-        self.drill_account = account if on else None
+        self.rule.set_drill(for_s if on else None, account)
         if self.store is not None:
             until = self.clock.now().timestamp() + for_s if on else 0
             self.store.set_meta("drill_until", str(until))
-            self.store.set_meta("drill_account", self.drill_account or "")
-        log.warning("drill mode %s (account %s)", f"on until {self._drill_status()['until']}: "
+            self.store.set_meta("drill_account", self.rule.drill_account or "")
+        status = self.rule.drill_status()
+        log.warning("drill mode %s (account %s)", f"on until {status['until']}: "
                     "panic presses are recorded as drills" if on else "off", account)
-        return self._drill_status()
-
-    def _drill_status(self) -> dict:
-        active = self.in_drill()
-        until = None
-        if active:  # said in the wall clock's terms of now, whatever it did since
-            left = dt.timedelta(seconds=self.drill_ends - self.clock.monotonic())
-            until = (self.clock.now() + left).astimezone(self.tz).isoformat(timespec="seconds")
-        return {"active": active, "until": until}
+        return status
 
     def simulate(self, name: str, active: bool) -> None:
         if self.cfg.gpio.pin_factory != "mock":
@@ -499,19 +433,17 @@ class Daemon:
     def status(self) -> dict:
         inputs = {}
         for inp in self.cfg.inputs:
-            entry = {"kind": inp.kind, "label": inp.label,
-                     "active": self.pins.active(inp.name) if self.pins else None}
-            if inp.kind == "gate":
-                entry["open"] = self.levels[inp.name].open if inp.name in self.levels else None
-            inputs[inp.name] = entry
-        alarms = sorted(self.latched.values(), key=lambda e: e.seq)
+            inputs[inp.name] = {"kind": inp.kind, "label": inp.label,
+                                "active": self.pin_active(inp.name),
+                                **self.inputs[inp.name].status()}
+        alarms = sorted(self.rule.latched.values(), key=lambda e: e.seq)
         status = {
             "device_id": self.cfg.site.device_id,
             "site": self.cfg.site.name,
             "time": self.clock.now().astimezone(self.tz).isoformat(timespec="seconds"),
             "inputs": inputs,
             "siren": {"configured": self.cfg.siren is not None,
-                      "on": bool(self.siren and self.siren.on)},
+                      "on": bool(self.rule.siren and self.rule.siren.on)},
             "alarm": {"active": bool(alarms),
                       "inputs": [a.subject for a in alarms],
                       "since": alarms[0].time.isoformat(timespec="seconds") if alarms else None},
@@ -525,7 +457,7 @@ class Daemon:
                         "dropped": self.unstored.dropped,
                         "last_seq": self.store.last_seq() if self.store else None},
             "clock_synced": self._sync.synced(),
-            "drill": self._drill_status(),
+            "drill": self.rule.drill_status(),
         }
         for worker in self.workers:
             status.setdefault(worker.part, {}).update(worker.status())

@@ -18,8 +18,9 @@ from conftest import (GATE_PIN, PANIC_PIN, SIREN_PIN, TAMPER_PIN, SyncedKernel,
                       refuse_writes)
 from edge import config
 from edge import unstored as unstored_module
+from edge.alarm_rule import PANIC_LOCKOUT_S
 from edge.clock import FakeClock
-from edge.daemon import PANIC_LOCKOUT_S, PURGE_EVERY_S, Daemon
+from edge.daemon import PURGE_EVERY_S, Daemon
 from edge.store import Store
 from edge.views import print_status
 
@@ -217,6 +218,17 @@ def test_a_press_after_silence_is_a_new_alarm(rig):
     rig.advance(PANIC_LOCKOUT_S + 1)
     rig.press()
     assert len(rig.stored("panic")) == 2 and rig.siren_on
+
+
+def test_gpiozeros_thread_trips_the_relay_by_the_owners_rule_not_for_a_bounce(rig):
+    rig.press()
+    rig.release()
+    rig.daemon.silence("wang", "cli")
+    rig.pin(PANIC_PIN).drive_low()  # a bounce, within the lockout of the press
+    # The pin thread asks the same rule as the owner: no click of the relay to undo.
+    assert not rig.siren_on
+    rig.run()
+    assert not rig.siren_on and len(rig.stored("panic")) == 1
 
 
 def test_tamper_raises_and_latches(rig):
@@ -631,6 +643,15 @@ def test_a_silent_drill_never_sounds_the_siren(make_rig):
     assert not rig.siren_on  # not even tripped by gpiozero's thread
     rig.run()
     assert not rig.siren_on and len(rig.stored("drill")) == 1
+
+
+def test_a_silent_drill_never_holds_up_a_tampers_siren(make_rig):
+    rig = make_rig(extra="[drill]\nsiren_s = 0\n").start()
+    rig.daemon.set_drill(True)
+    rig.pin(TAMPER_PIN).drive_high()  # drill mode never hides a tamper
+    assert rig.siren_on  # tripped on gpiozero's thread, before the owner saw the edge
+    rig.run()
+    assert rig.siren_on and len(rig.stored("tamper")) == 1
 
 
 def test_drill_mode_survives_a_restart(make_rig):
