@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
 import signal
 import sqlite3
 import threading
@@ -26,6 +25,7 @@ from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.sdnotify import Notifier
 from edge.siren import Siren
 from edge.start_signals import StartSignals
+from edge.storage_health import WRITE_FAILURES, StorageHealth
 from edge.store import Checkpointer, Store, is_corruption
 from edge.unstored import UnstoredEvents
 
@@ -36,8 +36,6 @@ STORAGE_RETRY_S = 10.0
 # A Pi has no RTC: give NTP this long after start before the clock counts as a fault.
 CLOCK_GRACE_S = 600.0
 PURGE_EVERY_S = 3600.0
-# Store failures that end as soon as one write succeeds.
-WRITE_FAILURES = ("unwritable", "events_dropped")
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
 # an alarm's.
 SMS_CLOCK_SLACK_S = 300.0
@@ -78,8 +76,7 @@ class Daemon:
         self.faults: dict[str, str] = {}  # part → reason
         # Acted on, not yet written (storage failing).
         self.unstored = UnstoredEvents(self.loop.post, self._retry_storage)
-        # What fails in storage, by source ("store", "space", "pictures"): (reason, detail).
-        self._storage_troubles: dict[str, tuple[str, str]] = {}
+        self.storage_health = StorageHealth(cfg.storage, self.part_failed, self.part_ok)
         self._storage_retry_armed = False
         self._started_mono = 0.0
         self._next_purge = 0.0
@@ -109,7 +106,7 @@ class Daemon:
         except StorageError as e:  # an unreadable store must not keep the alarm from arming
             log.error("state not restored from the store: %s", e)
             self.storage_trouble("store", "unreadable", str(e))
-        self._check_free_space()
+        self.storage_health.check_free_space()
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
         if self.cfg.has_transport:
             self._heartbeat()
@@ -123,7 +120,7 @@ class Daemon:
             self.store = Store(self.cfg.storage.db_path, check_integrity=True,
                                autocheckpoint=False)
         except StorageError as e:
-            if "store" not in self._storage_troubles:
+            if not self.storage_health.failing("store"):
                 log.error("event store unusable, alarms go on from memory: %s", e)
                 self.storage_trouble("store", "unwritable", str(e))
             return False
@@ -243,7 +240,7 @@ class Daemon:
             event = Event(seq=0, id=event_id, kind=kind, subject=subject, time=when, data=data)
             self._keep_unstored(event)
         else:
-            self._writes_work(*WRITE_FAILURES)
+            self.storage_health.writes_work(*WRITE_FAILURES)
         log.info("event %s %s %s", event.kind, event.subject, event.data)
         if event.seq == 0 and not self._storage_retry_armed:
             self._storage_retry_armed = True
@@ -274,7 +271,7 @@ class Daemon:
                 except (StorageError, OSError, sqlite3.Error) as again:
                     e = again
             log.error("cannot store %s event: %s", kind, e)
-            if "store" not in self._storage_troubles:
+            if not self.storage_health.failing("store"):
                 self.loop.post(self.storage_trouble, "store", "unwritable", str(e))
             return None
 
@@ -295,48 +292,9 @@ class Daemon:
                 worker.notify(stored)
         return stored
 
-    def _writes_work(self, *reasons: str) -> None:
-        """The store took a write: its trouble ends if it was one of ``reasons``."""
-        if self._storage_troubles.get("store", ("",))[0] in reasons:
-            self.storage_trouble("store", None)
-
     def storage_trouble(self, source: str, reason: str | None, detail: str = "") -> None:
-        """What fails in storage, by source: "store" (the event store: unwritable,
-        corrupt, unreadable, events_dropped), "space" (low_space), "pictures" (the camera
-        worker's files); ``reason`` None: that source works again. The part is in fault
-        while any source fails, with the latest reason; recovered once none does."""
-        known = self._storage_troubles.get(source)
-        if reason is None:
-            if known is None:
-                return
-            del self._storage_troubles[source]
-        elif known is not None and known[0] == reason:
-            self._storage_troubles[source] = (reason, detail)  # nothing new to report
-            return
-        else:
-            self._storage_troubles.pop(source, None)  # the latest reason is the one shown
-            self._storage_troubles[source] = (reason, detail)
-        if self._storage_troubles:
-            reason, detail = list(self._storage_troubles.values())[-1]
-            self.part_failed("storage", reason, detail)
-        else:
-            self.part_ok("storage")
-
-    def _check_free_space(self) -> None:
-        """Low free space is a fault of its own ([storage] min_free_mb), even while every
-        write still succeeds; it clears with a margin (Storage.space_low)."""
-        try:
-            free = shutil.disk_usage(self.cfg.storage.path).free
-        except OSError:
-            return  # no directory: opening the store fails and says so
-        if self.cfg.storage.space_low(free, was_low="space" in self._storage_troubles):
-            if "space" not in self._storage_troubles:
-                log.error("%d MB free on %s, below [storage] min_free_mb", free >> 20,
-                          self.cfg.storage.path)
-            self.storage_trouble("space", "low_space", f"{free >> 20} MB free, below "
-                                 f"min_free_mb = {self.cfg.storage.min_free_mb}")
-        else:
-            self.storage_trouble("space", None)
+        """What fails in storage, by source (StorageHealth.trouble)."""
+        self.storage_health.trouble(source, reason, detail)
 
     def part_failed(self, part: str, reason: str, detail: str | None = None) -> None:
         """A part failed a check: one `fault` event when it starts failing (storage: see
@@ -488,7 +446,7 @@ class Daemon:
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
         if self.unstored or "storage" in self.faults:
             self._retry_storage()
-        self._check_free_space()
+        self.storage_health.check_free_space()
         if self._sync.synced():
             self.part_ok("clock")
         elif self.clock.monotonic() - self._started_mono >= CLOCK_GRACE_S:
@@ -510,8 +468,10 @@ class Daemon:
 
     def _retry_storage(self) -> None:
         self._storage_retry_armed = False
-        if (self.store is not None or self._open_store()) and self.unstored.flush(self._store_held):
-            self._writes_work(*WRITE_FAILURES, "corrupt")  # a corrupt file is kept aside
+        if ((self.store is not None or self._open_store())
+                and self.unstored.flush(self._store_held)):
+            # a corrupt file is kept aside
+            self.storage_health.writes_work(*WRITE_FAILURES, "corrupt")
         if self.unstored and not self._storage_retry_armed:
             self._storage_retry_armed = True
             self.loop.after(STORAGE_RETRY_S, self._retry_storage)
