@@ -22,8 +22,8 @@ from typing import Callable, Iterator, TypeVar
 
 from gpiozero.pins.mock import MockFactory
 
+from edge.alarm_rule import PANIC_LOCKOUT_S
 from edge.config import Config
-from edge.daemon import PANIC_LOCKOUT_S
 from edge.service import build_daemon
 from edge.sim.site import OwnerThread, PanicButton, SimSite
 

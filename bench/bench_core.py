@@ -26,8 +26,9 @@ from _common import (BUTTON_PINS, Buttons, arg_parser, percentile, print_machine
                      site_config, spread, verdict, work_dir)
 from gpiozero.pins.mock import MockFactory, MockPin
 
+from edge.alarm_rule import PANIC_LOCKOUT_S
 from edge.config import Config
-from edge.daemon import PANIC_LOCKOUT_S, Daemon
+from edge.daemon import Daemon
 from edge.events import Event
 from edge.sim.site import SIREN_PIN, Contact, OwnerThread
 

@@ -6,8 +6,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import datetime as dt
+import logging
 import threading
 import time
+from typing import Protocol
+
+from edge.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 _TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised (STA_UNSYNC)
 
@@ -84,6 +90,43 @@ class SyncState:
         buf = ctypes.create_string_buffer(512)  # struct timex; modes = 0 reads only
         state = self._libc.adjtimex(buf)
         return 0 <= state != _TIME_ERROR
+
+
+class SmsDeadlines(Protocol):
+    """What ClockSteps moves: the outbox's wall-time deadlines (edge.store.Store)."""
+
+    def shift_sms_times(self, step_s: float) -> int: ...
+
+
+class ClockSteps:
+    """Notices the wall clock being stepped against the monotonic one (NTP setting a Pi's
+    clock at boot, hours after the last saved time) and moves the outbox's wall-time
+    deadlines with it. One is shared by the threads that use those deadlines (the owner
+    before it stores an event, the SMS worker before it sends): the first to notice a step
+    moves the deadlines, once, and rows created after it are left as they are."""
+
+    def __init__(self, clock: Clock, threshold_s: float = 2.0):
+        self._clock = clock
+        self.threshold_s = threshold_s
+        self._lock = threading.Lock()
+        self._wall_minus_mono: float | None = None
+
+    def follow(self, store: SmsDeadlines) -> None:
+        """Move the deadlines if the clock stepped since the last call. When the store
+        refuses, the step is moved at the next call (by whichever thread makes it); the
+        caller goes on meanwhile: storing an event or sending an SMS needs no shift."""
+        with self._lock:
+            offset = self._clock.now().timestamp() - self._clock.monotonic()
+            step = 0.0 if self._wall_minus_mono is None else offset - self._wall_minus_mono
+            if abs(step) >= self.threshold_s:
+                try:
+                    moved = store.shift_sms_times(step)
+                except StorageError as e:
+                    log.warning("SMS deadlines not moved with a clock step yet: %s", e)
+                    return
+                log.warning("the clock was stepped by %+.0f s: %d SMS deadline(s) moved with "
+                            "it", step, moved)
+            self._wall_minus_mono = offset
 
 
 class LocalTime(dt.datetime):

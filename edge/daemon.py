@@ -4,10 +4,8 @@ threads and hear of events only after the siren is on and the event is stored.""
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import logging
-import shutil
 import signal
 import threading
 import time
@@ -15,10 +13,13 @@ from collections.abc import Container
 from typing import Protocol
 
 from edge import routing
-from edge.clock import Clock, SyncState
-from edge.config import Config, Input
+from edge.alarm_rule import AlarmRule
+from edge.clock import Clock, ClockSteps, SyncState
+from edge.config import Config
 from edge.errors import CommandRefused, StorageError
-from edge.events import ALARM_KINDS, LATCH_STATE, LATCHING_KINDS, Event, new_event_id
+from edge.events import Event, new_event_id
+from edge.input_handler import InputHandler
+from edge.input_kinds import INPUT_KINDS
 from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
 from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.port import Handoffs, OwnerCommands, WorkerPort
@@ -26,35 +27,20 @@ from edge.sdnotify import Notifier
 from edge.siren import Siren
 from edge.start_signals import StartSignals
 from edge.status_doc import DrillStatus, InputStatus, StatusDoc, UplinkStatus, complete_part
-from edge.store import Checkpointer, ClockSteps, Store, is_corruption
-from edge.watches import GateWatch, LevelWatch, PowerWatch
+from edge.storage_health import WRITE_FAILURES, StorageHealth
+from edge.store import Checkpointer, Store, is_corruption
+from edge.unstored import UnstoredEvents
 
 log = logging.getLogger(__name__)
 
-# A panic or tamper contact bounces for a few milliseconds; edges this close to the
-# previous active edge are the same press.
-PANIC_LOCKOUT_S = 0.5
 HOUSEKEEPING_S = 60.0
 STORAGE_RETRY_S = 10.0
 # A Pi has no RTC: give NTP this long after start before the clock counts as a fault.
 CLOCK_GRACE_S = 600.0
 PURGE_EVERY_S = 3600.0
-MAX_DRILL_S = 86400
-# Events kept in memory while the store cannot be written, at most (a few MB): beyond it
-# the oldest event that is not an alarm goes first.
-MAX_UNSTORED = 10_000
-# Held events written per turn of the owner loop (each is a synchronous commit): the rest
-# follow on the next turns, so a long backlog never holds up an edge or a timer.
-FLUSH_BATCH = 100
-# Store failures that end as soon as one write succeeds.
-WRITE_FAILURES = ("unwritable", "events_dropped")
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
 # an alarm's.
 SMS_CLOCK_SLACK_S = 300.0
-
-
-LEVEL_WATCHES: dict[str, type[GateWatch] | type[PowerWatch]] = {"gate": GateWatch,
-                                                                "power": PowerWatch}
 
 
 class Worker(Protocol):
@@ -83,7 +69,6 @@ class Daemon:
         self.store: Store | None = None
         self._checkpointer: Checkpointer | None = None
         self.pins: InputPins | None = None
-        self.siren: Siren | None = None
         self.workers: list[Worker] = []
         self.handoffs = Handoffs()  # what the workers offer; wired by edge.service
         # All a worker may ask of the daemon.
@@ -92,27 +77,30 @@ class Daemon:
             part_ok=self.part_ok, part_failed=self.part_failed,
             storage_trouble=self.storage_trouble, clock_synced=self.clock_synced,
             commands=OwnerCommands(self.silence, self.acknowledge, self.status))
-        self.levels: dict[str, LevelWatch] = {}  # gates and power inputs
-        self.latched: dict[str, Event] = {}  # input name → the alarm that latched it
+        # What each input's edges mean, by its kind.
+        self.inputs: dict[str, InputHandler] = {i.name: INPUT_KINDS[i.kind](self, i)
+                                                for i in cfg.inputs}
+        # Whether the siren sounds: the presses of the inputs that trip it, drill mode.
+        self.rule = AlarmRule({name: h.drill_applies for name, h in self.inputs.items()
+                               if h.trips_siren}, cfg.drill, self.clock, self.loop, self.tz)
         self.faults: dict[str, str] = {}  # part → reason
-        self._last_active_edge: dict[str, float] = {}
-        # Acted on, not yet written (storage failing), oldest first.
-        self._unstored: collections.deque[Event] = collections.deque()
-        self._dropped = 0  # events lost because _unstored was full
-        # What fails in storage, by source ("store", "space", "pictures"): (reason, detail).
-        self._storage_troubles: dict[str, tuple[str, str]] = {}
+        # Acted on, not yet written (storage failing).
+        self.unstored = UnstoredEvents(self.loop.post, self._retry_storage)
+        self.storage_health = StorageHealth(cfg.storage, self.part_failed, self.part_ok)
         self._storage_retry_armed = False
-        self._flush_posted = False
         self._started_mono = 0.0
         self._next_purge = 0.0
         self._stop_requested = threading.Event()
         self._closed = False
-        # Drill mode is on until this monotonic time: a clock step neither ends a drill
-        # early nor stretches it. The store keeps the end in wall time, for a restart.
-        self.drill_ends: float | None = None
-        self.drill_account: str | None = None  # who turned drill mode on (control socket)
-        # Inputs whose kind is a latching alarm kind (panic, tamper): their edge trips the siren.
-        self._alarm_inputs = {i.name for i in cfg.inputs if i.kind in LATCHING_KINDS}
+
+    @property
+    def siren(self) -> Siren | None:
+        return self.rule.siren
+
+    @property
+    def latched(self) -> dict[str, Event]:
+        """Input name → the alarm that latched it."""
+        return self.rule.latched
 
     # ================================================================ start / stop
 
@@ -128,7 +116,7 @@ class Daemon:
         except StorageError as e:  # an unreadable store must not keep the alarm from arming
             log.error("state not restored from the store: %s", e)
             self.storage_trouble("store", "unreadable", str(e))
-        self._check_free_space()
+        self.storage_health.check_free_space()
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
         if self.cfg.has_transport:
             self._heartbeat()
@@ -142,7 +130,7 @@ class Daemon:
             self.store = Store(self.cfg.storage.db_path, check_integrity=True,
                                autocheckpoint=False)
         except StorageError as e:
-            if "store" not in self._storage_troubles:
+            if not self.storage_health.failing("store"):
                 log.error("event store unusable, alarms go on from memory: %s", e)
                 self.storage_trouble("store", "unwritable", str(e))
             return False
@@ -173,7 +161,7 @@ class Daemon:
         self._pin_factory = factory
         if self.cfg.siren is not None:
             try:
-                self.siren = Siren(self.cfg.siren, factory)
+                self.rule.siren = Siren(self.cfg.siren, factory)
             except Exception as e:  # the pin is busy or missing
                 log.error("siren relay on pin %d unusable: %s", self.cfg.siren.pin, e)
                 self.part_failed("siren", "unavailable", str(e))
@@ -188,31 +176,17 @@ class Daemon:
         now = self.clock.now()
         mono = self.clock.monotonic()
         if self.store is not None:
-            until = float(self.store.get_meta("drill_until") or 0)
-            # Never longer than a day: a clock stepped back must not leave real presses
-            # recorded as drills for days.
-            left = until - now.timestamp()
-            self.drill_ends = mono + left if 0 < left <= MAX_DRILL_S else None
-            self.drill_account = self.store.get_meta("drill_account") or None
-        for inp in self.cfg.inputs:
-            if inp.kind in LEVEL_WATCHES:
-                self.levels[inp.name] = LEVEL_WATCHES[inp.kind].restored(self, inp, now, mono)
-                continue
-            if inp.kind == "ack":
-                continue
-            last = self._last(inp.name, LATCH_STATE)
-            if last is not None and last.kind in LATCHING_KINDS:
-                self.latched[inp.name] = last
-                left = last.ts + self.siren.max_on_s - now.timestamp() if self.siren else 0
-                if left > 0:
-                    self._sound(mono, left)
-            elif self.pins is not None and self.pins.active(inp.name):
-                # Already pressed or tripped as we start (the lid opened while the power
-                # was off): that is an alarm, not a state to take for granted.
-                self._alarm_edge(inp, mono, now)
+            # The store keeps the drill's end in wall time.
+            self.rule.restore_drill(float(self.store.get_meta("drill_until") or 0),
+                                    self.store.get_meta("drill_account") or None, now, mono)
+        for handler in self.inputs.values():
+            handler.restore(now, mono)
 
-    def _last(self, subject: str, kinds) -> Event | None:
+    def last_event(self, subject: str, kinds: tuple[str, ...]) -> Event | None:
         return self.store.last_event(subject, kinds) if self.store is not None else None
+
+    def pin_active(self, name: str) -> bool | None:
+        return self.pins.active(name) if self.pins is not None else None
 
     def request_stop(self) -> None:
         """From any thread or a signal handler."""
@@ -249,8 +223,8 @@ class Daemon:
             worker.stop(timeout / max(1, len(self.workers)))
         if self.pins is not None:
             self.pins.close()
-        if self.siren is not None:
-            self.siren.close()
+        if self.rule.siren is not None:
+            self.rule.siren.close()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         if self.store is not None:
@@ -270,13 +244,13 @@ class Daemon:
         event = None
         # Behind the events still in memory, never before them: the platform's `sequence`
         # follows creation order.
-        if self._flush_unstored():
+        if self.unstored.flush(self._store_held):
             event = self._append(kind, subject, when, data, event_id)
         if event is None:
             event = Event(seq=0, id=event_id, kind=kind, subject=subject, time=when, data=data)
             self._keep_unstored(event)
         else:
-            self._writes_work(*WRITE_FAILURES)
+            self.storage_health.writes_work(*WRITE_FAILURES)
         log.info("event %s %s %s", event.kind, event.subject, event.data)
         if event.seq == 0 and not self._storage_retry_armed:
             self._storage_retry_armed = True
@@ -307,88 +281,29 @@ class Daemon:
                 except StorageError as again:
                     e = again
             log.error("cannot store %s event: %s", kind, e)
-            if "store" not in self._storage_troubles:
+            if not self.storage_health.failing("store"):
                 self.loop.post(self.storage_trouble, "store", "unwritable", str(e))
             return None
 
     def _keep_unstored(self, event: Event) -> None:
-        """Hold an event the store refused, within MAX_UNSTORED: when full, the oldest
-        that is not an alarm goes (the oldest of all if only alarms are held)."""
-        if len(self._unstored) >= MAX_UNSTORED:
-            lost = next((e for e in self._unstored if e.kind not in ALARM_KINDS),
-                        self._unstored[0])
-            self._unstored.remove(lost)
-            self._dropped += 1
-            log.error("memory holds %d unstored events: %s event %s dropped (%d so far)",
-                      MAX_UNSTORED, lost.kind, lost.id, self._dropped)
-            self.storage_trouble("store", "events_dropped",
-                                 f"{self._dropped} events dropped while the store failed")
-        self._unstored.append(event)
+        """Hold an event the store refused (UnstoredEvents says what goes when full)."""
+        if self.unstored.make_room() is not None:
+            self.storage_trouble("store", "events_dropped", f"{self.unstored.dropped} "
+                                 "events dropped while the store failed")
+        self.unstored.hold(event)
 
-    def _flush_unstored(self) -> bool:
-        """Store the events kept in memory, oldest first, FLUSH_BATCH of them now and the
-        rest on the loop's next turns; True when none is left."""
-        for _ in range(min(FLUSH_BATCH, len(self._unstored))):
-            pending = self._unstored[0]
-            sent = self.handoffs.sent_from_memory(pending.id)
-            stored = self._append(pending.kind, pending.subject, pending.time, pending.data,
-                                  pending.id, sms_sent=sent)
-            if stored is None:
-                return False
-            self._unstored.popleft()
+    def _store_held(self, pending: Event) -> Event | None:
+        sent = self.handoffs.sent_from_memory(pending.id)
+        stored = self._append(pending.kind, pending.subject, pending.time, pending.data,
+                              pending.id, sms_sent=sent)
+        if stored is not None:
             for worker in self.workers:
                 worker.notify(stored)
-        if self._unstored and not self._flush_posted:
-            self._flush_posted = True
-            self.loop.post(self._flush_more)
-        return not self._unstored
-
-    def _flush_more(self) -> None:
-        self._flush_posted = False
-        self._retry_storage()
-
-    def _writes_work(self, *reasons: str) -> None:
-        """The store took a write: its trouble ends if it was one of ``reasons``."""
-        if self._storage_troubles.get("store", ("",))[0] in reasons:
-            self.storage_trouble("store", None)
+        return stored
 
     def storage_trouble(self, source: str, reason: str | None, detail: str = "") -> None:
-        """What fails in storage, by source: "store" (the event store: unwritable,
-        corrupt, unreadable, events_dropped), "space" (low_space), "pictures" (the camera
-        worker's files); ``reason`` None: that source works again. The part is in fault
-        while any source fails, with the latest reason; recovered once none does."""
-        known = self._storage_troubles.get(source)
-        if reason is None:
-            if known is None:
-                return
-            del self._storage_troubles[source]
-        elif known is not None and known[0] == reason:
-            self._storage_troubles[source] = (reason, detail)  # nothing new to report
-            return
-        else:
-            self._storage_troubles.pop(source, None)  # the latest reason is the one shown
-            self._storage_troubles[source] = (reason, detail)
-        if self._storage_troubles:
-            reason, detail = list(self._storage_troubles.values())[-1]
-            self.part_failed("storage", reason, detail)
-        else:
-            self.part_ok("storage")
-
-    def _check_free_space(self) -> None:
-        """Low free space is a fault of its own ([storage] min_free_mb), even while every
-        write still succeeds; it clears with a margin (Storage.space_low)."""
-        try:
-            free = shutil.disk_usage(self.cfg.storage.path).free
-        except OSError:
-            return  # no directory: opening the store fails and says so
-        if self.cfg.storage.space_low(free, was_low="space" in self._storage_troubles):
-            if "space" not in self._storage_troubles:
-                log.error("%d MB free on %s, below [storage] min_free_mb", free >> 20,
-                          self.cfg.storage.path)
-            self.storage_trouble("space", "low_space", f"{free >> 20} MB free, below "
-                                 f"min_free_mb = {self.cfg.storage.min_free_mb}")
-        else:
-            self.storage_trouble("space", None)
+        """What fails in storage, by source (StorageHealth.trouble)."""
+        self.storage_health.trouble(source, reason, detail)
 
     def part_failed(self, part: str, reason: str, detail: str | None = None) -> None:
         """A part failed a check: one `fault` event when it starts failing (storage: see
@@ -410,54 +325,14 @@ class Daemon:
     # ================================================================ inputs
 
     def on_edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
-        """gpiozero's thread: trip the siren for an alarm input, hand the edge to the owner
-        and return."""
-        if active and self.siren is not None and name in self._alarm_inputs and (
-                self.cfg.drill.siren_s > 0 or not self.in_drill()):
-            self.siren.trip()
+        """gpiozero's thread: trip the siren if the alarm rule says the press sounds, hand
+        the edge to the owner and return."""
+        if active:
+            self.rule.trip_at_once(name, mono)
         self.loop.post(self._edge, name, active, mono, wall)
 
     def _edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
-        inp = self.cfg.input(name)
-        assert inp is not None, name  # edges come only from the configured inputs' pins
-        if inp.kind in LEVEL_WATCHES:
-            self.levels[name].edge(active, mono, wall)
-        elif inp.kind == "ack":
-            if active:  # the guard's key switch: silence and acknowledge, like the CLI
-                self.silence(inp.name, "button")
-        elif active:
-            self._alarm_edge(inp, mono, wall)
-            if self.siren is not None and self.siren.off_at is None:
-                self.siren.stop()  # tripped by bounce or a silent drill: not wanted on
-
-    def _alarm_edge(self, inp: Input, mono: float, wall: dt.datetime) -> None:
-        last = self._last_active_edge.get(inp.name)
-        self._last_active_edge[inp.name] = mono
-        if last is not None and mono - last < PANIC_LOCKOUT_S:
-            return  # contact bounce of the same press
-        if inp.kind == "panic" and self.in_drill():
-            # A drill is recorded as one and never pages the platform as real; the siren
-            # sounds briefly so the school hears the drill.
-            if self.cfg.drill.siren_s > 0:
-                self._sound(mono, self.cfg.drill.siren_s)
-            extra = {"account": self.drill_account} if self.drill_account else None
-            self.record("drill", inp.name, inp.label, extra, time=wall)
-            return
-        # The siren first (gpiozero's thread tripped it already; this sets its time):
-        # nothing, not even the disk, stands in front of it.
-        self._sound(mono)
-        if inp.name in self.latched:
-            return  # pressed again while latched: sound again, the alarm is already raised
-        self.latched[inp.name] = self.record(inp.kind, inp.name, inp.label, time=wall)
-
-    def _sound(self, mono: float, for_s: float | None = None) -> None:
-        if self.siren is None:
-            return
-        self.loop.at(self.siren.sound(mono, for_s), self._siren_expire)
-
-    def _siren_expire(self) -> None:
-        if self.siren is not None:
-            self.siren.expire(self.clock.monotonic())
+        self.inputs[name].edge(active, mono, wall)
 
     # ================================================================ commands
 
@@ -474,9 +349,8 @@ class Daemon:
             if account is not None:
                 data["account"] = account
             done.append(self.record("silenced", name, self.cfg.label_of(name), data))
-            del self.latched[name]
-        if self.siren is not None and not self.latched:
-            self.siren.stop()
+            del self.rule.latched[name]
+        self.rule.stop_if_none_latched()
         return done
 
     def clock_synced(self) -> bool:
@@ -497,11 +371,8 @@ class Daemon:
         cutoff = None
         if sent_at is not None and self._sync.synced():
             cutoff = sent_at + SMS_CLOCK_SLACK_S
-        return [(name, alarm) for name, alarm in self.latched.items()
+        return [(name, alarm) for name, alarm in self.rule.latched.items()
                 if cutoff is None or alarm.ts <= cutoff]
-
-    def in_drill(self) -> bool:
-        return self.drill_ends is not None and self.clock.monotonic() < self.drill_ends
 
     def set_drill(self, on: bool, for_s: int | None = None,
                   account: str | None = None) -> DrillStatus:
@@ -509,23 +380,15 @@ class Daemon:
         store, so a restart in the middle of a drill does not turn a drill press real.
         ``account``: who asked (the control socket's caller), kept with the drill events."""
         for_s = for_s or self.cfg.drill.default_for_s
-        self.drill_ends = self.clock.monotonic() + for_s if on else None
-        self.drill_account = account if on else None
+        self.rule.set_drill(for_s if on else None, account)
         if self.store is not None:
             until = self.clock.now().timestamp() + for_s if on else 0
             self.store.set_meta("drill_until", str(until))
-            self.store.set_meta("drill_account", self.drill_account or "")
-        log.warning("drill mode %s (account %s)", f"on until {self._drill_status()['until']}: "
+            self.store.set_meta("drill_account", self.rule.drill_account or "")
+        status = self.rule.drill_status()
+        log.warning("drill mode %s (account %s)", f"on until {status['until']}: "
                     "panic presses are recorded as drills" if on else "off", account)
-        return self._drill_status()
-
-    def _drill_status(self) -> DrillStatus:
-        active = self.in_drill()
-        until = None
-        if active and self.drill_ends is not None:  # said in the wall clock's terms of now
-            left = dt.timedelta(seconds=self.drill_ends - self.clock.monotonic())
-            until = (self.clock.now() + left).astimezone(self.tz).isoformat(timespec="seconds")
-        return {"active": active, "until": until}
+        return status
 
     def simulate(self, name: str, active: bool) -> None:
         if self.cfg.gpio.pin_factory != "mock":
@@ -538,19 +401,17 @@ class Daemon:
         inputs: dict[str, InputStatus] = {}
         for inp in self.cfg.inputs:
             entry: InputStatus = {"kind": inp.kind, "label": inp.label,
-                                  "active": self.pins.active(inp.name) if self.pins else None}
-            if inp.kind == "gate":
-                watch = self.levels.get(inp.name)
-                entry["open"] = watch.open if isinstance(watch, GateWatch) else None
+                                  "active": self.pin_active(inp.name)}
+            entry.update(self.inputs[inp.name].status())
             inputs[inp.name] = entry
-        alarms = sorted(self.latched.values(), key=lambda e: e.seq)
+        alarms = sorted(self.rule.latched.values(), key=lambda e: e.seq)
         status: StatusDoc = {
             "device_id": self.cfg.site.device_id,
             "site": self.cfg.site.name,
             "time": self.clock.now().astimezone(self.tz).isoformat(timespec="seconds"),
             "inputs": inputs,
             "siren": {"configured": self.cfg.siren is not None,
-                      "on": bool(self.siren and self.siren.on)},
+                      "on": bool(self.rule.siren and self.rule.siren.on)},
             "alarm": {"active": bool(alarms),
                       "inputs": [a.subject for a in alarms],
                       "since": alarms[0].time.isoformat(timespec="seconds") if alarms else None},
@@ -560,11 +421,11 @@ class Daemon:
             "uplink": self._uplink_status(),
             "faults": sorted(self.faults),
             "fault_reasons": dict(sorted(self.faults.items())),
-            "storage": {"ok": "storage" not in self.faults, "unstored": len(self._unstored),
-                        "dropped": self._dropped,
+            "storage": {"ok": "storage" not in self.faults, "unstored": len(self.unstored),
+                        "dropped": self.unstored.dropped,
                         "last_seq": self.store.last_seq() if self.store else None},
             "clock_synced": self._sync.synced(),
-            "drill": self._drill_status(),
+            "drill": self.rule.drill_status(),
         }
         for worker in self.workers:
             complete_part(status, worker.part, worker.status())
@@ -594,9 +455,9 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
-        if self._unstored or "storage" in self.faults:
+        if self.unstored or "storage" in self.faults:
             self._retry_storage()
-        self._check_free_space()
+        self.storage_health.check_free_space()
         if self._sync.synced():
             self.part_ok("clock")
         elif self.clock.monotonic() - self._started_mono >= CLOCK_GRACE_S:
@@ -618,9 +479,11 @@ class Daemon:
 
     def _retry_storage(self) -> None:
         self._storage_retry_armed = False
-        if (self.store is not None or self._open_store()) and self._flush_unstored():
-            self._writes_work(*WRITE_FAILURES, "corrupt")  # a corrupt file is kept aside
-        if self._unstored and not self._storage_retry_armed:
+        if ((self.store is not None or self._open_store())
+                and self.unstored.flush(self._store_held)):
+            # a corrupt file is kept aside
+            self.storage_health.writes_work(*WRITE_FAILURES, "corrupt")
+        if self.unstored and not self._storage_retry_armed:
             self._storage_retry_armed = True
             self.loop.after(STORAGE_RETRY_S, self._retry_storage)
 

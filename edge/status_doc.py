@@ -7,11 +7,15 @@ from __future__ import annotations
 from typing import Mapping, NotRequired, TypedDict, cast
 
 
-class InputStatus(TypedDict):
+class InputExtra(TypedDict, total=False):
+    """What an input's handler adds to its status entry."""
+    open: bool | None  # gates only: the debounced state (None: not known yet)
+
+
+class InputStatus(InputExtra):
     kind: str  # panic, gate, tamper, ack, power
     label: str
     active: bool | None  # the pin's state; None when it could not be claimed
-    open: NotRequired[bool | None]  # gates only: the debounced state (None: not known yet)
 
 
 class SirenStatus(TypedDict):

@@ -8,29 +8,34 @@ import datetime as dt
 
 from edge.config import Input
 from edge.events import BATTERY_STATE, GATE_STATE, MAINS_STATE
+from edge.input_handler import InputHandler, InputSite
 from edge.owner import Timer
+from edge.status_doc import InputExtra
 
 # A UPS signal can flicker while the mains browns out.
 POWER_DEBOUNCE_S = 1.0
 
 
-class LevelWatch:
+class LevelWatch(InputHandler):
     """Debounce of one input; subclasses say what a settled change means."""
 
     debounce_s = 0.0
 
-    def __init__(self, daemon, inp: Input, active: bool):
-        self.daemon = daemon
-        self.inp = inp
-        self.active = active  # the settled state, as last recorded
-        self.level = active  # the raw level, maybe still bouncing
+    def __init__(self, site: InputSite, inp: Input):
+        super().__init__(site, inp)
+        # The settled state, as last recorded (None until restored from the store), and
+        # the raw level, maybe still bouncing.
+        self.active: bool | None = None
+        self.level: bool | None = None
         self.level_mono = 0.0
         self.level_wall: dt.datetime | None = None
         self._debounce: Timer | None = None
 
-    def follow_pin(self, mono: float, now: dt.datetime) -> None:
-        """At start: a level that differs from the stored state is a change to record."""
-        current = self.daemon.pins.active(self.inp.name) if self.daemon.pins else None
+    def _restored(self, active: bool, mono: float, now: dt.datetime) -> None:
+        """At start: the stored state; a pin level that differs from it is a change to
+        record."""
+        self.active = self.level = active
+        current = self.site.pin_active(self.inp.name)
         if current is not None and current != self.active:
             self.edge(current, mono, now)
 
@@ -47,7 +52,7 @@ class LevelWatch:
             self._debounce.cancel()
             self._debounce = None
         if active != self.active:
-            self._debounce = self.daemon.loop.at(mono + self.debounce_s, self._settle)
+            self._debounce = self.site.loop.at(mono + self.debounce_s, self._settle)
 
     def _settle(self) -> None:
         self._debounce = None
@@ -63,30 +68,30 @@ class GateWatch(LevelWatch):
     """A gate's reed switch: gate_open / gate_closed; an opening outside the allowed hours
     is an alert; one held-open alert per opening."""
 
-    def __init__(self, daemon, inp: Input, is_open: bool):
-        super().__init__(daemon, inp, is_open)
+    def __init__(self, site: InputSite, inp: Input):
+        super().__init__(site, inp)
         self.debounce_s = inp.debounce_s
         self._held: Timer | None = None
 
     @property
     def open(self) -> bool:
-        return self.active
+        return bool(self.active)
 
-    @classmethod
-    def restored(cls, daemon, inp: Input, now: dt.datetime, mono: float) -> GateWatch:
-        last = daemon._last(inp.name, GATE_STATE)
-        is_open = last is not None and last.kind != "gate_closed"
-        watch = cls(daemon, inp, is_open)
-        if is_open and last.kind == "gate_open":
+    def status(self) -> InputExtra:
+        return {"open": self.active}
+
+    def restore(self, now: dt.datetime, mono: float) -> None:
+        inp = self.inp
+        last = self.site.last_event(inp.name, GATE_STATE)
+        if last is not None and last.kind == "gate_open":
             # The wall clock is all a restart has; one that is behind the stored opening
             # must not put the alert off beyond held_open_alert_s.
             left = last.ts + inp.held_open_alert_s - now.timestamp()
-            watch._arm_held(mono + min(max(0.0, left), inp.held_open_alert_s))
-        watch.follow_pin(mono, now)
-        return watch
+            self._arm_held(mono + min(max(0.0, left), inp.held_open_alert_s))
+        self._restored(last is not None and last.kind != "gate_closed", mono, now)
 
     def changed(self) -> None:
-        d, inp, when = self.daemon, self.inp, self.level_wall
+        d, inp, when = self.site, self.inp, self.level_wall
         assert when is not None  # a change follows an edge, which set it
         if self.open:
             d.record("gate_open", inp.name, inp.label, time=when)
@@ -103,12 +108,12 @@ class GateWatch(LevelWatch):
 
     def _arm_held(self, deadline: float) -> None:
         if self.inp.held_open_alert_s > 0:
-            self._held = self.daemon.loop.at(deadline, self._held_open)
+            self._held = self.site.loop.at(deadline, self._held_open)
 
     def _held_open(self) -> None:
         self._held = None
         if self.open:
-            self.daemon.record("gate_held_open", self.inp.name, self.inp.label,
+            self.site.record("gate_held_open", self.inp.name, self.inp.label,
                                {"held_open_alert_s": self.inp.held_open_alert_s})
 
 
@@ -118,16 +123,13 @@ class PowerWatch(LevelWatch):
 
     debounce_s = POWER_DEBOUNCE_S
 
-    @classmethod
-    def restored(cls, daemon, inp: Input, now: dt.datetime, mono: float) -> PowerWatch:
-        kinds = MAINS_STATE if inp.signals == "mains_lost" else BATTERY_STATE
-        last = daemon._last(inp.name, kinds)
-        watch = cls(daemon, inp, last is not None and last.kind == kinds[0])
-        watch.follow_pin(mono, now)
-        return watch
+    def restore(self, now: dt.datetime, mono: float) -> None:
+        kinds = MAINS_STATE if self.inp.signals == "mains_lost" else BATTERY_STATE
+        last = self.site.last_event(self.inp.name, kinds)
+        self._restored(last is not None and last.kind == kinds[0], mono, now)
 
     def changed(self) -> None:
-        d, inp, when = self.daemon, self.inp, self.level_wall
+        d, inp, when = self.site, self.inp, self.level_wall
         if inp.signals == "mains_lost":
             d.record("power_lost" if self.active else "power_restored", inp.name, inp.label,
                      time=when)

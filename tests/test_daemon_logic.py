@@ -18,9 +18,10 @@ from gpiozero.pins.mock import MockFactory
 from conftest import (GATE_PIN, PANIC_PIN, SIREN_PIN, TAMPER_PIN, SyncedKernel,
                       refuse_writes)
 from edge import config
-from edge import daemon as daemon_module
+from edge import unstored as unstored_module
+from edge.alarm_rule import PANIC_LOCKOUT_S
 from edge.clock import Clock, FakeClock
-from edge.daemon import PANIC_LOCKOUT_S, PURGE_EVERY_S, Daemon
+from edge.daemon import PURGE_EVERY_S, Daemon
 from edge.owner import OwnerLoop
 from edge.store import Store
 from edge.views import print_status
@@ -219,6 +220,17 @@ def test_a_press_after_silence_is_a_new_alarm(rig):
     rig.advance(PANIC_LOCKOUT_S + 1)
     rig.press()
     assert len(rig.stored("panic")) == 2 and rig.siren_on
+
+
+def test_gpiozeros_thread_trips_the_relay_by_the_owners_rule_not_for_a_bounce(rig):
+    rig.press()
+    rig.release()
+    rig.daemon.silence("wang", "cli")
+    rig.pin(PANIC_PIN).drive_low()  # a bounce, within the lockout of the press
+    # The pin thread asks the same rule as the owner: no click of the relay to undo.
+    assert not rig.siren_on
+    rig.run()
+    assert not rig.siren_on and len(rig.stored("panic")) == 1
 
 
 def test_tamper_raises_and_latches(rig):
@@ -488,7 +500,7 @@ def test_a_new_event_is_stored_behind_those_waiting_in_memory(rig, monkeypatch):
 
 
 def test_a_long_backlog_is_written_a_batch_per_turn_of_the_owner_loop(rig, monkeypatch):
-    monkeypatch.setattr(daemon_module, "FLUSH_BATCH", 2)
+    monkeypatch.setattr(unstored_module, "FLUSH_BATCH", 2)
     with monkeypatch.context() as card:
         card.setattr(rig.daemon.store, "append", refuse_writes)
         for n in range(5):
@@ -505,7 +517,7 @@ def test_a_long_backlog_is_written_a_batch_per_turn_of_the_owner_loop(rig, monke
 
 def test_memory_holds_a_bounded_backlog_and_drops_other_kinds_before_alarms(
         make_rig, tmp_path, monkeypatch):
-    monkeypatch.setattr(daemon_module, "MAX_UNSTORED", 5)
+    monkeypatch.setattr(unstored_module, "MAX_UNSTORED", 5)
     blocker = tmp_path / "afile"
     blocker.write_text("a file where the storage directory should be")
     rig = make_rig(storage=blocker / "var").start()  # the fault event waits in memory
@@ -518,7 +530,7 @@ def test_memory_holds_a_bounded_backlog_and_drops_other_kinds_before_alarms(
     shown = io.StringIO()
     print_status(status, False, shown)
     assert "storage: 5 events held in memory, not yet written; 3 dropped" in shown.getvalue()
-    assert [e.kind for e in rig.daemon._unstored] == [
+    assert [e.kind for e in rig.daemon.unstored] == [
         "fault", "panic", "gate_closed", "gate_open", "gate_closed"]
 
     blocker.unlink()
@@ -633,6 +645,15 @@ def test_a_silent_drill_never_sounds_the_siren(make_rig):
     assert not rig.siren_on  # not even tripped by gpiozero's thread
     rig.run()
     assert not rig.siren_on and len(rig.stored("drill")) == 1
+
+
+def test_a_silent_drill_never_holds_up_a_tampers_siren(make_rig):
+    rig = make_rig(extra="[drill]\nsiren_s = 0\n").start()
+    rig.daemon.set_drill(True)
+    rig.pin(TAMPER_PIN).drive_high()  # drill mode never hides a tamper
+    assert rig.siren_on  # tripped on gpiozero's thread, before the owner saw the edge
+    rig.run()
+    assert rig.siren_on and len(rig.stored("tamper")) == 1
 
 
 def test_drill_mode_survives_a_restart(make_rig):
