@@ -23,6 +23,8 @@ class Kind:
     immediate: bool = False  # in [sms] immediate unless the config says otherwise
     snapshot: bool = False  # its event carries a camera snapshot
     sms_rank: int = OTHER_RANK
+    # Texted at once to the contacts who receive this other kind (a drill: as a panic).
+    texted_as: str | None = None
     # Its state family: the latest event of a family per subject is a state restored at
     # start (latched or silenced, gate open or closed…) and outlives retention; the
     # family's first kind is its active state.
@@ -53,7 +55,7 @@ KIND_TABLE: tuple[Kind, ...] = (
          "【{site}】报警已知悉：{label} 的报警由 {by} 于 {time} 回复收到，报警未解除。"),
     Kind("heartbeat", "心跳", receivable=False),
     Kind("drill", "演练", "【{site}】【演练】{label} 于 {time} 触发（演练，非真实报警）。",
-         sms_rank=ALARM_RANK),
+         sms_rank=ALARM_RANK, texted_as="panic"),
     Kind("sms_refused", "拒绝无权限短信指令", "【{site}】已拒绝号码 {by} 的短信指令（{time}）：{text}"),
     Kind("power_lost", "市电中断", "【{site}】市电中断：{label} 于 {time} 报告停电。",
          alarm=True, sms_rank=ALARM_RANK, family="mains"),
@@ -75,6 +77,7 @@ RECEIVABLE_KINDS = frozenset({*(k.name for k in KIND_TABLE if k.receivable), SUM
 DEFAULT_IMMEDIATE = frozenset(k.name for k in KIND_TABLE if k.immediate)
 DEFAULT_TEMPLATES = {k.name: k.template for k in KIND_TABLE if k.template is not None}
 SMS_RANKS = {k.name: k.sms_rank for k in KIND_TABLE if k.sms_rank != OTHER_RANK}
+TEXTED_AS = {k.name: k.texted_as for k in KIND_TABLE if k.texted_as is not None}
 
 
 def family(name: str) -> tuple[str, ...]:
