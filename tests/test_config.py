@@ -194,6 +194,18 @@ def test_an_empty_table_takes_each_default_from_its_sections_dataclass():
     assert cfg.storage == config.Storage(path=Path("/var/lib/edge-alarm"))
 
 
+def test_each_table_is_read_by_the_config_field_of_its_name():
+    """Config's fields are the list of sections: a new section is a dataclass and a field."""
+    from edge.config.loader import ARRAYS, SECTIONS
+    assert {name: cls for name, (cls, _) in SECTIONS.items()} == {
+        "site": config.Site, "storage": config.Storage, "gpio": config.Gpio,
+        "siren": config.Siren, "camera": config.Camera, "modem": config.Modem,
+        "uplink": config.Uplink, "sms": config.Sms, "drill": config.Drill,
+        "control": config.Control}
+    assert set(ARRAYS) == {"panic_button", "gate", "tamper", "ack_button", "power_input",
+                           "contact"}
+
+
 def test_optional_sections_left_out_turn_their_part_off():
     cfg = config.parse(tomllib.loads(MINIMAL))
     assert (cfg.siren, cfg.camera, cfg.modem, cfg.uplink) == (None, None, None, None)

@@ -4,9 +4,9 @@ Each problem is one line naming the file, the table and the key, as installers r
 ``config error: config.toml: [[gate]] main_gate.pin: pin 17 is already used by
 [[panic_button]] guard_room``. Nothing is created on disk before the whole file is accepted.
 
-table.py collects the problems and holds RANGES; section.py reads a section dataclass from
-its table; sections.py and inputs.py are the sections; checks.py checks single values;
-loader.py reads the file and checks across tables.
+table.py collects the problems (pins claimed included) and holds RANGES; section.py reads
+a section dataclass from its table; sections.py and inputs.py are the sections; checks.py
+checks single values; loader.py reads the file, each table by the Config field of its name.
 """
 
 from edge.config.checks import phone_problem

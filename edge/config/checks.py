@@ -14,7 +14,6 @@ from edge.config.table import Check
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{7,14}$")
 _CN_MOBILE_RE = re.compile(r"^1[3-9][0-9]{9}$")
-_BCM_PINS = range(0, 28)
 _PLACEHOLDER_PHONE_RE = re.compile(r"^\+?[0-9]*[Xx][0-9Xx]*$")
 # Domains reserved for examples (RFC 2606, and the spec's platform.example.cn).
 _EXAMPLE_HOST_RE = re.compile(r"(^|\.)example\.(cn|com|net|org)$|\.(example|invalid)$")
@@ -60,10 +59,6 @@ def command_pin(value: str | int) -> str | None:
     if isinstance(value, str) and re.fullmatch(r"[0-9]{4,8}", value):
         return None
     return 'must be 4-8 digits, written as a quoted string (leave the key out for no PIN)'
-
-
-def valid_pin(value: int) -> str | None:
-    return None if value in _BCM_PINS else "must be a BCM GPIO number from 0 to 27"
 
 
 def phone_problem(value: str) -> str | None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.config.checks import not_blank, one_of, valid_name, valid_pin
+from edge.config.checks import not_blank, one_of, valid_name
 from edge.config.section import read_keys, setting
 from edge.config.table import REQUIRED, Table
 
@@ -90,7 +90,7 @@ class Input:
     kind: str  # "panic" | "gate" | "tamper" | "ack" | "power"
     name: str = setting(check=valid_name)
     label: str = setting(check=not_blank)  # what SMS texts and the platform show
-    pin: int = setting(check=valid_pin)
+    pin: int = setting(read=Table.pin)
     active_low: bool = setting()
     held_open_alert_s: int = 0
     debounce_s: float = 0.0
@@ -139,30 +139,15 @@ INPUT_KINDS = (
 )
 
 
-class Pins:
-    """Which table owns which BCM pin, so a second use names the first."""
-
-    def __init__(self) -> None:
-        self.owners: dict[int, str] = {}
-
-    def claim(self, table: Table, key: str, pin: int | None) -> None:
-        if pin is None:
-            return
-        if pin in self.owners:
-            table.fail(key, f"pin {pin} is already used by {self.owners[pin]}")
-        else:
-            self.owners[pin] = table.label
-
-
-def read_input(kind: InputKind, t: Table, pins: Pins) -> Input | None:
+def read_input(kind: InputKind, t: Table) -> Input | None:
     """The input of table ``t``, or None when it cannot be one (the problems are noted)."""
     if not t.ok:
         return None
-    values = read_keys(Input, t, {**_NAMED, **kind.keys})
-    pins.claim(t, "pin", values["pin"])
+    values = read_keys(Input, t, _NAMED)
     if kind.kind == "gate":
         values["active_low"] = t.get("open_when", str, GATE_OPEN_WHEN[0],
                                      check=one_of(GATE_OPEN_WHEN)) == "low"
+    values.update(read_keys(Input, t, kind.keys))
     t.finish()
     if any(values[key] is None for key in _NAMED):
         return None

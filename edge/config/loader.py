@@ -3,18 +3,18 @@ reported at once (ConfigError, one line each), cross-table checks (pins, names).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 from edge.config.checks import NAME_RE
-from edge.config.inputs import INPUT_KINDS, Input, Pins, read_input
-from edge.config.section import Section
+from edge.config.inputs import INPUT_KINDS, Input, read_input
+from edge.config.section import Section, key_default, not_none
 from edge.config.sections import (Camera, Contact, Control, Drill, Gpio, Modem, Siren, Site,
                                   Sms, Storage, Uplink)
-from edge.config.table import Problems, Table
+from edge.config.table import REQUIRED, Problems, Table
 from edge.errors import ConfigError
 from edge.events import PART_LABELS
 
@@ -58,8 +58,20 @@ class Config:
         return self.uplink is not None
 
 
-_TABLES = {"site", "storage", "gpio", *(k.table for k in INPUT_KINDS), "siren", "camera",
-           "modem", "uplink", "contact", "sms", "drill", "control"}
+def _sections() -> dict[str, tuple[type[Section], Any]]:
+    """Config's fields that are a section, each read from the table of its name: its class
+    and its default when the table is left out (None: that part is off; REQUIRED)."""
+    hints = get_type_hints(Config)
+    out = {}
+    for f in dataclasses.fields(Config):
+        cls = not_none(hints[f.name])
+        if isinstance(cls, type) and issubclass(cls, Section):
+            out[f.name] = (cls, key_default(f))
+    return out
+
+
+SECTIONS = _sections()
+ARRAYS = ("contact", *(kind.table for kind in INPUT_KINDS))
 
 
 def load(path: str) -> Config:
@@ -84,66 +96,54 @@ def load(path: str) -> Config:
 
 def parse(raw: dict[str, Any], path: str = "config.toml") -> Config:
     problems = Problems(path)
-    pins = Pins()
     for key in raw:
-        if key not in _TABLES:
+        if key not in SECTIONS and key not in ARRAYS:
             problems.add(f"[{key}]", "unknown table")
+    # In Config's order, which is the order of the problems (and the inputs' pins are
+    # claimed before the siren's).
+    values = {f.name: _read_field(problems, raw, f.name)
+              for f in dataclasses.fields(Config) if f.name != "path"}
+    if problems.lines:
+        raise ConfigError(problems.lines)
+    return Config(path=path, **values)
 
-    site = Site.read(_required(problems, raw, "site"))
-    storage = Storage.read(_required(problems, raw, "storage"))
-    gpio = Gpio.read(_required(problems, raw, "gpio"))
-    inputs = [(read_input(kind, table, pins), table)
+
+def _read_field(problems: Problems, raw: dict[str, Any], name: str) -> Any:
+    if name == "inputs":
+        return _inputs(problems, raw)
+    if name == "contacts":
+        return _contacts(problems, raw)
+    cls, default = SECTIONS[name]
+    return _read_section(problems, raw, name, cls, default)
+
+
+def _read_section(problems: Problems, raw: dict[str, Any], key: str, cls: type[S],
+                  default: Any) -> S | None:
+    """The section of table ``key``; when the table is left out, its Config default (None:
+    that part is off; a section: its own defaults), or a problem when it is required."""
+    table = raw.get(key, {})
+    if key not in raw:
+        if default is not REQUIRED:
+            return default
+        problems.add(f"[{key}]", "missing (required)")
+    elif isinstance(table, list):
+        problems.add(f"[{key}]", f"must be a single [{key}] table, not [[{key}]]")
+        table = {}
+    return cls.read(Table(problems, f"[{key}]", table))
+
+
+def _inputs(problems: Problems, raw: dict[str, Any]) -> tuple[Input, ...]:
+    inputs = [(read_input(kind, table), table)
               for kind in INPUT_KINDS for table in _array(problems, raw, kind.table)]
     if not any(t in raw for t in ("panic_button", "gate", "tamper")):
         problems.add("[[panic_button]]", "at least one input ([[panic_button]], [[gate]] or "
                                          "[[tamper]]) is required")
-    _check_unique(inputs)
-
-    siren_t = _section(problems, raw, "siren")
-    siren = Siren.read(siren_t) if siren_t is not None else None
-    if siren_t is not None and siren is not None:
-        pins.claim(siren_t, "pin", siren.pin)
-    camera = _optional(Camera, problems, raw, "camera")
-    modem = _optional(Modem, problems, raw, "modem")
-    uplink = _optional(Uplink, problems, raw, "uplink")
-    contacts = [(Contact.read(t) if t.ok else None, t) for t in _array(problems, raw, "contact")]
-    _check_unique(contacts)
-    sms = _optional(Sms, problems, raw, "sms")
-    drill = _optional(Drill, problems, raw, "drill")
-    control = _optional(Control, problems, raw, "control")
-
-    if problems.lines:
-        raise ConfigError(problems.lines)
-    return Config(
-        path=path, site=site, storage=storage, gpio=gpio,
-        inputs=tuple(i for i, _ in inputs if i is not None), siren=siren, camera=camera,
-        modem=modem, uplink=uplink, contacts=tuple(c for c, _ in contacts if c is not None),
-        sms=sms or Sms(), drill=drill or Drill(), control=control or Control(),
-    )
+    return _unique(inputs)
 
 
-def _optional(cls: type[S], problems: Problems, raw: dict[str, Any], key: str) -> S | None:
-    table = _section(problems, raw, key)
-    return cls.read(table) if table is not None else None
-
-
-def _section(problems: Problems, raw: dict[str, Any], key: str, required: bool = False
-             ) -> Table | None:
-    if key not in raw:
-        if required:
-            problems.add(f"[{key}]", "missing (required)")
-            return Table(problems, f"[{key}]", {})
-        return None
-    if isinstance(raw[key], list):
-        problems.add(f"[{key}]", f"must be a single [{key}] table, not [[{key}]]")
-        return Table(problems, f"[{key}]", {})
-    return Table(problems, f"[{key}]", raw[key])
-
-
-def _required(problems: Problems, raw: dict[str, Any], key: str) -> Table:
-    table = _section(problems, raw, key, required=True)
-    assert table is not None
-    return table
+def _contacts(problems: Problems, raw: dict[str, Any]) -> tuple[Contact, ...]:
+    return _unique([(Contact.read(t) if t.ok else None, t)
+                    for t in _array(problems, raw, "contact")])
 
 
 def _array(problems: Problems, raw: dict[str, Any], key: str) -> list[Table]:
@@ -164,8 +164,11 @@ def _array(problems: Problems, raw: dict[str, Any], key: str) -> list[Table]:
     return tables
 
 
-def _check_unique(items: Iterable[tuple[Input | Contact | None, Table]]) -> None:
-    """Names are unique among (object, table) pairs; a repeat names the first owner."""
+N = TypeVar("N", Input, Contact)
+
+
+def _unique(items: list[tuple[N | None, Table]]) -> tuple[N, ...]:
+    """The items read; names are unique among them, a repeat names the first owner."""
     seen: dict[str, str] = {}
     for obj, table in items:
         if obj is None or obj.name is None:
@@ -174,3 +177,4 @@ def _check_unique(items: Iterable[tuple[Input | Contact | None, Table]]) -> None
             table.fail("name", f"name {obj.name!r} is already used by {seen[obj.name]}")
         else:
             seen[obj.name] = table.label
+    return tuple(obj for obj, _ in items if obj is not None)

@@ -63,7 +63,7 @@ def read_key(table: Table, f: dataclasses.Field[Any], hint: Any, default: Any) -
     how: Key = f.metadata.get("key", Key())
     if how.read is not None:
         return how.read(table, f.name, default)
-    python_type = _not_none(hint)
+    python_type = not_none(hint)
     toml = how.toml or _TOML_TYPES[python_type]
     if table.has_range(f.name):
         return table.number(f.name, toml, default)
@@ -72,7 +72,7 @@ def read_key(table: Table, f: dataclasses.Field[Any], hint: Any, default: Any) -
     return Path(value) if python_type is Path and isinstance(value, str) else value
 
 
-def _not_none(hint: Any) -> Any:
+def not_none(hint: Any) -> Any:
     """``X`` of ``X | None``."""
     if isinstance(hint, types.UnionType):
         return next(arg for arg in get_args(hint) if arg is not type(None))

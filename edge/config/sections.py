@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from edge.clock import LocalTime
 from edge.config.checks import (command_pin, not_blank, one_of, optional_phone,
                                 phone_problem, sim_pin, valid_device_id, valid_name,
-                                valid_pin, valid_timezone, valid_url)
+                                valid_timezone, valid_url)
 from edge.config.section import Section, setting
 from edge.config.table import Table
 from edge.kinds import DEFAULT_IMMEDIATE, RECEIVABLE_KINDS
@@ -69,7 +69,7 @@ class Gpio(Section):
 
 @dataclass(frozen=True)
 class Siren(Section):
-    pin: int = setting(check=valid_pin)  # claimed with the inputs' pins
+    pin: int = setting(read=Table.pin)
     active_high: bool = True
     max_on_s: int = 180
 
@@ -91,13 +91,13 @@ class Modem(Section):
     min_signal: int = 5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # keyword-only: the required url after the files
 class Uplink(Section):
-    url: str = setting(check=valid_url)
     token_file: Path = Path("/etc/edge-alarm/token")
+    ca_file: Path | None = None
+    url: str = setting(check=valid_url)
     sms_fallback_after_s: int = 20
     heartbeat_s: int = 300
-    ca_file: Path | None = None
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
 

@@ -39,6 +39,7 @@ RANGES: dict[str, tuple[int | float, int | float]] = {
 }
 # What a numeric key's name ends with → the unit an error message names.
 _UNITS = {"_s": " seconds", "_days": " days", "_mb": " MB"}
+_BCM_PINS = range(0, 28)
 
 
 class _Required:
@@ -51,11 +52,13 @@ REQUIRED: Final = _Required()
 
 
 class Problems:
-    """Every problem found in one config file, one line each."""
+    """Every problem found in one config file, one line each; and which table owns which
+    BCM pin, so that a second use names the first."""
 
     def __init__(self, file: str):
         self.file = file
         self.lines: list[str] = []
+        self.pin_owners: dict[int, str] = {}
 
     def add(self, where: str, why: str) -> None:
         self.lines.append(f"config error: {self.file}: {where}: {why}")
@@ -112,6 +115,17 @@ class Table:
         unit = next((u for end, u in _UNITS.items() if key.endswith(end)), "")
         return self.get(key, types, default, check=lambda value: None if low <= value <= high
                         else f"must be from {low} to {high}{unit}")
+
+    def pin(self, key: str, default: Any = REQUIRED) -> Any:
+        """A BCM pin, claimed for this table (a Reader: ``setting(read=Table.pin)``)."""
+        pin = self.get(key, int, default, check=lambda value: None if value in _BCM_PINS
+                       else "must be a BCM GPIO number from 0 to 27")
+        owners = self.problems.pin_owners
+        if pin in owners:
+            self.fail(key, f"pin {pin} is already used by {owners[pin]}")
+        elif pin is not None:
+            owners[pin] = self.label
+        return pin
 
     def has_range(self, key: str) -> bool:
         return f"{self.title} {key}" in RANGES
