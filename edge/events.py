@@ -9,26 +9,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = (
-    "panic", "gate_open", "gate_closed", "gate_after_hours", "gate_held_open", "tamper",
-    "fault", "recovered", "silenced", "acknowledged", "heartbeat", "drill", "sms_refused",
-    "power_lost", "power_restored", "battery_low",
+# Re-exported for the modules that take the kind sets from here; each is derived from the
+# one table of kinds in edge/kinds.py.
+from edge.kinds import (
+    ALARM_KINDS, BATTERY_STATE, GATE_STATE, KINDS, LATCH_STATE, LATCHING_KINDS, MAINS_STATE,
+    SNAPSHOT_KINDS, STATE_FAMILIES,
 )
-# Alarms that latch until someone silences them, and sound the siren meanwhile
-# (GB 50394: an emergency alarm never resets itself).
-LATCHING_KINDS = frozenset({"panic", "tamper"})
-# Kinds whose events carry a camera snapshot.
-SNAPSHOT_KINDS = frozenset({"panic", "tamper", "gate_after_hours"})
-# The alarm kinds of spec §3: kept before any other kind when memory must drop events.
-ALARM_KINDS = frozenset({"panic", "tamper", "gate_after_hours", "gate_held_open", "fault",
-                         "power_lost"})
-# Kinds whose latest event per subject is a state restored at start (latched or silenced,
-# gate open or closed, mains lost or back, battery low or not): that row outlives retention.
-LATCH_STATE = (*sorted(LATCHING_KINDS), "silenced")
-GATE_STATE = ("gate_open", "gate_closed", "gate_held_open")
-MAINS_STATE = ("power_lost", "power_restored")
-BATTERY_STATE = ("battery_low", "battery_ok")
-STATE_FAMILIES = (LATCH_STATE, GATE_STATE, MAINS_STATE, BATTERY_STATE)
 
 # The parts whose faults are reported; inputs are reported under their own names.
 PART_LABELS = {

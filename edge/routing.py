@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from edge.config import Config
 from edge.events import SNAPSHOT_KINDS, Event
+from edge.kinds import TEXTED_AS
 from edge.store import SmsRequest
 
 UPLINK = "uplink"
@@ -23,11 +24,12 @@ def sms_requests(cfg: Config, kind: str, ts: float, data: dict) -> list[SmsReque
     if cfg.modem is None or data.get("repeat"):
         return []
     out = []
+    texted_as = TEXTED_AS.get(kind)  # a drill: to whoever receives panic, at once
     for contact in cfg.contacts:
-        told = kind in contact.receives or (kind == "drill" and "panic" in contact.receives)
+        told = kind in contact.receives or texted_as in contact.receives
         if not told:
             continue
-        if kind in cfg.sms.immediate or kind == "drill" or not cfg.has_transport:
+        if kind in cfg.sms.immediate or texted_as is not None or not cfg.has_transport:
             out.append(SmsRequest(contact.name, contact.phone, ts, fallback=False))
         else:
             assert cfg.uplink is not None  # has_transport: [uplink] is the only transport

@@ -29,7 +29,8 @@ from typing import Callable, NamedTuple, TypeVar
 from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
-from edge.events import LATCHING_KINDS, Event
+from edge.events import Event
+from edge.kinds import OTHER_RANK, REPLY_RANK, SMS_RANKS
 from edge.modem.at import AtTimeout, PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, TON_UNKNOWN,
@@ -71,12 +72,6 @@ SEND_RETRY_MAX_S = 300.0
 # time: a clock stepped forward must not make a fresh alarm's SMS give up at once.
 SEND_GIVE_UP_ATTEMPTS = 292
 
-# The order of every SMS sent (spec §5): panic and tamper, then the other alarm kinds and
-# drills, then replies to commands and test SMS, then everything else.
-URGENT_RANK, ALARM_RANK, REPLY_RANK, OTHER_RANK = range(4)
-KIND_RANKS = {**dict.fromkeys(LATCHING_KINDS, URGENT_RANK),  # panic and tamper
-              **dict.fromkeys(("gate_after_hours", "gate_held_open", "fault", "power_lost",
-                               "drill"), ALARM_RANK)}
 # What the worker holds in memory is bounded; over a cap the least urgent goes (and is
 # logged): an SMS of an unstored event still goes from the outbox once the event is
 # stored; a forgotten record of a sent SMS may cost a duplicate, never a lost alarm.
@@ -89,7 +84,7 @@ T = TypeVar("T")
 
 def sms_rank(kind: str) -> int:
     """Where an SMS of an event of ``kind`` goes in the order (lowest first)."""
-    return KIND_RANKS.get(kind, OTHER_RANK)
+    return SMS_RANKS.get(kind, OTHER_RANK)
 
 
 def _most_urgent(entries: list[T], cap: int, kind: Callable[[T], str]
@@ -600,7 +595,7 @@ class SmsWorker(ThreadWorker):
         try:
             # One more than the rows sent but not recorded, which are passed over.
             rows = store.due_sms(now, limit=len(self._unrecorded) + 1,
-                                 horizon_s=self._horizon_s, ranks=KIND_RANKS)
+                                 horizon_s=self._horizon_s, ranks=SMS_RANKS)
         except StorageError as e:
             log.warning("SMS outbox unreadable: %s", e)
             return None, IDLE_WAIT_S

@@ -8,27 +8,11 @@ import string
 
 from edge.clock import DatedLocalTime, LocalTime
 from edge.config import Config
-from edge.events import LATCHING_KINDS, Event
+from edge.events import Event
+from edge.kinds import DEFAULT_TEMPLATES, LATCHING_KINDS
 from edge.safe_text import safe_text
 from edge.status_doc import StatusDoc
 
-DEFAULT_TEMPLATES = {
-    "panic": "【{site}】紧急报警：{label} 于 {time} 触发。",
-    "tamper": "【{site}】防拆报警：{label} 于 {time} 被打开。",
-    "gate_after_hours": "【{site}】非开放时段开门：{label} 于 {time} 打开。",
-    "gate_held_open": "【{site}】门未关闭：{label} 于 {time} 仍然开着，已超过规定时长。",
-    "gate_open": "【{site}】{label} 于 {time} 打开。",
-    "gate_closed": "【{site}】{label} 于 {time} 关闭。",
-    "fault": "【{site}】设备故障：{label}（{reason}）于 {time} 发生，请及时检修。",
-    "recovered": "【{site}】故障恢复：{label} 于 {time} 恢复正常。",
-    "silenced": "【{site}】报警已解除：{label} 由 {by} 于 {time} 确认。",
-    "acknowledged": "【{site}】报警已知悉：{label} 的报警由 {by} 于 {time} 回复收到，报警未解除。",
-    "drill": "【{site}】【演练】{label} 于 {time} 触发（演练，非真实报警）。",
-    "sms_refused": "【{site}】已拒绝号码 {by} 的短信指令（{time}）：{text}",
-    "power_lost": "【{site}】市电中断：{label} 于 {time} 报告停电。",
-    "power_restored": "【{site}】市电恢复：{label} 于 {time} 恢复供电。",
-    "battery_low": "【{site}】电池电量低：{label} 于 {time} 报告。",
-}
 FALLBACK_NOTE = "（平台无法连接，经短信补发）"
 # Of a stranger's text, an SMS shows this many characters at most.
 REFUSED_TEXT_SHOWN = 40

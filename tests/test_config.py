@@ -124,6 +124,19 @@ def test_a_placeholder_anywhere_is_refused(old, new, where):
     assert "the template's" in lines[0] and "edit it" in lines[0]
 
 
+# The optional sections that have required keys, with only those keys.
+REQUIRED_KEYS_ONLY = """
+[siren]
+pin = 22
+
+[modem]
+port = "/dev/ttyUSB2"
+
+[uplink]
+url = "https://platform.county.edu.cn/api/v1/events"
+"""
+
+
 def test_defaults_of_a_minimal_config():
     cfg = config.parse(tomllib.loads(MINIMAL + """
 [[gate]]
@@ -135,16 +148,7 @@ pin = 27
 name = "box"
 label = "防拆"
 pin = 5
-
-[siren]
-pin = 22
-
-[modem]
-port = "/dev/ttyUSB2"
-
-[uplink]
-url = "https://platform.county.edu.cn/api/v1/events"
-"""))
+""" + REQUIRED_KEYS_ONLY))
     assert cfg.site.timezone == "Asia/Shanghai"
     assert cfg.storage.retention_days == 90 and cfg.storage.max_snapshots_mb == 2048
     assert cfg.storage.min_free_mb == 50
@@ -166,6 +170,40 @@ url = "https://platform.county.edu.cn/api/v1/events"
     assert cfg.control.socket == Path("/run/edge-alarm/control.sock")
     assert cfg.camera is None and cfg.contacts == ()
     assert cfg.has_transport
+
+
+def test_an_empty_table_takes_each_default_from_its_sections_dataclass():
+    """One place per default: a table that gives no key reads as its dataclass built with
+    no argument beyond the required keys."""
+    cfg = config.parse(tomllib.loads(MINIMAL + """
+[camera]
+
+[sms]
+
+[drill]
+
+[control]
+""" + REQUIRED_KEYS_ONLY))
+    assert cfg.gpio == config.Gpio()
+    assert cfg.camera == config.Camera()
+    assert cfg.sms == config.Sms() and cfg.drill == config.Drill()
+    assert cfg.control == config.Control()
+    assert cfg.siren == config.Siren(pin=22)
+    assert cfg.modem == config.Modem(port="/dev/ttyUSB2")
+    assert cfg.uplink == config.Uplink(url="https://platform.county.edu.cn/api/v1/events")
+    assert cfg.storage == config.Storage(path=Path("/var/lib/edge-alarm"))
+
+
+def test_each_table_is_read_by_the_config_field_of_its_name():
+    """Config's fields are the list of sections: a new section is a dataclass and a field."""
+    from edge.config.loader import ARRAYS, SECTIONS
+    assert {name: cls for name, (cls, _) in SECTIONS.items()} == {
+        "site": config.Site, "storage": config.Storage, "gpio": config.Gpio,
+        "siren": config.Siren, "camera": config.Camera, "modem": config.Modem,
+        "uplink": config.Uplink, "sms": config.Sms, "drill": config.Drill,
+        "control": config.Control}
+    assert set(ARRAYS) == {"panic_button", "gate", "tamper", "ack_button", "power_input",
+                           "contact"}
 
 
 def test_optional_sections_left_out_turn_their_part_off():

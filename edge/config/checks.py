@@ -1,0 +1,85 @@
+"""Checks of single config values: each returns None when the value is fine, else why not,
+in the words an installer reads after the file, table and key."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from edge.config.table import Check
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_E164_RE = re.compile(r"^\+[1-9][0-9]{7,14}$")
+_CN_MOBILE_RE = re.compile(r"^1[3-9][0-9]{9}$")
+_PLACEHOLDER_PHONE_RE = re.compile(r"^\+?[0-9]*[Xx][0-9Xx]*$")
+# Domains reserved for examples (RFC 2606, and the spec's platform.example.cn).
+_EXAMPLE_HOST_RE = re.compile(r"(^|\.)example\.(cn|com|net|org)$|\.(example|invalid)$")
+
+
+def not_blank(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def one_of(choices: Sequence[object]) -> Check:
+    def check(value: object) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(map(repr, choices))}"
+    return check
+
+
+def matching(pattern: re.Pattern[str], why: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if pattern.fullmatch(value) else why
+    return check
+
+
+valid_name = matching(NAME_RE, "must be 1-32 of a-z, 0-9, '_' or '-', starting with a "
+                               "letter or digit")
+_http_url = matching(re.compile(r"https?://[^/\s]+(/\S*)?"),
+                     "must be an http:// or https:// URL")
+
+
+def valid_url(value: str) -> str | None:
+    why = _http_url(value)
+    if why is None and _EXAMPLE_HOST_RE.search(urlsplit(value).hostname or ""):
+        return (f"{value!r} is the template's example platform: edit it to the county "
+                "platform's URL, or remove [uplink]")
+    return why
+
+
+valid_device_id = matching(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+                           "must be 1-64 of A-Z, a-z, 0-9, '.', '_' or '-'")
+sim_pin = matching(re.compile(r"^([0-9]{4,8})?$"), "must be 4-8 digits")
+
+
+def command_pin(value: str | int) -> str | None:
+    """A string of 4-8 digits; never echoed (an unquoted 2580 is a TOML integer)."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{4,8}", value):
+        return None
+    return 'must be 4-8 digits, written as a quoted string (leave the key out for no PIN)'
+
+
+def phone_problem(value: str) -> str | None:
+    if _E164_RE.fullmatch(value) or _CN_MOBILE_RE.fullmatch(value):
+        return None
+    if _PLACEHOLDER_PHONE_RE.fullmatch(value):
+        return f"{value!r} is the template's placeholder: edit it to the contact's number"
+    return f"{value!r} is neither an E.164 number (+8613800138000) nor a domestic mobile number"
+
+
+def optional_phone(value: str) -> str | None:
+    return phone_problem(value) if value else None
+
+
+def valid_timezone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown timezone {value!r}"
+    return None
+
+
+def absolute_path(value: str) -> str | None:
+    return None if os.path.isabs(value) else "must be an absolute path"
