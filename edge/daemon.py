@@ -19,7 +19,7 @@ from edge.config import Config
 from edge.errors import CommandRefused, StorageError
 from edge.events import Event, new_event_id
 from edge.input_handler import InputHandler
-from edge.input_kinds import INPUT_KINDS
+from edge.input_kinds import HANDLERS
 from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
 from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.port import Handoffs, OwnerCommands, WorkerPort
@@ -78,7 +78,7 @@ class Daemon:
             storage_trouble=self.storage_trouble, clock_synced=self.clock_synced,
             commands=OwnerCommands(self.silence, self.acknowledge, self.status))
         # What each input's edges mean, by its kind.
-        self.inputs: dict[str, InputHandler] = {i.name: INPUT_KINDS[i.kind](self, i)
+        self.inputs: dict[str, InputHandler] = {i.name: HANDLERS[i.kind](self, i)
                                                 for i in cfg.inputs}
         # Whether the siren sounds: the presses of the inputs that trip it, drill mode.
         self.rule = AlarmRule({name: h.drill_applies for name, h in self.inputs.items()

@@ -1,5 +1,5 @@
 """What an input's edges mean: one handler object per configured input, its class chosen
-by the input's kind (edge.input_kinds.INPUT_KINDS). Handlers run on the owner thread and
+by the input's kind (edge.input_kinds.HANDLERS). Handlers run on the owner thread and
 reach the daemon only through the narrow InputSite."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class InputSite(Protocol):
 
 class InputHandler:
     """One input. A new kind of input is a subclass in a module of its own plus its entry
-    in INPUT_KINDS."""
+    in the config's INPUT_KINDS."""
 
     # Its press is an alarm: the AlarmRule judges it, and trips the siren from gpiozero's
     # thread; ``drill_applies``: drill mode turns its press into a drill.

@@ -116,26 +116,30 @@ class Input:
 
 @dataclass(frozen=True)
 class InputKind:
-    """A kind of input: its array of tables and the Input keys it reads beyond name, label
-    and pin, each with its default (REQUIRED: it must be given)."""
+    """A kind of input: its array of tables, the Input keys it reads beyond name, label
+    and pin, each with its default (REQUIRED: it must be given), and the handler class
+    that says what its edges mean ("module:Class", imported by the daemon only)."""
 
     kind: str
     table: str
     keys: Mapping[str, Any]
+    handler: str
 
 
 _NAMED = {"name": REQUIRED, "label": REQUIRED, "pin": REQUIRED}
 # A gate says its level as open_when ("high" or "low"), read into active_low.
 GATE_OPEN_WHEN = ("high", "low")
 INPUT_KINDS = (
-    InputKind("panic", "panic_button", {"active_low": True}),
+    InputKind("panic", "panic_button", {"active_low": True}, "edge.alarm_input:PanicButton"),
     InputKind("gate", "gate", {"held_open_alert_s": 300, "debounce_s": 0.3,
-                               "open_hours": None, "open_days": None}),
+                               "open_hours": None, "open_days": None},
+              "edge.watches:GateWatch"),
     # An enclosure switch is held closed (low, with the pull-up) while the lid is shut.
-    InputKind("tamper", "tamper", {"active_low": False}),
-    InputKind("ack", "ack_button", {"active_low": True}),
+    InputKind("tamper", "tamper", {"active_low": False}, "edge.alarm_input:TamperSwitch"),
+    InputKind("ack", "ack_button", {"active_low": True}, "edge.ack_input:AckSwitch"),
     # UPS HATs and power-fail relays pull their signal line low when they signal.
-    InputKind("power", "power_input", {"active_low": True, "signals": REQUIRED}),
+    InputKind("power", "power_input", {"active_low": True, "signals": REQUIRED},
+              "edge.watches:PowerWatch"),
 )
 
 
