@@ -194,7 +194,8 @@ class Daemon:
     def _start_summary(self) -> None:
         """The daily summary's timer; one missed while the device was off is decided now.
         (The walk test passes its overdue inputs here: DailySummary(overdue_inputs=…).)"""
-        summary = DailySummary(self.cfg, self.loop, lambda: self.store, self.status,
+        summary = DailySummary(self.cfg, self.loop, lambda: self.store,
+                               lambda: sorted(self.faults),
                                lambda: self.handoffs.summary_decided())
         self.loop.after(0, summary.check)
 

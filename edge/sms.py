@@ -41,7 +41,7 @@ from edge.sms_limits import (ALL_SENDERS, HOUR_S, REFUSAL_SMS_PER_HOUR, REFUSALS
 from edge.sms_text import alert_text, command_reply, help_text, status_text
 from edge.status_doc import ModemHealth
 from edge.store import SmsRow, Store
-from edge.summary import Decided, mark_sent, owed
+from edge.summary import Decided, mark_sent, owed, with_signal
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
@@ -715,7 +715,7 @@ class SmsWorker(ThreadWorker):
     def _send_summary(self, store: Store, contact: Contact, summary: Decided,
                       mono: float) -> None:
         try:
-            self._send(contact.phone, summary.text)
+            self._send(contact.phone, with_signal(summary.text, self._health["signal"]))
         except ModemError as e:
             self._summary_attempts += 1
             self._summary_next_try = mono + retry_delay(self._summary_attempts)

@@ -1,7 +1,7 @@
 """The daily summary SMS, `[summary]`: at its minute of site time, the day's numbers of
 `edge-alarm report` (edge.report's day summary, so the two never drift) and what stands
-now (faults still open, inputs overdue for a walk test, signal), to the contacts whose
-`receives` lists `summary`.
+now (faults still open, inputs overdue for a walk test; the signal as it is sent), to the
+contacts whose `receives` lists `summary`.
 
 It is no event (spec §3 has no such kind): the owner loop decides it and writes its text
 to the store's meta table (SUMMARY_META, with its day) in one write; the SMS worker sends
@@ -29,12 +29,13 @@ from edge.kinds import SUMMARY
 from edge.modem.pdu import split_text
 from edge.owner import OwnerLoop
 from edge.report import day_summary, summary_text
-from edge.status_doc import StatusDoc
 from edge.store import Store
 
 log = logging.getLogger(__name__)
 
-SUMMARY_META = "summary"  # {"day": "YYYY-MM-DD", "text": …}: the last day decided
+# {"day": "YYYY-MM-DD", "text": …}: the last day decided and its text but the signal,
+# which the SMS worker adds as it sends (with_signal)
+SUMMARY_META = "summary"
 SENT_META = "summary_sent:"  # + a contact's name → the day of the last summary it got
 # The longest the timer waits before it reads the wall clock again: a stepped clock is
 # noticed within this.
@@ -80,22 +81,25 @@ def mark_sent(store: Store, contact_name: str, summary: Decided) -> None:
     store.set_meta(SENT_META + contact_name, summary.day)
 
 
-def summary_sms_text(cfg: Config, day: dt.date, status: StatusDoc,
-                     overdue: Sequence[str]) -> str:
-    """The report's text of ``day`` and what stands now, within [sms] max_parts: names
-    while they fit, else only how many."""
+def summary_body(cfg: Config, day: dt.date, faults: Sequence[str],
+                 overdue: Sequence[str]) -> str:
+    """The report's text of ``day`` and what stands now: the parts in fault and the inputs
+    overdue for a walk test, named while the SMS with its signal fits [sms] max_parts,
+    else only counted (what still does not fit is cut by the modem's split, with "…")."""
     report = summary_text(day_summary(cfg, day), cfg).removesuffix("。")
-    faults = [cfg.label_of(part) for part in status["faults"]]
-    overdue_labels = [cfg.label_of(name) for name in overdue]
-    signal = status["modem"].get("signal")
-    text = ""
+    labels = ([cfg.label_of(part) for part in faults], [cfg.label_of(name) for name in overdue])
+    body = ""
     for named in (True, False):
-        extras = [_listed("未恢复故障", faults, named), _listed("未巡检", overdue_labels, named),
-                  f"信号{'未知' if signal is None else signal}"]
-        text = report + "；" + "；".join(extras) + "。"
-        if len(split_text(text, _UNCUT_PARTS)[1]) <= cfg.sms.max_parts:
+        body = "；".join((report, _listed("未恢复故障", labels[0], named),
+                         _listed("未巡检", labels[1], named)))
+        if len(split_text(with_signal(body, 31), _UNCUT_PARTS)[1]) <= cfg.sms.max_parts:
             break
-    return text  # what still does not fit is cut by the modem's split, with "…"
+    return body
+
+
+def with_signal(body: str, signal: int | None) -> str:
+    """The SMS: the decided body and the signal as the modem reads it when it is sent."""
+    return f"{body}；信号{'未知' if signal is None else signal}。"
 
 
 def _listed(what: str, names: Sequence[str], named: bool) -> str:
@@ -108,17 +112,17 @@ class DailySummary:
     """The owner loop's side: arms the timer and decides each day's summary once."""
 
     def __init__(self, cfg: Config, loop: OwnerLoop, store: Callable[[], Store | None],
-                 status: Callable[[], StatusDoc], decided_now: Callable[[], None],
+                 faults: Callable[[], Sequence[str]], decided_now: Callable[[], None],
                  overdue_inputs: OverdueInputs = no_overdue_inputs):
-        """``store``: the daemon's store now (None while it cannot be opened);
-        ``decided_now``: wakes the SMS worker; ``overdue_inputs``: the names of the
+        """``store``: the daemon's store now (None while it cannot be opened); ``faults``:
+        the parts failing now; ``decided_now``: wakes the SMS worker; ``overdue_inputs``: the names of the
         inputs overdue for a walk test (a hook for the walk test)."""
         assert cfg.summary is not None
         self.cfg = cfg
         self._at = cfg.summary.at
         self._loop = loop
         self._store = store
-        self._status = status
+        self._faults = faults
         self._decided_now = decided_now
         self._overdue_inputs = overdue_inputs
 
@@ -143,7 +147,7 @@ class DailySummary:
         last = decided(store)
         if last is not None and last.day >= day.isoformat():
             return  # decided already (or the clock went back a day)
-        text = summary_sms_text(self.cfg, day, self._status(), self._overdue_inputs())
+        text = summary_body(self.cfg, day, self._faults(), self._overdue_inputs())
         store.set_meta(SUMMARY_META, json.dumps({"day": day.isoformat(), "text": text},
                                                 ensure_ascii=False))
         log.info("daily summary of %s decided for %d contact(s)", day,

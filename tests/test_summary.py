@@ -5,8 +5,10 @@ store."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import re
 
 import pytest
 
@@ -16,7 +18,7 @@ from edge.errors import ConfigError
 from edge.report import day_summary, summary_text
 from edge.sim.site import Contact, SimSite
 from edge.store import Store
-from edge.summary import SUMMARY_META, owed
+from edge.summary import SUMMARY_META, owed, summary_body, with_signal
 from test_sms_worker import DEPUTY, PRINCIPAL, SHANGHAI, LiveDaemon, texts_to
 
 DAY = dt.date(2026, 12, 2)
@@ -89,7 +91,7 @@ def test_the_summary_goes_at_its_minute_with_the_reports_numbers(start, emulator
     report = summary_text(day_summary(d.cfg, DAY), d.cfg).removesuffix("。")
     assert text.startswith(report + "；") and "开门1次" in report
     assert f"{DAY.isoformat()} 日报" in text and text.startswith("【")
-    assert "未恢复故障0项；未巡检0项；信号" in text
+    assert re.fullmatch(re.escape(report) + "；未恢复故障0项；未巡检0项；信号[0-9]+。", text)
     assert not [t for t in texts_to(emulator, DEPUTY) if "日报" in t]
     wait_until(lambda: store_state(d.cfg)[1] is None, what="the send noted")
 
@@ -135,3 +137,27 @@ def test_a_bad_summary_time_is_refused_naming_the_key(tmp_path, value):
     with pytest.raises(ConfigError, match=r"config\.toml: \[summary\] time: "):
         config_mod.load(str(path))
 
+
+
+def test_the_summary_names_open_faults_and_overdue_inputs_while_they_fit(summary_config):
+    cfg = summary_config
+    body = summary_body(cfg, DAY, ["modem", "box"], ["main_gate"])
+    assert body.endswith("；未恢复故障：短信模块、报警主机防拆；未巡检：校门")
+    one_part = dataclasses.replace(cfg, sms=dataclasses.replace(cfg.sms, max_parts=1))
+    assert summary_body(one_part, DAY, ["modem", "box"], ["main_gate"]).endswith(
+        "；未恢复故障2项；未巡检1项")
+    assert with_signal(body, None).endswith("；信号未知。")
+
+
+def test_a_summary_decided_but_not_sent_goes_after_a_restart(start, emulator, wait_until):
+    emulator.fail_next_sends(500)
+    d = start(FakeClock(site_time(19, 0)))
+    wait_until(lambda: any(c.startswith("AT+CMGS=") for c in emulator.commands),
+               what="the failed send")
+    decided, still_owed = store_state(d.cfg)
+    assert decided is not None and still_owed is not None and not summaries(emulator)
+    d.stop()
+    again = start(FakeClock(site_time(19, 5)))
+    wait_until(lambda: summaries(emulator), what="the summary after the restart")
+    wait_until(lambda: store_state(again.cfg) == (decided, None), what="the send noted")
+    assert len(summaries(emulator)) == 1
