@@ -11,7 +11,8 @@ the price of never losing an alarm.
 
 One order for everything sent (spec §5): each turn sends the single most urgent SMS that
 is due, of the outbox, the SMS of unstored events, the queue of replies and test SMS and
-the daily summary (edge.summary: last of all), then looks again, so a new alarm is the next SMS after the one in flight.
+the daily summary (edge.summary: last of all), then looks again, so a new alarm is the
+next SMS after the one in flight.
 """
 
 from __future__ import annotations

@@ -115,8 +115,8 @@ class DailySummary:
                  faults: Callable[[], Sequence[str]], decided_now: Callable[[], None],
                  overdue_inputs: OverdueInputs = no_overdue_inputs):
         """``store``: the daemon's store now (None while it cannot be opened); ``faults``:
-        the parts failing now; ``decided_now``: wakes the SMS worker; ``overdue_inputs``: the names of the
-        inputs overdue for a walk test (a hook for the walk test)."""
+        the parts failing now; ``decided_now``: wakes the SMS worker; ``overdue_inputs``:
+        the names of the inputs overdue for a walk test (the walk test's hook)."""
         assert cfg.summary is not None
         self.cfg = cfg
         self._at = cfg.summary.at
