@@ -725,8 +725,12 @@ class SmsWorker(ThreadWorker):
             raise
         self._summary_attempts = 0
         self._summary_unnoted[contact.name] = summary
-        self._note_summaries_sent(store)
         log.info("daily summary of %s sent to %s", summary.day, contact.name)
+        try:
+            self._note_summaries_sent(store)
+        except StorageError as e:
+            log.error("daily summary sent to %s but not noted (%s); it is not sent again",
+                      contact.name, e)
 
     def _note_summaries_sent(self, store: Store) -> None:
         """Note in the store the contacts the summary went to (StorageError: kept here,
