@@ -10,6 +10,7 @@ from dataclasses import dataclass
 # The order of every SMS sent (spec §5): panic and tamper, then the other alarm kinds and
 # drills, then replies to commands and test SMS, then everything else.
 URGENT_RANK, ALARM_RANK, REPLY_RANK, OTHER_RANK = range(4)
+SUMMARY_RANK = OTHER_RANK + 1  # the daily summary (no event): after every other SMS
 
 
 @dataclass(frozen=True)

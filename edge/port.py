@@ -168,3 +168,5 @@ class Handoffs:
     direct_sms: DirectSms | None = None
     # SIGHUP: what reads its files again (the uplink's token), run on the owner thread.
     reloads: list[Callable[[], None]] = field(default_factory=list)
+    # The daily summary was decided: the SMS worker looks at once (edge.summary).
+    summary_decided: Callable[[], None] = lambda: None

@@ -52,6 +52,7 @@ def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
         sms = SmsWorker(cfg, port, timings=options.modem_timings or ModemTimings())
         daemon.handoffs.sent_from_memory = sms.sent_from_memory
         daemon.handoffs.direct_sms = sms
+        daemon.handoffs.summary_decided = sms.wake
         workers.append(sms)
     if cfg.uplink is not None:
         from edge.uplink.worker import UplinkWorker

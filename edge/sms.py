@@ -10,8 +10,9 @@ taken just before a crash (or power cut) that left no time for the commit. A dup
 the price of never losing an alarm.
 
 One order for everything sent (spec §5): each turn sends the single most urgent SMS that
-is due, of the outbox, the SMS of unstored events and the queue of replies and test SMS,
-then looks again, so a new alarm is the next SMS after the one in flight.
+is due, of the outbox, the SMS of unstored events, the queue of replies and test SMS and
+the daily summary (edge.summary: last of all), then looks again, so a new alarm is the
+next SMS after the one in flight.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
 from edge.events import Event
-from edge.kinds import OTHER_RANK, REPLY_RANK, SMS_RANKS
+from edge.kinds import OTHER_RANK, REPLY_RANK, SMS_RANKS, SUMMARY_RANK
 from edge.modem.at import AtTimeout, PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, TON_UNKNOWN,
@@ -40,7 +41,8 @@ from edge.sms_limits import (ALL_SENDERS, HOUR_S, REFUSAL_SMS_PER_HOUR, REFUSALS
                              RateWindow, command_after_pin, mask_pin, pin_attempted)
 from edge.sms_text import alert_text, command_reply, help_text, status_text
 from edge.status_doc import ModemHealth
-from edge.store import SmsRow
+from edge.store import SmsRow, Store
+from edge.summary import Decided, mark_sent, owed, with_signal
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 log = logging.getLogger(__name__)
@@ -221,6 +223,11 @@ class SmsWorker(ThreadWorker):
         # again, recorded when the store allows.
         self._unrecorded: dict[tuple[int, str], _Taken] = {}
         self._dropped = 0  # entries the caps above made the worker forget
+        # The daily summary: its failed sends, and the contacts it went to that the store
+        # did not note (at most one day's recipients).
+        self._summary_attempts = 0
+        self._summary_next_try = 0.0  # monotonic
+        self._summary_unnoted: dict[str, Decided] = {}  # contact name → the summary
         # No retry or fallback time we set lies further ahead than this.
         fallback_s = cfg.uplink.sms_fallback_after_s if cfg.uplink else 0
         self._horizon_s = max(SEND_RETRY_MAX_S, fallback_s) + 60.0
@@ -489,7 +496,8 @@ class SmsWorker(ThreadWorker):
         how long until one is due."""
         memory, memory_wait = self._next_memory(mono)
         outbox, outbox_wait = self._next_row()
-        ready = [n for n in (memory, outbox, self._next_direct()) if n is not None]
+        ready = [n for n in (memory, outbox, self._next_direct(), self._next_summary(mono))
+                 if n is not None]
         if not ready:
             return min(memory_wait, outbox_wait)
         min(ready, key=lambda n: n.rank).send()
@@ -689,3 +697,44 @@ class SmsWorker(ThreadWorker):
             return
         log.info("SMS for %s event %d sent to %s (%d part(s))", event.kind, row.seq,
                  row.contact, len(refs))
+
+    def _next_summary(self, mono: float) -> _Next | None:
+        """The daily summary to its next contact, when it is owed and its retry is due."""
+        store = self.store()
+        if store is None or mono < self._summary_next_try:
+            return None
+        try:
+            self._note_summaries_sent(store)
+            due = owed(self.cfg, store, skip=set(self._summary_unnoted))
+        except StorageError as e:
+            log.warning("daily summary unreadable: %s", e)
+            return None
+        if due is None:
+            return None
+        return _Next(SUMMARY_RANK, partial(self._send_summary, store, *due, mono))
+
+    def _send_summary(self, store: Store, contact: Contact, summary: Decided,
+                      mono: float) -> None:
+        try:
+            self._send(contact.phone, with_signal(summary.text, self._health["signal"]))
+        except ModemError as e:
+            self._summary_attempts += 1
+            self._summary_next_try = mono + retry_delay(self._summary_attempts)
+            log.warning("daily summary to %s failed (%s); retry in %.0f s", contact.name, e,
+                        self._summary_next_try - mono)
+            raise
+        self._summary_attempts = 0
+        self._summary_unnoted[contact.name] = summary
+        log.info("daily summary of %s sent to %s", summary.day, contact.name)
+        try:
+            self._note_summaries_sent(store)
+        except StorageError as e:
+            log.error("daily summary sent to %s but not noted (%s); it is not sent again",
+                      contact.name, e)
+
+    def _note_summaries_sent(self, store: Store) -> None:
+        """Note in the store the contacts the summary went to (StorageError: kept here,
+        never sent again, noted at the next try)."""
+        for name, summary in list(self._summary_unnoted.items()):
+            mark_sent(store, name, summary)
+            del self._summary_unnoted[name]

@@ -13,7 +13,7 @@ from edge.config.checks import NAME_RE
 from edge.config.inputs import INPUT_KINDS, Input, read_input
 from edge.config.section import Section, key_default, not_none
 from edge.config.sections import (Camera, Contact, Control, Drill, Gpio, Modem, Siren, Site,
-                                  Sms, Storage, Uplink)
+                                  Sms, Storage, Summary, Uplink)
 from edge.config.table import REQUIRED, Problems, Table
 from edge.errors import ConfigError
 from edge.events import PART_LABELS
@@ -41,6 +41,7 @@ class Config:
     contacts: tuple[Contact, ...] = ()
     sms: Sms = Sms()
     drill: Drill = Drill()
+    summary: Summary | None = None
     control: Control = Control()
 
     def input(self, name: str) -> Input | None:

@@ -177,6 +177,24 @@ class Drill(Section):
     default_for_s: int = 1800
 
 
+def clock_time(value: str) -> str | None:
+    """"HH:MM", 00:00 to 23:59."""
+    try:
+        dt.datetime.strptime(value, "%H:%M")
+    except ValueError:
+        return f"{value!r} is not a time \"HH:MM\" (00:00 to 23:59)"
+    return None if len(value) == 5 else f"{value!r} must be written \"HH:MM\""
+
+
+@dataclass(frozen=True)
+class Summary(Section):
+    time: str = setting("18:00", check=clock_time)  # site time
+
+    @property
+    def at(self) -> dt.time:
+        return dt.time.fromisoformat(self.time)
+
+
 @dataclass(frozen=True)
 class Control(Section):
     socket: Path = Path(DEFAULT_SOCKET)
