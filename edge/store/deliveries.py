@@ -8,6 +8,8 @@ from edge.store.rows import Backlog, Delivery, Upload, event_of_row
 
 
 class Deliveries(StoreFile):
+    """The deliveries table, and the attachments to upload: a part of Store."""
+
     @reads
     def pending_count(self, transport: str) -> Backlog:
         """Events not yet accepted by ``transport``, and the unix time of the oldest."""

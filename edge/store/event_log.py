@@ -17,6 +17,8 @@ from edge.store.rows import SmsRequest, event_of_row
 
 
 class EventLog(StoreFile):
+    """The events table: a part of Store."""
+
     def append(self, kind: str, subject: str, time_: dt.datetime, data: dict[str, Any], *,
                transports: Iterable[str] = (), sms: Iterable[SmsRequest] = (),
                event_id: str | None = None) -> Event:

@@ -22,6 +22,8 @@ def insert_sms(conn: sqlite3.Connection, seq: int, requests: Iterable[SmsRequest
 
 
 class SmsOutbox(StoreFile):
+    """The sms table: a part of Store."""
+
     def add_sms(self, seq: int, requests: Iterable[SmsRequest]) -> None:
         """SMS rows for an already stored event (the fallback of an event whose routing is
         decided later). Ignored for a (seq, contact) pair that already has one."""
