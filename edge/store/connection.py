@@ -1,0 +1,254 @@
+"""The store's file: opening it (creating, migrating, checking), moving a corrupt one aside
+and starting afresh, its meta table, and the transaction and read wrappers the other
+parts of the store write and read through."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Concatenate, Literal, ParamSpec, TypeVar
+
+from edge.errors import StorageError
+from edge.store.schema import SCHEMA, add_columns, is_corruption, salvage_meta
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OpenReport:
+    """What happened while opening: a quarantined file is a storage fault to raise."""
+
+    quarantined: Path | None = None
+    reason: str | None = None
+
+
+_Self = TypeVar("_Self", bound="StoreFile")
+_Args = ParamSpec("_Args")
+_Result = TypeVar("_Result")
+
+
+def reads(method: Callable[Concatenate[_Self, _Args], _Result]
+          ) -> Callable[Concatenate[_Self, _Args], _Result]:
+    """A read that fails in SQLite (I/O error, corruption) raises StorageError, which
+    every caller handles, instead of a raw sqlite3 error that would kill its thread."""
+    @functools.wraps(method)
+    def read(self: _Self, *args: _Args.args, **kwargs: _Args.kwargs) -> _Result:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot read {self.path}: {e}") from e
+    return read
+
+
+class StoreFile:
+    """One connection to the store's file; the Store's parts add what they read and write."""
+
+    def __init__(self, path: Path, *, check_integrity: bool = False, readonly: bool = False,
+                 autocheckpoint: bool = True) -> None:
+        """Open (creating) the store at ``path``. ``check_integrity``: run quick_check and
+        quarantine a corrupt file (the daemon's first open does; readers do not).
+        ``readonly``: for the CLI's readers (events, report, check), which may run as a
+        member of the edge-alarm group that cannot write the daemon's files.
+        ``autocheckpoint=False``: this connection's commits never run a WAL checkpoint
+        (the owner thread's: a checkpoint on the alarm path costs a multi-MB write); a
+        Checkpointer thread does it instead."""
+        self._autocheckpoint = autocheckpoint
+        self.path = Path(path)
+        self.store_id: str | None = None  # read when opened for writing
+        self._inode = 0
+        self.report = OpenReport()
+        if readonly:
+            try:
+                self._conn = self._open_readonly()
+            except sqlite3.Error as e:
+                raise StorageError(f"cannot read {self.path}: {e}") from e
+            return
+        try:
+            self._conn = self._open(check_integrity)
+        except sqlite3.DatabaseError as e:
+            if not (check_integrity and is_corruption(e)):
+                raise StorageError(f"cannot open {self.path}: {e}") from e
+            self._start_fresh(f"corrupt: {e}")
+        except StorageError:
+            raise
+        except OSError as e:  # the directory cannot be made: a file in the way, read-only fs
+            raise StorageError(f"cannot open {self.path}: {e}") from e
+
+    # ------------------------------------------------------------------ open / close
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """A reading connection for someone who may not write the directory. A WAL reader
+        needs the -shm file, which the daemon's last connection removes when it stops: a
+        group member could then not read at all. With no -wal file there is no writer and
+        nothing beyond the main file to read, so the file is opened as immutable (no
+        -shm, no locks) instead."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        try:
+            conn.execute("SELECT 1 FROM events LIMIT 1")
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+            if Path(f"{self.path}-wal").exists() or not os.access(self.path, os.R_OK):
+                raise
+        conn = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, timeout=10)
+        conn.execute("SELECT 1 FROM events LIMIT 1")
+        return conn
+
+    def _open(self, check_integrity: bool) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous=FULL")
+            sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+            if mode.lower() != "wal" or sync != 2:
+                raise StorageError(f"{self.path}: journal_mode={mode}, synchronous={sync}; "
+                                   "need wal and FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            if not self._autocheckpoint:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+            if check_integrity:
+                result = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if result != "ok":
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {result}")
+            conn.executescript(SCHEMA)
+            add_columns(conn)
+            # Names this store's numbering of events: created with the database, it changes
+            # exactly when `seq` starts again from 1 (see docs/platform.md).
+            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('store_id', ?)",
+                         (str(uuid.uuid4()),))
+            self.store_id = conn.execute(
+                "SELECT value FROM meta WHERE key='store_id'").fetchone()[0]
+            self._inode = os.stat(self.path).st_ino
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _start_fresh(self, reason: str) -> Path:
+        """Move the corrupt store aside and open a fresh one that goes on from the old
+        last seq when that is still readable, so the platform never sees a seq twice."""
+        salvaged = salvage_meta(self.path)
+        moved = self._quarantine()
+        self._conn = self._open(False)
+        if salvaged.get("device_id"):
+            self._set_meta("device_id", salvaged["device_id"])
+        last_seq = salvaged.get("last_seq", "")
+        if last_seq.isdigit() and int(last_seq) > 0:
+            # The numbering goes on, so it keeps its name.
+            self._set_meta("last_seq", last_seq)
+            if salvaged.get("store_id"):
+                self._set_meta("store_id", salvaged["store_id"])
+                self.store_id = salvaged["store_id"]
+        self.report = OpenReport(moved, reason)
+        return moved
+
+    def _quarantine(self) -> Path:
+        """Move a corrupt store aside, keeping it for whoever investigates."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while target.exists():
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(target) + suffix))
+        log.error("store %s is corrupt; moved aside to %s", self.path, target)
+        return target
+
+    def recover_from_corruption(self) -> Path:
+        """The store went corrupt while running: move it aside and start a fresh one.
+        Raises StorageError when that fails too."""
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
+        try:
+            return self._start_fresh("corrupt while running")
+        except StorageError:
+            raise
+        except (OSError, sqlite3.Error) as e:
+            raise StorageError(f"cannot start a fresh {self.path}: {e}") from e
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def replaced(self) -> bool:
+        """Whether the file at ``path`` is no longer the one this connection has open."""
+        try:
+            return os.stat(self.path).st_ino != self._inode
+        except FileNotFoundError:
+            return True
+
+    def pragma(self, name: str) -> Any:
+        return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def integrity_ok(self) -> bool:
+        try:
+            return self._conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        except sqlite3.DatabaseError:
+            return False
+
+    # ------------------------------------------------------------------ meta
+
+    @reads
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def claim_device(self, device_id: str) -> None:
+        """Remember which device writes this store, the first time one does: a card
+        cloned to another school is then refused at start (edge.cli)."""
+        with self._transaction():
+            self._conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('device_id', ?)",
+                               (device_id,))
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction():
+            self._set_meta(key, value)
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) "
+                           "DO UPDATE SET value=excluded.value", (key, value))
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise StorageError(str(e)) from e
+        return self.conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if self.conn.in_transaction:  # SQLite may have rolled back already
+                    self.conn.execute("ROLLBACK")
+                raise StorageError(str(e)) from e
+        else:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(str(exc)) from exc
+        return False
+

@@ -1,0 +1,75 @@
+"""What each transport still owes the platform: deliveries, and the pictures of accepted
+events still to upload."""
+
+from __future__ import annotations
+
+from edge.store.connection import StoreFile, reads
+from edge.store.rows import Backlog, Delivery, Upload, event_of_row
+
+
+class Deliveries(StoreFile):
+    """The deliveries table, and the attachments to upload: a part of Store."""
+
+    @reads
+    def pending_count(self, transport: str) -> Backlog:
+        """Events not yet accepted by ``transport``, and the unix time of the oldest."""
+        row = self._conn.execute(
+            "SELECT count(*), min(e.ts) FROM deliveries d JOIN events e ON e.seq=d.seq "
+            "WHERE d.transport=? AND d.state='pending'", (transport,)).fetchone()
+        return Backlog(*row)
+
+    @reads
+    def pending_deliveries(self, transport: str, limit: int) -> list[Delivery]:
+        """The oldest events ``transport`` still owes, in seq order."""
+        rows = self._conn.execute(
+            "SELECT e.seq, e.id, e.kind, e.subject, e.time, e.data, d.attempts, d.next_try "
+            "FROM deliveries d JOIN events e ON e.seq = d.seq "
+            "WHERE d.transport=? AND d.state='pending' ORDER BY d.seq LIMIT ?",
+            (transport, limit)).fetchall()
+        return [Delivery(event_of_row(event), attempts, next_try)
+                for *event, attempts, next_try in rows]
+
+    def mark_accepted(self, transport: str, seqs: list[int], status: str, now: float) -> None:
+        """Delivered: and, in the same transaction, the SMS fallbacks that were waiting
+        for this acceptance are no longer owed."""
+        with self._transaction() as c:
+            c.executemany("UPDATE deliveries SET state='accepted', last_status=?, done_ts=?, "
+                          "attempts=attempts+1 WHERE seq=? AND transport=?",
+                          [(status, now, s, transport) for s in seqs])
+            c.executemany("UPDATE sms SET state='cancelled', done_ts=? "
+                          "WHERE seq=? AND state='waiting'", [(now, s) for s in seqs])
+
+    def mark_retry(self, transport: str, seqs: list[int], status: str, next_try: float) -> None:
+        with self._transaction() as c:
+            c.executemany("UPDATE deliveries SET attempts=attempts+1, last_status=?, next_try=? "
+                          "WHERE seq=? AND transport=?",
+                          [(status, next_try, s, transport) for s in seqs])
+
+    def mark_rejected(self, transport: str, seq: int, status: str, now: float) -> None:
+        with self._transaction() as c:
+            c.execute("UPDATE deliveries SET state='rejected', last_status=?, done_ts=?, "
+                      "attempts=attempts+1 WHERE seq=? AND transport=?",
+                      (status, now, seq, transport))
+
+    # ------------------------------------------------------------------ pictures
+
+    @reads
+    def attachments_to_upload(self, transport: str, limit: int = 10) -> list[Upload]:
+        """Pictures whose event ``transport`` has accepted but which are not uploaded yet,
+        oldest first."""
+        return [Upload(*row) for row in self._conn.execute(
+            "SELECT a.seq, e.id, a.name, a.path FROM attachments a "
+            "JOIN events e ON e.seq = a.seq JOIN deliveries d ON d.seq = a.seq "
+            "WHERE a.uploaded = 0 AND d.transport = ? AND d.state = 'accepted' "
+            # The snapshot first, then frames 1, 2 … 10 in number order (not as text).
+            "ORDER BY a.seq, a.name != 'snapshot', CAST(substr(a.name, 7) AS INTEGER) "
+            "LIMIT ?", (transport, limit))]
+
+    def mark_uploaded(self, seq: int, name: str) -> None:
+        with self._transaction() as c:
+            c.execute("UPDATE attachments SET uploaded=1 WHERE seq=? AND name=?", (seq, name))
+
+    @reads
+    def uploaded_paths(self) -> set[str]:
+        return {r[0] for r in self._conn.execute(
+            "SELECT path FROM attachments WHERE uploaded=1")}

@@ -1,0 +1,97 @@
+"""The store's tables, the columns added to them since the first release, and what
+counts as a corrupt file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events(
+    seq     INTEGER PRIMARY KEY,
+    id      TEXT NOT NULL UNIQUE,
+    kind    TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    time    TEXT NOT NULL,
+    ts      REAL NOT NULL,
+    data    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_subject ON events(subject, seq);
+-- What each transport still owes the platform: pending → accepted | rejected.
+CREATE TABLE IF NOT EXISTS deliveries(
+    seq         INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    transport   TEXT NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'pending',
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_try    REAL NOT NULL DEFAULT 0,
+    last_status TEXT,
+    done_ts     REAL,
+    PRIMARY KEY(seq, transport)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(transport, state, seq);
+-- One SMS per (event, contact), ever: the primary key is the promise.
+-- state: waiting (fallback: sent only if no transport accepts the event by `due`),
+--        pending (to send), sent, failed (gave up), cancelled (a transport accepted in time).
+CREATE TABLE IF NOT EXISTS sms(
+    seq        INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    contact    TEXT NOT NULL,
+    phone      TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    due        REAL NOT NULL,
+    fallback   INTEGER NOT NULL DEFAULT 0,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_try   REAL NOT NULL DEFAULT 0,
+    refs       TEXT,
+    last_error TEXT,
+    done_ts    REAL,
+    maybe_sent INTEGER NOT NULL DEFAULT 0, -- an attempt's confirmation was lost
+    PRIMARY KEY(seq, contact)
+) WITHOUT ROWID;
+-- Pictures attached to an event after it was stored (snapshot, pre-trigger frames).
+CREATE TABLE IF NOT EXISTS attachments(
+    seq      INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
+    name     TEXT NOT NULL,
+    path     TEXT NOT NULL,
+    sha256   TEXT NOT NULL,
+    bytes    INTEGER NOT NULL,
+    uploaded INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(seq, name)
+) WITHOUT ROWID;
+"""
+# Columns added since the first release, (table, column, definition): a store made by an
+# older version gets them when it is opened.
+_ADDED_COLUMNS = (
+    ("sms", "maybe_sent", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+def is_corruption(exc: BaseException | None) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and (
+        getattr(exc, "sqlite_errorcode", None) in _CORRUPT_CODES
+        or "malformed" in str(exc) or "not a database" in str(exc))
+
+
+def add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, definition in _ADDED_COLUMNS:
+        if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
+def salvage_meta(path: Path) -> dict[str, str]:
+    """What can still be read of a corrupt store's meta table (nothing: {})."""
+    try:
+        old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return {str(k): str(v) for k, v in old.execute("SELECT key, value FROM meta")}
+        finally:
+            old.close()
+    except sqlite3.Error:
+        return {}
+
