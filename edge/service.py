@@ -53,6 +53,11 @@ def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
         daemon.handoffs.sent_from_memory = sms.sent_from_memory
         daemon.handoffs.direct_sms = sms
         workers.append(sms)
+        if cfg.escalation is not None:
+            from edge.escalation import Escalation
+            workers.append(Escalation(cfg, daemon.loop, daemon.clock, sms,
+                                      record=daemon.record, store=lambda: daemon.store,
+                                      latched=lambda: daemon.latched))
     if cfg.uplink is not None:
         from edge.uplink.worker import UplinkWorker
         uplink = UplinkWorker(cfg, port, rng=options.uplink_rng)

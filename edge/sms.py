@@ -30,7 +30,7 @@ from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
 from edge.events import Event
-from edge.kinds import OTHER_RANK, REPLY_RANK, SMS_RANKS
+from edge.kinds import ALARM_RANK, OTHER_RANK, REPLY_RANK, SMS_RANKS
 from edge.modem.at import AtTimeout, PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, TON_UNKNOWN,
@@ -78,6 +78,9 @@ SEND_GIVE_UP_ATTEMPTS = 292
 MEMORY_SMS_CAP = 100  # SMS of unstored events waiting to go
 SENT_RECORDS_CAP = 500  # records of SMS sent, in each of _sent_from_memory, _unrecorded
 REPLY_QUEUE_CAP = 20  # replies to commands and test SMS waiting for the modem
+CALL_QUEUE_CAP = 4  # escalation calls waiting for the modem (the escalation asks one at a time)
+# An escalation call is one turn of the worker after every alarm SMS due, before replies.
+CALL_RANK = ALARM_RANK + 0.5
 
 T = TypeVar("T")
 
@@ -137,8 +140,19 @@ class _Taken(NamedTuple):
 class _Next:
     """The most urgent due SMS of one source, and how to send it."""
 
-    rank: int
+    rank: float
     send: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """An escalation call: ``done(result)`` is called on the worker's thread with
+    "answered", "no answer", "busy" or "failed"."""
+
+    contact: str
+    phone: str
+    ring_s: float
+    done: Callable[[str], None]
 
 
 def _log_if_unsent(what: str):
@@ -210,6 +224,8 @@ class SmsWorker(ThreadWorker):
                                        timings=timings)
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
         self._direct_lock = threading.Lock()
+        self._calls: list[CallRequest] = []  # under _direct_lock
+        self._call_cancel = threading.Event()  # set: hang up the call ringing now
         self._next_health = 0.0
         self._references = itertools.count(1)
         self._memory: list[_MemorySms] = []
@@ -302,9 +318,33 @@ class SmsWorker(ThreadWorker):
             self.wake()
         return future
 
+    def request_call(self, call: CallRequest) -> None:
+        """Ring a contact when the alarm SMS due have gone (any thread)."""
+        with self._direct_lock:
+            full = len(self._calls) >= CALL_QUEUE_CAP
+            if not full:
+                self._call_cancel.clear()
+                self._calls.append(call)
+        if full:
+            log.error("call to %s not queued: %d calls already wait", call.contact,
+                      CALL_QUEUE_CAP)
+            call.done("failed")
+        else:
+            self.wake()
+
+    def cancel_calls(self) -> None:
+        """Someone acknowledged: the calls waiting are dropped, the one ringing hangs up."""
+        with self._direct_lock:
+            self._calls.clear()
+            self._call_cancel.set()
+
     def _on_urc(self, urc: Urc) -> None:
         if urc.line.startswith(("+CMTI:", "+CMT:")):
             self.wake()
+
+    def stop(self, timeout: float) -> None:
+        self._call_cancel.set()  # a call ringing hangs up: the worker's turn ends
+        super().stop(timeout)
 
     # ------------------------------------------------------------------ worker thread
 
@@ -489,7 +529,8 @@ class SmsWorker(ThreadWorker):
         how long until one is due."""
         memory, memory_wait = self._next_memory(mono)
         outbox, outbox_wait = self._next_row()
-        ready = [n for n in (memory, outbox, self._next_direct()) if n is not None]
+        ready = [n for n in (memory, outbox, self._next_direct(), self._next_call())
+                 if n is not None]
         if not ready:
             return min(memory_wait, outbox_wait)
         min(ready, key=lambda n: n.rank).send()
@@ -577,6 +618,26 @@ class SmsWorker(ThreadWorker):
             future.set_exception(e)
             if isinstance(e, ModemError):
                 raise
+
+    def _next_call(self) -> _Next | None:
+        with self._direct_lock:
+            waiting = bool(self._calls)
+        return _Next(CALL_RANK, self._make_call) if waiting else None
+
+    def _make_call(self) -> None:
+        with self._direct_lock:
+            if not self._calls:
+                return  # cancelled meanwhile
+            call = self._calls.pop(0)
+        log.info("escalation: calling %s", call.contact)
+        try:
+            result = self.modem.voice_call(call.phone, ring_s=call.ring_s,
+                                           cancel=self._call_cancel)
+        except ModemError:
+            call.done("failed")
+            raise
+        log.info("escalation: call to %s: %s", call.contact, result)
+        call.done(result)
 
     def _fail_direct(self, error: ModemError) -> None:
         with self._direct_lock:
