@@ -37,11 +37,12 @@ class Dialer(Protocol):
 
 @dataclass
 class Plan:
-    """Where an escalation is: the alarms not yet acknowledged (ids), the round (from
-    1), the contact rung next (index), and when (wall-clock timestamp)."""
+    """Where an escalation is: the alarm that started it (id), the alarms not yet
+    acknowledged (ids), the round (from 1), the contact rung next (index), and when
+    (wall-clock timestamp)."""
 
+    alarm_id: str
     alarm_ids: list[str]
-    subject: str
     round: int = 1
     index: int = 0
     due: float = 0.0
@@ -111,7 +112,7 @@ class Escalation:
             self.plan.alarm_ids.append(alarm.id)
             self._keep()
             return
-        self.plan = Plan([alarm.id], alarm.subject,
+        self.plan = Plan(alarm.id, [alarm.id],
                          due=self.clock.now().timestamp() + self.settings.call_after_s)
         self._keep()
         self._schedule()
@@ -144,8 +145,7 @@ class Escalation:
     def _call_done(self, plan: Plan, contact: Contact, result: str) -> None:
         """Owner thread: record the call, then the next contact (or round) rings."""
         self._record("call", contact.name, contact.name,
-                     {"result": result, "alarm_id": plan.alarm_ids[0] if plan.alarm_ids
-                      else None, "round": plan.round})
+                     {"result": result, "alarm_id": plan.alarm_id, "round": plan.round})
         if self.plan is not plan:
             return  # acknowledged while it rang
         plan.ringing = False

@@ -632,12 +632,20 @@ class SmsWorker(ThreadWorker):
         log.info("escalation: calling %s", call.contact)
         try:
             result = self.modem.voice_call(call.phone, ring_s=call.ring_s,
-                                           cancel=self._call_cancel)
+                                           cancel=self._call_cancel,
+                                           between=self._read_inbox_while_ringing)
         except ModemError:
             call.done("failed")
             raise
         log.info("escalation: call to %s: %s", call.contact, result)
         call.done(result)
+
+    def _read_inbox_while_ringing(self) -> None:
+        """A SILENCE or 收到 that comes while a call rings is read at once: it hangs up."""
+        try:
+            self._read_inbox(self.port.clock.monotonic())
+        except ModemError as e:
+            log.warning("modem: reading new SMS during a call failed: %s", e)
 
     def _fail_direct(self, error: ModemError) -> None:
         with self._direct_lock:

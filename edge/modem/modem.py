@@ -459,17 +459,19 @@ class Modem:
     # --- voice calls ----------------------------------------------------------------------
 
     def voice_call(self, number: str, *, ring_s: float, cancel: threading.Event,
+                   between: Callable[[], None] = lambda: None,
                    poll_s: float = CALL_POLL_S) -> str:
         """Ring ``number`` (``ATD<number>;``) for up to ``ring_s``, or until the network
         ends the call or ``cancel`` is set; then hang up. SIM7600 and EC2x answer ATD at
         once: the progress is polled with AT+CLCC and the end comes as BUSY, NO ANSWER
-        or NO CARRIER. Returns "answered", "no answer", "busy" or "failed"."""
+        or NO CARRIER. ``between`` runs between polls (the caller reads new SMS: a
+        SILENCE sets ``cancel``). Returns "answered", "no answer", "busy" or "failed"."""
         self._call_end = None
         try:
             self._at(f"ATD{number};")
-        except (AtError, CmeError) as exc:
-            return next((r for end, r in CALL_ENDS.items() if str(exc).endswith(end)),
-                        "failed")
+        except (AtError, CmeError) as exc:  # NO CARRIER here: the call was never set up
+            return next((CALL_ENDS[end] for end in ("BUSY", "NO ANSWER")
+                         if str(exc).endswith(end)), "failed")
         answered = False
         deadline = self._clock() + ring_s
         try:
@@ -478,6 +480,7 @@ class Modem:
                 if states is not None and not states:
                     break  # the network ended it, its reason maybe still on the way
                 answered = answered or _CLCC_ACTIVE in (states or ())
+                between()
                 cancel.wait(poll_s)
         finally:
             self._hang_up()
