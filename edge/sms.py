@@ -630,22 +630,36 @@ class SmsWorker(ThreadWorker):
                 return  # cancelled meanwhile
             call = self._calls.pop(0)
         log.info("escalation: calling %s", call.contact)
+        yielded = threading.Event()
         try:
             result = self.modem.voice_call(call.phone, ring_s=call.ring_s,
                                            cancel=self._call_cancel,
-                                           between=self._read_inbox_while_ringing)
+                                           between=partial(self._between_call_polls, yielded))
         except ModemError:
             call.done("failed")
             raise
+        if yielded.is_set() and not self._call_cancel.is_set():
+            log.warning("escalation: call to %s hung up for an alarm SMS; it rings again "
+                        "after it", call.contact)
+            with self._direct_lock:
+                self._calls.insert(0, call)
+            return
         log.info("escalation: call to %s: %s", call.contact, result)
         call.done(result)
 
-    def _read_inbox_while_ringing(self) -> None:
-        """A SILENCE or 收到 that comes while a call rings is read at once: it hangs up."""
+    def _between_call_polls(self, yielded: threading.Event) -> bool:
+        """While a call rings: a SILENCE or 收到 is read at once (it hangs up); an alarm
+        SMS that falls due hangs up too (``yielded``): it goes first, the call after."""
+        mono = self.port.clock.monotonic()
         try:
-            self._read_inbox(self.port.clock.monotonic())
+            self._read_inbox(mono)
         except ModemError as e:
             log.warning("modem: reading new SMS during a call failed: %s", e)
+        alarms = [n for n in (self._next_memory(mono)[0], self._next_row()[0])
+                  if n is not None and n.rank < CALL_RANK]
+        if alarms:
+            yielded.set()
+        return bool(alarms)
 
     def _fail_direct(self, error: ModemError) -> None:
         with self._direct_lock:

@@ -145,3 +145,23 @@ def test_escalation_contacts_default_to_those_told_of_panic_and_must_be_contacts
         "120 seconds",
         f"config error: {tmp_path / 'config.toml'}: [escalation] contacts: 'janitor' is not "
         "a [[contact]] name"]
+
+
+def test_an_alarm_sms_due_while_a_call_rings_goes_first_and_the_call_rings_again(
+        escalating, emulator, wait_until):
+    live = escalating("call_after_s = 0\nring_s = 120")
+    live.press()
+    wait_until(lambda: emulator.ringing, timeout=15, what="the principal's phone rings")
+    sent_before = len(emulator.sent)
+    live.press("box")  # tamper: its SMS hangs up the call
+    wait_until(lambda: emulator.calls == [PRINCIPAL, PRINCIPAL] and emulator.ringing,
+               timeout=15, what="the principal rung again")
+    commands = emulator.commands
+    first_dial = commands.index(f"ATD{PRINCIPAL};")
+    redial = commands.index(f"ATD{PRINCIPAL};", first_dial + 1)
+    assert "AT+CHUP" in commands[first_dial:redial]
+    assert any(c.startswith("AT+CMGS=") for c in commands[first_dial:redial])
+    assert len(emulator.sent) > sent_before
+    assert call_results(live) == []  # the hung-up call is no call of the escalation
+    live.call(live.daemon.silence, "test", "cli")
+    wait_until(lambda: not emulator.ringing, timeout=15, what="hung up")

@@ -459,13 +459,14 @@ class Modem:
     # --- voice calls ----------------------------------------------------------------------
 
     def voice_call(self, number: str, *, ring_s: float, cancel: threading.Event,
-                   between: Callable[[], None] = lambda: None,
+                   between: Callable[[], bool] = lambda: False,
                    poll_s: float = CALL_POLL_S) -> str:
         """Ring ``number`` (``ATD<number>;``) for up to ``ring_s``, or until the network
         ends the call or ``cancel`` is set; then hang up. SIM7600 and EC2x answer ATD at
         once: the progress is polled with AT+CLCC and the end comes as BUSY, NO ANSWER
         or NO CARRIER. ``between`` runs between polls (the caller reads new SMS: a
-        SILENCE sets ``cancel``). Returns "answered", "no answer", "busy" or "failed"."""
+        SILENCE sets ``cancel``); True from it hangs up at once (something more urgent).
+        Returns "answered", "no answer", "busy" or "failed"."""
         self._call_end = None
         try:
             self._at(f"ATD{number};")
@@ -480,7 +481,8 @@ class Modem:
                 if states is not None and not states:
                     break  # the network ended it, its reason maybe still on the way
                 answered = answered or _CLCC_ACTIVE in (states or ())
-                between()
+                if between():
+                    break
                 cancel.wait(poll_s)
         finally:
             self._hang_up()
