@@ -226,6 +226,7 @@ class SmsWorker(ThreadWorker):
         self._direct_lock = threading.Lock()
         self._calls: list[CallRequest] = []  # under _direct_lock
         self._call_cancel = threading.Event()  # set: hang up the call ringing now
+        self._closing = False  # under _direct_lock: stop() was called, no call starts
         self._next_health = 0.0
         self._references = itertools.count(1)
         self._memory: list[_MemorySms] = []
@@ -323,7 +324,6 @@ class SmsWorker(ThreadWorker):
         with self._direct_lock:
             full = len(self._calls) >= CALL_QUEUE_CAP
             if not full:
-                self._call_cancel.clear()
                 self._calls.append(call)
         if full:
             log.error("call to %s not queued: %d calls already wait", call.contact,
@@ -343,7 +343,9 @@ class SmsWorker(ThreadWorker):
             self.wake()
 
     def stop(self, timeout: float) -> None:
-        self._call_cancel.set()  # a call ringing hangs up: the worker's turn ends
+        with self._direct_lock:  # a call ringing hangs up, none starts: the turn ends
+            self._closing = True
+            self._call_cancel.set()
         super().stop(timeout)
 
     # ------------------------------------------------------------------ worker thread
@@ -626,9 +628,11 @@ class SmsWorker(ThreadWorker):
 
     def _make_call(self) -> None:
         with self._direct_lock:
-            if not self._calls:
+            if not self._calls or self._closing:
                 return  # cancelled meanwhile
             call = self._calls.pop(0)
+            # Asked for after any acknowledgement so far (that emptied the queue).
+            self._call_cancel.clear()
         log.info("escalation: calling %s", call.contact)
         yielded = threading.Event()
         try:
