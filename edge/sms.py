@@ -642,6 +642,8 @@ class SmsWorker(ThreadWorker):
         except ModemError:
             call.done("failed")
             raise
+        if self._closing:
+            return  # cut short by the stop: the kept plan rings this contact at the next start
         if yielded.is_set() and not self._call_cancel.is_set():
             log.warning("escalation: call to %s hung up for an alarm SMS; it rings again "
                         "after it", call.contact)
