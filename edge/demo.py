@@ -26,8 +26,8 @@ import time
 from collections import Counter
 from zoneinfo import ZoneInfo
 
-from edge.demo_rig import (HELD_OPEN_ALERT_S, PRINCIPAL, SMS_FALLBACK_AFTER_S, Rig,
-                           StepMissing)
+from edge.demo_rig import (CALL_AFTER_S, HELD_OPEN_ALERT_S, PRINCIPAL, SMS_FALLBACK_AFTER_S,
+                           Rig, StepMissing)
 from edge.demo_timeline import Inbox, Timeline, describe
 from edge.errors import EdgeAlarmError
 from edge.events import Event
@@ -218,12 +218,18 @@ class Story:
         if not rig.status()["alarm"]["active"]:
             raise StepMissing("the alarm staying latched after the button was released")
         t.note("按钮已松开，报警保持 button released; the alarm stays latched until silenced")
+        rig.advance(CALL_AFTER_S)
+        rig.wait(lambda: rig.modem.ringing, "the escalation call ringing the principal")
+        t.at(rig.now(), f"电话 call: ATD{PRINCIPAL}; — {CALL_AFTER_S} s without "
+                        "acknowledgement, the principal's phone rings")
 
     def principal_replies(self) -> None:
         rig, t = self.rig, self.timeline
         t.scene("④ 21:12 校长回复“收到”，再回复“解除” — the principal replies by SMS")
         self.principal_sends("收到", second=45)
         self.wait_event("acknowledged", "an acknowledged event after the principal's 收到")
+        self.wait_event("call", "the escalation call hung up after the principal's 收到")
+        rig.wait(lambda: not rig.modem.ringing, "the call hung up")
         self.wait_sms("已记录您知悉", "the reply SMS confirming the acknowledgement")
         self.show_events()
         if not rig.status()["siren"]["on"]:

@@ -76,6 +76,7 @@ EVENT_WORDS = {
     "acknowledged": "报警已知悉 {label} — acknowledged by {by} via {via}; the siren sounds on",
     "fault": "设备故障 {label}（{reason_words}）— fault: {subject} {reason}",
     "recovered": "故障恢复 {label} — {subject} recovered",
+    "call": "报警电话 {subject} — escalation call: {result}",
 }
 
 

@@ -64,6 +64,8 @@ KIND_TABLE: tuple[Kind, ...] = (
          family="mains"),
     Kind("battery_low", "电池电量低", "【{site}】电池电量低：{label} 于 {time} 报告。",
          family="battery"),
+    # An escalation call (spec §3): for the record and the platform, never texted.
+    Kind("call", "报警电话", receivable=False),
 )
 BY_NAME = {kind.name: kind for kind in KIND_TABLE}
 

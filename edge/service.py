@@ -54,6 +54,11 @@ def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
         daemon.handoffs.direct_sms = sms
         daemon.handoffs.summary_decided = sms.wake
         workers.append(sms)
+        if cfg.escalation is not None:
+            from edge.escalation import Escalation
+            workers.append(Escalation(cfg, daemon.loop, daemon.clock, sms,
+                                      record=daemon.record, store=lambda: daemon.store,
+                                      latched=lambda: daemon.latched))
     if cfg.uplink is not None:
         from edge.uplink.worker import UplinkWorker
         uplink = UplinkWorker(cfg, port, rng=options.uplink_rng)

@@ -31,7 +31,7 @@ from edge import routing
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
 from edge.events import Event
-from edge.kinds import OTHER_RANK, REPLY_RANK, SMS_RANKS, SUMMARY_RANK
+from edge.kinds import ALARM_RANK, OTHER_RANK, REPLY_RANK, SMS_RANKS, SUMMARY_RANK
 from edge.modem.at import AtTimeout, PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
 from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, TON_UNKNOWN,
@@ -80,6 +80,9 @@ SEND_GIVE_UP_ATTEMPTS = 292
 MEMORY_SMS_CAP = 100  # SMS of unstored events waiting to go
 SENT_RECORDS_CAP = 500  # records of SMS sent, in each of _sent_from_memory, _unrecorded
 REPLY_QUEUE_CAP = 20  # replies to commands and test SMS waiting for the modem
+CALL_QUEUE_CAP = 4  # escalation calls waiting for the modem (the escalation asks one at a time)
+# An escalation call is one turn of the worker after every alarm SMS due, before replies.
+CALL_RANK = ALARM_RANK + 0.5
 
 T = TypeVar("T")
 
@@ -139,8 +142,19 @@ class _Taken(NamedTuple):
 class _Next:
     """The most urgent due SMS of one source, and how to send it."""
 
-    rank: int
+    rank: float
     send: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """An escalation call: ``done(result)`` is called on the worker's thread with
+    "answered", "no answer", "busy" or "failed"."""
+
+    contact: str
+    phone: str
+    ring_s: float
+    done: Callable[[str], None]
 
 
 def _log_if_unsent(what: str):
@@ -212,6 +226,9 @@ class SmsWorker(ThreadWorker):
                                        timings=timings)
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
         self._direct_lock = threading.Lock()
+        self._calls: list[CallRequest] = []  # under _direct_lock
+        self._call_cancel = threading.Event()  # set: hang up the call ringing now
+        self._closing = False  # under _direct_lock: stop() was called, no call starts
         self._next_health = 0.0
         self._references = itertools.count(1)
         self._memory: list[_MemorySms] = []
@@ -309,9 +326,34 @@ class SmsWorker(ThreadWorker):
             self.wake()
         return future
 
+    def request_call(self, call: CallRequest) -> None:
+        """Ring a contact when the alarm SMS due have gone (any thread)."""
+        with self._direct_lock:
+            full = len(self._calls) >= CALL_QUEUE_CAP
+            if not full:
+                self._calls.append(call)
+        if full:
+            log.error("call to %s not queued: %d calls already wait", call.contact,
+                      CALL_QUEUE_CAP)
+            call.done("failed")
+        else:
+            self.wake()
+
+    def cancel_calls(self) -> None:
+        """Someone acknowledged: the calls waiting are dropped, the one ringing hangs up."""
+        with self._direct_lock:
+            self._calls.clear()
+            self._call_cancel.set()
+
     def _on_urc(self, urc: Urc) -> None:
         if urc.line.startswith(("+CMTI:", "+CMT:")):
             self.wake()
+
+    def stop(self, timeout: float) -> None:
+        with self._direct_lock:  # a call ringing hangs up, none starts: the turn ends
+            self._closing = True
+            self._call_cancel.set()
+        super().stop(timeout)
 
     # ------------------------------------------------------------------ worker thread
 
@@ -496,7 +538,8 @@ class SmsWorker(ThreadWorker):
         how long until one is due."""
         memory, memory_wait = self._next_memory(mono)
         outbox, outbox_wait = self._next_row()
-        ready = [n for n in (memory, outbox, self._next_direct(), self._next_summary(mono))
+        ready = [n for n in (memory, outbox, self._next_direct(), self._next_call(),
+                             self._next_summary(mono))
                  if n is not None]
         if not ready:
             return min(memory_wait, outbox_wait)
@@ -585,6 +628,52 @@ class SmsWorker(ThreadWorker):
             future.set_exception(e)
             if isinstance(e, ModemError):
                 raise
+
+    def _next_call(self) -> _Next | None:
+        with self._direct_lock:
+            waiting = bool(self._calls)
+        return _Next(CALL_RANK, self._make_call) if waiting else None
+
+    def _make_call(self) -> None:
+        with self._direct_lock:
+            if not self._calls or self._closing:
+                return  # cancelled meanwhile
+            call = self._calls.pop(0)
+            # Asked for after any acknowledgement so far (that emptied the queue).
+            self._call_cancel.clear()
+        log.info("escalation: calling %s", call.contact)
+        yielded = threading.Event()
+        try:
+            result = self.modem.voice_call(call.phone, ring_s=call.ring_s,
+                                           cancel=self._call_cancel,
+                                           between=partial(self._between_call_polls, yielded))
+        except ModemError:
+            call.done("failed")
+            raise
+        if self._closing:
+            return  # cut short by the stop: the kept plan rings this contact at the next start
+        if yielded.is_set() and not self._call_cancel.is_set():
+            log.warning("escalation: call to %s hung up for an alarm SMS; it rings again "
+                        "after it", call.contact)
+            with self._direct_lock:
+                self._calls.insert(0, call)
+            return
+        log.info("escalation: call to %s: %s", call.contact, result)
+        call.done(result)
+
+    def _between_call_polls(self, yielded: threading.Event) -> bool:
+        """While a call rings: a SILENCE or 收到 is read at once (it hangs up); an alarm
+        SMS that falls due hangs up too (``yielded``): it goes first, the call after."""
+        mono = self.port.clock.monotonic()
+        try:
+            self._read_inbox(mono)
+        except ModemError as e:
+            log.warning("modem: reading new SMS during a call failed: %s", e)
+        alarms = [n for n in (self._next_memory(mono)[0], self._next_row()[0])
+                  if n is not None and n.rank < CALL_RANK]
+        if alarms:
+            yielded.set()
+        return bool(alarms)
 
     def _fail_direct(self, error: ModemError) -> None:
         with self._direct_lock:

@@ -67,7 +67,9 @@ def test_demo_plays_the_whole_story_and_leaves_nothing(tmp_path, short_dir):
     assert re.search(r"snapshot: 1280×720 JPEG, .*sha256 [0-9a-f]{12}…", two)
     assert "siren: ON" in three
     assert re.search(r"pre-trigger frames: [1-3] × 320×180", three)
+    assert "电话 call: ATD+8613800138000;" in three  # escalation: nobody acknowledged
     assert re.search(r"#\d+ acknowledged .*by principal via sms", four)
+    assert re.search(r"#\d+ call .*escalation call: no answer", four)  # 收到 hung it up
     assert four.index("siren: still ON") < four.index("silenced") < four.index("siren: off")
     assert re.search(r"#\d+ silenced .*by principal via sms", four)
     assert re.search(r"#\d+ gate_held_open .*未上传 not uploaded", five)

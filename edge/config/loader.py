@@ -12,8 +12,8 @@ from typing import Any, TypeVar, get_type_hints
 from edge.config.checks import NAME_RE
 from edge.config.inputs import INPUT_KINDS, Input, read_input
 from edge.config.section import Section, key_default, not_none
-from edge.config.sections import (Camera, Contact, Control, Drill, Gpio, Modem, Siren, Site,
-                                  Sms, Storage, Summary, Uplink)
+from edge.config.sections import (Camera, Contact, Control, Drill, Escalation, Gpio, Modem,
+                                  Siren, Site, Sms, Storage, Summary, Uplink)
 from edge.config.table import REQUIRED, Problems, Table
 from edge.errors import ConfigError
 from edge.events import PART_LABELS
@@ -43,6 +43,7 @@ class Config:
     drill: Drill = Drill()
     summary: Summary | None = None
     control: Control = Control()
+    escalation: Escalation | None = None
 
     def input(self, name: str) -> Input | None:
         return next((i for i in self.inputs if i.name == name), None)
@@ -57,6 +58,16 @@ class Config:
     def has_transport(self) -> bool:
         """Whether any transport to a platform is configured (spec §5: "no transport")."""
         return self.uplink is not None
+
+    def escalation_contacts(self) -> tuple[Contact, ...]:
+        """Whom an escalation rings, in order: [escalation] contacts, or by default the
+        contacts that receive `panic`."""
+        if self.escalation is None:
+            return ()
+        if self.escalation.contacts is None:
+            return tuple(c for c in self.contacts if "panic" in c.receives)
+        by_name = {c.name: c for c in self.contacts}
+        return tuple(by_name[name] for name in self.escalation.contacts)
 
 
 def _sections() -> dict[str, tuple[type[Section], Any]]:
@@ -104,9 +115,20 @@ def parse(raw: dict[str, Any], path: str = "config.toml") -> Config:
     # claimed before the siren's).
     values = {f.name: _read_field(problems, raw, f.name)
               for f in dataclasses.fields(Config) if f.name != "path"}
+    _check_escalation_contacts(problems, values)
     if problems.lines:
         raise ConfigError(problems.lines)
     return Config(path=path, **values)
+
+
+def _check_escalation_contacts(problems: Problems, values: dict[str, Any]) -> None:
+    escalation = values.get("escalation")
+    if escalation is None or escalation.contacts is None:
+        return
+    known = {c.name for c in values["contacts"]}
+    for name in escalation.contacts:
+        if name not in known:
+            problems.add("[escalation] contacts", f"{name!r} is not a [[contact]] name")
 
 
 def _read_field(problems: Problems, raw: dict[str, Any], name: str) -> Any:

@@ -195,6 +195,25 @@ class Summary(Section):
         return dt.time.fromisoformat(self.time)
 
 
+def read_names(t: Table, key: str, default: Any) -> tuple[str, ...] | None:
+    """A list of names (of contacts: the loader checks that each is one)."""
+    names = t.get(key, list, default)
+    if names is None:
+        return None
+    if not all(isinstance(name, str) for name in names):
+        t.fail(key, "must be an array of [[contact]] names")
+        return None
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class Escalation(Section):
+    call_after_s: int = 120  # an alarm not acknowledged this long starts the calls
+    ring_s: int = 30  # each call hangs up after this
+    contacts: tuple[str, ...] | None = setting(None, read=read_names)  # None: panic's
+    rounds: int = 3
+
+
 @dataclass(frozen=True)
 class Control(Section):
     socket: Path = Path(DEFAULT_SOCKET)

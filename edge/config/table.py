@@ -36,6 +36,9 @@ RANGES: dict[str, tuple[int | float, int | float]] = {
     "[sms] replies_per_hour": (1, 60),
     "[drill] siren_s": (0, 300),
     "[drill] default_for_s": (60, 86400),
+    "[escalation] call_after_s": (0, 3600),
+    "[escalation] ring_s": (5, 120),
+    "[escalation] rounds": (1, 10),
 }
 # What a numeric key's name ends with → the unit an error message names.
 _UNITS = {"_s": " seconds", "_days": " days", "_mb": " MB"}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -47,6 +48,11 @@ MAX_ANNOUNCED = 256
 # New messages read per receive(): an SMS flood is read between sends, never ahead of the
 # alarm SMS waiting behind it.
 MAX_READ_PER_CALL = 8
+# Voice calls (27.007 §6.1, §7.18): what ends a call, as the call's result.
+CALL_ENDS = {"BUSY": "busy", "NO ANSWER": "no answer", "NO CARRIER": "no answer",
+             "NO DIALTONE": "failed"}
+_CLCC_ACTIVE = "0"  # +CLCC <stat>: 0 active (answered), 2 dialling, 3 alerting
+CALL_POLL_S = 1.0  # AT+CLCC asked this often while a call rings
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,7 @@ class Modem:
         self._announced: collections.deque[int] = collections.deque(maxlen=MAX_ANNOUNCED)
         self._announced_lost = False
         self._reassembler = Reassembler()
+        self._call_end: str | None = None  # set by the reader thread: BUSY, NO CARRIER…
 
     @classmethod
     def from_config(cls, cfg, **kwargs) -> "Modem":
@@ -449,6 +456,61 @@ class Modem:
             sent.append(self._send_part(part))
         return sent
 
+    # --- voice calls ----------------------------------------------------------------------
+
+    def voice_call(self, number: str, *, ring_s: float, cancel: threading.Event,
+                   between: Callable[[], bool] = lambda: False,
+                   poll_s: float = CALL_POLL_S) -> str:
+        """Ring ``number`` (``ATD<number>;``) for up to ``ring_s``, or until the network
+        ends the call or ``cancel`` is set; then hang up. SIM7600 and EC2x answer ATD at
+        once: the progress is polled with AT+CLCC and the end comes as BUSY, NO ANSWER
+        or NO CARRIER. ``between`` runs between polls (the caller reads new SMS: a
+        SILENCE sets ``cancel``); True from it hangs up at once (something more urgent).
+        Returns "answered", "no answer", "busy" or "failed"."""
+        self._call_end = None
+        try:
+            self._at(f"ATD{number};")
+        except (AtError, CmeError) as exc:  # NO CARRIER here: the call was never set up
+            return next((CALL_ENDS[end] for end in ("BUSY", "NO ANSWER")
+                         if str(exc).endswith(end)), "failed")
+        answered = False
+        deadline = self._clock() + ring_s
+        try:
+            while self._call_end is None and self._clock() < deadline and not cancel.is_set():
+                states = self._call_states()
+                if states is not None and not states:
+                    break  # the network ended it, its reason maybe still on the way
+                answered = answered or _CLCC_ACTIVE in (states or ())
+                if between():
+                    break
+                cancel.wait(poll_s)
+        finally:
+            self._hang_up()
+        if answered:
+            return "answered"
+        return CALL_ENDS.get(self._call_end or "", "no answer")
+
+    def _call_states(self) -> list[str] | None:
+        """The <stat> of each voice call AT+CLCC lists; None when it will not say."""
+        try:
+            lines = self._at("AT+CLCC")
+        except (AtError, CmeError) as exc:
+            end = next((e for e in CALL_ENDS if str(exc).endswith(e)), None)
+            if end is None:
+                return None
+            self._call_end = end  # the call's end came as this command's answer
+            return []
+        return [_fields(line)[2] for line in lines
+                if line.startswith("+CLCC:") and len(_fields(line)) >= 4
+                and _fields(line)[3] == "0"]  # <mode> 0: voice
+
+    def _hang_up(self) -> None:
+        """AT+CHUP (27.007 §6.5), or ATH for a modem that refuses it."""
+        try:
+            self._at("AT+CHUP")
+        except (AtError, CmeError):
+            self._at("ATH")
+
     def _send_part(self, part: SubmitPdu) -> int:
         pause = self.timings.busy_retry_s
         for attempt in range(self.timings.busy_retries + 1):
@@ -575,7 +637,9 @@ class Modem:
             return None
 
     def _handle_urc(self, urc: Urc) -> None:
-        """On the reader thread: note new messages, pass everything on."""
+        """On the reader thread: note new messages and a call's end, pass everything on."""
+        if urc.line in CALL_ENDS:
+            self._call_end = urc.line
         if urc.line.startswith("+CMTI:"):
             fields = _fields(urc.line)
             if len(fields) >= 2 and fields[1].isdecimal():  # int() takes no "²"

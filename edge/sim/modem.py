@@ -72,7 +72,10 @@ class ModemEmulator:
     ``response_delay`` and ``send_time`` (seconds; ``send_time`` from every PDU to its
     answer, a slow network), ``signal`` (AT+CSQ rssi, 99 unknown), ``registration``
     (CREG/CEREG stat: 1 home, 5 roaming, 0/2 not registered), ``sim_present``, ``sim_pin``
-    (asked at power-up when not empty), ``smsc`` ("" for an empty one).
+    (asked at power-up when not empty), ``smsc`` ("" for an empty one), ``call_outcome``
+    (what the called phone does with ``ATD<number>;``: "no answer" rings until hung up,
+    "answer" picks up, "busy" ends in BUSY, "fail" refuses the dial with NO CARRIER) and
+    ``call_progress_s`` (from the dial to the phone's answer or BUSY).
     Methods: ``fail_next_sends``, ``lose_next_send_answer``, ``urc_in_next_response``,
     ``refuse``, ``inject``, ``deliver``, ``deliver_pdu``, ``wait_sent``, ``unplug``,
     ``replug``.
@@ -95,6 +98,11 @@ class ModemEmulator:
         self.sim_pin = sim_pin
         self.smsc = smsc
         self.iccid = "89860012345678901234"  # the SIM card's own number (AT+CCID)
+        self.call_outcome = "no answer"
+        self.call_progress_s = 0.3
+        self._call: dict | None = None  # the voice call: number, <stat> (27.007 +CLCC)
+        self._calls: list[str] = []  # every number dialled
+        self._hang_ups = 0
         self._indices = range(first_index, first_index + storage_size)  # Quectel counts from 0
         self._cond = threading.Condition()  # guards everything below and writes to the pty
         self._storage: dict[int, _Stored] = {}
@@ -370,12 +378,75 @@ class ModemEmulator:
             return []
         if rest.upper() == "I":
             return ["SIMCOM INCORPORATED", self.model, "Revision: emulated"]
+        if rest.upper().startswith("D") and rest.endswith(";"):
+            return self._dial(rest[1:-1])
+        if rest.upper() == "H":
+            return self._at_chup("exec", "", stop)
         match = _COMMAND.match(line)
         handler = match and getattr(self, f"_at_{match.group(1)[1:].lower()}", None)
         if match is None or handler is None:
             raise _Reply("ERROR")
         operation = {None: "exec", "?": "read", "=?": "test"}.get(match.group(2), "set")
         return handler(operation, match.group(3) or "", stop)
+
+    # --- voice calls: ATD answers OK at once, the call's progress shows in AT+CLCC, its
+    # end comes unsolicited (BUSY, NO CARRIER), as on SIM7600 and EC2x.
+
+    def _dial(self, number: str) -> list[str]:
+        if not self._registered():
+            raise _Reply("NO CARRIER")
+        with self._cond:
+            self._calls.append(number)
+            self._cond.notify_all()
+            if self.call_outcome == "fail":
+                raise _Reply("NO CARRIER")
+            call = self._call = {"number": number, "stat": 3}  # alerting
+        outcome = self.call_outcome
+        if outcome in ("answer", "busy"):
+            threading.Timer(self.call_progress_s, self._call_progress,
+                            args=(call, outcome)).start()
+        return []
+
+    def _call_progress(self, call: dict, outcome: str) -> None:
+        with self._cond:
+            if self._call is not call:
+                return  # hung up meanwhile
+            if outcome == "answer":
+                call["stat"] = 0
+            else:
+                self._call = None
+                self._write(b"\r\nBUSY\r\n")
+
+    def _at_clcc(self, operation, args, stop):
+        with self._cond:
+            call = self._call
+        if call is None:
+            return []
+        return [f'+CLCC: 1,0,{call["stat"]},0,0,"{call["number"]}",129']
+
+    def _at_chup(self, operation, args, stop):
+        with self._cond:
+            self._call = None
+            self._hang_ups += 1
+            self._cond.notify_all()
+        return []
+
+    @property
+    def calls(self) -> list[str]:
+        """Every number dialled (ATD<number>;), in order."""
+        with self._cond:
+            return list(self._calls)
+
+    @property
+    def ringing(self) -> bool:
+        """Whether a call is up (alerting or answered), not yet hung up."""
+        with self._cond:
+            return self._call is not None
+
+    @property
+    def hang_ups(self) -> int:
+        with self._cond:
+            return self._hang_ups
 
     def _cme(self, code: int) -> _Reply:
         return _Reply("ERROR" if self._cmee == 0 else f"+CME ERROR: {code}")
