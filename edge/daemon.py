@@ -13,7 +13,7 @@ from collections.abc import Container
 from typing import Protocol
 
 from edge import routing
-from edge.alarm_rule import AlarmRule
+from edge.alarm_rule import CHIRP_S, AlarmRule
 from edge.clock import Clock, ClockSteps, SyncState
 from edge.config import Config
 from edge.errors import CommandRefused, StorageError
@@ -26,10 +26,12 @@ from edge.port import Handoffs, OwnerCommands, WorkerPort
 from edge.sdnotify import Notifier
 from edge.siren import Siren
 from edge.start_signals import StartSignals
-from edge.status_doc import DrillStatus, InputStatus, StatusDoc, UplinkStatus, complete_part
+from edge.status_doc import (DrillStatus, InputStatus, StatusDoc, UplinkStatus, WalktestStatus,
+                             complete_part)
 from edge.storage_health import WRITE_FAILURES, StorageHealth
 from edge.store import Checkpointer, Store, is_corruption
 from edge.unstored import UnstoredEvents
+from edge.walk_test import note_installed, overdue_inputs
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ PURGE_EVERY_S = 3600.0
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
 # an alarm's.
 SMS_CLOCK_SLACK_S = 300.0
+WALKTEST_S = 1800.0  # a walk test ends by itself after this long unless told (--for)
 
 
 class Worker(Protocol):
@@ -176,9 +179,10 @@ class Daemon:
         now = self.clock.now()
         mono = self.clock.monotonic()
         if self.store is not None:
-            # The store keeps the drill's end in wall time.
-            self.rule.restore_drill(float(self.store.get_meta("drill_until") or 0),
-                                    self.store.get_meta("drill_account") or None, now, mono)
+            # The store keeps the drill's and the walk test's ends in wall time.
+            self.rule.drill.restore(self.store, now, mono)
+            self.rule.walktest.restore(self.store, now, mono)
+            note_installed(self.cfg, self.store, now)
         for handler in self.inputs.values():
             handler.restore(now, mono)
 
@@ -332,7 +336,12 @@ class Daemon:
         self.loop.post(self._edge, name, active, mono, wall)
 
     def _edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
-        self.inputs[name].edge(active, mono, wall)
+        handler = self.inputs[name]
+        if active and not handler.trips_siren and self.rule.walktest.active():
+            # (an alarm input's press is judged a test by the rule, bounce lockout and all)
+            self.rule.sound(mono, CHIRP_S)
+            self.tested(name, wall)
+        handler.edge(active, mono, wall)
 
     # ================================================================ commands
 
@@ -382,13 +391,41 @@ class Daemon:
         for_s = for_s or self.cfg.drill.default_for_s
         self.rule.set_drill(for_s if on else None, account)
         if self.store is not None:
-            until = self.clock.now().timestamp() + for_s if on else 0
-            self.store.set_meta("drill_until", str(until))
-            self.store.set_meta("drill_account", self.rule.drill_account or "")
+            self.rule.drill.save(self.store)
         status = self.rule.drill_status()
         log.warning("drill mode %s (account %s)", f"on until {status['until']}: "
                     "panic presses are recorded as drills" if on else "off", account)
         return status
+
+    def set_walktest(self, on: bool, for_s: int | None = None, by: str | None = None,
+                     account: str | None = None) -> WalktestStatus:
+        """Walk test on for ``for_s`` (default WALKTEST_S), or off; kept in the store like
+        drill mode. ``by``: who walks round (data.by of each input_tested event)."""
+        self.rule.walktest.set((for_s or WALKTEST_S) if on else None, account, by or account)
+        if self.store is not None:
+            self.rule.walktest.save(self.store)
+        status = self.rule.walktest_status()
+        log.warning("walk test %s (by %s, account %s)", f"on until {status['until']}: "
+                    "presses are tests, not alarms" if on else "off", by, account)
+        return status
+
+    def tested(self, name: str, wall: dt.datetime) -> Event:
+        """An input went active during a walk test: one `input_tested` event."""
+        walk = self.rule.walktest
+        data = {"by": walk.by or "walktest"}
+        if walk.account:
+            data["account"] = walk.account
+        return self.record("input_tested", name, self.cfg.label_of(name), data, time=wall)
+
+    def overdue(self) -> list[str]:
+        """The inputs not walk-tested within [walktest] due_days."""
+        if self.store is None:
+            return []
+        try:
+            return overdue_inputs(self.cfg, self.store, self.clock.now())
+        except StorageError as e:
+            log.warning("walk-test dates unreadable: %s", e)
+            return []
 
     def simulate(self, name: str, active: bool) -> None:
         if self.cfg.gpio.pin_factory != "mock":
@@ -426,6 +463,8 @@ class Daemon:
                         "last_seq": self.store.last_seq() if self.store else None},
             "clock_synced": self._sync.synced(),
             "drill": self.rule.drill_status(),
+            "walktest": self.rule.walktest_status(),
+            "overdue": self.overdue(),
         }
         for worker in self.workers:
             complete_part(status, worker.part, worker.status())

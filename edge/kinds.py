@@ -63,6 +63,9 @@ KIND_TABLE: tuple[Kind, ...] = (
          family="mains"),
     Kind("battery_low", "电池电量低", "【{site}】电池电量低：{label} 于 {time} 报告。",
          family="battery"),
+    # Never texted (no alarm, no SMS during a walk test); the latest per input outlives
+    # retention: it says when the input was last tested ([walktest] due_days).
+    Kind("input_tested", "巡检", receivable=False, family="walktest"),
 )
 BY_NAME = {kind.name: kind for kind in KIND_TABLE}
 

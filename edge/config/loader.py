@@ -12,8 +12,8 @@ from typing import Any, TypeVar, get_type_hints
 from edge.config.checks import NAME_RE
 from edge.config.inputs import INPUT_KINDS, Input, read_input
 from edge.config.section import Section, key_default, not_none
-from edge.config.sections import (Camera, Contact, Control, Drill, Gpio, Modem, Siren, Site,
-                                  Sms, Storage, Uplink)
+from edge.config.sections import (Camera, Contact, Control, Drill, Gpio, Indicator, Modem,
+                                  Siren, Site, Sms, Storage, Uplink, Walktest)
 from edge.config.table import REQUIRED, Problems, Table
 from edge.errors import ConfigError
 from edge.events import PART_LABELS
@@ -41,6 +41,8 @@ class Config:
     contacts: tuple[Contact, ...] = ()
     sms: Sms = Sms()
     drill: Drill = Drill()
+    walktest: Walktest = Walktest()
+    indicator: Indicator | None = None
     control: Control = Control()
 
     def input(self, name: str) -> Input | None:

@@ -36,6 +36,7 @@ RANGES: dict[str, tuple[int | float, int | float]] = {
     "[sms] replies_per_hour": (1, 60),
     "[drill] siren_s": (0, 300),
     "[drill] default_for_s": (60, 86400),
+    "[walktest] due_days": (1, 365),
 }
 # What a numeric key's name ends with → the unit an error message names.
 _UNITS = {"_s": " seconds", "_days": " days", "_mb": " MB"}
