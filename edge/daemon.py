@@ -18,10 +18,11 @@ from edge.clock import Clock, ClockSteps, SyncState
 from edge.config import Config
 from edge.errors import CommandRefused, StorageError
 from edge.events import Event, new_event_id
+from edge.indicator import Lamp, LampState, lamp_state
 from edge.input_handler import InputHandler
 from edge.input_kinds import INPUT_KINDS
 from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
-from edge.owner import MAX_WAIT_S, OwnerLoop
+from edge.owner import MAX_WAIT_S, OwnerLoop, Timer
 from edge.port import Handoffs, OwnerCommands, WorkerPort
 from edge.sdnotify import Notifier
 from edge.siren import Siren
@@ -43,6 +44,9 @@ PURGE_EVERY_S = 3600.0
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
 # an alarm's.
 SMS_CLOCK_SLACK_S = 300.0
+# While an alarm is not yet delivered anywhere, how often the daemon looks in the store
+# whether a worker has delivered it (the guard's lamp goes steady then).
+LAMP_CHECK_S = 1.0
 WALKTEST_S = 1800.0  # a walk test ends by itself after this long unless told (--for)
 
 
@@ -87,6 +91,9 @@ class Daemon:
         self.rule = AlarmRule({name: h.drill_applies for name, h in self.inputs.items()
                                if h.trips_siren}, cfg.drill, self.clock, self.loop, self.tz)
         self.faults: dict[str, str] = {}  # part → reason
+        self.lamp: Lamp | None = None  # the guard's lamp, once its pin is claimed
+        self.lamp_state = LampState.OFF  # what the lamp shows (decided by update_lamp)
+        self._lamp_check: Timer | None = None
         # Acted on, not yet written (storage failing).
         self.unstored = UnstoredEvents(self.loop.post, self._retry_storage)
         self.storage_health = StorageHealth(cfg.storage, self.part_failed, self.part_ok)
@@ -119,6 +126,7 @@ class Daemon:
         except StorageError as e:  # an unreadable store must not keep the alarm from arming
             log.error("state not restored from the store: %s", e)
             self.storage_trouble("store", "unreadable", str(e))
+        self.update_lamp()
         self.storage_health.check_free_space()
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
         if self.cfg.has_transport:
@@ -158,6 +166,8 @@ class Daemon:
                 parts = [i.name for i in self.cfg.inputs]
                 if self.cfg.siren is not None:
                     parts.append("siren")
+                if self.cfg.indicator is not None:
+                    parts.append("indicator")
                 for part in parts:
                     self.part_failed(part, "unavailable", str(e))
                 return
@@ -168,6 +178,12 @@ class Daemon:
             except Exception as e:  # the pin is busy or missing
                 log.error("siren relay on pin %d unusable: %s", self.cfg.siren.pin, e)
                 self.part_failed("siren", "unavailable", str(e))
+        if self.cfg.indicator is not None:
+            try:
+                self.lamp = Lamp(self.cfg.indicator, factory, self.loop)
+            except Exception as e:  # the pin is busy or missing
+                log.error("indicator lamp on pin %d unusable: %s", self.cfg.indicator.pin, e)
+                self.part_failed("indicator", "unavailable", str(e))
         self.pins = InputPins(self.cfg.inputs, factory, self.on_edge, self.clock,
                               simulated=self.cfg.gpio.pin_factory == "mock")
         for name, why in self.pins.failed.items():
@@ -229,6 +245,8 @@ class Daemon:
             self.pins.close()
         if self.rule.siren is not None:
             self.rule.siren.close()
+        if self.lamp is not None:
+            self.lamp.close()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         if self.store is not None:
@@ -319,12 +337,42 @@ class Daemon:
             if detail:
                 extra["detail"] = detail
             self.record("fault", part, self.cfg.label_of(part), extra)
+            self.update_lamp()
 
     def part_ok(self, part: str) -> None:
         """A part passes its check again: one `recovered` event if it was failing."""
         reason = self.faults.pop(part, None)
         if reason is not None:
             self.record("recovered", part, self.cfg.label_of(part), {"reason": reason})
+            self.update_lamp()
+
+    # ================================================================ the guard's lamp
+
+    def update_lamp(self) -> None:
+        """Decide the guard's lamp from the latched alarms, their deliveries and the
+        faults. The workers record deliveries in the store, so while an alarm is not yet
+        delivered the daemon looks again every LAMP_CHECK_S."""
+        alarms = list(self.rule.latched.values())
+        self.lamp_state = lamp_state(map(self._delivered, alarms), bool(self.faults))
+        if self.lamp is not None:
+            self.lamp.show(self.lamp_state)
+        if self.lamp_state is LampState.BLINKING and self._lamp_check is None:
+            self._lamp_check = self.loop.after(LAMP_CHECK_S, self._recheck_lamp)
+
+    def _recheck_lamp(self) -> None:
+        self._lamp_check = None
+        self.update_lamp()
+
+    def _delivered(self, alarm: Event) -> bool:
+        """Whether the platform accepted ``alarm`` or the network took one of its SMS."""
+        if self.handoffs.sent_from_memory(alarm.id):
+            return True
+        if alarm.seq == 0 or self.store is None:  # (held in memory: not uploaded yet)
+            return False
+        try:
+            return self.store.delivered_anywhere(alarm.seq)
+        except StorageError:
+            return False
 
     # ================================================================ inputs
 
@@ -342,6 +390,7 @@ class Daemon:
             self.rule.sound(mono, CHIRP_S)
             self.tested(name, wall)
         handler.edge(active, mono, wall)
+        self.update_lamp()
 
     # ================================================================ commands
 
@@ -360,6 +409,7 @@ class Daemon:
             done.append(self.record("silenced", name, self.cfg.label_of(name), data))
             del self.rule.latched[name]
         self.rule.stop_if_none_latched()
+        self.update_lamp()
         return done
 
     def clock_synced(self) -> bool:
@@ -465,6 +515,7 @@ class Daemon:
             "drill": self.rule.drill_status(),
             "walktest": self.rule.walktest_status(),
             "overdue": self.overdue(),
+            "indicator": self.lamp_state.value,
         }
         for worker in self.workers:
             complete_part(status, worker.part, worker.status())

@@ -112,6 +112,7 @@ class StatusDoc(TypedDict):
     drill: DrillStatus
     walktest: WalktestStatus
     overdue: list[str]  # inputs not walk-tested within [walktest] due_days
+    indicator: str  # the guard's lamp: off, blinking, steady, fault (edge.indicator)
 
 
 def complete_part(status: StatusDoc, part: str, fields: Mapping[str, object]) -> None:

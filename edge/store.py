@@ -560,6 +560,15 @@ class Store:
                        now if state != "pending" else None, int(maybe_sent), seq, contact))
 
     @_reads
+    def delivered_anywhere(self, seq: int) -> bool:
+        """Whether a transport accepted event ``seq`` or the network took one of its SMS
+        (+CMGS): the guard's lamp goes steady."""
+        return self._conn.execute(
+            "SELECT EXISTS(SELECT 1 FROM deliveries WHERE seq=? AND state='accepted') OR "
+            "EXISTS(SELECT 1 FROM sms WHERE seq=? AND state='sent')", (seq, seq)
+        ).fetchone()[0] == 1
+
+    @_reads
     def sms_rows(self, seq: int) -> list[SmsRecord]:
         cur = self._conn.execute("SELECT contact, phone, state, fallback, attempts, refs, "
                                  "last_error, maybe_sent FROM sms WHERE seq=? ORDER BY "
