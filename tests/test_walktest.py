@@ -92,3 +92,26 @@ def test_inputs_are_overdue_due_days_after_their_last_test_or_installation(make_
     # The report counts to the day's end: by then the button's test is overdue too.
     assert day_summary(rig.cfg, later.date())["overdue"] == ALL_INPUTS
     assert day_summary(rig.cfg, MONDAY_7AM.date())["overdue"] == []
+
+
+def test_the_platform_receives_input_tested_never_panic(short_dir, platform, wait_until):
+    from conftest import write_token
+    from test_uplink_worker import Site, config_text
+
+    write_token(short_dir / "token")
+    path = short_dir / "config.toml"
+    path.write_text(config_text(short_dir, platform.url), encoding="utf-8")
+    site = Site(path).start()
+    try:
+        site.call(site.daemon.set_walktest, True, 600, "李师傅", "guard")
+        site.sim("guard_room", True)
+        [tested] = wait_until(lambda: site.events("input_tested"), 5, what="tested stored")
+        assert platform.wait_for(lambda: tested.id in [e.id for e in platform.events], 30)
+        doc = next(e.document for e in platform.events if e.id == tested.id)
+        assert doc["type"] == "cn.edu.school.edge-alarm.input_tested"
+        assert doc["subject"] == "guard_room" and doc["data"]["by"] == "李师傅"
+        assert not [e for e in platform.events if e.document["type"].endswith(".panic")]
+        assert site.events("panic") == []
+    finally:
+        site.stop()
+        site.store.close()
