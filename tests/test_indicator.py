@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from conftest import SyncedKernel
+from conftest import SyncedKernel, write_token
 from edge import config
 from edge.daemon import CLOCK_GRACE_S, HOUSEKEEPING_S
 from edge.errors import ConfigError
@@ -75,14 +75,18 @@ def test_the_lamp_pin_is_claimed_like_any_other(tmp_path):
             in e.value.problems)
 
 
-def test_the_lamp_goes_steady_when_the_platform_accepts_the_panic(short_dir, platform,
-                                                                   wait_until):
-    from conftest import write_token
-
+def lamp_site(short_dir, platform, **options) -> Site:
+    """A daemon with its workers, as `run` builds it, its lamp on LAMP_PIN."""
     write_token(short_dir / "token")
     path = short_dir / "config.toml"
-    path.write_text(config_text(short_dir, platform.url) + "\n" + LAMP, encoding="utf-8")
-    site = Site(path).start()
+    path.write_text(config_text(short_dir, platform.url, **options) + "\n" + LAMP,
+                    encoding="utf-8")
+    return Site(path).start()
+
+
+def test_the_lamp_goes_steady_when_the_platform_accepts_the_panic(short_dir, platform,
+                                                                   wait_until):
+    site = lamp_site(short_dir, platform)
     platform.set_delay(4)  # the platform slow to answer: the panic is delivered nowhere
     try:
         site.sim("guard_room", True)
@@ -95,6 +99,24 @@ def test_the_lamp_goes_steady_when_the_platform_accepts_the_panic(short_dir, pla
         assert platform.wait_for(lambda: panic.id in [e.id for e in platform.events], 30)
         wait_until(lambda: site.status()["indicator"] == "steady", 10, what="steady")
         assert lamp.state == 1
+    finally:
+        site.stop()
+        site.store.close()
+
+
+def test_the_lamp_goes_steady_when_the_network_takes_the_sms(short_dir, platform, emulator,
+                                                            wait_until):
+    platform.respond_with(503, times=1000)  # the platform never accepts
+    site = lamp_site(short_dir, platform, modem_port=emulator.port)
+    try:
+        wait_until(lambda: site.status()["modem"]["ok"], 5, what="modem ready")
+        site.sim("guard_room", True)
+        wait_until(lambda: site.status()["indicator"] in ("blinking", "steady"), 5,
+                   what="the alarm on the lamp")
+        emulator.wait_sent(1, timeout=10)  # +CMGS: the network has it
+        wait_until(lambda: site.status()["indicator"] == "steady", 10, what="steady")
+        [panic] = site.events("panic")
+        assert panic.id not in [e.id for e in platform.events]
     finally:
         site.stop()
         site.store.close()
