@@ -97,6 +97,16 @@ class AlarmRule:
             self.siren.stop()
         return press
 
+    def tested(self, name: str, mono: float) -> bool:
+        """An active edge, during a walk test, of an input whose press is no alarm (a
+        gate, a power signal): chirps, and True once per press (the same lockout)."""
+        last = self._last_press.get(name)
+        self._last_press[name] = mono
+        if last is not None and mono - last < PANIC_LOCKOUT_S:
+            return False
+        self.sound(mono, CHIRP_S)
+        return True
+
     # ---------------------------------------------------------------- the siren
 
     def sound(self, mono: float, for_s: float | None = None) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Container
 from typing import Protocol
 
 from edge import routing
-from edge.alarm_rule import CHIRP_S, AlarmRule
+from edge.alarm_rule import AlarmRule
 from edge.clock import Clock, ClockSteps, SyncState
 from edge.config import Config
 from edge.errors import CommandRefused, StorageError
@@ -385,9 +385,9 @@ class Daemon:
 
     def _edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
         handler = self.inputs[name]
-        if active and not handler.trips_siren and self.rule.walktest.active():
-            # (an alarm input's press is judged a test by the rule, bounce lockout and all)
-            self.rule.sound(mono, CHIRP_S)
+        if (active and not handler.trips_siren and self.rule.walktest.active()
+                and self.rule.tested(name, mono)):
+            # (an alarm input's press is judged a test by the rule itself)
             self.tested(name, wall)
         handler.edge(active, mono, wall)
         self.update_lamp()
