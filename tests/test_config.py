@@ -201,6 +201,7 @@ def test_each_table_is_read_by_the_config_field_of_its_name():
         "site": config.Site, "storage": config.Storage, "gpio": config.Gpio,
         "siren": config.Siren, "camera": config.Camera, "modem": config.Modem,
         "uplink": config.Uplink, "sms": config.Sms, "drill": config.Drill,
+        "walktest": config.Walktest, "indicator": config.Indicator,
         "control": config.Control}
     assert set(ARRAYS) == {"panic_button", "gate", "tamper", "ack_button", "power_input",
                            "contact"}
