@@ -484,6 +484,8 @@ url = "https://platform.county.edu.cn/api/v1/events"
 [sms]
 
 [drill]
+
+[walktest]
 """
 # Where a key sits in the error line: "[storage] retention_days", "[[gate]] main_gate.debounce_s".
 NUMERIC_KEYS = sorted(config.RANGES)
@@ -545,7 +547,7 @@ def test_every_numeric_setting_has_a_range():
     """A number in a config dataclass is a BCM pin, the baudrate (both chosen from a set),
     or a key of RANGES."""
     tables = (config.Storage, config.Input, config.Siren, config.Camera, config.Modem,
-              config.Uplink, config.Sms, config.Drill)
+              config.Uplink, config.Sms, config.Drill, config.Walktest, config.Indicator)
     numeric = {f.name for table in tables for f in dataclasses.fields(table)
                if f.type in ("int", "float")}
     assert numeric - {"pin", "baudrate"} == {key.split(" ")[1] for key in config.RANGES}
