@@ -35,7 +35,8 @@ class TimedMode:
         self.by = by if on else None
 
     def save(self, store: Store) -> None:
-        left = self.ends - self._clock.monotonic() if self.active() and self.ends else 0
+        ends = self.ends
+        left = ends - self._clock.monotonic() if ends is not None else 0
         until = self._clock.now().timestamp() + left if left > 0 else 0
         store.set_meta(f"{self.name}_until", str(until))
         store.set_meta(f"{self.name}_account", self.account or "")
