@@ -36,6 +36,8 @@ class LatchingAlarm(InputHandler):
             # A drill is recorded as one and never pages the platform as real.
             extra = {"account": rule.drill_account} if rule.drill_account else None
             site.record("drill", inp.name, inp.label, extra, time=wall)
+        elif press is Press.TEST:
+            site.tested(inp.name, wall)  # no alarm, no latch: the chirp said it works
         elif press is Press.ALARM and inp.name not in rule.latched:
             # (pressed again while latched: it sounds again, the alarm is already raised)
             rule.latched[inp.name] = site.record(inp.kind, inp.name, inp.label, time=wall)

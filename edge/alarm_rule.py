@@ -1,5 +1,5 @@
 """Whether the siren sounds: the rule for a press of a latching alarm input (panic, tamper)
-with its contact-bounce lockout and drill mode, and the latched alarms it keeps sounding.
+with its contact-bounce lockout, drill mode and walk test, and the latched alarms it keeps sounding.
 
 One rule, asked twice: on gpiozero's thread it trips the relay at once (the siren must not
 wait behind a commit on a slow SD card), then on the owner thread it acts on the press. Both
@@ -18,19 +18,22 @@ from edge.config import Drill
 from edge.events import Event
 from edge.owner import OwnerLoop
 from edge.siren import Siren
-from edge.status_doc import DrillStatus
+from edge.status_doc import DrillStatus, WalktestStatus
+from edge.timed_mode import TimedMode
 
 log = logging.getLogger(__name__)
 
 # A panic or tamper contact bounces for a few milliseconds; edges this close to the
 # previous active edge are the same press.
 PANIC_LOCKOUT_S = 0.5
-MAX_DRILL_S = 86400
+# A walk-tested input's confirmation: a chirp of the siren, not an alarm.
+CHIRP_S = 0.3
 
 
 class Press(enum.Enum):
     BOUNCE = "bounce"  # within PANIC_LOCKOUT_S of the same input's previous active edge
     DRILL = "drill"  # a press in drill mode, of an input a drill applies to
+    TEST = "test"  # a press during a walk test: no alarm, a chirp
     ALARM = "alarm"
 
 
@@ -45,14 +48,12 @@ class AlarmRule:
         self._drill_siren_s = drill.siren_s
         self._clock = clock
         self._loop = loop
-        self._tz = tz
         self.siren: Siren | None = None
         self.latched: dict[str, Event] = {}  # input name → the alarm that latched it
         self._last_press: dict[str, float] = {}  # input name → its last active edge
-        # Drill mode is on until this monotonic time: a clock step neither ends a drill
-        # early nor stretches it.
-        self.drill_ends: float | None = None
-        self.drill_account: str | None = None  # who turned drill mode on (control socket)
+        self.drill = TimedMode("drill", clock, tz)
+        # While on, a press of any input is a test of it: recorded, confirmed by a chirp.
+        self.walktest = TimedMode("walktest", clock, tz)
 
     # ---------------------------------------------------------------- the rule
 
@@ -65,12 +66,16 @@ class AlarmRule:
         last = self._last_press.get(name)
         if last is not None and mono - last < PANIC_LOCKOUT_S:
             return Press.BOUNCE
+        if self.walktest.active():
+            return Press.TEST
         return Press.DRILL if drills and self.in_drill() else Press.ALARM
 
     def _siren_s(self, press: Press | None) -> float | None:
         """How long a press sounds the siren: None for max_on_s, 0 for not at all."""
         if press is Press.ALARM:
             return None
+        if press is Press.TEST:
+            return CHIRP_S
         # A drill sounds briefly so the school hears it ([drill] siren_s, 0: silent).
         return self._drill_siren_s if press is Press.DRILL else 0
 
@@ -91,6 +96,16 @@ class AlarmRule:
         if self.siren is not None and self.siren.off_at is None:
             self.siren.stop()
         return press
+
+    def tested(self, name: str, mono: float) -> bool:
+        """An active edge, during a walk test, of an input whose press is no alarm (a
+        gate, a power signal): chirps, and True once per press (the same lockout)."""
+        last = self._last_press.get(name)
+        self._last_press[name] = mono
+        if last is not None and mono - last < PANIC_LOCKOUT_S:
+            return False
+        self.sound(mono, CHIRP_S)
+        return True
 
     # ---------------------------------------------------------------- the siren
 
@@ -119,28 +134,19 @@ class AlarmRule:
     # ---------------------------------------------------------------- drill mode
 
     def in_drill(self) -> bool:
-        ends = self.drill_ends  # read once: the owner may end the drill meanwhile
-        return ends is not None and self._clock.monotonic() < ends
+        return self.drill.active()
+
+    @property
+    def drill_account(self) -> str | None:
+        return self.drill.account
 
     def set_drill(self, for_s: float | None, account: str | None) -> None:
         """Drill mode on for ``for_s`` seconds, or off (None)."""
-        self.drill_ends = None if for_s is None else self._clock.monotonic() + for_s
-        self.drill_account = None if for_s is None else account
-
-    def restore_drill(self, until: float, account: str | None, now: dt.datetime,
-                      mono: float) -> None:
-        """At start: drill mode stored until wall time ``until``. Never longer than a day:
-        a clock stepped back must not leave real presses recorded as drills for days."""
-        left = until - now.timestamp()
-        self.drill_ends = mono + left if 0 < left <= MAX_DRILL_S else None
-        self.drill_account = account
+        self.drill.set(for_s, account)
 
     def drill_status(self) -> DrillStatus:
-        active = self.in_drill()
-        until = None
-        if active and self.drill_ends is not None:  # (not None whenever active)
-            # said in the wall clock's terms of now, whatever it did since
-            left = dt.timedelta(seconds=self.drill_ends - self._clock.monotonic())
-            until = (self._clock.now() + left).astimezone(self._tz).isoformat(
-                timespec="seconds")
-        return {"active": active, "until": until}
+        return {"active": self.drill.active(), "until": self.drill.until()}
+
+    def walktest_status(self) -> WalktestStatus:
+        return {"active": self.walktest.active(), "until": self.walktest.until(),
+                "by": self.walktest.by if self.walktest.active() else None}

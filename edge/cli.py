@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("state", choices=["on", "off"])
     s.add_argument("--for", dest="for_", metavar="DURATION", default=None,
                    help="how long, e.g. 30m or 2h (default [drill] default_for_s)")
+    s = sub.add_parser("walktest", parents=[common],
+                       help="walk test (巡检): each input pressed is a test, not an alarm")
+    s.add_argument("state", choices=["on", "off"])
+    s.add_argument("--for", dest="for_", metavar="DURATION", default=None,
+                   help="how long, e.g. 30m or 2h (default 30m)")
+    s.add_argument("--by", metavar="NAME", default=None)
     s = sub.add_parser("report", parents=[common], help="the day's summary")
     s.add_argument("--day", metavar="YYYY-MM-DD", default=None)
     s.add_argument("--csv", action="store_true")
@@ -205,20 +211,41 @@ def cmd_test_sms(args) -> int:
     return EXIT_OK
 
 
-def cmd_drill(args) -> int:
-    from edge.control import DRILL_FOR_RANGE_S, request
+def _for_s(args) -> int | None:
+    """A timed mode's --for in seconds (None: its default)."""
+    from edge.control import DRILL_FOR_RANGE_S
     from edge.views import parse_duration
 
+    if args.for_ is None:
+        return None
+    for_s = parse_duration(args.for_)
+    low, high = DRILL_FOR_RANGE_S
+    if for_s is None or not low <= for_s <= high:
+        raise CommandRefused(f"--for {args.for_!r}: use a duration from 1m to 24h, "
+                             "such as 30m or 2h")
+    return for_s
+
+
+def cmd_drill(args) -> int:
+    from edge.control import request
+
     cfg = config_mod.load(args.config)
-    for_s = None
-    if args.for_ is not None:
-        for_s = parse_duration(args.for_)
-        low, high = DRILL_FOR_RANGE_S
-        if for_s is None or not low <= for_s <= high:
-            raise CommandRefused(f"--for {args.for_!r}: use a duration from 1m to 24h, "
-                                 "such as 30m or 2h")
+    for_s = _for_s(args)
     result = request(cfg.control.socket, "drill", {"on": args.state == "on", "for_s": for_s})
     print(f"drill mode on until {result['until']}" if result["active"] else "drill mode off")
+    return EXIT_OK
+
+
+def cmd_walktest(args) -> int:
+    from edge.control import request
+
+    cfg = config_mod.load(args.config)
+    for_s = _for_s(args)
+    by = args.by or os.environ.get("SUDO_USER") or getpass.getuser()
+    result = request(cfg.control.socket, "walktest",
+                     {"on": args.state == "on", "for_s": for_s, "by": by})
+    print(f"walk test on until {result['until']} (by {result['by']}): press each input"
+          if result["active"] else "walk test off")
     return EXIT_OK
 
 

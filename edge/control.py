@@ -44,7 +44,7 @@ BACKOFF_MAX_S = 2.0
 FAULT_AFTER_FAILURES = 6
 # accept() errors about one connection that went away before it was taken: take the next.
 _CONNECTION_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
-DRILL_FOR_RANGE_S = (60, 86400)
+DRILL_FOR_RANGE_S = (60, 86400)  # drill and walk test --for
 
 Handler = Callable[[dict, str], object]  # (checked args, the caller's account) → result
 NoneType = type(None)
@@ -386,14 +386,24 @@ def daemon_handlers(daemon) -> dict[str, Command]:
                                  "; it may still go") from None
         return {"refs": refs}
 
-    def drill(args, account):
+    def checked_for_s(args, command: str) -> int | None:
         low, high = DRILL_FOR_RANGE_S
         if args["for_s"] is not None and not low <= args["for_s"] <= high:
-            raise CommandRefused("drill --for must be from 1m to 24h")
-        return call(daemon.set_drill, args["on"], args["for_s"], account)
+            raise CommandRefused(f"{command} --for must be from 1m to 24h")
+        return args["for_s"]
+
+    def drill(args, account):
+        return call(daemon.set_drill, args["on"], checked_for_s(args, "drill"), account)
+
+    def walktest(args, account):
+        by = (args["by"] or account)[:64]
+        return call(daemon.set_walktest, args["on"], checked_for_s(args, "walktest"), by,
+                    account)
 
     return {"status": Command(status, {}),
             "sim": Command(sim, {"input": (str,), "state": (str,)}),
             "silence": Command(silence, {"by": (str, NoneType)}),
             "test-sms": Command(test_sms, {"number": (str,), "text": (str,)}),
-            "drill": Command(drill, {"on": (bool,), "for_s": (int, NoneType)})}
+            "drill": Command(drill, {"on": (bool,), "for_s": (int, NoneType)}),
+            "walktest": Command(walktest, {"on": (bool,), "for_s": (int, NoneType),
+                                           "by": (str, NoneType)})}

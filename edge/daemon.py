@@ -18,19 +18,22 @@ from edge.clock import Clock, ClockSteps, SyncState
 from edge.config import Config
 from edge.errors import CommandRefused, StorageError
 from edge.events import Event, new_event_id
+from edge.indicator import Lamp, LampState, lamp_state
 from edge.input_handler import InputHandler
 from edge.input_kinds import HANDLERS
 from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
-from edge.owner import MAX_WAIT_S, OwnerLoop
+from edge.owner import MAX_WAIT_S, OwnerLoop, Timer
 from edge.port import Handoffs, OwnerCommands, WorkerPort
 from edge.sdnotify import Notifier
 from edge.siren import Siren
 from edge.start_signals import StartSignals
-from edge.status_doc import DrillStatus, InputStatus, StatusDoc, UplinkStatus, complete_part
+from edge.status_doc import (DrillStatus, InputStatus, StatusDoc, UplinkStatus, WalktestStatus,
+                             complete_part)
 from edge.storage_health import WRITE_FAILURES, StorageHealth
 from edge.store import Checkpointer, Store, is_corruption
 from edge.summary import DailySummary
 from edge.unstored import UnstoredEvents
+from edge.walk_test import note_installed, overdue_inputs
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ PURGE_EVERY_S = 3600.0
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
 # an alarm's.
 SMS_CLOCK_SLACK_S = 300.0
+# While an alarm is not yet delivered anywhere, how often the daemon looks in the store
+# whether a worker has delivered it (the guard's lamp goes steady then).
+LAMP_CHECK_S = 1.0
+WALKTEST_S = 1800.0  # a walk test ends by itself after this long unless told (--for)
 
 
 class Worker(Protocol):
@@ -85,6 +92,9 @@ class Daemon:
         self.rule = AlarmRule({name: h.drill_applies for name, h in self.inputs.items()
                                if h.trips_siren}, cfg.drill, self.clock, self.loop, self.tz)
         self.faults: dict[str, str] = {}  # part → reason
+        self.lamp: Lamp | None = None  # the guard's lamp, once its pin is claimed
+        self.lamp_state = LampState.OFF  # what the lamp shows (decided by update_lamp)
+        self._lamp_check: Timer | None = None
         # Acted on, not yet written (storage failing).
         self.unstored = UnstoredEvents(self.loop.post, self._retry_storage)
         self.storage_health = StorageHealth(cfg.storage, self.part_failed, self.part_ok)
@@ -117,6 +127,7 @@ class Daemon:
         except StorageError as e:  # an unreadable store must not keep the alarm from arming
             log.error("state not restored from the store: %s", e)
             self.storage_trouble("store", "unreadable", str(e))
+        self.update_lamp()
         self.storage_health.check_free_space()
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
         if self.cfg.has_transport:
@@ -158,6 +169,8 @@ class Daemon:
                 parts = [i.name for i in self.cfg.inputs]
                 if self.cfg.siren is not None:
                     parts.append("siren")
+                if self.cfg.indicator is not None:
+                    parts.append("indicator")
                 for part in parts:
                     self.part_failed(part, "unavailable", str(e))
                 return
@@ -168,6 +181,12 @@ class Daemon:
             except Exception as e:  # the pin is busy or missing
                 log.error("siren relay on pin %d unusable: %s", self.cfg.siren.pin, e)
                 self.part_failed("siren", "unavailable", str(e))
+        if self.cfg.indicator is not None:
+            try:
+                self.lamp = Lamp(self.cfg.indicator, factory, self.loop)
+            except Exception as e:  # the pin is busy or missing
+                log.error("indicator lamp on pin %d unusable: %s", self.cfg.indicator.pin, e)
+                self.part_failed("indicator", "unavailable", str(e))
         self.pins = InputPins(self.cfg.inputs, factory, self.on_edge, self.clock,
                               simulated=self.cfg.gpio.pin_factory == "mock")
         for name, why in self.pins.failed.items():
@@ -179,9 +198,10 @@ class Daemon:
         now = self.clock.now()
         mono = self.clock.monotonic()
         if self.store is not None:
-            # The store keeps the drill's end in wall time.
-            self.rule.restore_drill(float(self.store.get_meta("drill_until") or 0),
-                                    self.store.get_meta("drill_account") or None, now, mono)
+            # The store keeps the drill's and the walk test's ends in wall time.
+            self.rule.drill.restore(self.store, now, mono)
+            self.rule.walktest.restore(self.store, now, mono)
+            note_installed(self.cfg, self.store, now)
         for handler in self.inputs.values():
             handler.restore(now, mono)
 
@@ -192,11 +212,11 @@ class Daemon:
         return self.pins.active(name) if self.pins is not None else None
 
     def _start_summary(self) -> None:
-        """The daily summary's timer; one missed while the device was off is decided now.
-        (The walk test passes its overdue inputs here: DailySummary(overdue_inputs=…).)"""
+        """The daily summary's timer; one missed while the device was off is decided now."""
         summary = DailySummary(self.cfg, self.loop, lambda: self.store,
                                lambda: sorted(self.faults),
-                               lambda: self.handoffs.summary_decided())
+                               lambda: self.handoffs.summary_decided(),
+                               overdue_inputs=self.overdue)
         self.loop.after(0, summary.check)
 
     def request_stop(self) -> None:
@@ -236,6 +256,8 @@ class Daemon:
             self.pins.close()
         if self.rule.siren is not None:
             self.rule.siren.close()
+        if self.lamp is not None:
+            self.lamp.close()
         if self._checkpointer is not None:
             self._checkpointer.stop()
         if self.store is not None:
@@ -326,12 +348,42 @@ class Daemon:
             if detail:
                 extra["detail"] = detail
             self.record("fault", part, self.cfg.label_of(part), extra)
+            self.update_lamp()
 
     def part_ok(self, part: str) -> None:
         """A part passes its check again: one `recovered` event if it was failing."""
         reason = self.faults.pop(part, None)
         if reason is not None:
             self.record("recovered", part, self.cfg.label_of(part), {"reason": reason})
+            self.update_lamp()
+
+    # ================================================================ the guard's lamp
+
+    def update_lamp(self) -> None:
+        """Decide the guard's lamp from the latched alarms, their deliveries and the
+        faults. The workers record deliveries in the store, so while an alarm is not yet
+        delivered the daemon looks again every LAMP_CHECK_S."""
+        alarms = list(self.rule.latched.values())
+        self.lamp_state = lamp_state(map(self._delivered, alarms), bool(self.faults))
+        if self.lamp is not None:
+            self.lamp.show(self.lamp_state)
+        if self.lamp_state is LampState.BLINKING and self._lamp_check is None:
+            self._lamp_check = self.loop.after(LAMP_CHECK_S, self._recheck_lamp)
+
+    def _recheck_lamp(self) -> None:
+        self._lamp_check = None
+        self.update_lamp()
+
+    def _delivered(self, alarm: Event) -> bool:
+        """Whether the platform accepted ``alarm`` or the network took one of its SMS."""
+        if self.handoffs.sent_from_memory(alarm.id):
+            return True
+        if alarm.seq == 0 or self.store is None:  # (held in memory: not uploaded yet)
+            return False
+        try:
+            return self.store.delivered_anywhere(alarm.seq)
+        except StorageError:
+            return False
 
     # ================================================================ inputs
 
@@ -343,7 +395,13 @@ class Daemon:
         self.loop.post(self._edge, name, active, mono, wall)
 
     def _edge(self, name: str, active: bool, mono: float, wall: dt.datetime) -> None:
-        self.inputs[name].edge(active, mono, wall)
+        handler = self.inputs[name]
+        if (active and not handler.trips_siren and self.rule.walktest.active()
+                and self.rule.tested(name, mono)):
+            # (an alarm input's press is judged a test by the rule itself)
+            self.tested(name, wall)
+        handler.edge(active, mono, wall)
+        self.update_lamp()
 
     # ================================================================ commands
 
@@ -362,6 +420,7 @@ class Daemon:
             done.append(self.record("silenced", name, self.cfg.label_of(name), data))
             del self.rule.latched[name]
         self.rule.stop_if_none_latched()
+        self.update_lamp()
         return done
 
     def clock_synced(self) -> bool:
@@ -393,13 +452,41 @@ class Daemon:
         for_s = for_s or self.cfg.drill.default_for_s
         self.rule.set_drill(for_s if on else None, account)
         if self.store is not None:
-            until = self.clock.now().timestamp() + for_s if on else 0
-            self.store.set_meta("drill_until", str(until))
-            self.store.set_meta("drill_account", self.rule.drill_account or "")
+            self.rule.drill.save(self.store)
         status = self.rule.drill_status()
         log.warning("drill mode %s (account %s)", f"on until {status['until']}: "
                     "panic presses are recorded as drills" if on else "off", account)
         return status
+
+    def set_walktest(self, on: bool, for_s: int | None = None, by: str | None = None,
+                     account: str | None = None) -> WalktestStatus:
+        """Walk test on for ``for_s`` (default WALKTEST_S), or off; kept in the store like
+        drill mode. ``by``: who walks round (data.by of each input_tested event)."""
+        self.rule.walktest.set((for_s or WALKTEST_S) if on else None, account, by or account)
+        if self.store is not None:
+            self.rule.walktest.save(self.store)
+        status = self.rule.walktest_status()
+        log.warning("walk test %s (by %s, account %s)", f"on until {status['until']}: "
+                    "presses are tests, not alarms" if on else "off", by, account)
+        return status
+
+    def tested(self, name: str, wall: dt.datetime) -> Event:
+        """An input went active during a walk test: one `input_tested` event."""
+        walk = self.rule.walktest
+        data = {"by": walk.by or "walktest"}
+        if walk.account:
+            data["account"] = walk.account
+        return self.record("input_tested", name, self.cfg.label_of(name), data, time=wall)
+
+    def overdue(self) -> list[str]:
+        """The inputs not walk-tested within [walktest] due_days."""
+        if self.store is None:
+            return []
+        try:
+            return overdue_inputs(self.cfg, self.store, self.clock.now())
+        except StorageError as e:
+            log.warning("walk-test dates unreadable: %s", e)
+            return []
 
     def simulate(self, name: str, active: bool) -> None:
         if self.cfg.gpio.pin_factory != "mock":
@@ -437,6 +524,9 @@ class Daemon:
                         "last_seq": self.store.last_seq() if self.store else None},
             "clock_synced": self._sync.synced(),
             "drill": self.rule.drill_status(),
+            "walktest": self.rule.walktest_status(),
+            "overdue": self.overdue(),
+            "indicator": self.lamp_state.value,
         }
         for worker in self.workers:
             complete_part(status, worker.part, worker.status())

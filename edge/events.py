@@ -24,6 +24,7 @@ PART_LABELS = {
     "storage": "事件存储",
     "clock": "系统时钟",
     "siren": "警号",
+    "indicator": "值班室指示灯",
     "control": "控制接口",
 }
 

@@ -66,6 +66,9 @@ KIND_TABLE: tuple[Kind, ...] = (
          family="battery"),
     # An escalation call (spec §3): for the record and the platform, never texted.
     Kind("call", "报警电话", receivable=False),
+    # Never texted (no alarm, no SMS during a walk test); the latest per input outlives
+    # retention: it says when the input was last tested ([walktest] due_days).
+    Kind("input_tested", "巡检", receivable=False, family="walktest"),
 )
 BY_NAME = {kind.name: kind for kind in KIND_TABLE}
 

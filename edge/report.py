@@ -14,6 +14,7 @@ from edge.kinds import BY_NAME
 from edge.routing import UPLINK
 from edge.safe_text import safe_text
 from edge.store import Store
+from edge.walk_test import overdue_inputs
 
 COUNTED = ("gate_open", "gate_after_hours", "gate_held_open", "panic", "tamper", "drill",
            "fault", "recovered", "silenced", "sms_refused", "power_lost", "acknowledged")
@@ -29,6 +30,7 @@ def day_summary(cfg: Config, day: dt.date) -> dict:
     counts: Counter = Counter()
     per_gate: Counter = Counter()
     backlog = 0
+    overdue: list[str] = []  # not walk-tested within due_days by the day's end
     if cfg.storage.db_path.exists():
         store = Store(cfg.storage.db_path, readonly=True)
         try:
@@ -39,11 +41,13 @@ def day_summary(cfg: Config, day: dt.date) -> dict:
                 if e.kind == "gate_open":
                     per_gate[e.data.get("label", e.subject)] += 1
             backlog = store.pending_count(UPLINK).pending if cfg.uplink else 0
+            overdue = overdue_inputs(cfg, store, end)
         finally:
             store.close()
     summary = {"date": day.isoformat(), **{k: counts[k] for k in COUNTED}, "backlog": backlog}
     summary["gate_open_in_hours"] = max(0, counts["gate_open"] - counts["gate_after_hours"])
     summary["per_gate"] = dict(per_gate)
+    summary["overdue"] = overdue
     return summary
 
 
@@ -72,6 +76,9 @@ def print_report(cfg: Config, day: dt.date, as_csv: bool, out=None) -> None:
     for gate, n in sorted(summary["per_gate"].items()):  # a label as stored, escaped
         out.write(f"  {safe_text(gate)}：开门{n}次\n")
     out.write(f"  {_counts(summary, ('silenced', 'acknowledged', 'sms_refused'), '次', '；')}\n")
+    if summary["overdue"]:
+        labels = "、".join(cfg.label_of(name) for name in summary["overdue"])
+        out.write(f"  未巡检（超过{cfg.walktest.due_days}天）：{safe_text(labels)}\n")
 
 
 def _counts(summary: dict, kinds: Sequence[str], unit: str = "次", sep: str = "、") -> str:

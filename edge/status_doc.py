@@ -89,6 +89,12 @@ class DrillStatus(TypedDict):
     until: str | None  # ISO 8601, the site's offset
 
 
+class WalktestStatus(TypedDict):
+    active: bool
+    until: str | None  # ISO 8601, the site's offset
+    by: str | None  # who runs it
+
+
 class StatusDoc(TypedDict):
     device_id: str
     site: str
@@ -104,6 +110,9 @@ class StatusDoc(TypedDict):
     storage: StorageStatus
     clock_synced: bool
     drill: DrillStatus
+    walktest: WalktestStatus
+    overdue: list[str]  # inputs not walk-tested within [walktest] due_days
+    indicator: str  # the guard's lamp: off, blinking, steady, fault (edge.indicator)
 
 
 def complete_part(status: StatusDoc, part: str, fields: Mapping[str, object]) -> None:

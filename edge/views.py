@@ -130,6 +130,11 @@ def print_status(status: StatusDoc, as_json: bool, out: TextIO | None = None) ->
     faults = status["faults"]
     lines.append("faults: " + (", ".join(f"{p} ({status['fault_reasons'].get(p)})"
                                          for p in faults) if faults else "none"))
+    walk = status["walktest"]
+    if walk["active"]:
+        lines.append(f"walk test: on until {walk['until']} (by {walk['by']})")
+    if status["overdue"]:
+        lines.append("overdue for a walk test: " + ", ".join(status["overdue"]))
     sms = modem.get("sms")
     if sms:
         lines.append(f"sms: {sms['replies']} replies, {sms['replies_suppressed']} held back by "

@@ -155,7 +155,7 @@ def test_sim_is_refused_when_the_pins_are_real(write_config, cli, wait_until):
 
 
 @pytest.mark.parametrize("command", [("status",), ("status", "--json"), ("sim", "guard_room", "on"),
-                                     ("silence",)])
+                                     ("silence",), ("walktest", "on"), ("walktest", "off")])
 def test_no_daemon_exits_3(write_config, cli, command):
     result = cli(*command, config=write_config())
     assert result.returncode == 3, result.stderr
@@ -271,6 +271,7 @@ def test_a_since_that_is_no_time_is_a_usage_error(write_config, cli):
     ("events", "--since", "9999-12-31T23:00"), ("events", "--since", "9" * 5000 + "d"),
     ("drill", "on", "--for", "0m"), ("drill", "on", "--for", "25h"),
     ("drill", "on", "--for=-5m"), ("drill", "on", "--for", "99999999999d"),
+    ("walktest", "on", "--for", "25h"), ("walktest", "on", "--for", "0m"),
 ])
 def test_odd_dates_and_durations_are_a_one_line_usage_error(write_config, cli, command):
     result = cli(*command, config=write_config())

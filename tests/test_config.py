@@ -202,7 +202,8 @@ def test_each_table_is_read_by_the_config_field_of_its_name():
         "siren": config.Siren, "camera": config.Camera, "modem": config.Modem,
         "uplink": config.Uplink, "sms": config.Sms, "drill": config.Drill,
         "summary": config.Summary, "control": config.Control,
-        "escalation": config.Escalation}
+        "escalation": config.Escalation, "walktest": config.Walktest,
+        "indicator": config.Indicator}
     assert set(ARRAYS) == {"panic_button", "gate", "tamper", "ack_button", "power_input",
                            "contact"}
 
@@ -486,6 +487,8 @@ url = "https://platform.county.edu.cn/api/v1/events"
 [drill]
 
 [escalation]
+
+[walktest]
 """
 # Where a key sits in the error line: "[storage] retention_days", "[[gate]] main_gate.debounce_s".
 NUMERIC_KEYS = sorted(config.RANGES)
@@ -547,7 +550,8 @@ def test_every_numeric_setting_has_a_range():
     """A number in a config dataclass is a BCM pin, the baudrate (both chosen from a set),
     or a key of RANGES."""
     tables = (config.Storage, config.Input, config.Siren, config.Camera, config.Modem,
-              config.Uplink, config.Sms, config.Drill, config.Escalation)
+              config.Uplink, config.Sms, config.Drill, config.Escalation, config.Walktest,
+              config.Indicator)
     numeric = {f.name for table in tables for f in dataclasses.fields(table)
                if f.type in ("int", "float")}
     assert numeric - {"pin", "baudrate"} == {key.split(" ")[1] for key in config.RANGES}

@@ -224,6 +224,8 @@ def test_a_daemon_with_a_file_at_its_socket_path_keeps_it_and_says_so(
     ("drill", {"on": 1}, "on must be true or false"),
     ("drill", {"on": True, "for_s": 600.5}, "for_s must be an integer or null"),
     ("drill", {"on": True, "for_s": True}, "for_s must be an integer or null"),
+    ("walktest", {"on": True, "for_s": 99999, "by": None}, "walktest --for must be from"),
+    ("walktest", {"on": True, "for_s": None, "by": 5}, "by must be a string or null"),
     ("sim", {"input": "guard_room", "state": True}, "state must be a string"),
     ("sim", {"input": "guard_room", "state": "on", "force": True}, "unknown argument 'force'"),
     ("silence", {"by": ["x"]}, "by must be a string or null"),
@@ -241,6 +243,7 @@ def test_requests_are_checked_strictly(running_daemon, cmd, args, why):
     assert why in answer["error"]
     status = request(running_daemon.socket, "status")
     assert not status["drill"]["active"] and not status["alarm"]["active"]
+    assert not status["walktest"]["active"]
 
 
 def test_text_that_is_not_utf8_is_refused_in_one_line(running_daemon):
@@ -276,6 +279,28 @@ def test_silence_and_drill_record_the_callers_account(running_daemon, wait_until
     assert events["drill"]["data"]["account"] == MY_ACCOUNT
     silenced = events["silenced"]["data"]
     assert (silenced["by"], silenced["account"]) == ("王老师", MY_ACCOUNT)
+
+
+def test_a_walk_test_records_each_input_with_who_and_the_callers_account(running_daemon,
+                                                                        wait_until):
+    daemon = running_daemon
+    on = daemon.cli("walktest", "on", "--for", "10m", "--by", "李师傅")
+    assert on.returncode == 0 and "walk test on until" in on.stdout, on.stderr
+    status = json.loads(daemon.cli("status", "--json").stdout)
+    assert status["walktest"]["active"] and status["walktest"]["by"] == "李师傅"
+    assert daemon.cli("sim", "guard_room", "on").returncode == 0
+    assert daemon.cli("sim", "box", "on").returncode == 0  # the tamper switch: tested too
+    wait_until(lambda: len(json.loads(daemon.cli("events", "--json", "--kind",
+                                                 "input_tested").stdout)) == 2, timeout=10)
+    assert daemon.cli("walktest", "off").returncode == 0
+    events = json.loads(daemon.cli("events", "--json").stdout)
+    tested = [e for e in events if e["kind"] == "input_tested"]
+    assert [e["subject"] for e in tested] == ["guard_room", "box"]
+    assert all(e["data"]["by"] == "李师傅" and e["data"]["account"] == MY_ACCOUNT
+               for e in tested)
+    assert not {"panic", "tamper"} & {e["kind"] for e in events}
+    status = request(daemon.socket, "status")
+    assert not status["alarm"]["active"] and not status["walktest"]["active"]
 
 
 def test_no_daemon_is_still_exit_3_for_a_path_that_is_no_socket(short_dir):

@@ -27,7 +27,8 @@ def test_every_state_family_holds_only_kinds_that_are_recorded():
 def test_every_kind_a_contact_may_receive_has_its_own_sms_text():
     for kind in KIND_TABLE:
         assert (kind.template is not None) == kind.receivable, kind.name
-    assert kinds.RECEIVABLE_KINDS == {*KINDS, kinds.SUMMARY} - {"heartbeat", "call"}
+    assert kinds.RECEIVABLE_KINDS == {*KINDS, kinds.SUMMARY} - {"heartbeat", "call",
+                                                                "input_tested"}
 
 
 def test_alarms_go_first_by_sms_latching_ones_before_the_rest():

@@ -15,8 +15,8 @@ from edge.config.inputs import (DAY_NAMES, INPUT_KINDS, POWER_SIGNALS, Input, In
 from edge.config.loader import DEFAULT_PATH, Config, default_config_path, load, parse
 from edge.config.sections import (CAMERA_BACKENDS, DEFAULT_SOCKET, LOW_SPACE_CLEAR_SHARE,
                                   PIN_FACTORIES, TEMPLATE_FIELDS, Camera, Contact, Control,
-                                  Drill, Escalation, Gpio, Modem, Siren, Site, Sms, Storage,
-                                  Summary, Uplink)
+                                  Drill, Escalation, Gpio, Indicator, Modem, Siren, Site, Sms,
+                                  Storage, Summary, Uplink, Walktest)
 from edge.config.table import PLACEHOLDER, RANGES
 from edge.errors import ConfigError
 from edge.kinds import DEFAULT_IMMEDIATE, RECEIVABLE_KINDS
@@ -25,7 +25,7 @@ __all__ = [
     "CAMERA_BACKENDS", "DAY_NAMES", "DEFAULT_IMMEDIATE", "DEFAULT_PATH", "DEFAULT_SOCKET",
     "INPUT_KINDS", "LOW_SPACE_CLEAR_SHARE", "PIN_FACTORIES", "PLACEHOLDER", "POWER_SIGNALS",
     "RANGES", "RECEIVABLE_KINDS", "TEMPLATE_FIELDS", "Camera", "Config", "ConfigError",
-    "Contact", "Control", "Drill", "Escalation", "Gpio", "Input", "InputKind", "Modem",
-    "Siren", "Site", "Sms", "Storage", "Summary", "TimeRange", "Uplink", "default_config_path",
-    "load", "parse", "parse_time_range", "phone_problem",
+    "Contact", "Control", "Drill", "Escalation", "Gpio", "Indicator", "Input", "InputKind",
+    "Modem", "Siren", "Site", "Sms", "Storage", "Summary", "TimeRange", "Uplink", "Walktest",
+    "default_config_path", "load", "parse", "parse_time_range", "phone_problem",
 ]

@@ -12,8 +12,9 @@ from typing import Any, TypeVar, get_type_hints
 from edge.config.checks import NAME_RE
 from edge.config.inputs import INPUT_KINDS, Input, read_input
 from edge.config.section import Section, key_default, not_none
-from edge.config.sections import (Camera, Contact, Control, Drill, Escalation, Gpio, Modem,
-                                  Siren, Site, Sms, Storage, Summary, Uplink)
+from edge.config.sections import (Camera, Contact, Control, Drill, Escalation, Gpio,
+                                  Indicator, Modem, Siren, Site, Sms, Storage, Summary, Uplink,
+                                  Walktest)
 from edge.config.table import REQUIRED, Problems, Table
 from edge.errors import ConfigError
 from edge.events import PART_LABELS
@@ -42,6 +43,8 @@ class Config:
     sms: Sms = Sms()
     drill: Drill = Drill()
     summary: Summary | None = None
+    walktest: Walktest = Walktest()
+    indicator: Indicator | None = None
     control: Control = Control()
     escalation: Escalation | None = None
 

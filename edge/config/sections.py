@@ -215,5 +215,18 @@ class Escalation(Section):
 
 
 @dataclass(frozen=True)
+class Walktest(Section):
+    due_days: int = 30  # an input not walk-tested for this long is overdue (未巡检)
+
+
+@dataclass(frozen=True)
+class Indicator(Section):
+    """The guard's lamp (an LED, or a lamp through a relay)."""
+
+    pin: int = setting(read=Table.pin)
+    active_high: bool = True
+
+
+@dataclass(frozen=True)
 class Control(Section):
     socket: Path = Path(DEFAULT_SOCKET)

@@ -39,6 +39,7 @@ RANGES: dict[str, tuple[int | float, int | float]] = {
     "[escalation] call_after_s": (0, 3600),
     "[escalation] ring_s": (5, 120),
     "[escalation] rounds": (1, 10),
+    "[walktest] due_days": (1, 365),
 }
 # What a numeric key's name ends with → the unit an error message names.
 _UNITS = {"_s": " seconds", "_days": " days", "_mb": " MB"}

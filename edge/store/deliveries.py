@@ -19,6 +19,15 @@ class Deliveries(StoreFile):
         return Backlog(*row)
 
     @reads
+    def delivered_anywhere(self, seq: int) -> bool:
+        """Whether a transport accepted event ``seq`` or the network took one of its SMS
+        (+CMGS): the guard's lamp goes steady."""
+        row = self._conn.execute(
+            "SELECT EXISTS(SELECT 1 FROM deliveries WHERE seq=? AND state='accepted') OR "
+            "EXISTS(SELECT 1 FROM sms WHERE seq=? AND state='sent')", (seq, seq)).fetchone()
+        return bool(row[0])
+
+    @reads
     def pending_deliveries(self, transport: str, limit: int) -> list[Delivery]:
         """The oldest events ``transport`` still owes, in seq order."""
         rows = self._conn.execute(
