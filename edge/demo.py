@@ -26,8 +26,9 @@ import time
 from collections import Counter
 from zoneinfo import ZoneInfo
 
-from edge.demo_rig import (CALL_AFTER_S, HELD_OPEN_ALERT_S, PRINCIPAL, SMS_FALLBACK_AFTER_S,
-                           Rig, StepMissing)
+from edge.daemon import LAMP_CHECK_S
+from edge.demo_rig import (CALL_AFTER_S, HELD_OPEN_ALERT_S, LAMP_PIN, PRINCIPAL,
+                           SMS_FALLBACK_AFTER_S, Rig, StepMissing)
 from edge.demo_timeline import Inbox, Timeline, describe
 from edge.errors import EdgeAlarmError
 from edge.events import Event
@@ -212,9 +213,17 @@ class Story:
         rig.wait(lambda: rig.status()["siren"]["on"], "the siren sounding")
         assert self.cfg.siren is not None  # the demo's site has one
         t.at(rig.now(), f"警号 siren: ON (继电器 relay on GPIO{self.cfg.siren.pin})")
+        if rig.status()["indicator"] != "blinking":
+            raise StepMissing("the guard's lamp blinking while the alarm is not yet delivered")
+        t.at(rig.now(), f"警示灯 guard's lamp (GPIO{LAMP_PIN}): 闪烁 blinking — 报警尚未送达 "
+                        "not yet delivered anywhere")
         rig.sim("guard_room", False)  # the button springs back; the alarm stays latched
         alarm = self.wait_event("panic", "a panic event for the press")
         self.show_alert(alarm, "紧急报警", "the panic SMS to the principal")
+        rig.advance(LAMP_CHECK_S)
+        rig.wait(lambda: rig.status()["indicator"] == "steady",
+                 "the guard's lamp steady once the alarm was delivered")
+        t.at(rig.now(), "警示灯 guard's lamp: 常亮 steady — 平台和短信已送达 the alarm got through")
         if not rig.status()["alarm"]["active"]:
             raise StepMissing("the alarm staying latched after the button was released")
         t.note("按钮已松开，报警保持 button released; the alarm stays latched until silenced")

@@ -33,6 +33,7 @@ HELD_OPEN_ALERT_S = 300
 SMS_FALLBACK_AFTER_S = 20
 PRE_TRIGGER_S = 3
 CALL_AFTER_S = 30  # [escalation]: the principal's phone rings before 收到 comes
+LAMP_PIN = 23  # [indicator]: the guard's lamp
 STEP_TIMEOUT_S = 10.0   # real seconds any one expected step may take
 # A Unix socket path longer than this does not fit in sockaddr_un on every system.
 MAX_SOCKET_PATH = 100
@@ -52,7 +53,8 @@ def demo_site(directory: Path) -> SimSite:
         contacts=[Contact("principal", PRINCIPAL, ["panic", "gate_after_hours",
                                                    "gate_held_open", "tamper", "fault"],
                           may_command=True)],
-        extra=f"\n[escalation]\ncall_after_s = {CALL_AFTER_S}\nring_s = 60\n",
+        extra=f"\n[escalation]\ncall_after_s = {CALL_AFTER_S}\nring_s = 60\n"
+              f"\n[indicator]\npin = {LAMP_PIN}\n",
         comment="The demo's school gate: simulated pins, emulated modem, test-pattern camera "
                 "and a\nstand-in platform, all on this computer. Written by `edge-alarm demo`, "
                 "removed with it.")

@@ -68,6 +68,8 @@ def test_demo_plays_the_whole_story_and_leaves_nothing(tmp_path, short_dir):
     assert "siren: ON" in three
     assert re.search(r"pre-trigger frames: [1-3] × 320×180", three)
     assert "电话 call: ATD+8613800138000;" in three  # escalation: nobody acknowledged
+    # The guard's lamp: blinking until the alarm got through, then steady.
+    assert three.index("闪烁 blinking") < three.index("常亮 steady")
     assert re.search(r"#\d+ acknowledged .*by principal via sms", four)
     assert re.search(r"#\d+ call .*escalation call: no answer", four)  # 收到 hung it up
     assert four.index("siren: still ON") < four.index("silenced") < four.index("siren: off")
