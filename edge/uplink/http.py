@@ -8,17 +8,16 @@ The bearer token is a secret: it goes into the Authorization header and nowhere 
 and any text that came from outside (a response body, a reason phrase, an exception) has
 it masked before it becomes a PostResult.detail.
 
-Every request has one deadline, connect_timeout_s + read_timeout_s, over connecting,
-sending and the whole answer: a platform that trickles its answer is a failed attempt then.
+Every request has one deadline (deadline.py), connect_timeout_s + read_timeout_s, over
+connecting, sending and the whole answer: a platform that trickles its answer is a failed
+attempt then.
 """
 
 import email.utils
 import json
 import logging
 import os
-import socket
 import stat
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +25,11 @@ from urllib.parse import quote
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from edge.errors import UplinkError
 from edge.uplink.backoff import MAX_DELAY_S
+from edge.uplink.deadline import DeadlineAdapter, RequestDeadline
 
 log = logging.getLogger(__name__)
 
@@ -99,132 +96,6 @@ class _BearerAuth(AuthBase):
         return "<bearer token>"
 
 
-class _Deadline:
-    """One request's deadline over connect, send and the whole answer.
-
-    requests' timeouts bound each wait on the socket, not the request: a server that sends
-    a byte within every read timeout keeps a header line or a body going for ever. So a
-    timer shuts the request's socket down at the deadline, which wakes the recv or send
-    blocked on it and fails the request. The socket is held through a duplicate of its
-    file descriptor, taken as the connection is made (before any TLS handshake) or reused:
-    ours to shut down and to close, whatever urllib3 does with its own meanwhile.
-    """
-
-    def __init__(self, seconds: float):
-        self._lock = threading.Lock()
-        self._socket: socket.socket | None = None  # guarded by _lock, as below
-        self._passed = False
-        self._ended = False
-        self._timer = threading.Timer(seconds, self._on_deadline)
-        self._timer.daemon = True
-
-    def start(self) -> None:
-        """Start the clock (RuntimeError when no thread can be had for it)."""
-        self._timer.start()
-        _this_thread.deadline = self
-
-    def end(self) -> bool:
-        """Stop watching; True when the deadline passed before the request ended."""
-        _this_thread.deadline = None
-        self._timer.cancel()
-        with self._lock:
-            self._ended = True
-            self._forget_socket()
-            return self._passed
-
-    def watch(self, sock: socket.socket) -> None:
-        """``sock`` is the one the request now uses."""
-        with self._lock:
-            if self._ended:
-                return
-            self._forget_socket()
-            try:
-                self._socket = socket.fromfd(sock.fileno(), sock.family, sock.type)
-            except OSError:  # closed already, or no descriptor left: the timeouts remain
-                return
-            if self._passed:  # connected after the deadline (a slow name lookup)
-                self._shut(self._socket)
-
-    def _on_deadline(self) -> None:
-        with self._lock:
-            if self._ended:
-                return
-            self._passed = True
-            if self._socket is not None:
-                self._shut(self._socket)
-
-    @staticmethod
-    def _shut(sock: socket.socket) -> None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:  # the peer is gone already
-            pass
-
-    def _forget_socket(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
-
-
-_this_thread = threading.local()  # .deadline: the _Deadline of the request in progress
-
-
-def _watch(sock: socket.socket) -> None:
-    deadline = getattr(_this_thread, "deadline", None)
-    if deadline is not None:
-        deadline.watch(sock)
-
-
-class _WatchedConnection(HTTPConnection):
-    """An urllib3 connection that shows its socket to the deadline of the request (and,
-    mixed in before HTTPSConnection, an HTTPS one)."""
-
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _watch(sock)
-        return sock
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        if self.sock is not None:  # a kept-alive connection, used again
-            _watch(self.sock)
-        return super().request(*args, **kwargs)
-
-
-class _WatchedHTTPConnection(_WatchedConnection, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
-    pass
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-def _use_watched_pools(manager: urllib3.PoolManager) -> None:
-    # A SOCKS proxy's manager has pools of its own: those keep the timeouts alone.
-    if manager.pool_classes_by_scheme == urllib3.poolmanager.pool_classes_by_scheme:
-        manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    """requests' transport, with connections a _Deadline can watch (through a proxy too)."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        _use_watched_pools(self.poolmanager)
-
-    def proxy_manager_for(self, proxy, **proxy_kwargs):
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        _use_watched_pools(manager)
-        return manager
-
-
 class HttpUplink:
     """Posts events and puts images to ``url``, the platform's events collection."""
 
@@ -239,7 +110,7 @@ class HttpUplink:
         self._timeout = (connect_timeout_s, read_timeout_s)
         self.deadline_s = connect_timeout_s + read_timeout_s
         self._session = session or requests.Session()
-        adapter = _DeadlineAdapter()
+        adapter = DeadlineAdapter()
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self.reload_token()
@@ -308,7 +179,7 @@ class HttpUplink:
         return self._request("PUT", url, headers={"Content-Type": JPEG_TYPE}, data=jpeg)
 
     def _request(self, method: str, url: str, **kwargs) -> PostResult:
-        deadline = _Deadline(self.deadline_s)
+        deadline = RequestDeadline(self.deadline_s)
         try:
             deadline.start()
         except RuntimeError as exc:
