@@ -21,118 +21,39 @@ import itertools
 import logging
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, NamedTuple, TypeVar
 
 from edge import routing
-from edge.config import Config, Contact
+from edge.config import Config
 from edge.errors import ModemError, StorageError
 from edge.events import Event
-from edge.kinds import ALARM_RANK, OTHER_RANK, REPLY_RANK, SMS_RANKS, SUMMARY_RANK
-from edge.modem.at import AtTimeout, PortLost, Urc
+from edge.kinds import REPLY_RANK, SMS_RANKS
+from edge.modem.at import PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
 from edge.port import Health, WorkerPort
-# parse_command, same_number and sender_e164 are imported from here too.
+# CallRequest, parse_command, same_number and sender_e164 are imported from here too.
+from edge.sms_calls import CALL_RANK, CallRequest, EscalationCalls
 from edge.sms_commands import IncomingCommands, parse_command, same_number, sender_e164
+from edge.sms_outgoing import (SEND_RETRY_MAX_S, MemorySms, Next, SummarySender, Taken,
+                               confirmation_lost, may_go_unrecorded, most_urgent, remember,
+                               resend_reference, retry_delay, sms_rank)
 from edge.sms_text import alert_text
 from edge.status_doc import ModemHealth
-from edge.store import SmsRow, Store
-from edge.summary import Decided, mark_sent, owed, with_signal
+from edge.store import SmsRow
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
 __all__ = ["CallRequest", "SmsWorker", "parse_command", "same_number", "sender_e164"]
 
 log = logging.getLogger(__name__)
 
-SEND_RETRY_FIRST_S = 10.0
-SEND_RETRY_MAX_S = 300.0
 # An SMS the network keeps refusing is retried about a day (10 s, 20 s … then every
 # SEND_RETRY_MAX_S), then recorded as failed. Counted in attempts, not from the event's
 # time: a clock stepped forward must not make a fresh alarm's SMS give up at once.
 SEND_GIVE_UP_ATTEMPTS = 292
 
-# What the worker holds in memory is bounded; over a cap the least urgent goes (and is
-# logged): an SMS of an unstored event still goes from the outbox once the event is
-# stored; a forgotten record of a sent SMS may cost a duplicate, never a lost alarm.
+# What the worker holds in memory is bounded (see also sms_outgoing.SENT_RECORDS_CAP).
 MEMORY_SMS_CAP = 100  # SMS of unstored events waiting to go
-SENT_RECORDS_CAP = 500  # records of SMS sent, in each of _sent_from_memory, _unrecorded
 REPLY_QUEUE_CAP = 20  # replies to commands and test SMS waiting for the modem
-CALL_QUEUE_CAP = 4  # escalation calls waiting for the modem (the escalation asks one at a time)
-# An escalation call is one turn of the worker after every alarm SMS due, before replies.
-CALL_RANK = ALARM_RANK + 0.5
-
-T = TypeVar("T")
-
-
-def sms_rank(kind: str) -> int:
-    """Where an SMS of an event of ``kind`` goes in the order (lowest first)."""
-    return SMS_RANKS.get(kind, OTHER_RANK)
-
-
-def _most_urgent(entries: list[T], cap: int, kind: Callable[[T], str]
-                 ) -> tuple[list[T], list[T]]:
-    """The ``cap`` most urgent of ``entries`` (earlier first among equals), and the rest."""
-    ordered = sorted(entries, key=lambda entry: sms_rank(kind(entry)))
-    return ordered[:cap], ordered[cap:]
-
-
-def _confirmation_lost(error: Exception) -> bool:
-    """Whether the modem may have sent the message although the send failed: the PDU had
-    gone when the modem vanished or its answer did not come."""
-    return isinstance(error, (AtTimeout, PortLost)) and error.data_sent
-
-
-def _resend_reference(seq: int) -> int:
-    """The concatenation reference of a row's marked copy: not the first copy's, so that a
-    phone holding parts of both never joins them into one message."""
-    return (seq + 128) % 256
-
-
-def retry_delay(attempts: int) -> float:
-    """The pause after the ``attempts``-th failed send of one SMS."""
-    return min(SEND_RETRY_MAX_S, SEND_RETRY_FIRST_S * 2 ** (attempts - 1))
-
-
-@dataclass
-class _MemorySms:
-    """An alarm SMS of an event the store could not take: kept and retried here until it
-    is sent or the event is stored (its outbox row then takes over)."""
-
-    event: Event
-    contact: str
-    phone: str
-    reference: int  # ties the parts together, the same on every retry
-    sent: list[int] = field(default_factory=list)  # +CMGS refs of the parts that went
-    attempts: int = 0
-    next_try: float = 0.0  # monotonic
-    resent: bool = False  # an earlier attempt's confirmation was lost
-
-
-class _Taken(NamedTuple):
-    """An SMS the modem took: its event's kind (what a cap keeps first) and +CMGS refs."""
-
-    kind: str
-    refs: list[int]
-
-
-@dataclass(frozen=True)
-class _Next:
-    """The most urgent due SMS of one source, and how to send it."""
-
-    rank: float
-    send: Callable[[], None]
-
-
-@dataclass(frozen=True)
-class CallRequest:
-    """An escalation call: ``done(result)`` is called on the worker's thread with
-    "answered", "no answer", "busy" or "failed"."""
-
-    contact: str
-    phone: str
-    ring_s: float
-    done: Callable[[str], None]
 
 
 class SmsWorker(ThreadWorker):
@@ -149,25 +70,19 @@ class SmsWorker(ThreadWorker):
                                        timings=timings)
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
         self._direct_lock = threading.Lock()
-        self._calls: list[CallRequest] = []  # under _direct_lock
-        self._call_cancel = threading.Event()  # set: hang up the call ringing now
-        self._closing = False  # under _direct_lock: stop() was called, no call starts
+        self._calls = EscalationCalls(self.modem, self._alarm_due_in_call)
         self._next_health = 0.0
         self._references = itertools.count(1)
-        self._memory: list[_MemorySms] = []
+        self._memory: list[MemorySms] = []
         self._memory_lock = threading.Lock()
         # (event id, contact) → SMS sent from memory: the store owes them nothing, and a
         # row made for one while it was in flight is marked, not sent.
-        self._sent_from_memory: dict[tuple[str, str], _Taken] = {}
+        self._sent_from_memory: dict[tuple[str, str], Taken] = {}
         # (seq, contact) → SMS the modem took but the store did not record: never sent
         # again, recorded when the store allows.
-        self._unrecorded: dict[tuple[int, str], _Taken] = {}
+        self._unrecorded: dict[tuple[int, str], Taken] = {}
         self._dropped = 0  # entries the caps above made the worker forget
-        # The daily summary: its failed sends, and the contacts it went to that the store
-        # did not note (at most one day's recipients).
-        self._summary_attempts = 0
-        self._summary_next_try = 0.0  # monotonic
-        self._summary_unnoted: dict[str, Decided] = {}  # contact name → the summary
+        self._summary = SummarySender(cfg, self._send, lambda: self._health["signal"])
         # No retry or fallback time we set lies further ahead than this.
         fallback_s = cfg.uplink.sms_fallback_after_s if cfg.uplink else 0
         self._horizon_s = max(SEND_RETRY_MAX_S, fallback_s) + 60.0
@@ -196,12 +111,12 @@ class SmsWorker(ThreadWorker):
             if not event.seq:
                 # The store could not take this event (disk full, broken card): its
                 # immediate SMS go from memory now rather than wait for the store.
-                self._memory += [_MemorySms(event, r.contact, r.phone, self._next_reference())
+                self._memory += [MemorySms(event, r.contact, r.phone, self._next_reference())
                                  for r in routing.sms_requests(self.cfg, event.kind, event.ts,
                                                                event.data)
                                  if not r.fallback]
-                self._memory, dropped = _most_urgent(self._memory, MEMORY_SMS_CAP,
-                                                     lambda m: m.event.kind)
+                self._memory, dropped = most_urgent(self._memory, MEMORY_SMS_CAP,
+                                                    lambda m: m.event.kind)
                 self._dropped += len(dropped)
             else:  # stored at last: its outbox rows take over from memory
                 self._memory = [m for m in self._memory if m.event.id != event.id]
@@ -241,31 +156,19 @@ class SmsWorker(ThreadWorker):
 
     def request_call(self, call: CallRequest) -> None:
         """Ring a contact when the alarm SMS due have gone (any thread)."""
-        with self._direct_lock:
-            full = len(self._calls) >= CALL_QUEUE_CAP
-            if not full:
-                self._calls.append(call)
-        if full:
-            log.error("call to %s not queued: %d calls already wait", call.contact,
-                      CALL_QUEUE_CAP)
-            call.done("failed")
-        else:
+        if self._calls.request(call):
             self.wake()
 
     def cancel_calls(self) -> None:
         """Someone acknowledged: the calls waiting are dropped, the one ringing hangs up."""
-        with self._direct_lock:
-            self._calls.clear()
-            self._call_cancel.set()
+        self._calls.cancel()
 
     def _on_urc(self, urc: Urc) -> None:
         if urc.line.startswith(("+CMTI:", "+CMT:")):
             self.wake()
 
     def stop(self, timeout: float) -> None:
-        with self._direct_lock:  # a call ringing hangs up, none starts: the turn ends
-            self._closing = True
-            self._call_cancel.set()
+        self._calls.close()  # a call ringing hangs up, none starts: the turn ends
         super().stop(timeout)
 
     # ------------------------------------------------------------------ worker thread
@@ -353,25 +256,25 @@ class SmsWorker(ThreadWorker):
         how long until one is due."""
         memory, memory_wait = self._next_memory(mono)
         outbox, outbox_wait = self._next_row()
-        ready = [n for n in (memory, outbox, self._next_direct(), self._next_call(),
-                             self._next_summary(mono))
+        ready = [n for n in (memory, outbox, self._next_direct(), self._calls.next(),
+                             self._summary.next(self.store(), mono))
                  if n is not None]
         if not ready:
             return min(memory_wait, outbox_wait)
         min(ready, key=lambda n: n.rank).send()
         return 0.0
 
-    def _next_memory(self, mono: float) -> tuple[_Next | None, float]:
+    def _next_memory(self, mono: float) -> tuple[Next | None, float]:
         """The most urgent due SMS of an unstored event, or how long until one is due."""
         with self._memory_lock:
             due = [m for m in self._memory if m.next_try <= mono]
             waits = [m.next_try - mono for m in self._memory]
         if due:
             sms = min(due, key=lambda m: sms_rank(m.event.kind))
-            return _Next(sms_rank(sms.event.kind), partial(self._send_memory, sms, mono)), 0.0
+            return Next(sms_rank(sms.event.kind), partial(self._send_memory, sms, mono)), 0.0
         return None, max(0.05, min(waits)) if waits else IDLE_WAIT_S
 
-    def _send_memory(self, sms: _MemorySms, mono: float) -> None:
+    def _send_memory(self, sms: MemorySms, mono: float) -> None:
         try:
             text = alert_text(sms.event, self.cfg, resent=sms.resent, to=sms.contact,
                               now=self.port.clock.now())
@@ -396,29 +299,17 @@ class SmsWorker(ThreadWorker):
         with self._memory_lock:
             self._memory = [m for m in self._memory if m is not sms]
             self._remember(self._sent_from_memory, (sms.event.id, sms.contact),
-                           _Taken(sms.event.kind, refs), "sent from memory")
+                           Taken(sms.event.kind, refs), "sent from memory")
         log.info("SMS of unstored %s event sent to %s from memory", sms.event.kind,
                  sms.contact)
 
-    def _resend_memory_if_lost(self, sms: _MemorySms, error: ModemError) -> None:
+    def _resend_memory_if_lost(self, sms: MemorySms, error: ModemError) -> None:
         """The confirmation was lost: the whole message goes again, marked, as a new one."""
-        if _confirmation_lost(error):
+        if confirmation_lost(error):
             sms.resent, sms.sent, sms.reference = True, [], self._next_reference()
 
-    def _remember(self, table: dict, key, taken: _Taken, what: str) -> None:
-        """Keep ``taken`` in ``table``, forgetting the least urgent over SENT_RECORDS_CAP."""
-        table[key] = taken
-        if len(table) <= SENT_RECORDS_CAP:
-            return
-        kept, dropped = _most_urgent(list(table.items()), SENT_RECORDS_CAP,
-                                     lambda item: item[1].kind)
-        table.clear()
-        table.update(kept)
-        self._dropped += len(dropped)
-        for (event, contact), forgotten in dropped:
-            log.error("record of the %s SMS of event %s to %s (%s) forgotten: over %d kept; "
-                      "it may be sent again", forgotten.kind, event, contact, what,
-                      SENT_RECORDS_CAP)
+    def _remember(self, table: dict, key, taken: Taken, what: str) -> None:
+        self._dropped += remember(table, key, taken, what)
 
     def _next_reference(self) -> int:
         """A concatenation reference for an SMS that is not a stored row's (any thread:
@@ -429,10 +320,10 @@ class SmsWorker(ThreadWorker):
         return self.modem.send_sms(number, text, reference=self._next_reference(),
                                    max_parts=self.cfg.sms.max_parts)
 
-    def _next_direct(self) -> _Next | None:
+    def _next_direct(self) -> Next | None:
         with self._direct_lock:
             waiting = bool(self._direct)
-        return _Next(REPLY_RANK, self._send_direct) if waiting else None
+        return Next(REPLY_RANK, self._send_direct) if waiting else None
 
     def _send_direct(self) -> None:
         with self._direct_lock:
@@ -444,51 +335,16 @@ class SmsWorker(ThreadWorker):
             if isinstance(e, ModemError):
                 raise
 
-    def _next_call(self) -> _Next | None:
-        with self._direct_lock:
-            waiting = bool(self._calls)
-        return _Next(CALL_RANK, self._make_call) if waiting else None
-
-    def _make_call(self) -> None:
-        with self._direct_lock:
-            if not self._calls or self._closing:
-                return  # cancelled meanwhile
-            call = self._calls.pop(0)
-            # Asked for after any acknowledgement so far (that emptied the queue).
-            self._call_cancel.clear()
-        log.info("escalation: calling %s", call.contact)
-        yielded = threading.Event()
-        try:
-            result = self.modem.voice_call(call.phone, ring_s=call.ring_s,
-                                           cancel=self._call_cancel,
-                                           between=partial(self._between_call_polls, yielded))
-        except ModemError:
-            call.done("failed")
-            raise
-        if self._closing:
-            return  # cut short by the stop: the kept plan rings this contact at the next start
-        if yielded.is_set() and not self._call_cancel.is_set():
-            log.warning("escalation: call to %s hung up for an alarm SMS; it rings again "
-                        "after it", call.contact)
-            with self._direct_lock:
-                self._calls.insert(0, call)
-            return
-        log.info("escalation: call to %s: %s", call.contact, result)
-        call.done(result)
-
-    def _between_call_polls(self, yielded: threading.Event) -> bool:
-        """While a call rings: a SILENCE or 收到 is read at once (it hangs up); an alarm
-        SMS that falls due hangs up too (``yielded``): it goes first, the call after."""
+    def _alarm_due_in_call(self) -> bool:
+        """While a call rings: a SILENCE or 收到 is read at once (it hangs up); whether an
+        alarm SMS fell due (it hangs up too: it goes first, the call after)."""
         mono = self.port.clock.monotonic()
         try:
             self._read_inbox(mono)
         except ModemError as e:
             log.warning("modem: reading new SMS during a call failed: %s", e)
-        alarms = [n for n in (self._next_memory(mono)[0], self._next_row()[0])
-                  if n is not None and n.rank < CALL_RANK]
-        if alarms:
-            yielded.set()
-        return bool(alarms)
+        return any(n is not None and n.rank < CALL_RANK
+                   for n in (self._next_memory(mono)[0], self._next_row()[0]))
 
     def _fail_direct(self, error: ModemError) -> None:
         with self._direct_lock:
@@ -496,7 +352,7 @@ class SmsWorker(ThreadWorker):
         for _, _, future in pending:
             future.set_exception(error)
 
-    def _next_row(self) -> tuple[_Next | None, float]:
+    def _next_row(self) -> tuple[Next | None, float]:
         """The outbox's most urgent due SMS, or how long until one is due."""
         store = self.store()
         if store is None:
@@ -512,20 +368,12 @@ class SmsWorker(ThreadWorker):
             log.warning("SMS outbox unreadable: %s", e)
             return None, IDLE_WAIT_S
         row = next((r for r in rows if (r.seq, r.contact) not in self._unrecorded), None)
-        if row is not None and self._may_go_unrecorded(row):
-            return _Next(sms_rank(row.kind), partial(self._send_row, store, row)), 0.0
+        if row is not None and may_go_unrecorded(self._unrecorded, row.kind):
+            return Next(sms_rank(row.kind), partial(self._send_row, store, row)), 0.0
         if row is not None:
             return None, IDLE_WAIT_S  # until the store records again, or a new alarm
         nxt = store.next_sms_due()
         return None, IDLE_WAIT_S if nxt is None else max(0.05, nxt - now)
-
-    def _may_go_unrecorded(self, row: SmsRow) -> bool:
-        """With SENT_RECORDS_CAP SMS sent but not recorded (the store takes no writes),
-        only one more urgent than the least urgent of them goes, which is forgotten for
-        it: no SMS is sent over and over, and alarms still go."""
-        if len(self._unrecorded) < SENT_RECORDS_CAP:
-            return True
-        return sms_rank(row.kind) < max(sms_rank(t.kind) for t in self._unrecorded.values())
 
     def _record_unrecorded(self, store, now: float) -> None:
         for (seq, contact), taken in list(self._unrecorded.items()):
@@ -552,12 +400,12 @@ class SmsWorker(ThreadWorker):
             text = alert_text(event, self.cfg, fallback=row.fallback, resent=row.maybe_sent,
                               to=row.contact, now=self.port.clock.now())
             # The event's seq ties the parts together, the same on every retry.
-            reference = _resend_reference(row.seq) if row.maybe_sent else row.seq % 256
+            reference = resend_reference(row.seq) if row.maybe_sent else row.seq % 256
             self.modem.send_sms(row.phone, text, reference=reference,
                                 max_parts=self.cfg.sms.max_parts, sent=refs)
         except PortLost as e:
             # The modem went away, not this message: it goes once the modem is back.
-            lost = _confirmation_lost(e)
+            lost = confirmation_lost(e)
             if lost or len(refs) > len(row.refs):
                 try:
                     store.mark_sms(row.seq, row.contact, "pending", now=now(),
@@ -570,7 +418,7 @@ class SmsWorker(ThreadWorker):
             raise
         except ModemError as e:
             attempts = row.attempts + 1
-            lost = _confirmation_lost(e)
+            lost = confirmation_lost(e)
             if lost:  # the whole message goes again, marked as a copy
                 refs = []
             if attempts >= SEND_GIVE_UP_ATTEMPTS:
@@ -596,49 +444,8 @@ class SmsWorker(ThreadWorker):
         except StorageError as e:
             log.error("SMS for event %d to %s sent but not recorded (%s); it is not sent "
                       "again", row.seq, row.contact, e)
-            self._remember(self._unrecorded, (row.seq, row.contact), _Taken(event.kind, refs),
+            self._remember(self._unrecorded, (row.seq, row.contact), Taken(event.kind, refs),
                            "not recorded")
             return
         log.info("SMS for %s event %d sent to %s (%d part(s))", event.kind, row.seq,
                  row.contact, len(refs))
-
-    def _next_summary(self, mono: float) -> _Next | None:
-        """The daily summary to its next contact, when it is owed and its retry is due."""
-        store = self.store()
-        if store is None or mono < self._summary_next_try:
-            return None
-        try:
-            self._note_summaries_sent(store)
-            due = owed(self.cfg, store, skip=set(self._summary_unnoted))
-        except StorageError as e:
-            log.warning("daily summary unreadable: %s", e)
-            return None
-        if due is None:
-            return None
-        return _Next(SUMMARY_RANK, partial(self._send_summary, store, *due, mono))
-
-    def _send_summary(self, store: Store, contact: Contact, summary: Decided,
-                      mono: float) -> None:
-        try:
-            self._send(contact.phone, with_signal(summary.text, self._health["signal"]))
-        except ModemError as e:
-            self._summary_attempts += 1
-            self._summary_next_try = mono + retry_delay(self._summary_attempts)
-            log.warning("daily summary to %s failed (%s); retry in %.0f s", contact.name, e,
-                        self._summary_next_try - mono)
-            raise
-        self._summary_attempts = 0
-        self._summary_unnoted[contact.name] = summary
-        log.info("daily summary of %s sent to %s", summary.day, contact.name)
-        try:
-            self._note_summaries_sent(store)
-        except StorageError as e:
-            log.error("daily summary sent to %s but not noted (%s); it is not sent again",
-                      contact.name, e)
-
-    def _note_summaries_sent(self, store: Store) -> None:
-        """Note in the store the contacts the summary went to (StorageError: kept here,
-        never sent again, noted at the next try)."""
-        for name, summary in list(self._summary_unnoted.items()):
-            mark_sent(store, name, summary)
-            del self._summary_unnoted[name]
