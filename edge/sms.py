@@ -23,7 +23,6 @@ import threading
 from concurrent.futures import Future
 from functools import partial
 
-from edge import routing
 from edge.config import Config
 from edge.errors import ModemError, StorageError
 from edge.events import Event
@@ -34,9 +33,10 @@ from edge.port import Health, WorkerPort
 # CallRequest, parse_command, same_number and sender_e164 are imported from here too.
 from edge.sms_calls import CALL_RANK, CallRequest, EscalationCalls
 from edge.sms_commands import IncomingCommands, parse_command, same_number, sender_e164
-from edge.sms_outgoing import (SEND_RETRY_MAX_S, MemorySms, Next, SummarySender, Taken,
-                               confirmation_lost, may_go_unrecorded, most_urgent, remember,
-                               resend_reference, retry_delay, sms_rank)
+from edge.sms_memory import UnstoredSms
+from edge.sms_outgoing import (SEND_RETRY_MAX_S, Next, SummarySender, Taken, confirmation_lost,
+                               may_go_unrecorded, remember, resend_reference, retry_delay,
+                               sms_rank)
 from edge.sms_text import alert_text
 from edge.status_doc import ModemHealth
 from edge.store import SmsRow
@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 # time: a clock stepped forward must not make a fresh alarm's SMS give up at once.
 SEND_GIVE_UP_ATTEMPTS = 292
 
-# What the worker holds in memory is bounded (see also sms_outgoing.SENT_RECORDS_CAP).
-MEMORY_SMS_CAP = 100  # SMS of unstored events waiting to go
+# What the worker holds in memory is bounded (see also sms_memory.MEMORY_SMS_CAP and
+# sms_outgoing.SENT_RECORDS_CAP).
 REPLY_QUEUE_CAP = 20  # replies to commands and test SMS waiting for the modem
 
 
@@ -73,15 +73,11 @@ class SmsWorker(ThreadWorker):
         self._calls = EscalationCalls(self.modem, self._alarm_due_in_call)
         self._next_health = 0.0
         self._references = itertools.count(1)
-        self._memory: list[MemorySms] = []
-        self._memory_lock = threading.Lock()
-        # (event id, contact) → SMS sent from memory: the store owes them nothing, and a
-        # row made for one while it was in flight is marked, not sent.
-        self._sent_from_memory: dict[tuple[str, str], Taken] = {}
+        self._unstored = UnstoredSms(cfg, port, self.modem, self._next_reference)
         # (seq, contact) → SMS the modem took but the store did not record: never sent
         # again, recorded when the store allows.
         self._unrecorded: dict[tuple[int, str], Taken] = {}
-        self._dropped = 0  # entries the caps above made the worker forget
+        self._dropped = 0  # records of _unrecorded that SENT_RECORDS_CAP made it forget
         self._summary = SummarySender(cfg, self._send, lambda: self._health["signal"])
         # No retry or fallback time we set lies further ahead than this.
         fallback_s = cfg.uplink.sms_fallback_after_s if cfg.uplink else 0
@@ -98,39 +94,21 @@ class SmsWorker(ThreadWorker):
         held back by the limits, refusals recorded, SMS from rate-limited senders dropped
         unread) and outgoing (SMS kept in memory, replies waiting, and dropped by the
         memory caps)."""
-        with self._memory_lock:
-            sms = {"memory": len(self._memory), "sent_from_memory": len(self._sent_from_memory)}
+        sms = self._unstored.counts()
         with self._direct_lock:
             sms["replies_queued"] = len(self._direct)
-        sms.update(unrecorded=len(self._unrecorded), dropped=self._dropped,
+        sms.update(unrecorded=len(self._unrecorded), dropped=self._dropped + self._unstored.dropped,
                    **self._incoming.counts)
         return {**self._health, "lines_dropped": self.modem.lines_dropped, "sms": sms}
 
     def notify(self, event: Event) -> None:
-        with self._memory_lock:
-            if not event.seq:
-                # The store could not take this event (disk full, broken card): its
-                # immediate SMS go from memory now rather than wait for the store.
-                self._memory += [MemorySms(event, r.contact, r.phone, self._next_reference())
-                                 for r in routing.sms_requests(self.cfg, event.kind, event.ts,
-                                                               event.data)
-                                 if not r.fallback]
-                self._memory, dropped = most_urgent(self._memory, MEMORY_SMS_CAP,
-                                                    lambda m: m.event.kind)
-                self._dropped += len(dropped)
-            else:  # stored at last: its outbox rows take over from memory
-                self._memory = [m for m in self._memory if m.event.id != event.id]
-                dropped = []
-        for sms in dropped:
-            log.error("SMS of unstored %s event to %s not kept in memory: %d more urgent "
-                      "wait; it goes from the outbox once the event is stored",
-                      sms.event.kind, sms.contact, MEMORY_SMS_CAP)
+        self._unstored.notify(event)
         self.wake()  # a stored event may owe an SMS; the outbox query decides
 
     def sent_from_memory(self, event_id: str) -> set[str]:
         """The contacts that already got this (once unstored) event's SMS from memory;
         the store owes them nothing when the event is finally written."""
-        return {c for e, c in list(self._sent_from_memory) if e == event_id}
+        return self._unstored.sent_to(event_id)
 
     @property
     def send_deadline_s(self) -> float:
@@ -249,12 +227,13 @@ class SmsWorker(ThreadWorker):
                 log.exception("SMS from %s not handled: %r", message.sender,
                               self._incoming.kept_text(message)[:80])
 
+    # --- outgoing ---------------------------------------------------------------------
 
     def _send_next(self, mono: float) -> float:
         """Send the most urgent due SMS of all three sources (at an equal rank: unstored
         events', the outbox's, the replies'): 0 when one went (look again at once), else
         how long until one is due."""
-        memory, memory_wait = self._next_memory(mono)
+        memory, memory_wait = self._unstored.next(mono)
         outbox, outbox_wait = self._next_row()
         ready = [n for n in (memory, outbox, self._next_direct(), self._calls.next(),
                              self._summary.next(self.store(), mono))
@@ -264,52 +243,9 @@ class SmsWorker(ThreadWorker):
         min(ready, key=lambda n: n.rank).send()
         return 0.0
 
-    def _next_memory(self, mono: float) -> tuple[Next | None, float]:
-        """The most urgent due SMS of an unstored event, or how long until one is due."""
-        with self._memory_lock:
-            due = [m for m in self._memory if m.next_try <= mono]
-            waits = [m.next_try - mono for m in self._memory]
-        if due:
-            sms = min(due, key=lambda m: sms_rank(m.event.kind))
-            return Next(sms_rank(sms.event.kind), partial(self._send_memory, sms, mono)), 0.0
-        return None, max(0.05, min(waits)) if waits else IDLE_WAIT_S
-
-    def _send_memory(self, sms: MemorySms, mono: float) -> None:
-        try:
-            text = alert_text(sms.event, self.cfg, resent=sms.resent, to=sms.contact,
-                              now=self.port.clock.now())
-            refs = self.modem.send_sms(sms.phone, text, reference=sms.reference,
-                                       max_parts=self.cfg.sms.max_parts, sent=sms.sent)
-        except PortLost as e:
-            self._resend_memory_if_lost(sms, e)
-            raise  # the modem, not this message: it goes once the modem is back
-        except (ValueError, KeyError, IndexError) as e:  # a text that cannot be made
-            log.error("SMS of unstored %s event to %s cannot be made: %s",
-                      sms.event.kind, sms.contact, e)
-            with self._memory_lock:
-                self._memory = [m for m in self._memory if m is not sms]
-            return
-        except ModemError as e:
-            self._resend_memory_if_lost(sms, e)
-            sms.attempts += 1
-            sms.next_try = mono + retry_delay(sms.attempts)
-            log.error("SMS of unstored %s event to %s failed (%s); retry in %.0f s",
-                      sms.event.kind, sms.contact, e, sms.next_try - mono)
-            raise
-        with self._memory_lock:
-            self._memory = [m for m in self._memory if m is not sms]
-            self._remember(self._sent_from_memory, (sms.event.id, sms.contact),
-                           Taken(sms.event.kind, refs), "sent from memory")
-        log.info("SMS of unstored %s event sent to %s from memory", sms.event.kind,
-                 sms.contact)
-
-    def _resend_memory_if_lost(self, sms: MemorySms, error: ModemError) -> None:
-        """The confirmation was lost: the whole message goes again, marked, as a new one."""
-        if confirmation_lost(error):
-            sms.resent, sms.sent, sms.reference = True, [], self._next_reference()
-
-    def _remember(self, table: dict, key, taken: Taken, what: str) -> None:
-        self._dropped += remember(table, key, taken, what)
+    def _remember_unrecorded(self, row: SmsRow, taken: Taken) -> None:
+        self._dropped += remember(self._unrecorded, (row.seq, row.contact), taken,
+                                  "not recorded")
 
     def _next_reference(self) -> int:
         """A concatenation reference for an SMS that is not a stored row's (any thread:
@@ -344,7 +280,7 @@ class SmsWorker(ThreadWorker):
         except ModemError as e:
             log.warning("modem: reading new SMS during a call failed: %s", e)
         return any(n is not None and n.rank < CALL_RANK
-                   for n in (self._next_memory(mono)[0], self._next_row()[0]))
+                   for n in (self._unstored.next(mono)[0], self._next_row()[0]))
 
     def _fail_direct(self, error: ModemError) -> None:
         with self._direct_lock:
@@ -388,11 +324,9 @@ class SmsWorker(ThreadWorker):
         event = store.event(row.seq)
         if event is None:
             return
-        with self._memory_lock:
-            from_memory = self._sent_from_memory.pop((event.id, row.contact), None)
+        from_memory = self._unstored.pop_sent(event.id, row.contact)
         if from_memory is not None:  # sent while the row was being made: recorded, not resent
-            self._remember(self._unrecorded, (row.seq, row.contact), from_memory,
-                           "not recorded")
+            self._remember_unrecorded(row, from_memory)
             self._record_unrecorded(store, now())
             return
         refs = list(row.refs)  # a retry sends only the parts still missing
@@ -444,8 +378,7 @@ class SmsWorker(ThreadWorker):
         except StorageError as e:
             log.error("SMS for event %d to %s sent but not recorded (%s); it is not sent "
                       "again", row.seq, row.contact, e)
-            self._remember(self._unrecorded, (row.seq, row.contact), Taken(event.kind, refs),
-                           "not recorded")
+            self._remember_unrecorded(row, Taken(event.kind, refs))
             return
         log.info("SMS for %s event %d sent to %s (%d part(s))", event.kind, row.seq,
                  row.contact, len(refs))

@@ -5,13 +5,12 @@ hold (yet), and the daily summary's sender (last of all)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable, NamedTuple, TypeVar
 
 from edge.config import Config, Contact
 from edge.errors import ModemError, StorageError
-from edge.events import Event
 from edge.kinds import OTHER_RANK, SMS_RANKS, SUMMARY_RANK
 from edge.modem.at import AtTimeout, PortLost
 from edge.store import Store
@@ -58,21 +57,6 @@ def resend_reference(seq: int) -> int:
 def retry_delay(attempts: int) -> float:
     """The pause after the ``attempts``-th failed send of one SMS."""
     return min(SEND_RETRY_MAX_S, SEND_RETRY_FIRST_S * 2 ** (attempts - 1))
-
-
-@dataclass
-class MemorySms:
-    """An alarm SMS of an event the store could not take: kept and retried here until it
-    is sent or the event is stored (its outbox row then takes over)."""
-
-    event: Event
-    contact: str
-    phone: str
-    reference: int  # ties the parts together, the same on every retry
-    sent: list[int] = field(default_factory=list)  # +CMGS refs of the parts that went
-    attempts: int = 0
-    next_try: float = 0.0  # monotonic
-    resent: bool = False  # an earlier attempt's confirmation was lost
 
 
 class Taken(NamedTuple):

@@ -22,6 +22,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 import edge.sms
+import edge.sms_memory
 import edge.sms_outgoing
 from conftest import (SHORT_MODEM_TIMINGS, _child_env, edge_cli,
                       refuse_writes, start_daemon, stop_daemon)
@@ -1116,7 +1117,7 @@ def modem_away(d: LiveDaemon, emulator: ModemEmulator, wait_until) -> None:
 
 def test_sms_of_unstored_events_are_capped_alarms_kept_first(live, emulator, wait_until,
                                                              monkeypatch):
-    monkeypatch.setattr(edge.sms, "MEMORY_SMS_CAP", 3)
+    monkeypatch.setattr(edge.sms_memory, "MEMORY_SMS_CAP", 3)
     monkeypatch.setattr(edge.sms_outgoing, "SENT_RECORDS_CAP", 2)
     d = live(principal_receives=("panic", "gate_open"))
     modem_away(d, emulator, wait_until)
