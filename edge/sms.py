@@ -35,8 +35,8 @@ from edge.sms_calls import CALL_RANK, CallRequest, EscalationCalls
 from edge.sms_commands import IncomingCommands, parse_command, same_number, sender_e164
 from edge.sms_memory import UnstoredSms
 from edge.sms_outgoing import (SEND_RETRY_MAX_S, Next, SummarySender, Taken, confirmation_lost,
-                               may_go_unrecorded, remember, resend_reference, retry_delay,
-                               sms_rank)
+                               may_go_unrecorded, next_if_waiting, remember, resend_reference,
+                               retry_delay, sms_rank)
 from edge.sms_text import alert_text
 from edge.status_doc import ModemHealth
 from edge.store import SmsRow
@@ -257,9 +257,7 @@ class SmsWorker(ThreadWorker):
                                    max_parts=self.cfg.sms.max_parts)
 
     def _next_direct(self) -> Next | None:
-        with self._direct_lock:
-            waiting = bool(self._direct)
-        return Next(REPLY_RANK, self._send_direct) if waiting else None
+        return next_if_waiting(self._direct_lock, self._direct, REPLY_RANK, self._send_direct)
 
     def _send_direct(self) -> None:
         with self._direct_lock:

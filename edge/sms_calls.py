@@ -13,7 +13,7 @@ from typing import Callable
 from edge.errors import ModemError
 from edge.kinds import ALARM_RANK
 from edge.modem.modem import Modem
-from edge.sms_outgoing import Next
+from edge.sms_outgoing import Next, next_if_waiting
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ class EscalationCalls:
             self._cancel.set()
 
     def next(self) -> Next | None:
-        with self._lock:
-            waiting = bool(self._calls)
-        return Next(CALL_RANK, self._make_call) if waiting else None
+        return next_if_waiting(self._lock, self._calls, CALL_RANK, self._make_call)
 
     def _make_call(self) -> None:
         with self._lock:

@@ -5,6 +5,7 @@ hold (yet), and the daily summary's sender (last of all)."""
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, NamedTuple, TypeVar
@@ -73,6 +74,13 @@ class Next:
     rank: float
     send: Callable[[], None]
 
+
+def next_if_waiting(lock: threading.Lock, queue: list, rank: float,
+                    send: Callable[[], None]) -> Next | None:
+    """``send`` at ``rank`` when ``queue`` (guarded by ``lock``) holds anything."""
+    with lock:
+        waiting = bool(queue)
+    return Next(rank, send) if waiting else None
 
 
 def remember(table: dict[K, Taken], key: K, taken: Taken, what: str) -> int:
