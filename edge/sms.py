@@ -19,197 +19,41 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import threading
-import unicodedata
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, NamedTuple, TypeVar
 
-from edge import routing
-from edge.config import Config, Contact
+from edge.config import Config
 from edge.errors import ModemError, StorageError
 from edge.events import Event
-from edge.kinds import ALARM_RANK, OTHER_RANK, REPLY_RANK, SMS_RANKS, SUMMARY_RANK
-from edge.modem.at import AtTimeout, PortLost, Urc
+from edge.kinds import REPLY_RANK, SMS_RANKS
+from edge.modem.at import PortLost, Urc
 from edge.modem.modem import Modem, ModemTimings
-from edge.modem.pdu import (TON_ALPHANUMERIC, TON_INTERNATIONAL, TON_NATIONAL, TON_UNKNOWN,
-                            Deliver)
 from edge.port import Health, WorkerPort
-from edge.sms_limits import (ALL_SENDERS, HOUR_S, REFUSAL_SMS_PER_HOUR, REFUSALS_PER_HOUR,
-                             RateWindow, command_after_pin, mask_pin, pin_attempted)
-from edge.sms_text import alert_text, command_reply, help_text, status_text
+# CallRequest, parse_command, same_number and sender_e164 are imported from here too.
+from edge.sms_calls import CALL_RANK, CallRequest, EscalationCalls
+from edge.sms_commands import IncomingCommands, parse_command, same_number, sender_e164
+from edge.sms_memory import UnstoredSms
+from edge.sms_outgoing import (SEND_RETRY_MAX_S, Next, SummarySender, Taken, confirmation_lost,
+                               may_go_unrecorded, next_if_waiting, remember, resend_reference,
+                               retry_delay, sms_rank)
+from edge.sms_text import alert_text
 from edge.status_doc import ModemHealth
-from edge.store import SmsRow, Store
-from edge.summary import Decided, mark_sent, owed, with_signal
+from edge.store import SmsRow
 from edge.worker import IDLE_WAIT_S, ThreadWorker
+
+__all__ = ["CallRequest", "SmsWorker", "parse_command", "same_number", "sender_e164"]
 
 log = logging.getLogger(__name__)
 
-# The site's country (spec §5: a national number on either side is read as +86).
-SITE_COUNTRY_CODE = "86"
-_E164_DIGITS = re.compile(r"[1-9][0-9]{6,14}")
-_CODE_AND_MOBILE = re.compile(SITE_COUNTRY_CODE + r"1[0-9]{10}")
-_PHONE_NUMBER_TYPES = frozenset({TON_UNKNOWN, TON_INTERNATIONAL, TON_NATIONAL})
-_NUMBER_TYPE_NAMES = {TON_UNKNOWN: "unknown", TON_INTERNATIONAL: "international",
-                      TON_NATIONAL: "national", TON_ALPHANUMERIC: "alphanumeric"}
-# The words of a command (spec §5), read after NFKC (full-width letters as ASCII) and in
-# upper case: what each asks for.
-COMMAND_WORDS = {"STATUS": "status", "状态": "status", "SILENCE": "silence", "解除": "silence",
-                 "ACK": "acknowledge", "收到": "acknowledge"}
-# Words people put around a command ("解除报警", "确认收到", "状态查询", "好的，收到") that
-# change nothing. Any other word (不, 没, 吗, a name) makes the text no command: "不要解除"
-# and "解除了吗" silence nothing.
-FILLER_WORDS = frozenset({"报警", "警报", "警号", "确认", "查询", "请", "已", "了", "好的", "OK"})
-# Longest first, so that "解除报警" is read as 解除 + 报警 whatever else is added.
-_VOCABULARY = sorted((*COMMAND_WORDS, *FILLER_WORDS), key=len, reverse=True)
-# Of the commands found in one text, the one obeyed: a silence word asks for more than
-# 收到 ("收到，解除" silences); every reply shows the status anyway.
-_COMMAND_PRECEDENCE = ("silence", "acknowledge", "status")
-SEND_RETRY_FIRST_S = 10.0
-SEND_RETRY_MAX_S = 300.0
 # An SMS the network keeps refusing is retried about a day (10 s, 20 s … then every
 # SEND_RETRY_MAX_S), then recorded as failed. Counted in attempts, not from the event's
 # time: a clock stepped forward must not make a fresh alarm's SMS give up at once.
 SEND_GIVE_UP_ATTEMPTS = 292
 
-# What the worker holds in memory is bounded; over a cap the least urgent goes (and is
-# logged): an SMS of an unstored event still goes from the outbox once the event is
-# stored; a forgotten record of a sent SMS may cost a duplicate, never a lost alarm.
-MEMORY_SMS_CAP = 100  # SMS of unstored events waiting to go
-SENT_RECORDS_CAP = 500  # records of SMS sent, in each of _sent_from_memory, _unrecorded
+# What the worker holds in memory is bounded (see also sms_memory.MEMORY_SMS_CAP and
+# sms_outgoing.SENT_RECORDS_CAP).
 REPLY_QUEUE_CAP = 20  # replies to commands and test SMS waiting for the modem
-CALL_QUEUE_CAP = 4  # escalation calls waiting for the modem (the escalation asks one at a time)
-# An escalation call is one turn of the worker after every alarm SMS due, before replies.
-CALL_RANK = ALARM_RANK + 0.5
-
-T = TypeVar("T")
-
-
-def sms_rank(kind: str) -> int:
-    """Where an SMS of an event of ``kind`` goes in the order (lowest first)."""
-    return SMS_RANKS.get(kind, OTHER_RANK)
-
-
-def _most_urgent(entries: list[T], cap: int, kind: Callable[[T], str]
-                 ) -> tuple[list[T], list[T]]:
-    """The ``cap`` most urgent of ``entries`` (earlier first among equals), and the rest."""
-    ordered = sorted(entries, key=lambda entry: sms_rank(kind(entry)))
-    return ordered[:cap], ordered[cap:]
-
-
-def _confirmation_lost(error: Exception) -> bool:
-    """Whether the modem may have sent the message although the send failed: the PDU had
-    gone when the modem vanished or its answer did not come."""
-    return isinstance(error, (AtTimeout, PortLost)) and error.data_sent
-
-
-def _resend_reference(seq: int) -> int:
-    """The concatenation reference of a row's marked copy: not the first copy's, so that a
-    phone holding parts of both never joins them into one message."""
-    return (seq + 128) % 256
-
-
-def retry_delay(attempts: int) -> float:
-    """The pause after the ``attempts``-th failed send of one SMS."""
-    return min(SEND_RETRY_MAX_S, SEND_RETRY_FIRST_S * 2 ** (attempts - 1))
-
-
-@dataclass
-class _MemorySms:
-    """An alarm SMS of an event the store could not take: kept and retried here until it
-    is sent or the event is stored (its outbox row then takes over)."""
-
-    event: Event
-    contact: str
-    phone: str
-    reference: int  # ties the parts together, the same on every retry
-    sent: list[int] = field(default_factory=list)  # +CMGS refs of the parts that went
-    attempts: int = 0
-    next_try: float = 0.0  # monotonic
-    resent: bool = False  # an earlier attempt's confirmation was lost
-
-
-class _Taken(NamedTuple):
-    """An SMS the modem took: its event's kind (what a cap keeps first) and +CMGS refs."""
-
-    kind: str
-    refs: list[int]
-
-
-@dataclass(frozen=True)
-class _Next:
-    """The most urgent due SMS of one source, and how to send it."""
-
-    rank: float
-    send: Callable[[], None]
-
-
-@dataclass(frozen=True)
-class CallRequest:
-    """An escalation call: ``done(result)`` is called on the worker's thread with
-    "answered", "no answer", "busy" or "failed"."""
-
-    contact: str
-    phone: str
-    ring_s: float
-    done: Callable[[str], None]
-
-
-def _log_if_unsent(what: str):
-    """A done-callback for a send_direct() future that nobody waits on."""
-    def check(future: Future) -> None:
-        if future.exception() is not None:
-            log.error("%s not sent: %s", what, future.exception())
-    return check
-
-
-def parse_command(text: str) -> str | None:
-    """'status', 'silence' or 'acknowledge' for a command text, else None. Read tolerantly:
-    any case, full-width letters, spaces, punctuation and emoji between words, filler
-    words around them; a text with any other word is no command."""
-    letters = "".join(ch for ch in unicodedata.normalize("NFKC", text).upper()
-                      if unicodedata.category(ch)[0] in "LN")
-    found = set()
-    while letters:
-        word = next((w for w in _VOCABULARY if letters.startswith(w)), None)
-        if word is None:
-            return None
-        found.add(COMMAND_WORDS.get(word))
-        letters = letters[len(word):]
-    return next((c for c in _COMMAND_PRECEDENCE if c in found), None)
-
-
-def e164(number: str) -> str | None:
-    """``number`` in E.164 form, None when it is not a phone number: "+8613800138000" as
-    it is, "0086…" (the international prefix dialled) as "+86…", a national number
-    ("13800138000", or 0 and an area code) read with the site's country code."""
-    if number.startswith("+"):
-        digits = number[1:]
-    elif number.startswith("00"):
-        digits = number[2:]
-    elif _CODE_AND_MOBILE.fullmatch(number):
-        # Networks often send "8613800138000" with the type 'unknown': 86 and eleven
-        # digits from 1 is no national number (a Chinese mobile has eleven digits).
-        digits = number
-    else:
-        digits = SITE_COUNTRY_CODE + number.removeprefix("0")
-    return "+" + digits if _E164_DIGITS.fullmatch(digits) else None
-
-
-def same_number(a: str, b: str) -> bool:
-    """Whether two phone numbers are the same subscriber: +8613800138000, 008613800138000
-    and 13800138000 are; +13800138000 (another country, the same digits) is not."""
-    return e164(a) is not None and e164(a) == e164(b)
-
-
-def sender_e164(message: Deliver) -> str | None:
-    """The sender's number in E.164 form; None for a sender name (an alphanumeric TP-OA,
-    whatever its characters read) or any other type of address that is no phone's."""
-    if message.type_of_number not in _PHONE_NUMBER_TYPES:
-        return None
-    return e164(message.sender)
 
 
 class SmsWorker(ThreadWorker):
@@ -226,43 +70,22 @@ class SmsWorker(ThreadWorker):
                                        timings=timings)
         self._direct: list[tuple[str, str, Future]] = []  # test-sms, command replies
         self._direct_lock = threading.Lock()
-        self._calls: list[CallRequest] = []  # under _direct_lock
-        self._call_cancel = threading.Event()  # set: hang up the call ringing now
-        self._closing = False  # under _direct_lock: stop() was called, no call starts
+        self._calls = EscalationCalls(self.modem, self._alarm_due_in_call)
         self._next_health = 0.0
         self._references = itertools.count(1)
-        self._memory: list[_MemorySms] = []
-        self._memory_lock = threading.Lock()
-        # (event id, contact) → SMS sent from memory: the store owes them nothing, and a
-        # row made for one while it was in flight is marked, not sent.
-        self._sent_from_memory: dict[tuple[str, str], _Taken] = {}
+        self._unstored = UnstoredSms(cfg, port, self.modem, self._next_reference)
         # (seq, contact) → SMS the modem took but the store did not record: never sent
         # again, recorded when the store allows.
-        self._unrecorded: dict[tuple[int, str], _Taken] = {}
-        self._dropped = 0  # entries the caps above made the worker forget
-        # The daily summary: its failed sends, and the contacts it went to that the store
-        # did not note (at most one day's recipients).
-        self._summary_attempts = 0
-        self._summary_next_try = 0.0  # monotonic
-        self._summary_unnoted: dict[str, Decided] = {}  # contact name → the summary
+        self._unrecorded: dict[tuple[int, str], Taken] = {}
+        self._dropped = 0  # records of _unrecorded that SENT_RECORDS_CAP made it forget
+        self._summary = SummarySender(cfg, self._send, lambda: self._health["signal"])
         # No retry or fallback time we set lies further ahead than this.
         fallback_s = cfg.uplink.sms_fallback_after_s if cfg.uplink else 0
         self._horizon_s = max(SEND_RETRY_MAX_S, fallback_s) + 60.0
         self._scan_inbox = True  # after every (re)initialisation: read what came meanwhile
         self._health: ModemHealth = {"ok": False, "signal": None, "reason": "starting",
                                      "operator": None}
-        # Per sender (its E.164 number, or its name): refusals, the one refusal event that
-        # says the rest of the hour is dropped, the one refusal texted to the contacts,
-        # and replies.
-        self._refusals = RateWindow(HOUR_S, REFUSALS_PER_HOUR)
-        self._limit_announced = RateWindow(HOUR_S)
-        self._refusals_texted = RateWindow(HOUR_S)
-        # And all senders together: a flood from ever new numbers is no flood of SMS.
-        self._refusals_texted_all = RateWindow(HOUR_S, REFUSAL_SMS_PER_HOUR)
-        self._replies = RateWindow(HOUR_S, cfg.sms.replies_per_hour)
-        self._help_replies = RateWindow(cfg.sms.help_reply_every_s)
-        self._counts = {"replies": 0, "replies_suppressed": 0, "refused": 0,
-                        "incoming_dropped": 0}
+        self._incoming = IncomingCommands(cfg, port, self.send_direct)
 
     # ------------------------------------------------------------------ any thread
 
@@ -271,38 +94,21 @@ class SmsWorker(ThreadWorker):
         held back by the limits, refusals recorded, SMS from rate-limited senders dropped
         unread) and outgoing (SMS kept in memory, replies waiting, and dropped by the
         memory caps)."""
-        with self._memory_lock:
-            sms = {"memory": len(self._memory), "sent_from_memory": len(self._sent_from_memory)}
+        sms = self._unstored.counts()
         with self._direct_lock:
             sms["replies_queued"] = len(self._direct)
-        sms.update(unrecorded=len(self._unrecorded), dropped=self._dropped, **self._counts)
+        sms.update(unrecorded=len(self._unrecorded), dropped=self._dropped + self._unstored.dropped,
+                   **self._incoming.counts)
         return {**self._health, "lines_dropped": self.modem.lines_dropped, "sms": sms}
 
     def notify(self, event: Event) -> None:
-        with self._memory_lock:
-            if not event.seq:
-                # The store could not take this event (disk full, broken card): its
-                # immediate SMS go from memory now rather than wait for the store.
-                self._memory += [_MemorySms(event, r.contact, r.phone, self._next_reference())
-                                 for r in routing.sms_requests(self.cfg, event.kind, event.ts,
-                                                               event.data)
-                                 if not r.fallback]
-                self._memory, dropped = _most_urgent(self._memory, MEMORY_SMS_CAP,
-                                                     lambda m: m.event.kind)
-                self._dropped += len(dropped)
-            else:  # stored at last: its outbox rows take over from memory
-                self._memory = [m for m in self._memory if m.event.id != event.id]
-                dropped = []
-        for sms in dropped:
-            log.error("SMS of unstored %s event to %s not kept in memory: %d more urgent "
-                      "wait; it goes from the outbox once the event is stored",
-                      sms.event.kind, sms.contact, MEMORY_SMS_CAP)
+        self._unstored.notify(event)
         self.wake()  # a stored event may owe an SMS; the outbox query decides
 
     def sent_from_memory(self, event_id: str) -> set[str]:
         """The contacts that already got this (once unstored) event's SMS from memory;
         the store owes them nothing when the event is finally written."""
-        return {c for e, c in list(self._sent_from_memory) if e == event_id}
+        return self._unstored.sent_to(event_id)
 
     @property
     def send_deadline_s(self) -> float:
@@ -328,31 +134,19 @@ class SmsWorker(ThreadWorker):
 
     def request_call(self, call: CallRequest) -> None:
         """Ring a contact when the alarm SMS due have gone (any thread)."""
-        with self._direct_lock:
-            full = len(self._calls) >= CALL_QUEUE_CAP
-            if not full:
-                self._calls.append(call)
-        if full:
-            log.error("call to %s not queued: %d calls already wait", call.contact,
-                      CALL_QUEUE_CAP)
-            call.done("failed")
-        else:
+        if self._calls.request(call):
             self.wake()
 
     def cancel_calls(self) -> None:
         """Someone acknowledged: the calls waiting are dropped, the one ringing hangs up."""
-        with self._direct_lock:
-            self._calls.clear()
-            self._call_cancel.set()
+        self._calls.cancel()
 
     def _on_urc(self, urc: Urc) -> None:
         if urc.line.startswith(("+CMTI:", "+CMT:")):
             self.wake()
 
     def stop(self, timeout: float) -> None:
-        with self._direct_lock:  # a call ringing hangs up, none starts: the turn ends
-            self._closing = True
-            self._call_cancel.set()
+        self._calls.close()  # a call ringing hangs up, none starts: the turn ends
         super().stop(timeout)
 
     # ------------------------------------------------------------------ worker thread
@@ -428,107 +222,10 @@ class SmsWorker(ThreadWorker):
         scan, self._scan_inbox = self._scan_inbox, False
         for message in self.modem.receive(mono, scan=scan):
             try:
-                self._handle_incoming(message)
+                self._incoming.handle(message)
             except Exception:  # one message that fails (a stuck owner call) spares the rest
                 log.exception("SMS from %s not handled: %r", message.sender,
-                              self._kept_text(message)[:80])
-
-    def _kept_text(self, message: Deliver) -> str:
-        """The text as it may be logged or stored: without the command PIN."""
-        return mask_pin(message.text, self.cfg.sms.command_pin)
-
-    def _handle_incoming(self, message: Deliver) -> None:
-        number = sender_e164(message)  # None for a sender name: never a contact
-        # Limits count per sender: its number, or its name (apart from a number of the
-        # same characters).
-        sender = number or f"{message.sender}/{message.type_of_number}"
-        mono = self.port.clock.monotonic()
-        contact = self._contact(number) if number else None
-        if not self._refusals.allows(sender, mono):
-            self._refuse_limited(message, sender, mono, contact)
-            return
-        words = command_after_pin(message.text, self.cfg.sms.command_pin)
-        if contact is None or not contact.may_command or words is None:
-            why = ("not_a_contact" if contact is None else
-                   "may_not_command" if not contact.may_command else
-                   "pin" if pin_attempted(message.text) else "pin_missing")
-            # A contact's own reply without the PIN (收到 to any message, an auto-reply)
-            # guesses nothing: counting it would let the contact lock itself out. Wrong
-            # PINs count, so the PIN cannot be found by trying.
-            if why != "pin_missing":
-                self._refusals.note(sender, mono)
-            self._refuse(message, sender, mono, contact, {"reason": why})
-            if why == "pin_missing" and contact is not None:  # told how, within the limits
-                self._reply(contact, sender, mono, help_text(self.cfg), is_help=True)
-            return
-        command = parse_command(words)
-        log.info("SMS command from %s (%s): %r", contact.name, message.sender,
-                 self._kept_text(message))
-        if command in ("silence", "acknowledge"):
-            # Only the alarms raised before the SMS was written: its sender knew of those.
-            sent_at = message.timestamp.timestamp() if message.timestamp else None
-            owner = self.port.commands
-            act = owner.silence if command == "silence" else owner.acknowledge
-            done = self.port.call(act, contact.name, "sms", sent_at)
-            status = self.port.call(owner.status)
-            reply = command_reply(command, len(done), status, self.cfg)
-        elif command == "status":
-            status = self.port.call(self.port.commands.status)
-            reply = status_text(status, self.cfg)
-        else:
-            reply = help_text(self.cfg)
-        self._reply(contact, sender, mono, reply, is_help=command is None)
-
-    def _reply(self, contact: Contact, sender: str, mono: float, text: str, *,
-               is_help: bool) -> None:
-        """One reply per incoming SMS, within the per-sender limits: a phone that answers
-        every SMS by itself costs a few SMS an hour, never a loop."""
-        if (is_help and not self._help_replies.allows(sender, mono)) or \
-                not self._replies.allows(sender, mono):
-            self._counts["replies_suppressed"] += 1
-            log.info("SMS from %s (%s) recorded, not answered: reply limit reached",
-                     contact.name, sender)
-            return
-        self._replies.note(sender, mono)
-        if is_help:
-            self._help_replies.note(sender, mono)
-        self._counts["replies"] += 1
-        # Queued, not sent here: a reply that fails must not cost the commands read with it.
-        self.send_direct(contact.phone, text).add_done_callback(
-            _log_if_unsent(f"reply to {contact.name}"))
-
-    def _refuse_limited(self, message: Deliver, sender: str, mono: float,
-                        contact: Contact | None) -> None:
-        """A sender refused REFUSALS_PER_HOUR times within the hour: its next SMS is
-        one last `sms_refused` that says so; the rest of that hour's are dropped."""
-        if not self._limit_announced.take(sender, mono):
-            self._counts["incoming_dropped"] += 1
-            return
-        dropped_for_s = round(self._refusals.free_in(sender, mono))
-        self._refuse(message, sender, mono, contact,
-                     {"reason": "rate_limited", "dropped_for_s": dropped_for_s})
-
-    def _refuse(self, message: Deliver, sender: str, mono: float, contact: Contact | None,
-                extra: dict) -> None:
-        """An `sms_refused` event: the number and the text (never the PIN); only the
-        first of a sender's within the hour owes the contacts an SMS."""
-        text = self._kept_text(message)
-        log.warning("SMS from %s refused (%s): %r", message.sender, extra["reason"], text[:80])
-        self._counts["refused"] += 1
-        data = {"number": message.sender, "text": text[:640],
-                "contact": contact.name if contact else None,
-                "number_type": _NUMBER_TYPE_NAMES.get(message.type_of_number,
-                                                      str(message.type_of_number)),
-                **extra}
-        if not (self._refusals_texted.allows(sender, mono)
-                and self._refusals_texted_all.take(ALL_SENDERS, mono)):
-            data["repeat"] = True  # recorded; routing owes it no SMS
-        else:
-            self._refusals_texted.note(sender, mono)
-        self.port.record("sms_refused", "modem", "短信指令", data)
-
-    def _contact(self, number: str) -> Contact | None:
-        return next((c for c in self.cfg.contacts if same_number(c.phone, number)), None)
+                              self._incoming.kept_text(message)[:80])
 
     # --- outgoing ---------------------------------------------------------------------
 
@@ -536,74 +233,19 @@ class SmsWorker(ThreadWorker):
         """Send the most urgent due SMS of all three sources (at an equal rank: unstored
         events', the outbox's, the replies'): 0 when one went (look again at once), else
         how long until one is due."""
-        memory, memory_wait = self._next_memory(mono)
+        memory, memory_wait = self._unstored.next(mono)
         outbox, outbox_wait = self._next_row()
-        ready = [n for n in (memory, outbox, self._next_direct(), self._next_call(),
-                             self._next_summary(mono))
+        ready = [n for n in (memory, outbox, self._next_direct(), self._calls.next(),
+                             self._summary.next(self.store(), mono))
                  if n is not None]
         if not ready:
             return min(memory_wait, outbox_wait)
         min(ready, key=lambda n: n.rank).send()
         return 0.0
 
-    def _next_memory(self, mono: float) -> tuple[_Next | None, float]:
-        """The most urgent due SMS of an unstored event, or how long until one is due."""
-        with self._memory_lock:
-            due = [m for m in self._memory if m.next_try <= mono]
-            waits = [m.next_try - mono for m in self._memory]
-        if due:
-            sms = min(due, key=lambda m: sms_rank(m.event.kind))
-            return _Next(sms_rank(sms.event.kind), partial(self._send_memory, sms, mono)), 0.0
-        return None, max(0.05, min(waits)) if waits else IDLE_WAIT_S
-
-    def _send_memory(self, sms: _MemorySms, mono: float) -> None:
-        try:
-            text = alert_text(sms.event, self.cfg, resent=sms.resent, to=sms.contact,
-                              now=self.port.clock.now())
-            refs = self.modem.send_sms(sms.phone, text, reference=sms.reference,
-                                       max_parts=self.cfg.sms.max_parts, sent=sms.sent)
-        except PortLost as e:
-            self._resend_memory_if_lost(sms, e)
-            raise  # the modem, not this message: it goes once the modem is back
-        except (ValueError, KeyError, IndexError) as e:  # a text that cannot be made
-            log.error("SMS of unstored %s event to %s cannot be made: %s",
-                      sms.event.kind, sms.contact, e)
-            with self._memory_lock:
-                self._memory = [m for m in self._memory if m is not sms]
-            return
-        except ModemError as e:
-            self._resend_memory_if_lost(sms, e)
-            sms.attempts += 1
-            sms.next_try = mono + retry_delay(sms.attempts)
-            log.error("SMS of unstored %s event to %s failed (%s); retry in %.0f s",
-                      sms.event.kind, sms.contact, e, sms.next_try - mono)
-            raise
-        with self._memory_lock:
-            self._memory = [m for m in self._memory if m is not sms]
-            self._remember(self._sent_from_memory, (sms.event.id, sms.contact),
-                           _Taken(sms.event.kind, refs), "sent from memory")
-        log.info("SMS of unstored %s event sent to %s from memory", sms.event.kind,
-                 sms.contact)
-
-    def _resend_memory_if_lost(self, sms: _MemorySms, error: ModemError) -> None:
-        """The confirmation was lost: the whole message goes again, marked, as a new one."""
-        if _confirmation_lost(error):
-            sms.resent, sms.sent, sms.reference = True, [], self._next_reference()
-
-    def _remember(self, table: dict, key, taken: _Taken, what: str) -> None:
-        """Keep ``taken`` in ``table``, forgetting the least urgent over SENT_RECORDS_CAP."""
-        table[key] = taken
-        if len(table) <= SENT_RECORDS_CAP:
-            return
-        kept, dropped = _most_urgent(list(table.items()), SENT_RECORDS_CAP,
-                                     lambda item: item[1].kind)
-        table.clear()
-        table.update(kept)
-        self._dropped += len(dropped)
-        for (event, contact), forgotten in dropped:
-            log.error("record of the %s SMS of event %s to %s (%s) forgotten: over %d kept; "
-                      "it may be sent again", forgotten.kind, event, contact, what,
-                      SENT_RECORDS_CAP)
+    def _remember_unrecorded(self, row: SmsRow, taken: Taken) -> None:
+        self._dropped += remember(self._unrecorded, (row.seq, row.contact), taken,
+                                  "not recorded")
 
     def _next_reference(self) -> int:
         """A concatenation reference for an SMS that is not a stored row's (any thread:
@@ -614,10 +256,8 @@ class SmsWorker(ThreadWorker):
         return self.modem.send_sms(number, text, reference=self._next_reference(),
                                    max_parts=self.cfg.sms.max_parts)
 
-    def _next_direct(self) -> _Next | None:
-        with self._direct_lock:
-            waiting = bool(self._direct)
-        return _Next(REPLY_RANK, self._send_direct) if waiting else None
+    def _next_direct(self) -> Next | None:
+        return next_if_waiting(self._direct_lock, self._direct, REPLY_RANK, self._send_direct)
 
     def _send_direct(self) -> None:
         with self._direct_lock:
@@ -629,51 +269,16 @@ class SmsWorker(ThreadWorker):
             if isinstance(e, ModemError):
                 raise
 
-    def _next_call(self) -> _Next | None:
-        with self._direct_lock:
-            waiting = bool(self._calls)
-        return _Next(CALL_RANK, self._make_call) if waiting else None
-
-    def _make_call(self) -> None:
-        with self._direct_lock:
-            if not self._calls or self._closing:
-                return  # cancelled meanwhile
-            call = self._calls.pop(0)
-            # Asked for after any acknowledgement so far (that emptied the queue).
-            self._call_cancel.clear()
-        log.info("escalation: calling %s", call.contact)
-        yielded = threading.Event()
-        try:
-            result = self.modem.voice_call(call.phone, ring_s=call.ring_s,
-                                           cancel=self._call_cancel,
-                                           between=partial(self._between_call_polls, yielded))
-        except ModemError:
-            call.done("failed")
-            raise
-        if self._closing:
-            return  # cut short by the stop: the kept plan rings this contact at the next start
-        if yielded.is_set() and not self._call_cancel.is_set():
-            log.warning("escalation: call to %s hung up for an alarm SMS; it rings again "
-                        "after it", call.contact)
-            with self._direct_lock:
-                self._calls.insert(0, call)
-            return
-        log.info("escalation: call to %s: %s", call.contact, result)
-        call.done(result)
-
-    def _between_call_polls(self, yielded: threading.Event) -> bool:
-        """While a call rings: a SILENCE or 收到 is read at once (it hangs up); an alarm
-        SMS that falls due hangs up too (``yielded``): it goes first, the call after."""
+    def _alarm_due_in_call(self) -> bool:
+        """While a call rings: a SILENCE or 收到 is read at once (it hangs up); whether an
+        alarm SMS fell due (it hangs up too: it goes first, the call after)."""
         mono = self.port.clock.monotonic()
         try:
             self._read_inbox(mono)
         except ModemError as e:
             log.warning("modem: reading new SMS during a call failed: %s", e)
-        alarms = [n for n in (self._next_memory(mono)[0], self._next_row()[0])
-                  if n is not None and n.rank < CALL_RANK]
-        if alarms:
-            yielded.set()
-        return bool(alarms)
+        return any(n is not None and n.rank < CALL_RANK
+                   for n in (self._unstored.next(mono)[0], self._next_row()[0]))
 
     def _fail_direct(self, error: ModemError) -> None:
         with self._direct_lock:
@@ -681,7 +286,7 @@ class SmsWorker(ThreadWorker):
         for _, _, future in pending:
             future.set_exception(error)
 
-    def _next_row(self) -> tuple[_Next | None, float]:
+    def _next_row(self) -> tuple[Next | None, float]:
         """The outbox's most urgent due SMS, or how long until one is due."""
         store = self.store()
         if store is None:
@@ -697,20 +302,12 @@ class SmsWorker(ThreadWorker):
             log.warning("SMS outbox unreadable: %s", e)
             return None, IDLE_WAIT_S
         row = next((r for r in rows if (r.seq, r.contact) not in self._unrecorded), None)
-        if row is not None and self._may_go_unrecorded(row):
-            return _Next(sms_rank(row.kind), partial(self._send_row, store, row)), 0.0
+        if row is not None and may_go_unrecorded(self._unrecorded, row.kind):
+            return Next(sms_rank(row.kind), partial(self._send_row, store, row)), 0.0
         if row is not None:
             return None, IDLE_WAIT_S  # until the store records again, or a new alarm
         nxt = store.next_sms_due()
         return None, IDLE_WAIT_S if nxt is None else max(0.05, nxt - now)
-
-    def _may_go_unrecorded(self, row: SmsRow) -> bool:
-        """With SENT_RECORDS_CAP SMS sent but not recorded (the store takes no writes),
-        only one more urgent than the least urgent of them goes, which is forgotten for
-        it: no SMS is sent over and over, and alarms still go."""
-        if len(self._unrecorded) < SENT_RECORDS_CAP:
-            return True
-        return sms_rank(row.kind) < max(sms_rank(t.kind) for t in self._unrecorded.values())
 
     def _record_unrecorded(self, store, now: float) -> None:
         for (seq, contact), taken in list(self._unrecorded.items()):
@@ -725,11 +322,9 @@ class SmsWorker(ThreadWorker):
         event = store.event(row.seq)
         if event is None:
             return
-        with self._memory_lock:
-            from_memory = self._sent_from_memory.pop((event.id, row.contact), None)
+        from_memory = self._unstored.pop_sent(event.id, row.contact)
         if from_memory is not None:  # sent while the row was being made: recorded, not resent
-            self._remember(self._unrecorded, (row.seq, row.contact), from_memory,
-                           "not recorded")
+            self._remember_unrecorded(row, from_memory)
             self._record_unrecorded(store, now())
             return
         refs = list(row.refs)  # a retry sends only the parts still missing
@@ -737,12 +332,12 @@ class SmsWorker(ThreadWorker):
             text = alert_text(event, self.cfg, fallback=row.fallback, resent=row.maybe_sent,
                               to=row.contact, now=self.port.clock.now())
             # The event's seq ties the parts together, the same on every retry.
-            reference = _resend_reference(row.seq) if row.maybe_sent else row.seq % 256
+            reference = resend_reference(row.seq) if row.maybe_sent else row.seq % 256
             self.modem.send_sms(row.phone, text, reference=reference,
                                 max_parts=self.cfg.sms.max_parts, sent=refs)
         except PortLost as e:
             # The modem went away, not this message: it goes once the modem is back.
-            lost = _confirmation_lost(e)
+            lost = confirmation_lost(e)
             if lost or len(refs) > len(row.refs):
                 try:
                     store.mark_sms(row.seq, row.contact, "pending", now=now(),
@@ -755,7 +350,7 @@ class SmsWorker(ThreadWorker):
             raise
         except ModemError as e:
             attempts = row.attempts + 1
-            lost = _confirmation_lost(e)
+            lost = confirmation_lost(e)
             if lost:  # the whole message goes again, marked as a copy
                 refs = []
             if attempts >= SEND_GIVE_UP_ATTEMPTS:
@@ -781,49 +376,7 @@ class SmsWorker(ThreadWorker):
         except StorageError as e:
             log.error("SMS for event %d to %s sent but not recorded (%s); it is not sent "
                       "again", row.seq, row.contact, e)
-            self._remember(self._unrecorded, (row.seq, row.contact), _Taken(event.kind, refs),
-                           "not recorded")
+            self._remember_unrecorded(row, Taken(event.kind, refs))
             return
         log.info("SMS for %s event %d sent to %s (%d part(s))", event.kind, row.seq,
                  row.contact, len(refs))
-
-    def _next_summary(self, mono: float) -> _Next | None:
-        """The daily summary to its next contact, when it is owed and its retry is due."""
-        store = self.store()
-        if store is None or mono < self._summary_next_try:
-            return None
-        try:
-            self._note_summaries_sent(store)
-            due = owed(self.cfg, store, skip=set(self._summary_unnoted))
-        except StorageError as e:
-            log.warning("daily summary unreadable: %s", e)
-            return None
-        if due is None:
-            return None
-        return _Next(SUMMARY_RANK, partial(self._send_summary, store, *due, mono))
-
-    def _send_summary(self, store: Store, contact: Contact, summary: Decided,
-                      mono: float) -> None:
-        try:
-            self._send(contact.phone, with_signal(summary.text, self._health["signal"]))
-        except ModemError as e:
-            self._summary_attempts += 1
-            self._summary_next_try = mono + retry_delay(self._summary_attempts)
-            log.warning("daily summary to %s failed (%s); retry in %.0f s", contact.name, e,
-                        self._summary_next_try - mono)
-            raise
-        self._summary_attempts = 0
-        self._summary_unnoted[contact.name] = summary
-        log.info("daily summary of %s sent to %s", summary.day, contact.name)
-        try:
-            self._note_summaries_sent(store)
-        except StorageError as e:
-            log.error("daily summary sent to %s but not noted (%s); it is not sent again",
-                      contact.name, e)
-
-    def _note_summaries_sent(self, store: Store) -> None:
-        """Note in the store the contacts the summary went to (StorageError: kept here,
-        never sent again, noted at the next try)."""
-        for name, summary in list(self._summary_unnoted.items()):
-            mark_sent(store, name, summary)
-            del self._summary_unnoted[name]

@@ -22,6 +22,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 import edge.sms
+import edge.sms_memory
+import edge.sms_outgoing
 from conftest import (SHORT_MODEM_TIMINGS, _child_env, edge_cli,
                       refuse_writes, start_daemon, stop_daemon)
 from edge import config as config_mod
@@ -602,7 +604,7 @@ def test_a_wrong_sim_pin_is_a_fault_and_tried_once(live, emulator, wait_until):
 
 def test_a_send_refused_by_the_network_is_retried_later_and_sent_once(
         live, emulator, wait_until, monkeypatch):
-    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    monkeypatch.setattr(edge.sms_outgoing, "SEND_RETRY_FIRST_S", 0.5)
     d = live()
     emulator.fail_next_sends(38)  # +CMS ERROR: 38, network out of order
     d.press()
@@ -617,7 +619,7 @@ def test_a_send_refused_by_the_network_is_retried_later_and_sent_once(
 
 def test_a_multipart_alert_torn_by_the_network_is_completed_not_sent_again(
         live, emulator, wait_until, monkeypatch):
-    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    monkeypatch.setattr(edge.sms_outgoing, "SEND_RETRY_FIRST_S", 0.5)
     template = _three_part_panic_template()
     d = live(sms=f'templates = {{ panic = "{template}" }}')
     emulator.fail_next_sends(38, after=1)  # part 1 goes, part 2 is refused
@@ -886,7 +888,7 @@ def test_alarms_still_go_by_sms_when_the_store_cannot_be_opened(make_config, tmp
 
 def test_an_unstored_alarms_sms_refused_once_is_tried_again(live, emulator, wait_until,
                                                             monkeypatch):
-    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    monkeypatch.setattr(edge.sms_outgoing, "SEND_RETRY_FIRST_S", 0.5)
     d = live(principal_receives=("panic",))
 
     monkeypatch.setattr(d.daemon.store, "append", refuse_writes)  # every event refused
@@ -900,7 +902,7 @@ def test_an_unstored_alarms_sms_refused_once_is_tried_again(live, emulator, wait
 
 def test_a_refused_sms_is_given_up_after_its_attempts_not_by_the_clock(
         live, emulator, wait_until, monkeypatch):
-    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.2)
+    monkeypatch.setattr(edge.sms_outgoing, "SEND_RETRY_FIRST_S", 0.2)
     monkeypatch.setattr(edge.sms, "SEND_GIVE_UP_ATTEMPTS", 3)
     clock = SteppedClock()
     d = live(clock=clock, principal_receives=("panic",))
@@ -937,7 +939,7 @@ def test_a_fallback_made_after_a_clock_step_keeps_its_deadline(live, emulator, t
 
 def test_a_clock_step_the_store_cannot_record_holds_no_sms_back(live, emulator, wait_until,
                                                                 monkeypatch):
-    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    monkeypatch.setattr(edge.sms_outgoing, "SEND_RETRY_FIRST_S", 0.5)
     clock = SteppedClock()
     d = live(clock=clock, principal_receives=("panic",))
     emulator.fail_next_sends(38)  # the panic's first attempt is refused: it stays pending
@@ -953,7 +955,7 @@ def test_a_clock_step_the_store_cannot_record_holds_no_sms_back(live, emulator, 
 
 def test_an_unstored_alarms_multipart_sms_torn_by_the_network_is_completed(
         live, emulator, wait_until, monkeypatch):
-    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    monkeypatch.setattr(edge.sms_outgoing, "SEND_RETRY_FIRST_S", 0.5)
     template = _three_part_panic_template()
     d = live(principal_receives=("panic",), sms=f'templates = {{ panic = "{template}" }}')
 
@@ -1060,7 +1062,7 @@ RESENT_PANIC_TEXT = PANIC_TEXT.replace("【高山小学】", "【高山小学】
 @pytest.mark.parametrize("how", ["unplugged", "timeout"])
 def test_an_sms_whose_confirmation_was_lost_goes_again_marked_as_resent(
         live, emulator, wait_until, monkeypatch, how):
-    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    monkeypatch.setattr(edge.sms_outgoing, "SEND_RETRY_FIRST_S", 0.5)
     d = live(principal_receives=("panic",))
     emulator.lose_next_send_answer()  # the network takes it; its +CMGS never comes
     d.press()
@@ -1092,7 +1094,7 @@ def test_an_unstored_alarms_sms_whose_confirmation_was_lost_goes_again_marked(
 
 def test_a_multipart_sms_resent_goes_whole_under_a_new_reference(live, emulator, wait_until,
                                                                    monkeypatch):
-    monkeypatch.setattr(edge.sms, "SEND_RETRY_FIRST_S", 0.5)
+    monkeypatch.setattr(edge.sms_outgoing, "SEND_RETRY_FIRST_S", 0.5)
     template = _three_part_panic_template()
     d = live(principal_receives=("panic",), sms=f'templates = {{ panic = "{template}" }}')
     emulator.lose_next_send_answer()  # part 1 goes, its answer is lost
@@ -1115,8 +1117,8 @@ def modem_away(d: LiveDaemon, emulator: ModemEmulator, wait_until) -> None:
 
 def test_sms_of_unstored_events_are_capped_alarms_kept_first(live, emulator, wait_until,
                                                              monkeypatch):
-    monkeypatch.setattr(edge.sms, "MEMORY_SMS_CAP", 3)
-    monkeypatch.setattr(edge.sms, "SENT_RECORDS_CAP", 2)
+    monkeypatch.setattr(edge.sms_memory, "MEMORY_SMS_CAP", 3)
+    monkeypatch.setattr(edge.sms_outgoing, "SENT_RECORDS_CAP", 2)
     d = live(principal_receives=("panic", "gate_open"))
     modem_away(d, emulator, wait_until)
     monkeypatch.setattr(d.daemon.store, "append", refuse_writes)  # every event refused
@@ -1136,7 +1138,7 @@ def test_sms_of_unstored_events_are_capped_alarms_kept_first(live, emulator, wai
 
 def test_sms_sent_but_not_recorded_are_capped_and_never_sent_over_and_over(
         live, emulator, wait_until, monkeypatch):
-    monkeypatch.setattr(edge.sms, "SENT_RECORDS_CAP", 2)
+    monkeypatch.setattr(edge.sms_outgoing, "SENT_RECORDS_CAP", 2)
     d = live(principal_receives=("panic", "gate_open", "gate_held_open"))
     modem_away(d, emulator, wait_until)
     monkeypatch.setattr(Store, "mark_sms", refuse_writes)  # sent, never recorded
