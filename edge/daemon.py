@@ -27,8 +27,8 @@ from edge.port import Handoffs, OwnerCommands, WorkerPort
 from edge.sdnotify import Notifier
 from edge.siren import Siren
 from edge.start_signals import StartSignals
-from edge.status_doc import (DrillStatus, InputStatus, StatusDoc, UplinkStatus, WalktestStatus,
-                             complete_part)
+from edge.daemon_status import build_status
+from edge.status_doc import DrillStatus, StatusDoc, WalktestStatus
 from edge.storage_health import WRITE_FAILURES, StorageHealth
 from edge.store import Checkpointer, Store, is_corruption
 from edge.summary import DailySummary
@@ -496,52 +496,7 @@ class Daemon:
         self.pins.simulate(name, active)
 
     def status(self) -> StatusDoc:
-        inputs: dict[str, InputStatus] = {}
-        for inp in self.cfg.inputs:
-            entry: InputStatus = {"kind": inp.kind, "label": inp.label,
-                                  "active": self.pin_active(inp.name)}
-            entry.update(self.inputs[inp.name].status())
-            inputs[inp.name] = entry
-        alarms = sorted(self.rule.latched.values(), key=lambda e: e.seq)
-        status: StatusDoc = {
-            "device_id": self.cfg.site.device_id,
-            "site": self.cfg.site.name,
-            "time": self.clock.now().astimezone(self.tz).isoformat(timespec="seconds"),
-            "inputs": inputs,
-            "siren": {"configured": self.cfg.siren is not None,
-                      "on": bool(self.rule.siren and self.rule.siren.on)},
-            "alarm": {"active": bool(alarms),
-                      "inputs": [a.subject for a in alarms],
-                      "since": alarms[0].time.isoformat(timespec="seconds") if alarms else None},
-            # "ok" is null for a part that is not configured: neither working nor failing.
-            "modem": {"configured": self.cfg.modem is not None,
-                      "ok": False if self.cfg.modem is not None else None, "signal": None},
-            "uplink": self._uplink_status(),
-            "faults": sorted(self.faults),
-            "fault_reasons": dict(sorted(self.faults.items())),
-            "storage": {"ok": "storage" not in self.faults, "unstored": len(self.unstored),
-                        "dropped": self.unstored.dropped,
-                        "last_seq": self.store.last_seq() if self.store else None},
-            "clock_synced": self._sync.synced(),
-            "drill": self.rule.drill_status(),
-            "walktest": self.rule.walktest_status(),
-            "overdue": self.overdue(),
-            "indicator": self.lamp_state.value,
-        }
-        for worker in self.workers:
-            complete_part(status, worker.part, worker.status())
-        return status
-
-    def _uplink_status(self) -> UplinkStatus:
-        status: UplinkStatus = {"configured": self.cfg.uplink is not None,
-                  "ok": False if self.cfg.uplink is not None else None, "pending": 0,
-                  "oldest_pending_s": None}
-        if self.cfg.uplink is not None and self.store is not None:
-            pending, oldest = self.store.pending_count(routing.UPLINK)
-            status["pending"] = pending
-            if oldest is not None:
-                status["oldest_pending_s"] = round(self.clock.now().timestamp() - oldest, 1)
-        return status
+        return build_status(self)
 
     # ================================================================ timers
 
