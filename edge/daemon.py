@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import signal
 import threading
 import time
 from typing import Protocol
@@ -26,7 +25,8 @@ from edge.owner import MAX_WAIT_S, OwnerLoop, Timer
 from edge.port import Handoffs, OwnerCommands, WorkerPort
 from edge.sdnotify import Notifier
 from edge.siren import Siren
-from edge.start_signals import StartSignals
+# install_signal_handlers: importable from here as before it joined start_signals.py.
+from edge.start_signals import install_signal_handlers  # noqa: F401
 from edge.daemon_status import build_status
 from edge.status_doc import DrillStatus, StatusDoc, WalktestStatus
 from edge.storage_health import StorageHealth
@@ -450,25 +450,3 @@ class Daemon:
             self.part_failed("clock", "not_synchronised")
         self.writer.purge_if_due(self.clock_synced())
 
-
-def install_signal_handlers(daemon: Daemon, early: StartSignals | None = None) -> None:
-    """SIGTERM/SIGINT stop cleanly; SIGHUP asks the workers to reload (token file).
-    ``early``: the handlers that caught signals while the daemon was being built; what
-    they caught is done now (a reload runs once the daemon has started)."""
-    def stop(signum, frame):
-        log.info("signal %d: stopping", signum)
-        daemon.request_stop()
-
-    def reload(signum, frame):
-        daemon.loop.post(log.info, "SIGHUP: reloading")
-        for reload_fn in daemon.handoffs.reloads:
-            daemon.loop.post(reload_fn)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
-    if early is not None:
-        if early.reload_requested:
-            reload(signal.SIGHUP, None)
-        if early.stop_signal is not None:
-            stop(early.stop_signal, None)
