@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModemHealth:
     """``reason`` when not ok: "sim_missing", "sim_pin", "not_registered", "signal_unknown",
-    "signal_low", "silent" (no answer, or no sensible one), "port_gone" or "smsc_empty". ``signal`` is the AT+CSQ rssi
-    (0-31), None when unknown (99)."""
+    "signal_low", "silent" (no answer, or no sensible one), "port_gone" or "smsc_empty".
+    ``signal`` is the AT+CSQ rssi (0-31), None when unknown (99)."""
 
     ok: bool
     reason: str | None
