@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import signal
 import threading
 import time
-from collections.abc import Container
 from typing import Protocol
 
-from edge import routing
 from edge.alarm_rule import AlarmRule
 from edge.clock import Clock, ClockSteps, SyncState
 from edge.config import Config
 from edge.errors import CommandRefused, StorageError
+# PURGE_EVERY_S, STORAGE_RETRY_S: importable from here as before the writer had its module.
+from edge.event_writer import PURGE_EVERY_S, STORAGE_RETRY_S, EventWriter  # noqa: F401
 from edge.events import Event, new_event_id
 from edge.indicator import Lamp, LampState, lamp_state
 from edge.input_handler import InputHandler
@@ -26,11 +25,12 @@ from edge.owner import MAX_WAIT_S, OwnerLoop, Timer
 from edge.port import Handoffs, OwnerCommands, WorkerPort
 from edge.sdnotify import Notifier
 from edge.siren import Siren
-from edge.start_signals import StartSignals
-from edge.status_doc import (DrillStatus, InputStatus, StatusDoc, UplinkStatus, WalktestStatus,
-                             complete_part)
-from edge.storage_health import WRITE_FAILURES, StorageHealth
-from edge.store import Checkpointer, Store, is_corruption
+# install_signal_handlers: importable from here as before it joined start_signals.py.
+from edge.start_signals import install_signal_handlers  # noqa: F401
+from edge.daemon_status import build_status
+from edge.status_doc import DrillStatus, StatusDoc, WalktestStatus
+from edge.storage_health import StorageHealth
+from edge.store import Store
 from edge.summary import DailySummary
 from edge.unstored import UnstoredEvents
 from edge.walk_test import note_installed, overdue_inputs
@@ -38,10 +38,8 @@ from edge.walk_test import note_installed, overdue_inputs
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_S = 60.0
-STORAGE_RETRY_S = 10.0
 # A Pi has no RTC: give NTP this long after start before the clock counts as a fault.
 CLOCK_GRACE_S = 600.0
-PURGE_EVERY_S = 3600.0
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
 # an alarm's.
 SMS_CLOCK_SLACK_S = 300.0
@@ -74,8 +72,6 @@ class Daemon:
         self._sync = SyncState()
         self.clock_steps = ClockSteps(self.clock)
         self._pin_factory = pin_factory
-        self.store: Store | None = None
-        self._checkpointer: Checkpointer | None = None
         self.pins: InputPins | None = None
         self.workers: list[Worker] = []
         self.handoffs = Handoffs()  # what the workers offer; wired by edge.service
@@ -95,18 +91,28 @@ class Daemon:
         self.lamp: Lamp | None = None  # the guard's lamp, once its pin is claimed
         self.lamp_state = LampState.OFF  # what the lamp shows (decided by update_lamp)
         self._lamp_check: Timer | None = None
-        # Acted on, not yet written (storage failing).
-        self.unstored = UnstoredEvents(self.loop.post, self._retry_storage)
         self.storage_health = StorageHealth(cfg.storage, self.part_failed, self.part_ok)
-        self._storage_retry_armed = False
+        self.writer = EventWriter(
+            cfg, self.loop, self.clock, self.clock_steps, self.storage_health,
+            notify=self._notify_workers,
+            sent_from_memory=lambda event_id: self.handoffs.sent_from_memory(event_id))
         self._started_mono = 0.0
-        self._next_purge = 0.0
         self._stop_requested = threading.Event()
         self._closed = False
 
     @property
     def siren(self) -> Siren | None:
         return self.rule.siren
+
+    @property
+    def store(self) -> Store | None:
+        """The event store; None while it cannot be opened."""
+        return self.writer.store
+
+    @property
+    def unstored(self) -> UnstoredEvents:
+        """Events acted on, not yet written (storage failing)."""
+        return self.writer.unstored
 
     @property
     def latched(self) -> dict[str, Event]:
@@ -120,7 +126,7 @@ class Daemon:
         will own the state (it becomes the owner thread)."""
         self.loop.thread = threading.current_thread()
         self._started_mono = self.clock.monotonic()
-        self._open_store()
+        self.writer.open()
         self._arm_pins()
         try:
             self._restore()
@@ -136,27 +142,6 @@ class Daemon:
             worker.start()
         if self.cfg.summary is not None and self.cfg.modem is not None:
             self._start_summary()
-
-    def _open_store(self) -> bool:
-        """Open the store (at start, and again while it is unusable); False if it still
-        cannot be opened."""
-        try:
-            self.store = Store(self.cfg.storage.db_path, check_integrity=True,
-                               autocheckpoint=False)
-        except StorageError as e:
-            if not self.storage_health.failing("store"):
-                log.error("event store unusable, alarms go on from memory: %s", e)
-                self.storage_trouble("store", "unwritable", str(e))
-            return False
-        try:  # what a cloned card is told apart by (edge.cli)
-            self.store.claim_device(self.cfg.site.device_id)
-        except StorageError as e:
-            log.warning("the store does not record its device: %s", e)
-        self._checkpointer = Checkpointer(self.cfg.storage.db_path)
-        self._checkpointer.start()
-        if self.store.report.quarantined is not None:
-            self.storage_trouble("store", "corrupt", str(self.store.report.quarantined))
-        return True
 
     def _arm_pins(self) -> None:
         factory = self._pin_factory
@@ -258,10 +243,7 @@ class Daemon:
             self.rule.siren.close()
         if self.lamp is not None:
             self.lamp.close()
-        if self._checkpointer is not None:
-            self._checkpointer.stop()
-        if self.store is not None:
-            self.store.close()
+        self.writer.close()
 
     # ================================================================ events
 
@@ -273,66 +255,14 @@ class Daemon:
         when = (time or self.clock.now()).astimezone(self.tz)
         data = {"site": self.cfg.site.name, "label": label,
                 "clock_synced": self._sync.synced(), **(extra or {})}
-        event_id = new_event_id()
-        event = None
-        # Behind the events still in memory, never before them: the platform's `sequence`
-        # follows creation order.
-        if self.unstored.flush(self._store_held):
-            event = self._append(kind, subject, when, data, event_id)
-        if event is None:
-            event = Event(seq=0, id=event_id, kind=kind, subject=subject, time=when, data=data)
-            self._keep_unstored(event)
-        else:
-            self.storage_health.writes_work(*WRITE_FAILURES)
+        event = self.writer.write(kind, subject, when, data, new_event_id())
         log.info("event %s %s %s", event.kind, event.subject, event.data)
-        if event.seq == 0 and not self._storage_retry_armed:
-            self._storage_retry_armed = True
-            self.loop.after(STORAGE_RETRY_S, self._retry_storage)
-        for worker in self.workers:
-            worker.notify(event)
+        self._notify_workers(event)
         return event
 
-    def _append(self, kind, subject, when, data, event_id, *,
-                sms_sent: Container[str] = frozenset()) -> Event | None:
-        """``sms_sent``: contacts that already got this event's SMS from memory while it
-        could not be stored; the store owes them nothing."""
-        if self.store is None:
-            return None
-        # Deadlines set before a clock step move first; this event's are set after it.
-        self.clock_steps.follow(self.store)
-        sms = [r for r in routing.sms_requests(self.cfg, kind, when.timestamp(), data)
-               if r.contact not in sms_sent]
-        kwargs = dict(transports=routing.transports(self.cfg), sms=sms, event_id=event_id)
-        try:
-            return self.store.append(kind, subject, when, data, **kwargs)
-        except StorageError as e:
-            if is_corruption(e.__cause__):
-                try:
-                    moved = self.store.recover_from_corruption()
-                    self.storage_trouble("store", "corrupt", str(moved))
-                    return self.store.append(kind, subject, when, data, **kwargs)
-                except StorageError as again:
-                    e = again
-            log.error("cannot store %s event: %s", kind, e)
-            if not self.storage_health.failing("store"):
-                self.loop.post(self.storage_trouble, "store", "unwritable", str(e))
-            return None
-
-    def _keep_unstored(self, event: Event) -> None:
-        """Hold an event the store refused (UnstoredEvents says what goes when full)."""
-        if self.unstored.make_room() is not None:
-            self.storage_trouble("store", "events_dropped", f"{self.unstored.dropped} "
-                                 "events dropped while the store failed")
-        self.unstored.hold(event)
-
-    def _store_held(self, pending: Event) -> Event | None:
-        sent = self.handoffs.sent_from_memory(pending.id)
-        stored = self._append(pending.kind, pending.subject, pending.time, pending.data,
-                              pending.id, sms_sent=sent)
-        if stored is not None:
-            for worker in self.workers:
-                worker.notify(stored)
-        return stored
+    def _notify_workers(self, event: Event) -> None:
+        for worker in self.workers:
+            worker.notify(event)
 
     def storage_trouble(self, source: str, reason: str | None, detail: str = "") -> None:
         """What fails in storage, by source (StorageHealth.trouble)."""
@@ -496,52 +426,7 @@ class Daemon:
         self.pins.simulate(name, active)
 
     def status(self) -> StatusDoc:
-        inputs: dict[str, InputStatus] = {}
-        for inp in self.cfg.inputs:
-            entry: InputStatus = {"kind": inp.kind, "label": inp.label,
-                                  "active": self.pin_active(inp.name)}
-            entry.update(self.inputs[inp.name].status())
-            inputs[inp.name] = entry
-        alarms = sorted(self.rule.latched.values(), key=lambda e: e.seq)
-        status: StatusDoc = {
-            "device_id": self.cfg.site.device_id,
-            "site": self.cfg.site.name,
-            "time": self.clock.now().astimezone(self.tz).isoformat(timespec="seconds"),
-            "inputs": inputs,
-            "siren": {"configured": self.cfg.siren is not None,
-                      "on": bool(self.rule.siren and self.rule.siren.on)},
-            "alarm": {"active": bool(alarms),
-                      "inputs": [a.subject for a in alarms],
-                      "since": alarms[0].time.isoformat(timespec="seconds") if alarms else None},
-            # "ok" is null for a part that is not configured: neither working nor failing.
-            "modem": {"configured": self.cfg.modem is not None,
-                      "ok": False if self.cfg.modem is not None else None, "signal": None},
-            "uplink": self._uplink_status(),
-            "faults": sorted(self.faults),
-            "fault_reasons": dict(sorted(self.faults.items())),
-            "storage": {"ok": "storage" not in self.faults, "unstored": len(self.unstored),
-                        "dropped": self.unstored.dropped,
-                        "last_seq": self.store.last_seq() if self.store else None},
-            "clock_synced": self._sync.synced(),
-            "drill": self.rule.drill_status(),
-            "walktest": self.rule.walktest_status(),
-            "overdue": self.overdue(),
-            "indicator": self.lamp_state.value,
-        }
-        for worker in self.workers:
-            complete_part(status, worker.part, worker.status())
-        return status
-
-    def _uplink_status(self) -> UplinkStatus:
-        status: UplinkStatus = {"configured": self.cfg.uplink is not None,
-                  "ok": False if self.cfg.uplink is not None else None, "pending": 0,
-                  "oldest_pending_s": None}
-        if self.cfg.uplink is not None and self.store is not None:
-            pending, oldest = self.store.pending_count(routing.UPLINK)
-            status["pending"] = pending
-            if oldest is not None:
-                status["oldest_pending_s"] = round(self.clock.now().timestamp() - oldest, 1)
-        return status
+        return build_status(self)
 
     # ================================================================ timers
 
@@ -557,56 +442,11 @@ class Daemon:
     def _housekeeping(self) -> None:
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
         if self.unstored or "storage" in self.faults:
-            self._retry_storage()
+            self.writer.retry()
         self.storage_health.check_free_space()
         if self._sync.synced():
             self.part_ok("clock")
         elif self.clock.monotonic() - self._started_mono >= CLOCK_GRACE_S:
             self.part_failed("clock", "not_synchronised")
-        now = self.clock.monotonic()
-        if self.store is not None and now >= self._next_purge:
-            self._next_purge = now + PURGE_EVERY_S
-            # A clock not set (a Pi booting in 1970, or years ahead) dates nothing: only
-            # delivered heartbeats go, whatever their age, until it is.
-            cutoff = (self.clock.now().timestamp() - self.cfg.storage.retention_days * 86400
-                      if self.clock_synced() else None)
-            try:
-                gone = self.store.purge(cutoff)
-            except StorageError as e:
-                log.warning("retention purge failed: %s", e)
-            else:
-                if gone:
-                    log.info("retention: purged %d events", gone)
+        self.writer.purge_if_due(self.clock_synced())
 
-    def _retry_storage(self) -> None:
-        self._storage_retry_armed = False
-        if ((self.store is not None or self._open_store())
-                and self.unstored.flush(self._store_held)):
-            # a corrupt file is kept aside
-            self.storage_health.writes_work(*WRITE_FAILURES, "corrupt")
-        if self.unstored and not self._storage_retry_armed:
-            self._storage_retry_armed = True
-            self.loop.after(STORAGE_RETRY_S, self._retry_storage)
-
-
-def install_signal_handlers(daemon: Daemon, early: StartSignals | None = None) -> None:
-    """SIGTERM/SIGINT stop cleanly; SIGHUP asks the workers to reload (token file).
-    ``early``: the handlers that caught signals while the daemon was being built; what
-    they caught is done now (a reload runs once the daemon has started)."""
-    def stop(signum, frame):
-        log.info("signal %d: stopping", signum)
-        daemon.request_stop()
-
-    def reload(signum, frame):
-        daemon.loop.post(log.info, "SIGHUP: reloading")
-        for reload_fn in daemon.handoffs.reloads:
-            daemon.loop.post(reload_fn)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
-    if early is not None:
-        if early.reload_requested:
-            reload(signal.SIGHUP, None)
-        if early.stop_signal is not None:
-            stop(early.stop_signal, None)

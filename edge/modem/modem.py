@@ -12,47 +12,39 @@ answering, with a growing pause between attempts, and raises ModemError until it
 
 from __future__ import annotations
 
-import collections
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 from edge.errors import ModemError
-from edge.modem.at import (AtChannel, AtError, AtTimeout, CmeError, CmsError, PortBusy,
-                           PortLost, Urc)
+from edge.modem.at import AtChannel, AtError, AtTimeout, CmeError, CmsError, PortLost, Urc
+from edge.modem.health import HealthChecks, ModemHealth
+from edge.modem.inbox import MAX_ANNOUNCED, MAX_READ_PER_CALL, Inbox
 from edge.modem.pin_record import FILE_NAME as PIN_RECORD_FILE
 from edge.modem.pin_record import RefusedPinRecord
-from edge.modem.pdu import Deliver, PduError, Reassembler, SubmitPdu, decode_deliver, encode_submit
+from edge.modem.pdu import SubmitPdu, encode_submit
+from edge.modem.replies import fields as _fields
+from edge.modem.replies import first as _first
+from edge.modem.replies import is_busy as _is_busy
+from edge.modem.voice import CALL_ENDS, CALL_POLL_S, VoiceCalls
+
+# Names the modem's parts define, importable from here as before.
+__all__ = ["CALL_ENDS", "CALL_POLL_S", "MAX_ANNOUNCED", "MAX_READ_PER_CALL", "MAX_TIMEOUTS",
+           "Modem", "ModemHealth", "ModemTimings", "UNKNOWN_REFERENCE"]
 
 log = logging.getLogger(__name__)
 
 # Consecutive timeouts after which the modem is re-initialised.
 MAX_TIMEOUTS = 3
 UNKNOWN_REFERENCE = -1  # a part the network took whose +CMGS reference we never read
-# CME 14 "SIM busy", CMS 314 "SIM busy", CMS 515 "please wait, init or command processing".
-_BUSY = {("cme", 14), ("cms", 314), ("cms", 515)}
 _SIM_MISSING_CME = {10, 13, 15}  # not inserted, failure, wrong
 _SIM_LOCKED_CME = {11: "SIM PIN", 12: "SIM PUK"}
 _CME_INCORRECT_PASSWORD = 16
 _CMS_SMSC_UNKNOWN = 330
-_CMS_INVALID_INDEX = 321
-_RECEIVED = {"0", "1"}  # <stat> in PDU mode: received unread, received read
 _CNMI_SETTINGS = ("2,1,0,0,0", "2,1", "1,1,0,0,0", "1,1")  # +CMTI for each new SMS
 _STORAGES = ("SM", "ME", "MT")  # SIM first: every modem has it
-# New-message indexes (+CMTI) kept until read: more than any SMS storage holds. Beyond it
-# the oldest go, and the next receive() lists the whole inbox instead.
-MAX_ANNOUNCED = 256
-# New messages read per receive(): an SMS flood is read between sends, never ahead of the
-# alarm SMS waiting behind it.
-MAX_READ_PER_CALL = 8
-# Voice calls (27.007 §6.1, §7.18): what ends a call, as the call's result.
-CALL_ENDS = {"BUSY": "busy", "NO ANSWER": "no answer", "NO CARRIER": "no answer",
-             "NO DIALTONE": "failed"}
-_CLCC_ACTIVE = "0"  # +CLCC <stat>: 0 active (answered), 2 dialling, 3 alerting
-CALL_POLL_S = 1.0  # AT+CLCC asked this often while a call rings
 
 
 @dataclass(frozen=True)
@@ -73,35 +65,8 @@ class ModemTimings:
     reopen_max_s: float = 60.0
 
 
-@dataclass(frozen=True)
-class ModemHealth:
-    """``reason`` when not ok: "sim_missing", "sim_pin", "not_registered", "signal_unknown",
-    "signal_low", "silent" (no answer, or no sensible one), "port_gone" or "smsc_empty". ``signal`` is the AT+CSQ rssi
-    (0-31), None when unknown (99)."""
 
-    ok: bool
-    reason: str | None
-    signal: int | None
-    registered: bool
-    operator: str | None
-
-
-def _fields(line: str) -> list[str]:
-    """'+CSQ: 20,99' -> ['20', '99']; quotes are removed."""
-    _, _, rest = line.partition(":")
-    return [field.strip().strip('"') for field in rest.split(",")]
-
-
-def _first(lines: list[str], prefix: str) -> str | None:
-    return next((line for line in lines if line.startswith(prefix)), None)
-
-
-def _is_busy(exc: ModemError) -> bool:
-    kind = "cme" if isinstance(exc, CmeError) else "cms" if isinstance(exc, CmsError) else None
-    return (kind, getattr(exc, "code", None)) in _BUSY
-
-
-class Modem:
+class Modem(HealthChecks, VoiceCalls, Inbox):
     """The SMS modem on ``url`` (``/dev/ttyUSB2``, a pty path, ``spy://…``).
 
     ``smsc``: the SMS centre number to put in every PDU, for SIMs whose own is empty.
@@ -134,10 +99,7 @@ class Modem:
         self._retry_at = 0.0
         self._backoff = timings.reopen_first_s
         self._problem = "not opened yet"
-        # Appended by the reader thread; _announced_lost set when the oldest had to go.
-        self._announced: collections.deque[int] = collections.deque(maxlen=MAX_ANNOUNCED)
-        self._announced_lost = False
-        self._reassembler = Reassembler()
+        self._init_inbox()
         self._call_end: str | None = None  # set by the reader thread: BUSY, NO CARRIER…
 
     @classmethod
@@ -344,96 +306,6 @@ class Modem:
             return
         self._at(f'AT+CPMS="{storage}","{storage}","{storage}"')
 
-    # --- health -------------------------------------------------------------------------
-
-    def health(self) -> ModemHealth:
-        """Ask the modem how it is (SIM, registration, signal, operator, SMS centre)."""
-        if self._channel is None or self._channel.lost:
-            health = ModemHealth(False, "port_gone", None, False, None)
-        else:
-            try:
-                health = self._probe()
-            except AtTimeout:
-                health = ModemHealth(False, "silent", None, False, None)
-            except PortLost:
-                health = ModemHealth(False, "port_gone", None, False, None)
-            except ModemError as exc:  # an answer that makes no sense counts as none
-                log.warning("modem health check failed: %s", exc)
-                health = ModemHealth(False, "silent", None, False, None)
-        self.last_health = health
-        return health
-
-    def health_after(self, error: ModemError) -> ModemHealth:
-        """The health behind a failed ``ensure_ready()``: named by the error itself when
-        it can be (asking a silent modem again would only wait out another timeout),
-        else asked of the modem (SIM, PIN, registration…)."""
-        for kind, reason in ((PortLost, "port_gone"), (AtTimeout, "silent"),
-                             (PortBusy, "port_busy")):
-            if isinstance(error, kind):
-                health = ModemHealth(False, reason, None, False, None)
-                self.last_health = health
-                return health
-        return self.health()
-
-    def _probe(self) -> ModemHealth:
-        sim = self._sim_state()
-        if sim == "MISSING":
-            return ModemHealth(False, "sim_missing", None, False, None)
-        if sim not in ("READY", "BUSY"):
-            return ModemHealth(False, "sim_pin", None, False, None)
-        registered = self._registered()
-        signal = self._signal()
-        operator = self._operator() if registered else None
-        self._smsc_empty = self._smsc_address() == ""
-        if not registered:
-            reason = "not_registered"
-        elif signal is None:
-            reason = "signal_unknown"
-        elif signal < self.min_signal:
-            reason = "signal_low"
-        elif self._smsc_empty and self.smsc is None:
-            reason = "smsc_empty"
-        else:
-            reason = None
-        return ModemHealth(reason is None, reason, signal, registered, operator)
-
-    def _registered(self) -> bool:
-        """Registered (home, 1, or roaming, 5) on GSM or LTE; an LTE-only module may refuse
-        AT+CREG? and a GSM-only one AT+CEREG?."""
-        for command in ("AT+CREG?", "AT+CEREG?"):
-            try:
-                line = _first(self._at(command), command[2:-1] + ":")
-            except (AtError, CmeError):
-                continue
-            fields = _fields(line) if line else []
-            if len(fields) >= 2 and fields[1] in ("1", "5"):
-                return True
-        return False
-
-    def _signal(self) -> int | None:
-        try:
-            line = _first(self._at("AT+CSQ"), "+CSQ:")
-            rssi = int(_fields(line)[0]) if line else 99
-        except (AtError, CmeError, ValueError):
-            return None
-        return rssi if 0 <= rssi <= 31 else None
-
-    def _operator(self) -> str | None:
-        try:
-            line = _first(self._at("AT+COPS?"), "+COPS:")
-        except (AtError, CmeError):
-            return None
-        fields = _fields(line) if line else []
-        return fields[2] if len(fields) >= 3 and fields[2] else None
-
-    def _smsc_address(self) -> str | None:
-        """The SMS centre the modem holds: "" when empty, None when it will not say."""
-        try:
-            line = _first(self._at("AT+CSCA?"), "+CSCA:")
-        except (AtError, CmeError, CmsError):
-            return None
-        return _fields(line)[0] if line else None
-
     # --- sending ------------------------------------------------------------------------
 
     def send_sms(self, number: str, text: str, *, reference: int, max_parts: int = 4,
@@ -455,61 +327,6 @@ class Modem:
         for part in parts[len(sent):]:
             sent.append(self._send_part(part))
         return sent
-
-    # --- voice calls ----------------------------------------------------------------------
-
-    def voice_call(self, number: str, *, ring_s: float, cancel: threading.Event,
-                   between: Callable[[], bool] = lambda: False,
-                   poll_s: float = CALL_POLL_S) -> str:
-        """Ring ``number`` (``ATD<number>;``) for up to ``ring_s``, or until the network
-        ends the call or ``cancel`` is set; then hang up. SIM7600 and EC2x answer ATD at
-        once: the progress is polled with AT+CLCC and the end comes as BUSY, NO ANSWER
-        or NO CARRIER. ``between`` runs between polls (the caller reads new SMS: a
-        SILENCE sets ``cancel``); True from it hangs up at once (something more urgent).
-        Returns "answered", "no answer", "busy" or "failed"."""
-        self._call_end = None
-        try:
-            self._at(f"ATD{number};")
-        except (AtError, CmeError) as exc:  # NO CARRIER here: the call was never set up
-            return next((CALL_ENDS[end] for end in ("BUSY", "NO ANSWER")
-                         if str(exc).endswith(end)), "failed")
-        answered = False
-        deadline = self._clock() + ring_s
-        try:
-            while self._call_end is None and self._clock() < deadline and not cancel.is_set():
-                states = self._call_states()
-                if states is not None and not states:
-                    break  # the network ended it, its reason maybe still on the way
-                answered = answered or _CLCC_ACTIVE in (states or ())
-                if between():
-                    break
-                cancel.wait(poll_s)
-        finally:
-            self._hang_up()
-        if answered:
-            return "answered"
-        return CALL_ENDS.get(self._call_end or "", "no answer")
-
-    def _call_states(self) -> list[str] | None:
-        """The <stat> of each voice call AT+CLCC lists; None when it will not say."""
-        try:
-            lines = self._at("AT+CLCC")
-        except (AtError, CmeError) as exc:
-            end = next((e for e in CALL_ENDS if str(exc).endswith(e)), None)
-            if end is None:
-                return None
-            self._call_end = end  # the call's end came as this command's answer
-            return []
-        return [_fields(line)[2] for line in lines
-                if line.startswith("+CLCC:") and len(_fields(line)) >= 4
-                and _fields(line)[3] == "0"]  # <mode> 0: voice
-
-    def _hang_up(self) -> None:
-        """AT+CHUP (27.007 §6.5), or ATH for a modem that refuses it."""
-        try:
-            self._at("AT+CHUP")
-        except (AtError, CmeError):
-            self._at("ATH")
 
     def _send_part(self, part: SubmitPdu) -> int:
         pause = self.timings.busy_retry_s
@@ -536,116 +353,11 @@ class Modem:
                         "reference unknown", lines)
             return UNKNOWN_REFERENCE
 
-    # --- receiving ----------------------------------------------------------------------
-
-    def read_message(self, index: int) -> Deliver | None:
-        """The received message at ``index``; None for an empty slot, a message that is
-        not a received one, or a malformed PDU (which is deleted)."""
-        try:
-            lines = self._at(f"AT+CMGR={index}")
-        except CmsError as exc:
-            if exc.code == _CMS_INVALID_INDEX:
-                return None
-            raise
-        for position, line in enumerate(lines[:-1]):
-            if line.startswith("+CMGR:"):
-                return self._received(index, _fields(line)[0], lines[position + 1])
-        return None
-
-    def delete_message(self, index: int) -> None:
-        self._at(f"AT+CMGD={index}")
-
-    def list_messages(self) -> list[tuple[int, Deliver]]:
-        """Every received message in storage, e.g. those that came while we were down."""
-        lines = self._at("AT+CMGL=4", timeout=self.timings.list_s)
-        found = []
-        for position, line in enumerate(lines[:-1]):
-            if not line.startswith("+CMGL:"):
-                continue
-            fields = _fields(line)
-            try:
-                index = int(fields[0])
-            except ValueError:
-                log.warning("unreadable modem line %r", line)
-                continue
-            message = self._received(index, fields[1], lines[position + 1])
-            if message is not None:
-                found.append((index, message))
-        return found
-
-    def receive(self, now: float, *, scan: bool = False) -> list[Deliver]:
-        """Read the messages announced by +CMTI since the last call, at most
-        MAX_READ_PER_CALL of them (every stored one with ``scan``, as after a start, or
-        after more than MAX_ANNOUNCED notices), delete
-        them from the modem, and return the complete ones, concatenated parts joined.
-        ``now``: a monotonic time, for dropping parts whose siblings never come.
-
-        A message is deleted once read: one whose handling is cut short by a crash is lost
-        (an SMS command is simply sent again). If the modem fails half-way, the messages
-        completed so far are returned and the failure surfaces at the next call.
-        """
-        complete: list[Deliver] = []
-        part: Deliver | None
-        try:
-            if scan or self._announced_lost:
-                self._announced_lost = False
-                self._announced.clear()
-                for index, part in self.list_messages():
-                    self.delete_message(index)
-                    self._collect(part, now, complete)
-            for _ in range(min(len(self._announced), MAX_READ_PER_CALL)):
-                index = self._announced[0]
-                try:
-                    part = self.read_message(index)
-                    if part is not None:
-                        self.delete_message(index)
-                except (AtTimeout, PortLost):
-                    raise  # the modem, not this message: read it again once it is back
-                except ModemError as exc:
-                    # This slot cannot be read (a refused CMGR): skip it rather than retry
-                    # it forever; the periodic inbox listing finds it if it was real.
-                    log.warning("modem: new message at index %d unreadable: %s", index, exc)
-                    part = None
-                self._announced.popleft()
-                if part is not None:
-                    self._collect(part, now, complete)
-        except ModemError:
-            if not complete:
-                raise
-            log.warning("modem failed while reading new SMS", exc_info=True)
-        return complete
-
-    @property
-    def unread_announced(self) -> bool:
-        """Whether +CMTI announced messages that receive() has not read yet."""
-        return bool(self._announced)
-
-    def _collect(self, part: Deliver, now: float, complete: list[Deliver]) -> None:
-        whole = self._reassembler.add(part, now)
-        if whole is not None:
-            complete.append(whole)
-
-    def _received(self, index: int, stat: str, pdu_hex: str) -> Deliver | None:
-        if stat not in _RECEIVED:
-            return None  # a stored outgoing message: not ours to touch
-        try:
-            return decode_deliver(pdu_hex)
-        except PduError as exc:
-            log.warning("deleting malformed SMS at index %d: %s (%r)", index, exc,
-                        pdu_hex[:80])
-            self.delete_message(index)
-            return None
-
     def _handle_urc(self, urc: Urc) -> None:
         """On the reader thread: note new messages and a call's end, pass everything on."""
         if urc.line in CALL_ENDS:
             self._call_end = urc.line
-        if urc.line.startswith("+CMTI:"):
-            fields = _fields(urc.line)
-            if len(fields) >= 2 and fields[1].isdecimal():  # int() takes no "²"
-                if len(self._announced) == MAX_ANNOUNCED:
-                    self._announced_lost = True
-                self._announced.append(int(fields[1]))
+        self._note_urc(urc.line)
         if self._on_urc is not None:
             self._on_urc(urc)
 

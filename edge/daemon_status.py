@@ -1,0 +1,62 @@
+"""The status document (`status`, `status --json`) of a running daemon."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edge import routing
+from edge.status_doc import InputStatus, StatusDoc, UplinkStatus, complete_part
+
+if TYPE_CHECKING:
+    from edge.daemon import Daemon
+
+
+def build_status(daemon: Daemon) -> StatusDoc:
+    """What the daemon and each worker say of themselves; on the owner thread."""
+    inputs: dict[str, InputStatus] = {}
+    for inp in daemon.cfg.inputs:
+        entry: InputStatus = {"kind": inp.kind, "label": inp.label,
+                              "active": daemon.pin_active(inp.name)}
+        entry.update(daemon.inputs[inp.name].status())
+        inputs[inp.name] = entry
+    alarms = sorted(daemon.rule.latched.values(), key=lambda e: e.seq)
+    status: StatusDoc = {
+        "device_id": daemon.cfg.site.device_id,
+        "site": daemon.cfg.site.name,
+        "time": daemon.clock.now().astimezone(daemon.tz).isoformat(timespec="seconds"),
+        "inputs": inputs,
+        "siren": {"configured": daemon.cfg.siren is not None,
+                  "on": bool(daemon.rule.siren and daemon.rule.siren.on)},
+        "alarm": {"active": bool(alarms),
+                  "inputs": [a.subject for a in alarms],
+                  "since": alarms[0].time.isoformat(timespec="seconds") if alarms else None},
+        # "ok" is null for a part that is not configured: neither working nor failing.
+        "modem": {"configured": daemon.cfg.modem is not None,
+                  "ok": False if daemon.cfg.modem is not None else None, "signal": None},
+        "uplink": _uplink_status(daemon),
+        "faults": sorted(daemon.faults),
+        "fault_reasons": dict(sorted(daemon.faults.items())),
+        "storage": {"ok": "storage" not in daemon.faults, "unstored": len(daemon.unstored),
+                    "dropped": daemon.unstored.dropped,
+                    "last_seq": daemon.store.last_seq() if daemon.store else None},
+        "clock_synced": daemon.clock_synced(),
+        "drill": daemon.rule.drill_status(),
+        "walktest": daemon.rule.walktest_status(),
+        "overdue": daemon.overdue(),
+        "indicator": daemon.lamp_state.value,
+    }
+    for worker in daemon.workers:
+        complete_part(status, worker.part, worker.status())
+    return status
+
+
+def _uplink_status(daemon: Daemon) -> UplinkStatus:
+    status: UplinkStatus = {"configured": daemon.cfg.uplink is not None,
+                            "ok": False if daemon.cfg.uplink is not None else None,
+                            "pending": 0, "oldest_pending_s": None}
+    if daemon.cfg.uplink is not None and daemon.store is not None:
+        pending, oldest = daemon.store.pending_count(routing.UPLINK)
+        status["pending"] = pending
+        if oldest is not None:
+            status["oldest_pending_s"] = round(daemon.clock.now().timestamp() - oldest, 1)
+    return status
