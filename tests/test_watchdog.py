@@ -51,9 +51,15 @@ def test_pings_stop_while_the_owner_loop_is_stalled(write_config, short_dir, wai
         pings = [t for t, m in messages if m == "WATCHDOG=1"]
         assert max(b - a for a, b in zip(pings, pings[1:])) < 0.3  # every ~0.1 s
 
-        stalled_at = time.monotonic()
-        daemon.loop.post(time.sleep, 1.5)  # the owner thread hangs (a stuck call)
-        time.sleep(1.7)
+        stalls: list[float] = []
+
+        def stall() -> None:  # the owner thread hangs (a stuck call)
+            stalls.append(time.monotonic())
+            time.sleep(1.5)
+        daemon.loop.post(stall)
+        wait_until(lambda: stalls, timeout=5, what="the owner loop stalled")
+        stalled_at = stalls[0]  # when the owner began to hang, however busy the machine
+        time.sleep(max(0.0, stalled_at + 1.7 - time.monotonic()))
         during = [t for t, m in messages if m == "WATCHDOG=1"
                   and stalled_at + 0.25 < t < stalled_at + 1.45]
         assert during == []  # systemd would see the silence and restart us
