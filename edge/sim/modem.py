@@ -70,7 +70,6 @@ class ModemEmulator(NetworkAnswers, SmsAnswers, CallAnswers):
         self.call_progress_s = 0.3
         self._call: dict | None = None  # the voice call: number, <stat> (27.007 +CLCC)
         self._calls: list[str] = []  # every number dialled
-        self._hang_ups = 0
         self._indices = range(first_index, first_index + storage_size)  # Quectel counts from 0
         self._cond = threading.Condition()  # guards everything below and writes to the pty
         self._storage: dict[int, Stored] = {}

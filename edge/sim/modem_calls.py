@@ -15,7 +15,6 @@ class CallAnswers(EmulatorBase):
     call_progress_s: float
     _call: dict | None  # the voice call: number, <stat> (27.007 +CLCC)
     _calls: list[str]  # every number dialled
-    _hang_ups: int
 
     def _dial(self, number: str) -> list[str]:
         if not self._registered():
@@ -52,7 +51,6 @@ class CallAnswers(EmulatorBase):
     def _at_chup(self, operation, args, stop):
         with self._cond:
             self._call = None
-            self._hang_ups += 1
             self._cond.notify_all()
         return []
 
@@ -67,8 +65,3 @@ class CallAnswers(EmulatorBase):
         """Whether a call is up (alerting or answered), not yet hung up."""
         with self._cond:
             return self._call is not None
-
-    @property
-    def hang_ups(self) -> int:
-        with self._cond:
-            return self._hang_ups
