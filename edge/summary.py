@@ -46,11 +46,6 @@ _UNCUT_PARTS = 99
 OverdueInputs = Callable[[], Sequence[str]]
 
 
-def no_overdue_inputs() -> Sequence[str]:
-    """The inputs overdue for a walk test: none until walk tests are recorded."""
-    return ()
-
-
 class Decided(NamedTuple):
     day: str
     text: str
@@ -113,10 +108,10 @@ class DailySummary:
 
     def __init__(self, cfg: Config, loop: OwnerLoop, store: Callable[[], Store | None],
                  faults: Callable[[], Sequence[str]], decided_now: Callable[[], None],
-                 overdue_inputs: OverdueInputs = no_overdue_inputs):
+                 overdue_inputs: OverdueInputs):
         """``store``: the daemon's store now (None while it cannot be opened); ``faults``:
         the parts failing now; ``decided_now``: wakes the SMS worker; ``overdue_inputs``:
-        the names of the inputs overdue for a walk test (the walk test's hook)."""
+        the names of the inputs overdue for a walk test (Daemon.overdue)."""
         assert cfg.summary is not None
         self.cfg = cfg
         self._at = cfg.summary.at
