@@ -36,3 +36,8 @@ class UplinkError(EdgeAlarmError, OSError):
 
 class CameraError(EdgeAlarmError, OSError):
     """The camera could not start or capture."""
+
+
+class SiaError(EdgeAlarmError, OSError):
+    """The alarm receiving centre could not be reached over SIA DC-09, or answered
+    nothing we could take; or the SIA key file is unusable."""

@@ -203,7 +203,7 @@ def test_each_table_is_read_by_the_config_field_of_its_name():
         "uplink": config.Uplink, "sms": config.Sms, "drill": config.Drill,
         "summary": config.Summary, "control": config.Control,
         "escalation": config.Escalation, "walktest": config.Walktest,
-        "indicator": config.Indicator}
+        "indicator": config.Indicator, "sia": config.Sia}
     assert set(ARRAYS) == {"panic_button", "gate", "tamper", "ack_button", "power_input",
                            "contact"}
 
@@ -489,6 +489,11 @@ url = "https://platform.county.edu.cn/api/v1/events"
 [escalation]
 
 [walktest]
+
+[sia]
+host = "arc.county.edu.cn"
+port = 12000
+account = "1234"
 """
 # Where a key sits in the error line: "[storage] retention_days", "[[gate]] main_gate.debounce_s".
 NUMERIC_KEYS = sorted(config.RANGES)
@@ -501,8 +506,12 @@ def with_number(key: str, value: str) -> tuple[str, str]:
     """(a full config whose ``key`` ("[storage] retention_days") is ``value``, where its
     error line puts the key)."""
     table, name = key.split(" ")
-    text = re.sub(rf"(?m)^{name} = .*\n", "", base(EVERY_TABLE))
-    text = with_replaced(f"{table}\n", f"{table}\n{name} = {value}\n", text)
+    text = base(EVERY_TABLE)
+    # The key's own table only: [sia] port is not [modem] port.
+    start = text.index(f"{table}\n") + len(table) + 1
+    end = text.find("\n[", start) + 1 or len(text)
+    own = re.sub(rf"(?m)^{name} = .*\n", "", text[start:end])
+    text = text[:start] + f"{name} = {value}\n" + own + text[end:]
     where = f"{table} main_gate.{name}" if table == "[[gate]]" else key
     return text, where
 
@@ -551,7 +560,7 @@ def test_every_numeric_setting_has_a_range():
     or a key of RANGES."""
     tables = (config.Storage, config.Input, config.Siren, config.Camera, config.Modem,
               config.Uplink, config.Sms, config.Drill, config.Escalation, config.Walktest,
-              config.Indicator)
+              config.Indicator, config.Sia)
     numeric = {f.name for table in tables for f in dataclasses.fields(table)
                if f.type in ("int", "float")}
     assert numeric - {"pin", "baudrate"} == {key.split(" ")[1] for key in config.RANGES}

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.config.table import Check
+from edge.errors import SiaError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{7,14}$")
@@ -59,6 +60,30 @@ def command_pin(value: str | int) -> str | None:
     if isinstance(value, str) and re.fullmatch(r"[0-9]{4,8}", value):
         return None
     return 'must be 4-8 digits, written as a quoted string (leave the key out for no PIN)'
+
+
+sia_account = matching(re.compile(r"[0-9A-Fa-f]{3,16}"), "must be 3-16 hexadecimal digits")
+valid_host = matching(re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}"),
+                      "must be a host name or an IP address")
+
+
+def sia_number(value: str | int) -> str | None:
+    """A receiver or line number: 1-6 hex digits, quoted (an unquoted 12 is an integer)."""
+    if isinstance(value, str) and re.fullmatch(r"[0-9A-Fa-f]{1,6}", value):
+        return None
+    return 'must be 1-6 hexadecimal digits, written as a quoted string ("1")'
+
+
+def sia_key_file(value: str) -> str | None:
+    """An absolute path to a readable file holding a DC-09 AES key."""
+    from edge.sia.crypto import read_key_file  # the check reads the file; the key stays there
+    if not os.path.isabs(value):
+        return "must be an absolute path"
+    try:
+        read_key_file(value)
+    except SiaError as e:
+        return str(e)
+    return None
 
 
 def phone_problem(value: str) -> str | None:

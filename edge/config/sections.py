@@ -12,7 +12,8 @@ from zoneinfo import ZoneInfo
 
 from edge.clock import LocalTime
 from edge.config.checks import (command_pin, not_blank, one_of, optional_phone,
-                                phone_problem, sim_pin, valid_device_id, valid_name,
+                                phone_problem, sia_account, sia_key_file, sia_number,
+                                sim_pin, valid_device_id, valid_host, valid_name,
                                 valid_timezone, valid_url)
 from edge.config.section import Section, setting
 from edge.config.table import Table
@@ -100,6 +101,23 @@ class Uplink(Section):
     heartbeat_s: int = 300
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
+
+
+SIA_PROTOCOLS = ("tcp", "udp")
+
+
+@dataclass(frozen=True, kw_only=True)  # keyword-only: required keys after defaulted ones
+class Sia(Section):
+    """SIA DC-09 to an alarm receiving centre (edge/sia/)."""
+
+    host: str = setting(check=valid_host)
+    port: int = setting()
+    protocol: str = setting("tcp", check=one_of(SIA_PROTOCOLS))
+    account: str = setting(check=sia_account)
+    receiver: str = setting("0", toml=(str, int), check=sia_number)
+    line: str = setting("0", toml=(str, int), check=sia_number)
+    key_file: Path | None = setting(None, check=sia_key_file)  # None: sent in clear
+    supervision_s: int = 60  # a NULL message after this long without one; 0 = none
 
 
 def read_kinds(t: Table, key: str, default: Any) -> frozenset[str]:

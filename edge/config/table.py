@@ -31,6 +31,8 @@ RANGES: dict[str, tuple[int | float, int | float]] = {
     "[uplink] heartbeat_s": (1, 86400),
     "[uplink] connect_timeout_s": (0.1, 60),
     "[uplink] read_timeout_s": (0.1, 300),
+    "[sia] port": (1, 65535),
+    "[sia] supervision_s": (0, 86400),
     "[sms] max_parts": (1, 10),
     "[sms] help_reply_every_s": (60, 86400),
     "[sms] replies_per_hour": (1, 60),

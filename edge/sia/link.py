@@ -1,0 +1,179 @@
+"""The link to the receiver, over TCP (one connection kept open) or UDP (a datagram each
+way), with one deadline per exchange and bounded reads: a receiver that trickles, floods
+or never ends a frame costs us at most the deadline and MAX_EXCHANGE_BYTES, never memory
+or a stalled worker.
+
+An exchange sends one message and reads until ``accept`` takes a frame as its answer;
+frames it does not take (a late answer to an earlier message, garbage) are skipped.
+SiaError for everything else: no connection, the deadline passed, the connection closed,
+too many bytes without an answer.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from typing import Callable, Protocol, TypeVar
+
+from edge.errors import SiaError
+from edge.sia.frame import frames
+
+A = TypeVar("A")
+
+# What one exchange reads at most before giving the receiver up as hostile.
+MAX_EXCHANGE_BYTES = 16 * 1024
+_RECV_BYTES = 2048
+
+
+class Link(Protocol):
+    def exchange(self, message: bytes, timeout: float,
+                 accept: Callable[[bytes], A | None]) -> A: ...
+
+    def close(self) -> None: ...
+
+
+def open_link(protocol: str, host: str, port: int) -> Link:
+    return TcpLink(host, port) if protocol == "tcp" else UdpLink(host, port)
+
+
+class _Closed(SiaError):
+    """The receiver closed the connection (or reset it)."""
+
+
+def _await_answer(sock: socket.socket, deadline: float,
+                  accept: Callable[[bytes], A | None]) -> A:
+    """Read from ``sock`` until ``accept`` takes a frame, within ``deadline`` (monotonic)
+    and MAX_EXCHANGE_BYTES."""
+    buffer = bytearray()
+    read = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SiaError("no answer within the deadline")
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(_RECV_BYTES)
+        except TimeoutError:
+            raise SiaError("no answer within the deadline") from None
+        except (ConnectionResetError, ConnectionRefusedError) as exc:
+            raise _Closed(f"no answer: {exc.strerror}") from None
+        if not chunk:
+            raise _Closed("the receiver closed the connection without an answer")
+        read += len(chunk)
+        buffer += chunk
+        for raw in frames(buffer):
+            answer = accept(raw)
+            if answer is not None:
+                return answer
+        if read >= MAX_EXCHANGE_BYTES:
+            raise SiaError(f"the receiver sent {read} bytes and no answer to our message")
+
+
+class TcpLink:
+    """One TCP connection, kept open between exchanges (the NULL messages keep it alive)
+    and made again when it broke."""
+
+    def __init__(self, host: str, port: int):
+        self._address = (host, port)
+        self._sock: socket.socket | None = None
+
+    def exchange(self, message: bytes, timeout: float,
+                 accept: Callable[[bytes], A | None]) -> A:
+        deadline = time.monotonic() + timeout
+        reused = self._usable()
+        try:
+            return self._exchange(message, deadline, accept)
+        except _Closed:
+            self.close()
+            if not reused:
+                raise
+        # A connection kept open can have been closed by the receiver meanwhile (some
+        # take one message per connection): once more on a new one, same deadline.
+        return self._exchange(message, deadline, accept)
+
+    def _exchange(self, message: bytes, deadline: float,
+                  accept: Callable[[bytes], A | None]) -> A:
+        try:
+            sock = self._connected(deadline)
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                sock.sendall(message)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise _Closed(f"cannot send: {exc.strerror}") from None
+            return _await_answer(sock, deadline, accept)
+        except SiaError:
+            self.close()
+            raise
+        except OSError as exc:  # refused, unreachable, a send timed out
+            self.close()
+            raise SiaError(f"{self._where()}: {exc.strerror or exc}") from None
+
+    def _usable(self) -> bool:
+        """Whether the kept connection may carry the next message: it has nothing unread
+        (no closing, no stray bytes, which a fresh connection leaves behind)."""
+        if self._sock is None:
+            return False
+        readable, _, _ = select.select([self._sock], [], [], 0)
+        if readable:
+            self.close()
+            return False
+        return True
+
+    def _connected(self, deadline: float) -> socket.socket:
+        if self._sock is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SiaError("no answer within the deadline")
+            self._sock = socket.create_connection(self._address, timeout=remaining)
+        return self._sock
+
+    def _where(self) -> str:
+        return f"{self._address[0]}:{self._address[1]}"
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class UdpLink:
+    """A connected UDP socket: the kernel passes us only the receiver's datagrams."""
+
+    def __init__(self, host: str, port: int):
+        self._address = (host, port)
+        self._sock: socket.socket | None = None
+
+    def exchange(self, message: bytes, timeout: float,
+                 accept: Callable[[bytes], A | None]) -> A:
+        deadline = time.monotonic() + timeout
+        try:
+            sock = self._connected()
+            sock.send(message)
+            return _await_answer(sock, deadline, accept)
+        except SiaError:
+            self.close()
+            raise
+        except OSError as exc:  # no route, name not found, the port refused (ICMP)
+            self.close()
+            raise SiaError(f"{self._address[0]}:{self._address[1]}: "
+                           f"{exc.strerror or exc}") from None
+
+    def _connected(self) -> socket.socket:
+        if self._sock is None:
+            host, port = self._address
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM)[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.connect(address)
+            except OSError:
+                sock.close()
+                raise
+            self._sock = sock
+        return self._sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

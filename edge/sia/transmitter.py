@@ -1,0 +1,64 @@
+"""One DC-09 message's exchange with the receiver: framed, stamped, sent, answered.
+
+A NAK is the receiver saying our timestamp is outside its window (DC-09 5.5.1.8): its
+own time comes with it, so the message goes once more at once, stamped with the
+receiver's time, and later messages keep that offset from our clock until another NAK
+moves it. The sequence number is the caller's: a message sent again (after a NAK, or a
+retry after backoff) keeps its number, so the receiver can pair our answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Callable
+
+from edge.sia.crypto import AesCbc
+from edge.sia.frame import NAK, SEQUENCE_MAX, Answer, Header, message, parse_answer
+from edge.sia.link import Link
+
+
+class Sequence:
+    """The message numbers 0001-9999, each new message the next, 9999 followed by 0001."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = self._last % SEQUENCE_MAX + 1
+        return self._last
+
+
+class Transmitter:
+    def __init__(self, link: Link, header: Header, cipher: AesCbc | None,
+                 now: Callable[[], dt.datetime], timeout_s: float):
+        self._link = link
+        self._header = header
+        self._cipher = cipher
+        self._now = now
+        self._timeout_s = timeout_s
+        self._offset = dt.timedelta(0)  # the receiver's clock minus ours, from a NAK
+
+    @property
+    def offset(self) -> dt.timedelta:
+        return self._offset
+
+    def send(self, kind: str, sequence: int, data: str) -> Answer:
+        """The receiver's answer to message ``sequence`` (after at most one resend on a
+        NAK's time); SiaError when none came."""
+        answer = self._exchange(kind, sequence, data)
+        if answer.token == NAK and answer.receiver_time is not None:
+            self._offset = answer.receiver_time - self._now()
+            answer = self._exchange(kind, sequence, data)
+        return answer
+
+    def _exchange(self, kind: str, sequence: int, data: str) -> Answer:
+        sent = message(kind, sequence, self._header, data, self._now() + self._offset,
+                       self._cipher)
+        return self._link.exchange(sent, self._timeout_s, self._answer_to(sequence))
+
+    def _answer_to(self, sequence: int) -> Callable[[bytes], Answer | None]:
+        def accept(raw: bytes) -> Answer | None:
+            return parse_answer(raw, sequence, self._header.account, self._cipher)
+        return accept
+
+    def close(self) -> None:
+        self._link.close()
