@@ -14,8 +14,9 @@ PYTHON=${PYTHON:-python3}
 # Groups whose devices the daemon opens: GPIO, the modem's tty, the camera.
 readonly DEVICE_GROUPS=(gpio dialout video)
 # From Raspberry Pi OS: picamera2 and lgpio are built against its libcamera and
-# kernel, so the venv sees them through --system-site-packages instead of pip.
-readonly PI_APT_PACKAGES=(python3-venv python3-picamera2 python3-lgpio)
+# kernel, so the venv sees them through --system-site-packages instead of pip; so is
+# cryptography (the SIA link's AES), which pip would have to build with Rust on 32-bit Pis.
+readonly PI_APT_PACKAGES=(python3-venv python3-picamera2 python3-lgpio python3-cryptography)
 
 usage() {
     cat <<EOF

@@ -21,6 +21,7 @@ PART_LABELS = {
     "modem": "短信模块",
     "camera": "摄像头",
     "uplink": "平台连接",
+    "sia": "报警中心连接",
     "storage": "事件存储",
     "clock": "系统时钟",
     "siren": "警号",

@@ -30,11 +30,13 @@ class Transport(Worker, Protocol):
 @dataclass(frozen=True)
 class WorkerOptions:
     """What a test, a bench or the demo chooses of the workers: ``camera`` instead of
-    the configured backend, the modem's deadlines, the uplink's backoff jitter."""
+    the configured backend, the modem's deadlines, the uplink's (and the SIA link's)
+    backoff jitter, the SIA link's exchange deadline (None: its own)."""
 
     camera: Camera | None = None
     modem_timings: ModemTimings | None = None
     uplink_rng: Callable[[], float] = random.random
+    sia_exchange_s: float | None = None
 
 
 def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
@@ -64,6 +66,10 @@ def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
         uplink = UplinkWorker(cfg, port, rng=options.uplink_rng)
         daemon.handoffs.reloads.append(uplink.reload)
         transports.append(uplink)
+    if cfg.sia is not None:
+        from edge.sia.worker import EXCHANGE_S, SiaWorker
+        transports.append(SiaWorker(cfg, port, exchange_s=options.sia_exchange_s or EXCHANGE_S,
+                                    rng=options.uplink_rng))
     if cfg.camera is not None and cfg.camera.backend != "none":
         from edge.snapshots import CameraWorker
 

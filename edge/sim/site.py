@@ -81,6 +81,7 @@ class SimSite:
     sms_fallback_after_s: float | None = None
     uplink_keys: Mapping[str, Any] = field(default_factory=dict)
     sms_keys: Mapping[str, Any] = field(default_factory=dict)
+    sia_keys: Mapping[str, Any] = field(default_factory=dict)  # [sia] when set
     contacts: Sequence[Contact] = ()
     comment: str = ""                     # lines put first, each as a TOML comment
     extra: str = ""
@@ -117,6 +118,8 @@ class SimSite:
                                               **fallback, **self.uplink_keys}))
         if self.sms_keys:
             tables.append(_table("[sms]", self.sms_keys))
+        if self.sia_keys:
+            tables.append(_table("[sia]", self.sia_keys))
         tables += [_table("[[contact]]", vars(contact)) for contact in self.contacts]
         if self.socket is not None:
             tables.append(_table("[control]", {"socket": self.socket}))
