@@ -73,6 +73,8 @@ def run_check(cfg: Config, out=None) -> int:
     lines += _storage(cfg)
     lines.append(_clock())
     lines.append(_platform(cfg))
+    if cfg.sia is not None:
+        lines.append(_alarm_centre(cfg))
     for line in lines:  # the modem's answers (its operator name) escaped
         out.write(f"{safe_text(line)}\n")
     failed = [line for line in lines if line.mark == FAIL]
@@ -298,6 +300,20 @@ def _clock() -> Line:
         return Line(OK, "clock", "synchronised (NTP)")
     return Line(FAIL, "clock", "not synchronised: check network time "
                                "(timedatectl; systemctl status systemd-timesyncd)")
+
+
+def _alarm_centre(cfg: Config) -> Line:
+    """A NULL message (DC-09's link test) to the receiver, which must acknowledge it."""
+    from edge.sia.transmitter import probe
+    from edge.sia.worker import EXCHANGE_S
+
+    assert cfg.sia is not None
+    where = f"{cfg.sia.protocol}://{cfg.sia.host}:{cfg.sia.port} account {cfg.sia.account}"
+    why = probe(cfg.sia, EXCHANGE_S)
+    if why is None:
+        return Line(OK, "sia", f"{where}: link test acknowledged")
+    return Line(FAIL, "sia", f"{where}: {why}; check [sia] host, port, protocol, account "
+                             "and key_file with the alarm centre")
 
 
 def _platform(cfg: Config) -> Line:

@@ -139,6 +139,33 @@ class Health:
         return True
 
 
+class FailureStreak:
+    """A link's health from its attempts (the uplink's, the SIA link's): its fault after
+    ``fault_after`` failures in a row, or at once for what no retry mends; ok again with
+    the next success. Keeps the last failure's detail for the status."""
+
+    def __init__(self, health: Health, fault_after: int):
+        self._health = health
+        self._fault_after = fault_after
+        self._failures = 0
+        self.last_error: str | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self._health.ok_now is False
+
+    def ok(self) -> None:
+        self._failures = 0
+        self.last_error = None
+        self._health.ok()
+
+    def failed(self, reason: str, detail: str, at_once: bool = False) -> None:
+        self._failures += 1
+        self.last_error = detail
+        if at_once or self._failures >= self._fault_after:
+            self._health.failed(reason, detail)
+
+
 def no_contacts(event_id: str) -> set[str]:
     """No SMS of this event went from memory (no modem is configured)."""
     return set()

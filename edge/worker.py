@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edge.errors import StorageError
 from edge.events import Event
-from edge.store import Store
+from edge.store import Delivery, Store
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,18 @@ class ThreadWorker:
         if store is None:
             raise StorageError(f"{self.part} worker: the event store cannot be opened")
         return store
+
+    def owed(self, transport: str, limit: int) -> tuple[Store, list[Delivery]] | None:
+        """For a transport's worker: the store and the oldest ``limit`` events
+        ``transport`` still owes, in seq order; None while the store cannot be read."""
+        store = self.store()
+        if store is None:
+            return None
+        try:
+            return store, store.pending_deliveries(transport, limit)
+        except StorageError as e:
+            log.warning("%s worker cannot read what it owes: %s", self.part, e)
+            return None
 
     def close_store(self) -> None:
         if self._store is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import socket
 import sqlite3
 import threading
@@ -190,8 +191,9 @@ def test_every_kind_has_a_contact_id_code_or_is_documented_as_not_sent():
     assert set(KIND_CODES) | NOT_SENT | {"fault", "recovered"} == set(KINDS)
     assert not set(KIND_CODES) & NOT_SENT
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| event | Contact ID |")[1].split("\n\n")[0]
     for kind in KINDS:
-        assert f"| `{kind}`" in readme, f"{kind} is not in the README's Contact ID table"
+        assert f"`{kind}`" in table, f"{kind} is not in the README's Contact ID table"
 
 
 # ---------------------------------------------------------------------- the daemon
@@ -276,7 +278,8 @@ def admcid(receiver: Receiver) -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize("protocol, key", [("tcp", None), ("udp", None), ("tcp", "aes128"),
                                            ("udp", "aes256"), ("tcp", "aes256")])
 def test_alarms_faults_and_heartbeats_reach_the_centre_with_their_codes(
-        make_site, wait_until, protocol, key):
+        make_site, wait_until, caplog, protocol, key):
+    caplog.set_level(logging.DEBUG)
     secret = KEYS.get(key)
     with Receiver(protocol, ACCOUNT, secret) as receiver:
         site = make_site(receiver.port, protocol=protocol, key=secret)
@@ -305,6 +308,8 @@ def test_alarms_faults_and_heartbeats_reach_the_centre_with_their_codes(
         assert [seq for seq, s in states.items() if s == "rejected"] == gate_open
         sia = site.status()["sia"]
         assert sia["ok"] is True and sia["pending"] == 0 and sia["last_error"] is None
+    if secret is not None:
+        assert not [r for r in caplog.records if secret in r.getMessage()]
 
 
 def test_null_messages_keep_an_idle_link_supervised(make_site, wait_until):
@@ -435,3 +440,78 @@ def test_nothing_is_lost_while_the_centre_is_down_across_a_restart(tmp_path, sho
              "fault": "354"}
     assert [c[1] for c in admcid(receiver)] == [codes[e.kind] for e in sent]
     assert [c[1] for c in admcid(receiver)].count("406") == 2  # one per silenced alarm
+
+
+# ---------------------------------------------------------------------- [sia] config
+
+def sia_problems(tmp_path: Path, keys: str) -> list[str]:
+    from edge import config
+    from edge.errors import ConfigError
+    text = SimSite(tmp_path / "var", None).text() + "\n[sia]\n" + keys
+    with pytest.raises(ConfigError) as caught:
+        config.parse(__import__("tomllib").loads(text), "config.toml")
+    return caught.value.problems
+
+
+GOOD = 'host = "127.0.0.1"\nport = 12000\naccount = "12AB"\n'
+
+
+@pytest.mark.parametrize("keys, line", [
+    ('host = "127.0.0.1"\nport = 12000\naccount = "12G4"\n',
+     "[sia] account: must be 3-16 hexadecimal digits"),
+    ('host = "127.0.0.1"\nport = 12000\naccount = "12"\n',
+     "[sia] account: must be 3-16 hexadecimal digits"),
+    ('host = "127.0.0.1"\nport = 12000\n', "[sia] account: missing (required)"),
+    (GOOD + 'protocol = "sctp"\n', "[sia] protocol: must be one of 'tcp', 'udp'"),
+    (GOOD + "receiver = 12\n", '[sia] receiver: must be 1-6 hexadecimal digits, written as '
+                               'a quoted string ("1")'),
+    (GOOD + 'line = "1234567"\n', "[sia] line: must be 1-6 hexadecimal digits"),
+    (GOOD + "port_s = 3\n", "[sia] port_s: unknown key"),
+    (GOOD.replace("12000", "0"), "[sia] port: must be from 1 to 65535"),
+    (GOOD + 'key_file = "sia.key"\n', "[sia] key_file: must be an absolute path"),
+    (GOOD + 'key_file = "/nonexistent/sia.key"\n',
+     "[sia] key_file: key file /nonexistent/sia.key does not exist"),
+])
+def test_a_bad_sia_table_is_refused_naming_the_key(tmp_path, keys, line):
+    lines = sia_problems(tmp_path, keys)
+    assert len(lines) == 1 and lines[0].startswith(f"config error: config.toml: {line}"), lines
+
+
+@pytest.mark.parametrize("content", ["0123456789ABCDE", "0123456789ABCDEF0",
+                                     "0123456789ABCDEG", "", "0123456789abcdef" * 3])
+def test_a_key_file_without_a_16_24_or_32_hex_key_is_refused_never_shown(tmp_path, content):
+    key_file = tmp_path / "sia.key"
+    key_file.write_text(content + "\n")
+    [line] = sia_problems(tmp_path, GOOD + f'key_file = "{key_file}"\n')
+    assert line.startswith("config error: config.toml: [sia] key_file: ")
+    assert "16, 24 or 32 hexadecimal characters" in line
+    assert not content or content not in line
+
+
+def test_a_good_sia_table_is_read(tmp_path):
+    from edge import config
+    key_file = tmp_path / "sia.key"
+    key_file.write_text(KEYS["aes192"] + "\n")
+    text = SimSite(tmp_path / "var", None).text() + "\n[sia]\n" + GOOD + \
+        f'protocol = "udp"\nreceiver = "1A"\nline = "2"\nkey_file = "{key_file}"\n'
+    cfg = config.parse(__import__("tomllib").loads(text))
+    assert cfg.sia == config.Sia(host="127.0.0.1", port=12000, protocol="udp",
+                                 account="12AB", receiver="1A", line="2", key_file=key_file,
+                                 supervision_s=60)
+    assert "sia" in cfg.transports
+
+
+def test_check_sends_a_link_test_to_the_centre(tmp_path, short_dir, cli):
+    with Receiver("tcp", ACCOUNT) as receiver:
+        site = SimSite(tmp_path / "var", short_dir / "c.sock",
+                       sia_keys={"host": "127.0.0.1", "port": receiver.port,
+                                 "account": ACCOUNT})
+        done = cli("check", config=site.write(tmp_path / "config.toml"))
+        assert receiver.events_of("NULL")
+    [line] = [line for line in done.stdout.splitlines() if " sia " in line]
+    assert line.startswith("✓ sia") and "link test acknowledged" in line
+
+    site.sia_keys = {**site.sia_keys, "port": free_port()}
+    done = cli("check", config=site.write(tmp_path / "config.toml"))
+    [line] = [line for line in done.stdout.splitlines() if " sia " in line]
+    assert line.startswith("✗ sia") and done.returncode == 1

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.config.table import Check
 from edge.errors import SiaError
+from edge.sia.crypto import read_key_file
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _E164_RE = re.compile(r"^\+[1-9][0-9]{7,14}$")
@@ -76,7 +77,6 @@ def sia_number(value: str | int) -> str | None:
 
 def sia_key_file(value: str) -> str | None:
     """An absolute path to a readable file holding a DC-09 AES key."""
-    from edge.sia.crypto import read_key_file  # the check reads the file; the key stays there
     if not os.path.isabs(value):
         return "must be an absolute path"
     try:

@@ -11,43 +11,23 @@ gate that sends in clear, or sends nothing to an alarm centre, never loads it.
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-import stat
 
 from edge.errors import SiaError
-
-log = logging.getLogger(__name__)
+from edge.secret_file import first_line
 
 KEY_RE = re.compile(r"[0-9A-Fa-f]{16}|[0-9A-Fa-f]{24}|[0-9A-Fa-f]{32}")
 BLOCK = 16
-# Far more than any key file: a wrong path pointing at a big file is not read whole.
-_MAX_KEY_FILE = 4096
 
 
 def read_key_file(path: str) -> bytes:
     """The key held by ``path`` (its first line, stripped). SiaError says what is wrong
-    without ever showing the file's content. Warns when every user may read it."""
-    try:
-        with open(path, "rb") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            head = file.read(_MAX_KEY_FILE)
-    except FileNotFoundError:
-        raise SiaError(f"{path} does not exist") from None
-    except IsADirectoryError:
-        raise SiaError(f"{path} is a directory") from None
-    except OSError as exc:
-        raise SiaError(f"{path} cannot be read: {exc.strerror}") from None
-    lines = head.splitlines()
-    key = lines[0].strip() if lines else b""
-    if not KEY_RE.fullmatch(key.decode("ascii", "replace")):
-        raise SiaError(f"{path} must hold 16, 24 or 32 hexadecimal characters "
+    without ever showing the file's content."""
+    key = first_line(path, "key file", SiaError)
+    if not KEY_RE.fullmatch(key):
+        raise SiaError(f"key file {path} must hold 16, 24 or 32 hexadecimal characters "
                        f"(the AES-128/192/256 key) on its first line")
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        log.warning("SIA key file %s is open to every user (mode %04o); chmod 600 or 640 it",
-                    path, stat.S_IMODE(mode))
-    return key
+    return key.encode("ascii")
 
 
 class AesCbc:

@@ -11,10 +11,11 @@ too many bytes without an answer.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
-from typing import Callable, Protocol, TypeVar
+from typing import Callable, Iterator, Protocol, TypeVar
 
 from edge.errors import SiaError
 from edge.sia.frame import frames
@@ -70,13 +71,35 @@ def _await_answer(sock: socket.socket, deadline: float,
             raise SiaError(f"the receiver sent {read} bytes and no answer to our message")
 
 
-class TcpLink:
-    """One TCP connection, kept open between exchanges (the NULL messages keep it alive)
-    and made again when it broke."""
+class _SocketLink:
+    """What both links share: the receiver's address, the socket, and the rule that an
+    attempt that failed closes it (the next starts afresh) and says why as a SiaError."""
 
     def __init__(self, host: str, port: int):
         self._address = (host, port)
         self._sock: socket.socket | None = None
+
+    @contextlib.contextmanager
+    def _attempt(self) -> Iterator[None]:
+        try:
+            yield
+        except SiaError:
+            self.close()
+            raise
+        except OSError as exc:  # refused, unreachable, no such name, a send timed out
+            self.close()
+            raise SiaError(f"{self._address[0]}:{self._address[1]}: "
+                           f"{exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class TcpLink(_SocketLink):
+    """One TCP connection, kept open between exchanges (the NULL messages keep it alive)
+    and made again when it broke."""
 
     def exchange(self, message: bytes, timeout: float,
                  accept: Callable[[bytes], A | None]) -> A:
@@ -85,7 +108,6 @@ class TcpLink:
         try:
             return self._exchange(message, deadline, accept)
         except _Closed:
-            self.close()
             if not reused:
                 raise
         # A connection kept open can have been closed by the receiver meanwhile (some
@@ -94,7 +116,7 @@ class TcpLink:
 
     def _exchange(self, message: bytes, deadline: float,
                   accept: Callable[[bytes], A | None]) -> A:
-        try:
+        with self._attempt():
             sock = self._connected(deadline)
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
             try:
@@ -102,12 +124,6 @@ class TcpLink:
             except (BrokenPipeError, ConnectionResetError) as exc:
                 raise _Closed(f"cannot send: {exc.strerror}") from None
             return _await_answer(sock, deadline, accept)
-        except SiaError:
-            self.close()
-            raise
-        except OSError as exc:  # refused, unreachable, a send timed out
-            self.close()
-            raise SiaError(f"{self._where()}: {exc.strerror or exc}") from None
 
     def _usable(self) -> bool:
         """Whether the kept connection may carry the next message: it has nothing unread
@@ -128,36 +144,17 @@ class TcpLink:
             self._sock = socket.create_connection(self._address, timeout=remaining)
         return self._sock
 
-    def _where(self) -> str:
-        return f"{self._address[0]}:{self._address[1]}"
 
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-
-class UdpLink:
+class UdpLink(_SocketLink):
     """A connected UDP socket: the kernel passes us only the receiver's datagrams."""
-
-    def __init__(self, host: str, port: int):
-        self._address = (host, port)
-        self._sock: socket.socket | None = None
 
     def exchange(self, message: bytes, timeout: float,
                  accept: Callable[[bytes], A | None]) -> A:
         deadline = time.monotonic() + timeout
-        try:
+        with self._attempt():
             sock = self._connected()
             sock.send(message)
             return _await_answer(sock, deadline, accept)
-        except SiaError:
-            self.close()
-            raise
-        except OSError as exc:  # no route, name not found, the port refused (ICMP)
-            self.close()
-            raise SiaError(f"{self._address[0]}:{self._address[1]}: "
-                           f"{exc.strerror or exc}") from None
 
     def _connected(self) -> socket.socket:
         if self._sock is None:
@@ -172,8 +169,3 @@ class UdpLink:
                 raise
             self._sock = sock
         return self._sock
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None

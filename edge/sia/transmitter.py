@@ -11,9 +11,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Callable
 
-from edge.sia.crypto import AesCbc
-from edge.sia.frame import NAK, SEQUENCE_MAX, Answer, Header, message, parse_answer
-from edge.sia.link import Link
+from edge.errors import SiaError
+from edge.config import Sia
+from edge.sia.crypto import AesCbc, read_key_file
+from edge.sia.frame import ACK, NAK, NULL, RSP, SEQUENCE_MAX, Answer, Header, message, \
+    parse_answer
+from edge.sia.link import Link, open_link
 
 
 class Sequence:
@@ -62,3 +65,29 @@ class Transmitter:
 
     def close(self) -> None:
         self._link.close()
+
+
+def open_transmitter(sia: Sia, now: Callable[[], dt.datetime], timeout_s: float
+                     ) -> Transmitter:
+    """The transmitter [sia] describes. SiaError when its key file is unusable,
+    ImportError when a key is set and the cryptography library is missing."""
+    cipher = AesCbc(read_key_file(str(sia.key_file))) if sia.key_file is not None else None
+    return Transmitter(open_link(sia.protocol, sia.host, sia.port),
+                       Header(sia.account, sia.receiver, sia.line), cipher, now, timeout_s)
+
+
+def probe(sia: Sia, timeout_s: float) -> str | None:
+    """Whether the receiver acknowledges a NULL message (`edge-alarm check`): None when it
+    does, else why not."""
+    try:
+        transmitter = open_transmitter(sia, lambda: dt.datetime.now(dt.timezone.utc),
+                                       timeout_s)
+    except (SiaError, ImportError) as e:
+        return str(e)
+    try:
+        answer = transmitter.send(NULL, 1, "]")
+    except SiaError as e:
+        return str(e)
+    finally:
+        transmitter.close()
+    return None if answer.token in (ACK, RSP) else f"the receiver answered {answer.token}"

@@ -26,13 +26,11 @@ import random
 from typing import Callable
 
 from edge.config import Config, Sia
-from edge.errors import SiaError, StorageError
-from edge.port import WorkerPort
+from edge.errors import SiaError
+from edge.port import FailureStreak, WorkerPort
 from edge.sia.contact_id import contact_id
-from edge.sia.crypto import AesCbc, read_key_file
-from edge.sia.frame import ACK, ADM_CID, DUH, NULL, RSP, Header
-from edge.sia.link import open_link
-from edge.sia.transmitter import Sequence, Transmitter
+from edge.sia.frame import ACK, ADM_CID, DUH, NULL, RSP
+from edge.sia.transmitter import Sequence, Transmitter, open_transmitter
 from edge.store import Delivery, Store
 from edge.uplink.backoff import MAX_DELAY_S, next_delay
 from edge.worker import IDLE_WAIT_S, ThreadWorker
@@ -65,9 +63,7 @@ class SiaWorker(ThreadWorker):
         self.port = port
         self._exchange_s = exchange_s
         self._rng = rng
-        self._health = port.health(SIA)
-        self._last_error: str | None = None
-        self._failures = 0
+        self._streak = FailureStreak(port.health(SIA), FAULT_AFTER_FAILURES)
         self._transmitter: Transmitter | None = None
         self._sequence = Sequence()
         # The event being sent and its DC-09 number: a retry keeps the number.
@@ -79,7 +75,7 @@ class SiaWorker(ThreadWorker):
 
     def status(self) -> dict:
         # ok until it fails: the link counts as working before its first exchange.
-        return {"ok": self._health.ok_now is not False, "last_error": self._last_error}
+        return {"ok": not self._streak.failing, "last_error": self._streak.last_error}
 
     # ------------------------------------------------------------------ worker thread
 
@@ -92,14 +88,10 @@ class SiaWorker(ThreadWorker):
         transmitter = self._ensure_transmitter()
         if transmitter is None:
             return SETUP_RETRY_S
-        store = self.store()
-        if store is None:
+        owed = self.owed(SIA, LOOK_AHEAD)
+        if owed is None:
             return IDLE_WAIT_S
-        try:
-            rows = store.pending_deliveries(SIA, LOOK_AHEAD)
-        except StorageError as e:
-            log.warning("sia cannot read its queue: %s", e)
-            return IDLE_WAIT_S
+        store, rows = owed
         if rows:
             return self._deliver(store, transmitter, rows)
         return self._supervise(transmitter)
@@ -107,20 +99,13 @@ class SiaWorker(ThreadWorker):
     def _ensure_transmitter(self) -> Transmitter | None:
         if self._transmitter is not None:
             return self._transmitter
-        cipher = None
-        if self.sia.key_file is not None:
-            try:
-                cipher = AesCbc(read_key_file(str(self.sia.key_file)))
-            except SiaError as e:
-                self._set_failed("misconfigured", f"key file {e}", at_once=True)
-                return None
-            except ImportError as e:  # a hand-made venv without the library
-                self._set_failed("misconfigured", f"AES needs the cryptography library: {e}",
-                                 at_once=True)
-                return None
-        header = Header(self.sia.account, self.sia.receiver, self.sia.line)
-        link = open_link(self.sia.protocol, self.sia.host, self.sia.port)
-        self._transmitter = Transmitter(link, header, cipher, self._utc_now, self._exchange_s)
+        try:
+            self._transmitter = open_transmitter(self.sia, self._utc_now, self._exchange_s)
+        except SiaError as e:
+            self._streak.failed("misconfigured", f"key file {e}", at_once=True)
+        except ImportError as e:  # a hand-made venv without the library
+            self._streak.failed("misconfigured",
+                                f"AES needs the cryptography library: {e}", at_once=True)
         return self._transmitter
 
     def _deliver(self, store: Store, transmitter: Transmitter, rows: list[Delivery]) -> float:
@@ -148,13 +133,13 @@ class SiaWorker(ThreadWorker):
         self._sent()
         if answer.token in (ACK, RSP):
             store.mark_accepted(SIA, [event.seq], answer.token, self._now())
-            self._set_ok()
+            self._streak.ok()
         elif answer.token == DUH and head.attempts + 1 >= DUH_LIMIT:
             store.mark_rejected(SIA, event.seq, DUH, self._now())
             log.error("alarm centre cannot take event %s (seq %d, %s) after %d attempts; "
                       "set aside", event.id, event.seq, event.kind, DUH_LIMIT)
-            self._set_failed("refused", f"event {event.id} ({event.kind}) answered DUH",
-                             at_once=True)
+            self._streak.failed("refused", f"event {event.id} ({event.kind}) answered DUH",
+                                at_once=True)
         elif answer.token == DUH:
             self._retry(store, head, "refused", "the receiver answered DUH")
         else:
@@ -167,7 +152,7 @@ class SiaWorker(ThreadWorker):
         store.mark_retry(SIA, [head.event.seq], detail[:60], self._now() + delay)
         log.warning("alarm centre did not take event seq %d (%s); retry in %.1f s",
                     head.event.seq, detail, delay)
-        self._set_failed(reason, detail)
+        self._streak.failed(reason, detail)
 
     def _supervise(self, transmitter: Transmitter) -> float:
         """A NULL message when the link has been idle for supervision_s (sooner, with
@@ -186,11 +171,11 @@ class SiaWorker(ThreadWorker):
         self._sent()
         if failure is None:
             self._null_failures = 0
-            self._set_ok()
+            self._streak.ok()
         else:
             self._null_failures += 1
             log.warning("alarm centre link test failed: %s", failure)
-            self._set_failed("unreachable", failure)
+            self._streak.failed("unreachable", failure)
             retry = next_delay(self._null_failures, None, rng=self._rng)
             self._null_due = self.port.clock.monotonic() + min(self.sia.supervision_s, retry)
         return 0
@@ -204,14 +189,3 @@ class SiaWorker(ThreadWorker):
 
     def _utc_now(self) -> dt.datetime:
         return self.port.clock.now().astimezone(dt.timezone.utc)
-
-    def _set_ok(self) -> None:
-        self._failures = 0
-        self._last_error = None
-        self._health.ok()
-
-    def _set_failed(self, reason: str, detail: str, at_once: bool = False) -> None:
-        self._failures += 1
-        self._last_error = detail
-        if at_once or self._failures >= FAULT_AFTER_FAILURES:
-            self._health.failed(reason, detail)

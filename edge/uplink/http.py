@@ -17,7 +17,6 @@ import email.utils
 import json
 import logging
 import os
-import stat
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ import urllib3
 from requests.auth import AuthBase
 
 from edge.errors import UplinkError
+from edge.secret_file import first_line
 from edge.uplink.backoff import MAX_DELAY_S
 from edge.uplink.deadline import DeadlineAdapter, RequestDeadline
 
@@ -286,21 +286,9 @@ def _innermost(exc: BaseException) -> BaseException:
 
 
 def _read_token(path: str) -> str:
-    """The first line of ``path``, stripped. Warns when other users may read the file;
-    group read is normal (root:edge-alarm 0640). Nothing here ever shows the token."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            token = file.readline().strip()
-    except FileNotFoundError:
-        raise UplinkError(f"token file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise UplinkError(f"token file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise UplinkError(f"token file {path} cannot be read: {exc.strerror}") from None
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        log.warning("token file %s is open to every user (mode %04o); "
-                    "chmod 600 or 640 it", path, stat.S_IMODE(mode))
+    """The first line of ``path``, stripped (edge.secret_file). Nothing here ever shows
+    the token."""
+    token = first_line(path, "token file", UplinkError)
     if not token:
         raise UplinkError(f"token file {path} is empty: its first line must hold the token")
     if not all(33 <= ord(ch) <= 126 for ch in token):

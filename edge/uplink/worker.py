@@ -20,7 +20,7 @@ from typing import Any, Callable
 from edge.config import Config
 from edge.errors import StorageError, UplinkError
 from edge.events import Event
-from edge.port import WorkerPort
+from edge.port import FailureStreak, WorkerPort
 from edge.routing import UPLINK, snapshot_wanted
 from edge.store import Delivery, Store
 from edge.uplink.backoff import MAX_DELAY_S, next_delay
@@ -51,10 +51,9 @@ class UplinkWorker(ThreadWorker):
         self.port = port
         self._client = client
         self._rng = rng
-        self._failures = 0
         self._single_through = 0  # after a batch was rejected: one by one up to this seq
-        self._health = port.health(self.part)  # failing with the uplink fault
-        self._last_error: str | None = None
+        # Failing with the uplink fault.
+        self._streak = FailureStreak(port.health(self.part), FAULT_AFTER_FAILURES)
         self._pictures_retry_at = 0.0
         self._picture_attempts = 0
         # (seq, monotonic time) of the event first found waiting for its picture: the
@@ -65,7 +64,7 @@ class UplinkWorker(ThreadWorker):
 
     def status(self) -> dict:
         # ok until it fails: the uplink counts as working before its first request.
-        return {"ok": self._health.ok_now is not False, "last_error": self._last_error}
+        return {"ok": not self._streak.failing, "last_error": self._streak.last_error}
 
     def reload(self) -> None:
         """SIGHUP: read the token file again (or, if it was unusable at start, try the
@@ -94,7 +93,7 @@ class UplinkWorker(ThreadWorker):
         except UplinkError as e:
             # No token, no CA file: nothing can go until someone fixes the files, so
             # the fault is raised now rather than after FAULT_AFTER_FAILURES tries.
-            self._set_failed("misconfigured", str(e), at_once=True)
+            self._streak.failed("misconfigured", str(e), at_once=True)
             return None
         return self._client
 
@@ -102,14 +101,10 @@ class UplinkWorker(ThreadWorker):
         client = self._ensure_client()
         if client is None:
             return CLIENT_RETRY_S
-        store = self.store()
-        if store is None:
+        owed = self.owed(UPLINK, BATCH_MAX_EVENTS)
+        if owed is None:
             return IDLE_WAIT_S
-        try:
-            rows = store.pending_deliveries(UPLINK, BATCH_MAX_EVENTS)
-        except StorageError as e:
-            log.warning("uplink cannot read the outbox: %s", e)
-            return IDLE_WAIT_S
+        store, rows = owed
         now = self._now()
         # Events first: a picture PUT (a megabyte over a slow mobile link) never holds
         # up an alarm; pictures go one per step while no event can be sent.
@@ -127,7 +122,7 @@ class UplinkWorker(ThreadWorker):
         status = str(result.status) if result.status is not None else result.detail[:60]
         if result.outcome == ACCEPTED:
             store.mark_accepted(UPLINK, seqs, status, self._now())
-            self._set_ok()
+            self._streak.ok()
         elif result.outcome == REJECTED and refuses_the_events(result):
             if len(batch) > 1:
                 # Which event offends is unknown: send these one by one to find out.
@@ -137,8 +132,8 @@ class UplinkWorker(ThreadWorker):
                 store.mark_rejected(UPLINK, event.seq, status, self._now())
                 log.error("platform rejected event %s (seq %d, %s): %s", event.id, event.seq,
                           event.kind, result.detail)
-                self._set_failed("rejected", f"event {event.id}: {result.detail}",
-                                 at_once=True)
+                self._streak.failed("rejected", f"event {event.id}: {result.detail}",
+                                    at_once=True)
         else:
             attempts = max(a for _, a, _ in batch) + 1
             delay = next_delay(attempts, result.retry_after_s, rng=self._rng)
@@ -146,11 +141,11 @@ class UplinkWorker(ThreadWorker):
             if result.outcome == REJECTED:
                 log.error("platform refuses this device (%s); the events wait, retry in "
                           "%.1f s", result.detail, delay)
-                self._set_failed("misconfigured", result.detail, at_once=True)
+                self._streak.failed("misconfigured", result.detail, at_once=True)
             else:
                 log.warning("platform did not take %d event(s) (%s); retry in %.1f s",
                             len(seqs), result.detail, delay)
-                self._set_failed("unreachable", result.detail)
+                self._streak.failed("unreachable", result.detail)
         return 0
 
     def _picture_wait(self, event: Event, now: float) -> float:
@@ -229,14 +224,3 @@ class UplinkWorker(ThreadWorker):
 
     def _now(self) -> float:
         return self.port.clock.now().timestamp()
-
-    def _set_ok(self) -> None:
-        self._failures = 0
-        self._last_error = None
-        self._health.ok()
-
-    def _set_failed(self, reason: str, detail: str, at_once: bool = False) -> None:
-        self._failures += 1
-        self._last_error = detail
-        if at_once or self._failures >= FAULT_AFTER_FAILURES:
-            self._health.failed(reason, detail)
