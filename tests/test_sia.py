@@ -115,6 +115,10 @@ def test_the_frame_buffer_stays_bounded_whatever_arrives():
         assert frames(buffer) == [] and len(buffer) <= MAX_FRAME + 1
     buffer += b"\r\nGOOD\r"
     assert frames(buffer) == [b"GOOD"]
+    buffer += b"junk\n\x00junk\nFIRST\r\rjunk\nSEC"
+    assert frames(buffer) == [b"FIRST"] and buffer == b"\nSEC"
+    buffer += b"OND\r"
+    assert frames(buffer) == [b"SECOND"] and buffer == b""
 
 
 # ---------------------------------------------------------------------- the link, hostile

@@ -64,7 +64,7 @@ def command_pin(value: str | int) -> str | None:
 
 
 sia_account = matching(re.compile(r"[0-9A-Fa-f]{3,16}"), "must be 3-16 hexadecimal digits")
-valid_host = matching(re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}"),
+valid_host = matching(re.compile(r"[A-Za-z0-9:][A-Za-z0-9.:-]{0,252}"),
                       "must be a host name or an IP address")
 
 

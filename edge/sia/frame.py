@@ -93,24 +93,22 @@ class Answer:
 
 
 def frames(buffer: bytearray) -> list[bytes]:
-    """Take the complete frames (the bytes between an LF and the next CR) out of
-    ``buffer``; what precedes an LF is dropped, and an unfinished frame longer than
-    MAX_FRAME too, so the buffer never holds more than MAX_FRAME + 1 bytes after this."""
+    """Take the complete frames out of ``buffer``: the bytes between a CR and the last LF
+    before it (so garbage with stray LFs before an answer does not swallow it). What
+    cannot begin a frame is dropped, and an unfinished one longer than MAX_FRAME too: the
+    buffer never holds more than MAX_FRAME + 1 bytes after this."""
     out: list[bytes] = []
-    while True:
-        start = buffer.find(b"\n")
-        if start < 0:
-            buffer.clear()
-            return out
-        del buffer[:start]
-        end = buffer.find(b"\r", 1, MAX_FRAME + 2)
-        if end < 0:
-            if len(buffer) > MAX_FRAME + 1:
-                del buffer[:1]  # an endless frame: look for the next LF instead
-                continue
-            return out
-        out.append(bytes(buffer[1:end]))
+    while (end := buffer.find(b"\r")) >= 0:
+        start = buffer.rfind(b"\n", 0, end)
+        if start >= 0 and end - start - 1 <= MAX_FRAME:
+            out.append(bytes(buffer[start + 1:end]))
         del buffer[:end + 1]
+    start = buffer.rfind(b"\n")
+    if start < 0 or len(buffer) - start > MAX_FRAME + 1:
+        buffer.clear()
+    else:
+        del buffer[:start]
+    return out
 
 
 def parse_answer(raw: bytes, sequence: int, account: str, cipher: AesCbc | None
