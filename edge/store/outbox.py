@@ -67,6 +67,14 @@ class SmsOutbox(StoreFile):
                 "UPDATE sms SET due=due+?, next_try=CASE WHEN next_try > 0 THEN next_try+? "
                 "ELSE 0 END WHERE state IN ('pending','waiting')", (step_s, step_s)).rowcount
 
+    def retry_sms_now(self, now: float) -> int:
+        """SMS waiting to be retried are due at ``now``: the modem that failed them can
+        send again, and a backoff grown through a long outage must not hold an alarm's SMS
+        back for minutes more. Returns how many rows moved."""
+        with self._transaction() as c:
+            return c.execute("UPDATE sms SET next_try=? WHERE state='pending' AND next_try > ?",
+                             (now, now)).rowcount
+
     @reads
     def next_sms_due(self) -> float | None:
         row = self._conn.execute(
