@@ -93,7 +93,7 @@ SMS_TEXT = st.one_of(
              max_size=12).map("".join))
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(text=SMS_TEXT)
 def test_any_text_is_a_command_or_none(text):
     assert parse_command(text) in (None, "status", "silence", "acknowledge")
@@ -280,7 +280,8 @@ def base_config(tmp_path_factory) -> tuple[dict, Path]:
     return doc, tmp
 
 
-@settings(max_examples=600, deadline=None)
+@pytest.mark.reliability
+@settings(max_examples=400, deadline=None)
 @given(data=st.data())
 def test_any_config_table_is_a_config_or_config_error_lines(base_config, data):
     base, _ = base_config
@@ -305,7 +306,8 @@ def test_a_key_that_would_break_the_line_is_named_on_one_line(base_config, key):
     assert len(refused.value.problems) == 2
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.reliability
+@settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_any_config_file_is_a_config_or_config_error_lines(base_config, data):
     """Through the file: the TOML as written (a mutation may make it unreadable), or any
