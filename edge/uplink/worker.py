@@ -105,6 +105,7 @@ class UplinkWorker(ThreadWorker):
         store = self.store()
         if store is None:
             return IDLE_WAIT_S
+        self.port.clock_steps.follow(store)  # a backoff keeps its length across a step
         try:
             rows = store.pending_deliveries(UPLINK, BATCH_MAX_EVENTS)
         except StorageError as e:
