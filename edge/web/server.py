@@ -182,7 +182,8 @@ class GuardPage:
         if self.publisher.watchers >= MAX_STREAMS:
             raise _error(web.HTTPServiceUnavailable, f"已有 {MAX_STREAMS} 个页面在看 "
                                                      f"{MAX_STREAMS} pages are watching")
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; "
+                                                               "charset=utf-8",
                                                "Cache-Control": "no-store"})
         with self.publisher.watching():
             await response.prepare(request)
