@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import http.client
+import io
 import json
 import threading
 from pathlib import Path
@@ -260,21 +261,31 @@ def hand_made_store(tmp_path: Path, pictures: dict[str, Path]) -> dict[str, int]
 
 def test_snapshots_are_served_only_from_the_snapshot_directory(tmp_path, short_dir):
     config = write_site(tmp_path, short_dir, listen=f"127.0.0.1:{free_port()}")
+    from PIL import Image
+
     day = tmp_path / "var" / "snapshots" / "2026-12-03"
     day.mkdir(parents=True)
-    (day / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    Image.new("RGB", (1280, 960), "red").save(day / "a.jpg", "JPEG")
+    (day / "broken.jpg").write_bytes(b"\xff\xd8\xff not a picture")
     secret = tmp_path / "var" / "secret.jpg"
     secret.write_bytes(b"not yours")
     (day / "link.jpg").symlink_to(secret)
-    seqs = hand_made_store(tmp_path, {"inside": day / "a.jpg", "outside": secret,
+    seqs = hand_made_store(tmp_path, {"inside": day / "a.jpg", "broken": day / "broken.jpg",
+                                      "outside": secret,
                                       "dotdot": day / ".." / ".." / "secret.jpg",
                                       "link": day / "link.jpg"})
     with page_in_process(config) as url:
         inside = requests.get(f"{url}/snapshot/{seqs['inside']}", timeout=5)
-        assert inside.status_code == 200 and inside.content == b"\xff\xd8\xff"
+        assert inside.status_code == 200 and inside.content == (day / "a.jpg").read_bytes()
         assert inside.headers["Content-Type"] == "image/jpeg"
+        thumbnail = requests.get(f"{url}/thumbnail/{seqs['inside']}", timeout=5)
+        assert thumbnail.headers["Content-Type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(thumbnail.content)).size == (320, 240)
+        assert requests.get(f"{url}/thumbnail/{seqs['broken']}", timeout=5).status_code == 404
         for name in ("outside", "dotdot", "link"):
-            assert requests.get(f"{url}/snapshot/{seqs[name]}", timeout=5).status_code == 404
+            for kind in ("snapshot", "thumbnail"):
+                assert requests.get(f"{url}/{kind}/{seqs[name]}", timeout=5).status_code \
+                    == 404, (name, kind)
         for path in ("/snapshot/../secret.jpg", "/snapshot/%2e%2e%2fsecret.jpg",
                      "/snapshot/..%2f..%2fconfig.toml", "/snapshot/1/../../config.toml",
                      "/snapshot/-1", "/snapshot/99999", "/snapshot/1.jpg",
@@ -284,6 +295,7 @@ def test_snapshots_are_served_only_from_the_snapshot_directory(tmp_path, short_d
         events = requests.get(f"{url}/api/state", timeout=5).json()["events"]
         assert [e["seq"] for e in events] == sorted(seqs.values(), reverse=True)
         assert events[-1]["snapshot"] == f"/snapshot/{seqs['inside']}"
+        assert events[-1]["thumbnail"] == f"/thumbnail/{seqs['inside']}"
         assert "text: <b>inside</b>\\u202e" in events[-1]["detail"]
 
 

@@ -208,6 +208,16 @@ class GuardPage:
         return web.FileResponse(path, headers={"Content-Type": "image/jpeg",
                                                "Cache-Control": "private, max-age=86400"})
 
+    async def thumbnail(self, request: web.Request) -> web.Response:
+        self._require_read(request)
+        seq = int(request.match_info["seq"])
+        loop = asyncio.get_running_loop()
+        jpeg = await loop.run_in_executor(self.executor, self.reader.thumbnail, seq)
+        if jpeg is None:
+            raise _error(web.HTTPNotFound, "没有这张照片 no such picture")
+        return web.Response(body=jpeg, content_type="image/jpeg",
+                            headers={"Cache-Control": "private, max-age=86400"})
+
     # ------------------------------------------------------------------ login
 
     async def login(self, request: web.Request) -> web.Response:
@@ -293,6 +303,7 @@ class GuardPage:
         app.router.add_get("/api/state", self.state)
         app.router.add_get("/api/stream", self.stream)
         app.router.add_get(r"/snapshot/{seq:\d{1,12}}", self.snapshot)
+        app.router.add_get(r"/thumbnail/{seq:\d{1,12}}", self.thumbnail)
         app.router.add_post("/api/login", self.login)
         app.router.add_post("/api/logout", self.logout)
         app.router.add_post("/api/silence", self.silence)

@@ -21,6 +21,7 @@ from edge.safe_text import safe_text
 from edge.status_doc import InputStatus, StatusDoc
 from edge.store import Reach, Store
 from edge.web.advice import advice
+from edge.web.thumbnails import Thumbnails
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class PageReader:
         self.cfg = cfg
         self._store: Store | None = None
         self._inode = 0
+        self._thumbnails = Thumbnails()
 
     def document(self, now: dt.datetime | None = None) -> dict[str, Any]:
         now = now or dt.datetime.now(self.cfg.site.tz)
@@ -107,6 +109,10 @@ class PageReader:
         root = self.cfg.storage.snapshots_path.resolve()
         path = Path(recorded).resolve()
         return path if path.is_relative_to(root) and path.is_file() else None
+
+    def thumbnail(self, seq: int) -> bytes | None:
+        path = self.snapshot_file(seq)
+        return None if path is None else self._thumbnails.of(path)
 
     def close(self) -> None:
         if self._store is not None:
@@ -186,7 +192,8 @@ def _event(cfg: Config, event: Event, has_picture: bool) -> dict[str, Any]:
             "kind_en": event.kind.replace("_", " "), "subject": event.subject,
             "label": cfg.label_of(event.subject), "time": _local_time(cfg, event),
             "alarm": event.kind in ALARM_KINDS, "detail": " · ".join(details),
-            "snapshot": f"/snapshot/{event.seq}" if has_picture else None}
+            "snapshot": f"/snapshot/{event.seq}" if has_picture else None,
+            "thumbnail": f"/thumbnail/{event.seq}" if has_picture else None}
 
 
 def _local_time(cfg: Config, event: Event) -> str:

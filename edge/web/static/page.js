@@ -247,7 +247,7 @@ function drawEvents(events) {
       a.target = "_blank";
       a.rel = "noopener";
       const img = el("img");
-      img.src = e.snapshot;
+      img.src = e.thumbnail;
       img.alt = "照片 snapshot";
       img.loading = "lazy";
       a.append(img);
