@@ -102,6 +102,13 @@ def test_a_press_shows_on_the_page_within_a_second(guard_site, browser):
     shot = ARTIFACTS / "web-alarm.png"
     assert browser.save_screenshot(str(shot))
     print(f"screenshot of the page during the alarm: {shot}")
+    # On a phone: one column, nothing wider than the screen.
+    browser.set_window_size(412, 915)
+    assert browser.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth")
+    phone = ARTIFACTS / "web-alarm-phone.png"
+    assert browser.save_screenshot(str(phone))
+    print(f"the same on a phone's screen: {phone}")
     assert shown < 5
 
 

@@ -321,3 +321,30 @@ def test_the_stream_pushes_each_change_and_live_streams_are_bounded(guard_site):
             other.close()
     _wait_until(lambda: requests.get(f"{site.url}/api/stream", stream=True,
                                      timeout=10).status_code == 200, 10)
+
+
+def with_web(web: dict) -> dict:
+    """The smallest config there is, with this [web] table."""
+    return {"site": {"name": "a", "device_id": "a"}, "storage": {"path": "/tmp/a"},
+            "gpio": {"pin_factory": "mock"},
+            "panic_button": [{"name": "b", "label": "B", "pin": 17}], "web": web}
+
+
+@pytest.mark.parametrize("listen, local", [
+    ("127.0.0.1:8080", True), ("127.0.0.2:80", True), ("localhost:8080", True),
+    ("[::1]:8080", True), ("0.0.0.0:8080", False), ("[::]:8080", False),
+    ("192.168.1.50:8080", False)])
+def test_listen_addresses_and_whether_they_reach_beyond_this_machine(listen, local):
+    web = {"listen": listen, "password_file": "/etc/edge-alarm/web-password"}
+    assert config_mod.parse(with_web(web)).web.local is local
+
+
+@pytest.mark.parametrize("listen", ["8080", "gate-pi:8080", "127.0.0.1:0", "127.0.0.1:65536",
+                                    "127.0.0.1:http", "[::1:8080", ":8080"])
+def test_a_listen_address_that_is_none_is_refused(listen):
+    with pytest.raises(config_mod.ConfigError) as refused:
+        config_mod.parse(with_web({"listen": listen}))
+    assert refused.value.problems == [
+        f"config error: config.toml: [web] listen: {listen!r} is not \"ADDRESS:PORT\" "
+        "(\"127.0.0.1:8080\", \"0.0.0.0:8080\", \"[::]:8080\"): an IP address, and a port "
+        "from 1 to 65535"]

@@ -18,7 +18,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -31,6 +31,7 @@ from edge.web.auth import (SESSION_S, LoginLimiter, Password, Session, Sessions,
 from edge.web.view import PageReader
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLL_S = 0.5  # the daemon's status and the store, while a page watches
 MAX_STREAMS = 16  # live pages at once; more are refused (503) until one closes
@@ -45,6 +46,7 @@ COOKIE = "edge_alarm_session"
 CSRF_HEADER = "X-CSRF-Token"
 STATIC = {"/": ("index.html", "text/html"), "/page.js": ("page.js", "text/javascript"),
           "/page.css": ("page.css", "text/css")}
+PICTURE_CACHING = "private, max-age=86400"  # a picture of an event never changes
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
                                "img-src 'self'; connect-src 'self'; form-action 'self'; "
@@ -199,24 +201,23 @@ class GuardPage:
         return response
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
-        self._require_read(request)
-        seq = int(request.match_info["seq"])
-        loop = asyncio.get_running_loop()
-        path = await loop.run_in_executor(self.executor, self.reader.snapshot_file, seq)
-        if path is None:
-            raise _error(web.HTTPNotFound, "没有这张照片 no such picture")
+        path = await self._picture(request, self.reader.snapshot_file)
         return web.FileResponse(path, headers={"Content-Type": "image/jpeg",
-                                               "Cache-Control": "private, max-age=86400"})
+                                               "Cache-Control": PICTURE_CACHING})
 
     async def thumbnail(self, request: web.Request) -> web.Response:
+        jpeg = await self._picture(request, self.reader.thumbnail)
+        return web.Response(body=jpeg, content_type="image/jpeg",
+                            headers={"Cache-Control": PICTURE_CACHING})
+
+    async def _picture(self, request: web.Request, find: Callable[[int], T | None]) -> T:
+        """What ``find`` (on the reader's thread) has for the event number in the path."""
         self._require_read(request)
         seq = int(request.match_info["seq"])
-        loop = asyncio.get_running_loop()
-        jpeg = await loop.run_in_executor(self.executor, self.reader.thumbnail, seq)
-        if jpeg is None:
+        found = await asyncio.get_running_loop().run_in_executor(self.executor, find, seq)
+        if found is None:
             raise _error(web.HTTPNotFound, "没有这张照片 no such picture")
-        return web.Response(body=jpeg, content_type="image/jpeg",
-                            headers={"Cache-Control": "private, max-age=86400"})
+        return found
 
     # ------------------------------------------------------------------ login
 
