@@ -134,6 +134,15 @@ def test_a_page_bound_to_this_machine_answers_only_to_its_names(tmp_path, short_
             == 421
 
 
+def test_the_page_runs_with_neither_daemon_nor_store(tmp_path, short_dir):
+    config = write_site(tmp_path, short_dir, listen=f"127.0.0.1:{free_port()}")
+    with page_in_process(config) as url:
+        state = requests.get(f"{url}/api/state", timeout=5).json()
+    assert not state["daemon"]["ok"] and not state["store"]["ok"]
+    assert "events.db" in state["store"]["error"] and state["events"] == []
+    assert [i["state_en"] for i in state["inputs"]] == ["unknown"] * 3
+
+
 # ------------------------------------------------------------------ login
 
 def test_logins_are_limited_per_client_and_from_everyone(tmp_path, short_dir):
@@ -291,8 +300,13 @@ def test_snapshots_are_served_only_from_the_snapshot_directory(tmp_path, short_d
                      "/snapshot/-1", "/snapshot/99999", "/snapshot/1.jpg",
                      "/snapshot/" + "9" * 13, "/static/../config.toml"):
             assert raw(url, "GET", path).status == 404, path
-        # The day's events, newest first, with what strangers wrote shown escaped.
-        events = requests.get(f"{url}/api/state", timeout=5).json()["events"]
+        # No daemon runs: the page says so, and still shows the day's events, newest
+        # first, with what strangers wrote shown escaped.
+        state = requests.get(f"{url}/api/state", timeout=5).json()
+        assert state["daemon"]["ok"] is False and "no edge-alarm daemon" in \
+            state["daemon"]["error"]
+        assert state["store"]["ok"] and state["alarm"]["active"] is False
+        events = state["events"]
         assert [e["seq"] for e in events] == sorted(seqs.values(), reverse=True)
         assert events[-1]["snapshot"] == f"/snapshot/{seqs['inside']}"
         assert events[-1]["thumbnail"] == f"/thumbnail/{seqs['inside']}"

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, TypeVar
@@ -97,7 +97,7 @@ class Publisher:
         self._wake.set()
 
     @contextlib.contextmanager
-    def watching(self) -> Any:
+    def watching(self) -> Iterator[None]:
         self.watchers += 1
         self.poke()
         try:
@@ -108,11 +108,11 @@ class Publisher:
     async def next(self, seen: int, timeout: float) -> tuple[str | None, int]:
         """The document of a version after ``seen`` and its version; (None, seen) when
         none came within ``timeout``."""
-        if self.version == seen or self.text is None:
+        if self.version == seen:  # (version 0: nothing read yet)
             changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout)
-        if self.version == seen or self.text is None:
+        if self.version == seen:
             return None, seen
         return self.text, self.version
 
