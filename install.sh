@@ -26,13 +26,14 @@ Modes:
   (none)        install or upgrade the daemon (as root, on the Pi): apt packages, the
                 system user $APP, a venv in /opt/$APP/venv, the config template
                 and an empty token in /etc/$APP (both kept if present), the systemd
-                unit and the udev rule for the modem; then runs \`$APP check\`, and
+                units ($APP; $APP-web, the guard-room page, never enabled here)
+                and the udev rule for the modem; then runs \`$APP check\`, and
                 enables and (re)starts $APP only when check accepts the config: never
                 on the template's placeholders, which are to be edited first.
   --dev         a development venv in .venv of this checkout: the package editable,
                 with the test extras; installs with apt only what is missing
                 (python3-venv, libgammu-dev, pkg-config, gcc, python3-dev).
-  --uninstall   stop and remove the unit, the udev rule and /opt/$APP; keeps
+  --uninstall   stop and remove the units, the udev rule and /opt/$APP; keeps
                 /etc/$APP (config, token) and /var/lib/$APP (events, snapshots).
   --purge       as --uninstall, and also removes /etc/$APP, /var/lib/$APP
                 and the user $APP.
@@ -88,6 +89,7 @@ readonly VENV=$OPT_DIR/venv
 readonly ETC_DIR=/etc/$APP
 readonly DATA_DIR=/var/lib/$APP
 readonly UNIT=/etc/systemd/system/$APP.service
+readonly WEB_UNIT=/etc/systemd/system/$APP-web.service
 readonly UDEV_RULE=/etc/udev/rules.d/99-$APP-modem.rules
 readonly BIN_LINK=/usr/local/bin/$APP
 
@@ -293,8 +295,10 @@ install_system() {
     keep_or_create /dev/null "$ETC_DIR/token"
 
     put_file "$SRC/systemd/$APP.service" 0644 "$UNIT"
+    # The guard-room page: installed, never enabled here (it needs [web] set first).
+    put_file "$SRC/systemd/$APP-web.service" 0644 "$WEB_UNIT"
     put_file "$SRC/systemd/99-$APP-modem.rules" 0644 "$UDEV_RULE"
-    say "installed $UNIT and $UDEV_RULE"
+    say "installed $UNIT, $WEB_UNIT (not enabled) and $UDEV_RULE"
 
     if have_systemd; then
         # Applies the modem rule to a modem that is already plugged in.
@@ -302,6 +306,8 @@ install_system() {
             warn "udevadm failed: replug the modem to get /dev/$APP-modem"
         fi
         systemctl daemon-reload
+        # A page already running (enabled by the admin) runs the new version.
+        systemctl try-restart "$APP-web.service" || warn "$APP-web did not restart"
     fi
     if ! config_accepted; then
         # The template's placeholders (school, device id, phone, platform) are refused:
@@ -373,8 +379,11 @@ uninstall_system() {
             say "stopping and disabling $APP"
             systemctl disable --now "$APP.service" || warn "could not stop $APP.service"
         fi
+        if have_systemd && [[ -e $WEB_UNIT ]]; then
+            systemctl disable --now "$APP-web.service" || warn "could not stop $APP-web.service"
+        fi
     fi
-    rm -f "$ROOT$UNIT" "$ROOT$UDEV_RULE"
+    rm -f "$ROOT$UNIT" "$ROOT$WEB_UNIT" "$ROOT$UDEV_RULE"
     if [[ -L $ROOT$BIN_LINK ]]; then
         rm -f "$ROOT$BIN_LINK"
     fi

@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--for", dest="for_", metavar="DURATION", default=None,
                    help="how long, e.g. 30m or 2h (default 30m)")
     s.add_argument("--by", metavar="NAME", default=None)
+    sub.add_parser("web", parents=[common], help="the guard-room page ([web]), until stopped")
     s = sub.add_parser("report", parents=[common], help="the day's summary")
     s.add_argument("--day", metavar="YYYY-MM-DD", default=None)
     s.add_argument("--csv", action="store_true")
@@ -247,6 +248,13 @@ def cmd_walktest(args) -> int:
     print(f"walk test on until {result['until']} (by {result['by']}): press each input"
           if result["active"] else "walk test off")
     return EXIT_OK
+
+
+def cmd_web(args) -> int:
+    cfg = config_mod.load(args.config)
+    _setup_logging()
+    from edge.web.server import run_web  # aiohttp: only this command needs it
+    return run_web(cfg)
 
 
 def cmd_report(args) -> int:

@@ -92,17 +92,18 @@ class SyncState:
         return 0 <= state != _TIME_ERROR
 
 
-class SmsDeadlines(Protocol):
-    """What ClockSteps moves: the outbox's wall-time deadlines (edge.store.Store)."""
+class WallDeadlines(Protocol):
+    """What ClockSteps moves: the store's wall-time deadlines (edge.store.Store)."""
 
-    def shift_sms_times(self, step_s: float) -> int: ...
+    def shift_wall_times(self, step_s: float) -> int: ...
 
 
 class ClockSteps:
     """Notices the wall clock being stepped against the monotonic one (NTP setting a Pi's
-    clock at boot, hours after the last saved time) and moves the outbox's wall-time
-    deadlines with it. One is shared by the threads that use those deadlines (the owner
-    before it stores an event, the SMS worker before it sends): the first to notice a step
+    clock at boot, hours after the last saved time) and moves the store's wall-time
+    deadlines (SMS fallbacks and retries, upload retries) with it. One is shared by the
+    threads that use those deadlines (the owner before it stores an event, the SMS worker
+    before it sends, the uplink worker before it uploads): the first to notice a step
     moves the deadlines, once, and rows created after it are left as they are."""
 
     def __init__(self, clock: Clock, threshold_s: float = 2.0):
@@ -111,21 +112,22 @@ class ClockSteps:
         self._lock = threading.Lock()
         self._wall_minus_mono: float | None = None
 
-    def follow(self, store: SmsDeadlines) -> None:
+    def follow(self, store: WallDeadlines) -> None:
         """Move the deadlines if the clock stepped since the last call. When the store
         refuses, the step is moved at the next call (by whichever thread makes it); the
-        caller goes on meanwhile: storing an event or sending an SMS needs no shift."""
+        caller goes on meanwhile: storing an event, sending an SMS or an upload needs no
+        shift."""
         with self._lock:
             offset = self._clock.now().timestamp() - self._clock.monotonic()
             step = 0.0 if self._wall_minus_mono is None else offset - self._wall_minus_mono
             if abs(step) >= self.threshold_s:
                 try:
-                    moved = store.shift_sms_times(step)
+                    moved = store.shift_wall_times(step)
                 except StorageError as e:
-                    log.warning("SMS deadlines not moved with a clock step yet: %s", e)
+                    log.warning("deadlines not moved with a clock step yet: %s", e)
                     return
-                log.warning("the clock was stepped by %+.0f s: %d SMS deadline(s) moved with "
-                            "it", step, moved)
+                log.warning("the clock was stepped by %+.0f s: %d SMS and upload deadline(s) "
+                            "moved with it", step, moved)
             self._wall_minus_mono = offset
 
 

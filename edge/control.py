@@ -45,6 +45,8 @@ FAULT_AFTER_FAILURES = 6
 # accept() errors about one connection that went away before it was taken: take the next.
 _CONNECTION_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
 DRILL_FOR_RANGE_S = (60, 86400)  # drill and walk test --for
+# How a silence on the socket was given (data.via): the CLI, or the guard-room page.
+SILENCE_VIA = ("cli", "web")
 
 Handler = Callable[[dict, str], object]  # (checked args, the caller's account) → result
 NoneType = type(None)
@@ -372,7 +374,10 @@ def daemon_handlers(daemon) -> dict[str, Command]:
 
     def silence(args, account):
         by = (args["by"] or "cli")[:64]
-        return [e.to_json() for e in call(daemon.silence, by, "cli", None, account)]
+        via = args["via"] or "cli"
+        if via not in SILENCE_VIA:
+            raise CommandRefused(f"silence: via must be one of {', '.join(SILENCE_VIA)}")
+        return [e.to_json() for e in call(daemon.silence, by, via, None, account)]
 
     def test_sms(args, account):
         sms = daemon.handoffs.direct_sms
@@ -402,7 +407,7 @@ def daemon_handlers(daemon) -> dict[str, Command]:
 
     return {"status": Command(status, {}),
             "sim": Command(sim, {"input": (str,), "state": (str,)}),
-            "silence": Command(silence, {"by": (str, NoneType)}),
+            "silence": Command(silence, {"by": (str, NoneType), "via": (str, NoneType)}),
             "test-sms": Command(test_sms, {"number": (str,), "text": (str,)}),
             "drill": Command(drill, {"on": (bool,), "for_s": (int, NoneType)}),
             "walktest": Command(walktest, {"on": (bool,), "for_s": (int, NoneType),

@@ -199,13 +199,29 @@ class SmsWorker(ThreadWorker):
         # Also list the inbox now and then: a +CMTI lost to line noise, or a modem that
         # refused every AT+CNMI, must not leave a SILENCE unread.
         self._scan_inbox = True
+        was_ok = self._health["ok"]
         health = self.modem.health()
         self._health = {"ok": health.ok, "signal": health.signal, "reason": health.reason,
                         "operator": health.operator}
         if health.ok:
             self._modem_health.ok()
+            if not was_ok:
+                self._retry_now()
         else:
             self._modem_health.failed(health.reason or "unhealthy", f"signal={health.signal}")
+
+    def _retry_now(self) -> None:
+        """The modem can send again: the SMS it failed wait no longer for their backoff."""
+        store = self.store()
+        if store is None:
+            return
+        try:
+            moved = store.retry_sms_now(self.port.clock.now().timestamp())
+        except StorageError as e:
+            log.warning("SMS retries not brought forward: %s", e)
+            return
+        if moved:
+            log.info("modem usable again: %d SMS retried now", moved)
 
     def _unhealthy(self, error: ModemError) -> None:
         health = self.modem.health_after(error)

@@ -7,6 +7,7 @@ by NTP neither lifts nor extends a limit), and holds at most MAX_SENDERS senders
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections import OrderedDict, deque
@@ -23,7 +24,6 @@ ALL_SENDERS = ""  # the key of limits that count every sender together
 PIN_MASK = "****"  # the same for any PIN, so not even its length shows
 
 _LEADING_DIGITS = re.compile(r"\s*(\d+)\s*")
-_DIGITS = re.compile(r"\d+")
 
 
 class RateWindow:
@@ -79,14 +79,21 @@ def pin_attempted(text: str) -> bool:
 
 def mask_pin(text: str, pin: str | None) -> str:
     """``text`` as it may be kept or shown: the digits where a PIN goes (right or wrong,
-    a near miss tells as much) and any digits holding the PIN become PIN_MASK."""
+    a near miss tells as much) and any digits holding the PIN become PIN_MASK. Digits are
+    whatever reads as one (full-width, superscript ²⁵⁸⁰, circled ②⑤⑧⓪): a reader sees
+    the PIN in those as well."""
     if pin is None:
         return text
     leading = _LEADING_DIGITS.match(text)
     lead_at = leading.start(1) if leading else -1
+    out, at = [], 0
+    for is_digits, chars in itertools.groupby(text, key=_reads_as_digit):
+        run = "".join(chars)
+        shown = is_digits and (at == lead_at or pin in unicodedata.normalize("NFKC", run))
+        out.append(PIN_MASK if shown else run)
+        at += len(run)
+    return "".join(out)
 
-    def mask(digits: re.Match) -> str:
-        if digits.start() == lead_at or pin in unicodedata.normalize("NFKC", digits.group()):
-            return PIN_MASK
-        return digits.group()
-    return _DIGITS.sub(mask, text)
+
+def _reads_as_digit(char: str) -> bool:
+    return unicodedata.normalize("NFKC", char).isdecimal()

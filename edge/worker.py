@@ -8,10 +8,14 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.errors import StorageError
 from edge.events import Event
 from edge.store import Delivery, Store
+
+if TYPE_CHECKING:
+    from edge.port import ClockStepWatch
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +104,16 @@ class ThreadWorker:
             raise StorageError(f"{self.part} worker: the event store cannot be opened")
         return store
 
-    def owed(self, transport: str, limit: int) -> tuple[Store, list[Delivery]] | None:
+    def owed(self, transport: str, limit: int, clock_steps: ClockStepWatch
+             ) -> tuple[Store, list[Delivery]] | None:
         """For a transport's worker: the store and the oldest ``limit`` events
-        ``transport`` still owes, in seq order; None while the store cannot be read."""
+        ``transport`` still owes, in seq order, their retry times first moved by any step
+        of the wall clock (a backoff keeps its length); None while the store cannot be
+        read."""
         store = self.store()
         if store is None:
             return None
+        clock_steps.follow(store)
         try:
             return store, store.pending_deliveries(transport, limit)
         except StorageError as e:

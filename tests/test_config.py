@@ -203,7 +203,7 @@ def test_each_table_is_read_by_the_config_field_of_its_name():
         "uplink": config.Uplink, "sms": config.Sms, "drill": config.Drill,
         "summary": config.Summary, "control": config.Control,
         "escalation": config.Escalation, "walktest": config.Walktest,
-        "indicator": config.Indicator, "sia": config.Sia}
+        "indicator": config.Indicator, "web": config.Web, "sia": config.Sia}
     assert set(ARRAYS) == {"panic_button", "gate", "tamper", "ack_button", "power_input",
                            "contact"}
 

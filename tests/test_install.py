@@ -18,16 +18,19 @@ from conftest import mock_config_text
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.sh"
 UNIT_SRC = REPO / "systemd" / "edge-alarm.service"
+WEB_UNIT_SRC = REPO / "systemd" / "edge-alarm-web.service"
 RULE_SRC = REPO / "systemd" / "99-edge-alarm-modem.rules"
 TEMPLATE = REPO / "edge" / "config.example.toml"
 
 UNIT = "etc/systemd/system/edge-alarm.service"
+WEB_UNIT = "etc/systemd/system/edge-alarm-web.service"
 RULE = "etc/udev/rules.d/99-edge-alarm-modem.rules"
 CONFIG = "etc/edge-alarm/config.toml"
 TOKEN = "etc/edge-alarm/token"
 VENV = "opt/edge-alarm/venv"
 DATA = "var/lib/edge-alarm"
 WANTS = "etc/systemd/system/multi-user.target.wants/edge-alarm.service"
+WEB_WANTS = "etc/systemd/system/multi-user.target.wants/edge-alarm-web.service"
 
 
 def _python_can_make_venv() -> bool:
@@ -86,8 +89,10 @@ def test_help_lists_every_mode_and_bad_arguments_fail():
 
 def test_unit_and_udev_rule_are_installed_verbatim(staged):
     assert (staged / UNIT).read_bytes() == UNIT_SRC.read_bytes()
+    assert (staged / WEB_UNIT).read_bytes() == WEB_UNIT_SRC.read_bytes()
     assert (staged / RULE).read_bytes() == RULE_SRC.read_bytes()
     assert mode(staged / UNIT) == 0o644
+    assert mode(staged / WEB_UNIT) == 0o644
     assert mode(staged / RULE) == 0o644
 
 
@@ -114,6 +119,12 @@ def test_venv_holds_a_regular_install_whose_cli_runs(staged):
                          capture_output=True, text=True, timeout=60, cwd="/")
     assert cli.returncode == 0, cli.stderr
     assert "usage" in cli.stdout.lower()
+    # The guard-room page's files are in the package, not only in this checkout.
+    page = subprocess.run([str(venv / "bin/python"), "-c",
+                           "from importlib import resources; print(resources.files('edge.web')"
+                           ".joinpath('static', 'index.html').read_text()[:15])"],
+                          capture_output=True, text=True, timeout=60, cwd="/")
+    assert page.stdout == "<!doctype html>\n", page.stderr
     assert os.readlink(staged / "usr/local/bin/edge-alarm") == "/opt/edge-alarm/venv/bin/edge-alarm"
 
 
@@ -143,6 +154,7 @@ def test_an_install_whose_config_check_accepts_enables_the_unit(tmp_path):
     result = run_install("--root", str(root))
     assert os.readlink(root / WANTS) == "/" + UNIT, result.stdout + result.stderr
     assert "NOT enabled" not in result.stdout
+    assert (root / WEB_UNIT).exists() and not (root / WEB_WANTS).exists()  # never enabled
 
 
 def test_an_upgrade_whose_config_check_refuses_fails_loudly(tmp_path):
@@ -199,13 +211,14 @@ def test_unit_always_brings_the_daemon_back_except_after_a_bad_config():
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
-def test_staged_unit_passes_systemd_analyze_verify(staged, tmp_path):
+@pytest.mark.parametrize("installed", [UNIT, WEB_UNIT])
+def test_staged_units_pass_systemd_analyze_verify(staged, tmp_path, installed):
     # verify insists that ExecStart's program exists on this machine: point it at the
     # staged venv, and keep everything else as installed.
-    text = (staged / UNIT).read_text().replace(
+    text = (staged / installed).read_text().replace(
         "ExecStart=/opt/edge-alarm/", f"ExecStart={staged}/opt/edge-alarm/")
-    assert text != (staged / UNIT).read_text()
-    unit = tmp_path / "edge-alarm.service"
+    assert text != (staged / installed).read_text()
+    unit = tmp_path / Path(installed).name
     unit.write_text(text)
     result = subprocess.run(["systemd-analyze", "verify", str(unit)],
                             capture_output=True, text=True, timeout=60)
@@ -251,6 +264,7 @@ def test_uninstall_keeps_config_and_data_and_purge_removes_them(tmp_path):
 
     run_install("--uninstall", "--root", str(root))
     assert not (root / UNIT).exists()
+    assert not (root / WEB_UNIT).exists()
     assert not (root / RULE).exists()
     assert not (root / "opt/edge-alarm").exists()
     assert not (root / "usr/local/bin/edge-alarm").is_symlink()

@@ -947,7 +947,7 @@ def test_a_clock_step_the_store_cannot_record_holds_no_sms_back(live, emulator, 
     (panic,) = wait_until(lambda: d.events("panic"))
     wait_until(lambda: sms_rows(d.cfg, panic.seq)[0]["attempts"] >= 1)
 
-    monkeypatch.setattr(Store, "shift_sms_times", refuse_writes)  # the card went read-only
+    monkeypatch.setattr(Store, "shift_wall_times", refuse_writes)  # the card went read-only
     clock.step_s = 30.0  # and NTP corrected the clock by half a minute
     d.sms.wake()
     wait_until(lambda: texts_to(emulator, PRINCIPAL), what="the pending panic SMS")

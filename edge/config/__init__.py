@@ -16,7 +16,7 @@ from edge.config.loader import DEFAULT_PATH, Config, default_config_path, load, 
 from edge.config.sections import (CAMERA_BACKENDS, DEFAULT_SOCKET, LOW_SPACE_CLEAR_SHARE,
                                   PIN_FACTORIES, TEMPLATE_FIELDS, Camera, Contact, Control,
                                   Drill, Escalation, Gpio, Indicator, Modem, Sia, Siren, Site,
-                                  Sms, Storage, Summary, Uplink, Walktest)
+                                  Sms, Storage, Summary, Uplink, Walktest, Web)
 from edge.config.table import PLACEHOLDER, RANGES
 from edge.errors import ConfigError
 from edge.kinds import DEFAULT_IMMEDIATE, RECEIVABLE_KINDS
@@ -27,6 +27,6 @@ __all__ = [
     "RANGES", "RECEIVABLE_KINDS", "TEMPLATE_FIELDS", "Camera", "Config", "ConfigError",
     "Contact", "Control", "Drill", "Escalation", "Gpio", "Indicator", "Input", "InputKind",
     "Modem", "Sia", "Siren", "Site", "Sms", "Storage", "Summary", "TimeRange", "Uplink",
-    "Walktest",
-    "default_config_path", "load", "parse", "parse_time_range", "phone_problem",
+    "Walktest", "Web", "default_config_path", "load", "parse", "parse_time_range",
+    "phone_problem",
 ]

@@ -3,6 +3,7 @@ in the words an installer reads after the file, table and key."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Sequence
@@ -108,3 +109,32 @@ def valid_timezone(value: str) -> str | None:
 
 def absolute_path(value: str) -> str | None:
     return None if os.path.isabs(value) else "must be an absolute path"
+
+
+def listen_address(value: str) -> str | None:
+    """"HOST:PORT" with HOST an IP address ("[::1]:8080" for IPv6) or localhost."""
+    host, port = split_listen(value)
+    if host is None or port is None:
+        return (f"{value!r} is not \"ADDRESS:PORT\" (\"127.0.0.1:8080\", \"0.0.0.0:8080\", "
+                "\"[::]:8080\"): an IP address, and a port from 1 to 65535")
+    return None
+
+
+def split_listen(value: str) -> tuple[str | None, int | None]:
+    """The host and port of a checked-or-not listen address; None for a part that is none."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None, None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None, int(port)
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (127.0.0.0/8, ::1, localhost)."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback

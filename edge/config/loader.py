@@ -14,7 +14,8 @@ from edge.config.inputs import INPUT_KINDS, Input, read_input
 from edge.config.section import Section, key_default, not_none
 from edge.config.sections import (DEFAULT_HEARTBEAT_S, DEFAULT_SMS_FALLBACK_AFTER_S, Camera,
                                   Contact, Control, Drill, Escalation, Gpio, Indicator, Modem,
-                                  Sia, Siren, Site, Sms, Storage, Summary, Uplink, Walktest)
+                                  Sia, Siren, Site, Sms, Storage, Summary, Uplink, Walktest,
+                                  Web)
 from edge.config.table import REQUIRED, Problems, Table
 from edge.errors import ConfigError
 from edge.events import PART_LABELS
@@ -48,6 +49,7 @@ class Config:
     indicator: Indicator | None = None
     control: Control = Control()
     escalation: Escalation | None = None
+    web: Web = Web()
 
     def input(self, name: str) -> Input | None:
         return next((i for i in self.inputs if i.name == name), None)

@@ -7,15 +7,15 @@ import datetime as dt
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from zoneinfo import ZoneInfo
 
 from edge.clock import LocalTime
-from edge.config.checks import (command_pin, not_blank, one_of, optional_phone,
-                                phone_problem, sia_account, sia_key_file, sia_number,
-                                sim_pin, valid_device_id, valid_host, valid_name,
-                                valid_timezone, valid_url)
-from edge.config.section import Section, setting
+from edge.config.checks import (command_pin, is_loopback, listen_address, not_blank, one_of,
+                                optional_phone, phone_problem, sia_account, sia_key_file,
+                                sia_number, sim_pin, split_listen, valid_device_id,
+                                valid_host, valid_name, valid_timezone, valid_url)
+from edge.config.section import Section, read_keys, setting
 from edge.config.table import Table
 from edge.kinds import DEFAULT_IMMEDIATE, RECEIVABLE_KINDS
 
@@ -251,3 +251,38 @@ class Indicator(Section):
 @dataclass(frozen=True)
 class Control(Section):
     socket: Path = Path(DEFAULT_SOCKET)
+
+
+@dataclass(frozen=True)
+class Web(Section):
+    """The guard-room page of `edge-alarm web`. Anything but a loopback address lets the
+    LAN in: then a password is required, for reading as for acting."""
+
+    listen: str = setting("127.0.0.1:8080", check=listen_address)
+    password_file: Path | None = None
+
+    @classmethod
+    def read(cls, table: Table) -> Self:
+        web = cls(**read_keys(cls, table))
+        if web.listen is not None and web.password_file is None and not web.local:
+            table.fail("password_file", f"required: listen {web.listen!r} lets other machines "
+                                        "in; give a password file, or listen on 127.0.0.1")
+        table.finish()
+        return web
+
+    @property
+    def host(self) -> str:
+        host, _ = split_listen(self.listen)
+        assert host is not None  # checked when read
+        return host
+
+    @property
+    def port(self) -> int:
+        _, port = split_listen(self.listen)
+        assert port is not None
+        return port
+
+    @property
+    def local(self) -> bool:
+        """Whether only this machine can reach the page."""
+        return is_loopback(self.host)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
+from edge.safe_text import safe_text
+
 # A check of a value that has the right TOML type: None when fine, else why not.
 Check = Callable[[Any], "str | None"]
 
@@ -67,7 +69,8 @@ class Problems:
         self.pin_owners: dict[int, str] = {}
 
     def add(self, where: str, why: str) -> None:
-        self.lines.append(f"config error: {self.file}: {where}: {why}")
+        # A key or value may hold a line break or an escape sequence: one problem, one line.
+        self.lines.append(safe_text(f"config error: {self.file}: {where}: {why}"))
 
 
 class Table:

@@ -88,7 +88,7 @@ class SiaWorker(ThreadWorker):
         transmitter = self._ensure_transmitter()
         if transmitter is None:
             return SETUP_RETRY_S
-        owed = self.owed(SIA, LOOK_AHEAD)
+        owed = self.owed(SIA, LOOK_AHEAD, self.port.clock_steps)
         if owed is None:
             return IDLE_WAIT_S
         store, rows = owed

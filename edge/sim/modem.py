@@ -39,7 +39,8 @@ class ModemEmulator(NetworkAnswers, SmsAnswers, CallAnswers):
     ``echo`` (True at power-up), ``silent`` (reads and never answers), ``prompt_delay``,
     ``response_delay`` and ``send_time`` (seconds; ``send_time`` from every PDU to its
     answer, a slow network), ``signal`` (AT+CSQ rssi, 99 unknown), ``registration``
-    (CREG/CEREG stat: 1 home, 5 roaming, 0/2 not registered), ``sim_present``, ``sim_pin``
+    (CREG/CEREG stat: 1 home, 5 roaming, 0/2 not registered; a PDU sent meanwhile gets
+    +CMS ERROR: 331, no network service), ``sim_present``, ``sim_pin``
     (asked at power-up when not empty), ``smsc`` ("" for an empty one), ``call_outcome``
     (what the called phone does with ``ATD<number>;``: "no answer" rings until hung up,
     "answer" picks up, "busy" ends in BUSY, "fail" refuses the dial with NO CARRIER) and

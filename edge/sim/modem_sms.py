@@ -182,6 +182,8 @@ class SmsAnswers(EmulatorBase):
             raise self._cms(304)  # invalid PDU mode parameter
         if pdu.startswith("00") and not self.smsc:
             raise self._cms(330)  # SMSC address unknown
+        if not self._registered():
+            raise self._cms(331)  # no network service: no signal, or not registered
         try:
             number, text, concat = decode_submit(pdu)
         except PduError:

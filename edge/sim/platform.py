@@ -7,17 +7,20 @@ Everything it receives is recorded in order, and a condition variable lets a tes
 for what it expects instead of sleeping.
 
 Misbehaviour can be ordered at any time: scripted answers (``respond_with``), a slow
-platform (``set_delay``), an answer lost after the event was kept (``lose_responses``),
-events the platform refuses by id (``reject_ids``), and a platform that is down (``stop``,
-then ``start`` again on the same port). ``check_event`` (a CloudEvent → its problems) is
+platform (``set_delay``), an answer lost after the event was kept (``lose_responses``), an
+answer trickled a byte at a time (``trickle_answers``), connections reset before anything
+is kept (``reset_connections``), events the platform refuses by id (``reject_ids``), and a
+platform that is down (``stop``, then ``start`` again on the same port). ``check_event`` (a CloudEvent → its problems) is
 run on every event received; its findings are kept in ``invalid_events``, so the tests
 hold each event the daemon sends to docs/cloudevents.schema.json.
 """
 
+import io
 import json
 import logging
 import re
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -89,6 +92,8 @@ class PlatformStub:
         self._script: deque[_Answer] = deque()
         self._delay_s = 0.0
         self._responses_to_lose = 0
+        self._resets = 0
+        self._trickles: deque[float] = deque()   # byte_every_s of each answer to trickle
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -170,6 +175,19 @@ class PlatformStub:
         with self._cond:
             self._responses_to_lose += times
 
+    def reset_connections(self, times: int = 1) -> None:
+        """The next ``times`` requests are read whole, then their connection is reset
+        (TCP RST) with nothing kept: a load balancer or a platform process that died."""
+        with self._cond:
+            self._resets += times
+
+    def trickle_answers(self, times: int = 1, byte_every_s: float = 0.1) -> None:
+        """The next ``times`` requests are handled (events kept) and each answer is
+        written a byte at a time, ``byte_every_s`` apart: an overloaded platform or a
+        congested link. Whether the client waits for all of it is its deadline's call."""
+        with self._cond:
+            self._trickles.extend([byte_every_s] * times)
+
     def reject_ids(self, ids) -> None:
         """From now on a POST holding any of these event ids is refused whole with 400
         and nothing of it is kept, as a platform refuses an event it finds invalid."""
@@ -221,24 +239,47 @@ class PlatformStub:
         if delay_s:
             self._stopping.wait(delay_s)
         with self._cond:
-            if body is None:
+            reset = body is not None and self._resets > 0
+            if reset:
+                self._resets -= 1
+                answer = _json_answer(500, error="reset")   # never sent
+            elif body is None:
                 answer = _json_answer(411 if "Content-Length" not in headers else 413,
                                       error="a body needs a Content-Length of at most 32 MiB")
             elif self._script:
                 answer = self._script.popleft()
             else:
                 answer = self._handle(handler.command, path, headers, body)
-            lose = self._responses_to_lose > 0
+            lose = not reset and self._responses_to_lose > 0
             if lose:
                 self._responses_to_lose -= 1
+            byte_every_s = self._trickles.popleft() if self._trickles and not (
+                reset or lose) else None
             self._requests.append(ReceivedRequest(handler.command, path, headers, body or b"",
-                                                  None if lose else answer.status,
+                                                  None if lose or reset else answer.status,
                                                   time.monotonic()))
             self._cond.notify_all()
-        if lose:
+        if reset:
+            _reset(handler)
+        elif lose:
             handler.close_connection = True
+        elif byte_every_s is not None:
+            self._trickle(handler, answer, byte_every_s)
         else:
             _send(handler, answer)
+
+    def _trickle(self, handler: "_Handler", answer: _Answer, byte_every_s: float) -> None:
+        wire, handler.wfile = handler.wfile, io.BytesIO()
+        _send(handler, answer)
+        raw, handler.wfile = handler.wfile.getvalue(), wire
+        handler.close_connection = True
+        for k in range(len(raw)):
+            if self._stopping.wait(byte_every_s):
+                return
+            try:
+                wire.write(raw[k:k + 1])
+            except OSError:         # the client stopped waiting
+                return
 
     def _handle(self, method: str, path: str, headers: CaseInsensitiveDict,
                 body: bytes) -> _Answer:
@@ -330,6 +371,13 @@ def _send(handler: BaseHTTPRequestHandler, answer: _Answer) -> None:
             handler.wfile.write(answer.body)
     except OSError:             # the client gave up waiting (a slow answer): nothing to do
         handler.close_connection = True
+
+
+def _reset(handler: BaseHTTPRequestHandler) -> None:
+    """Close the connection with a TCP reset (SO_LINGER 0) instead of an orderly end."""
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    handler.connection.close()
+    handler.close_connection = True
 
 
 class _Handler(BaseHTTPRequestHandler):

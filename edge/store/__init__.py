@@ -26,11 +26,12 @@ from edge.store.connection import OpenReport
 from edge.store.deliveries import Deliveries
 from edge.store.event_log import EventLog
 from edge.store.outbox import SmsOutbox
-from edge.store.rows import Backlog, Delivery, SmsRecord, SmsRequest, SmsRow, Upload
+from edge.store.rows import (Backlog, Delivery, Reach, SmsRecord, SmsRequest, SmsRow,
+                             Upload)
 from edge.store.schema import is_corruption
 
-__all__ = ["Backlog", "Checkpointer", "Delivery", "OpenReport", "SmsRecord", "SmsRequest",
-           "SmsRow", "Store", "Upload", "device_of_store", "is_corruption"]
+__all__ = ["Backlog", "Checkpointer", "Delivery", "OpenReport", "Reach", "SmsRecord",
+           "SmsRequest", "SmsRow", "Store", "Upload", "device_of_store", "is_corruption"]
 
 
 class Store(EventLog, SmsOutbox, Deliveries):

@@ -4,7 +4,7 @@ events still to upload."""
 from __future__ import annotations
 
 from edge.store.connection import StoreFile, reads
-from edge.store.rows import Backlog, Delivery, Upload, event_of_row
+from edge.store.rows import Backlog, Delivery, Reach, Upload, event_of_row
 
 
 class Deliveries(StoreFile):
@@ -26,6 +26,17 @@ class Deliveries(StoreFile):
             "SELECT EXISTS(SELECT 1 FROM deliveries WHERE seq=? AND state='accepted') OR "
             "EXISTS(SELECT 1 FROM sms WHERE seq=? AND state='sent')", (seq, seq)).fetchone()
         return bool(row[0])
+
+    @reads
+    def reach(self, seq: int) -> Reach:
+        """Where event ``seq`` got to, for the guard-room page (delivered_anywhere in
+        detail)."""
+        accepted = self._conn.execute(
+            "SELECT transport FROM deliveries WHERE seq=? AND state='accepted' "
+            "ORDER BY transport", (seq,)).fetchall()
+        sent = self._conn.execute("SELECT count(*) FROM sms WHERE seq=? AND state='sent'",
+                                  (seq,)).fetchone()[0]
+        return Reach(tuple(t for (t,) in accepted), sent)
 
     @reads
     def pending_deliveries(self, transport: str, limit: int) -> list[Delivery]:

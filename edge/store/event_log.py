@@ -73,6 +73,14 @@ class EventLog(StoreFile):
         return [event_of_row(r) for r in self._conn.execute(sql, args)]
 
     @reads
+    def newest_events(self, since: float, limit: int) -> list[Event]:
+        """At most ``limit`` events that happened from ``since`` (unix time), newest first."""
+        rows = self._conn.execute("SELECT seq, id, kind, subject, time, data FROM events "
+                                  "WHERE ts >= ? ORDER BY ts DESC, seq DESC LIMIT ?",
+                                  (since, limit))
+        return [event_of_row(r) for r in rows]
+
+    @reads
     def event(self, seq: int) -> Event | None:
         row = self._conn.execute("SELECT seq, id, kind, subject, time, data FROM events "
                                  "WHERE seq=?", (seq,)).fetchone()
@@ -93,6 +101,15 @@ class EventLog(StoreFile):
 
 
     # ------------------------------------------------------------------ attachments
+
+    @reads
+    def pictures(self, seqs: Iterable[int], name: str = "snapshot") -> dict[int, str]:
+        """The path of each picture ``name`` recorded for the events ``seqs``, by seq."""
+        seqs = list(seqs)
+        rows = self._conn.execute(
+            f"SELECT seq, path FROM attachments WHERE name=? AND seq IN "
+            f"({','.join('?' * len(seqs))})", [name, *seqs])
+        return dict(rows.fetchall())
 
     def attach(self, seq: int, files: list[tuple[str, str, str, int]],
                data_update: dict[str, Any]) -> None:

@@ -58,14 +58,27 @@ class SmsOutbox(StoreFile):
                        maybe_sent=bool(maybe_sent))
                 for seq, contact, phone, fallback, attempts, refs, kind, maybe_sent in rows]
 
-    def shift_sms_times(self, step_s: float) -> int:
+    def shift_wall_times(self, step_s: float) -> int:
         """The wall clock was stepped by ``step_s``: SMS not yet sent keep the same time
         left until their fallback deadline and retry (a clock set forward at boot must not
-        send every waiting fallback at once). Returns how many rows moved."""
+        send every waiting fallback at once), and uploads waiting for a retry the same
+        time left of their backoff (a Retry-After neither ignored by a step forward nor
+        stretched by a step back). Returns how many rows moved."""
         with self._transaction() as c:
-            return c.execute(
+            sms = c.execute(
                 "UPDATE sms SET due=due+?, next_try=CASE WHEN next_try > 0 THEN next_try+? "
                 "ELSE 0 END WHERE state IN ('pending','waiting')", (step_s, step_s)).rowcount
+            uploads = c.execute("UPDATE deliveries SET next_try=next_try+? "
+                                "WHERE state='pending' AND next_try > 0", (step_s,)).rowcount
+            return sms + uploads
+
+    def retry_sms_now(self, now: float) -> int:
+        """SMS waiting to be retried are due at ``now``: the modem that failed them can
+        send again, and a backoff grown through a long outage must not hold an alarm's SMS
+        back for minutes more. Returns how many rows moved."""
+        with self._transaction() as c:
+            return c.execute("UPDATE sms SET next_try=? WHERE state='pending' AND next_try > ?",
+                             (now, now)).rowcount
 
     @reads
     def next_sms_due(self) -> float | None:

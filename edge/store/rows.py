@@ -46,6 +46,13 @@ class Backlog(NamedTuple):
     oldest_ts: float | None  # unix time of the oldest event owed; None when none is
 
 
+class Reach(NamedTuple):
+    """Where an event got to: the transports that accepted it, the SMS the network took."""
+
+    accepted_by: tuple[str, ...]
+    sms_sent: int
+
+
 class Upload(NamedTuple):
     """A picture of an accepted event, still to be uploaded."""
 

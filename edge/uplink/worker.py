@@ -101,7 +101,7 @@ class UplinkWorker(ThreadWorker):
         client = self._ensure_client()
         if client is None:
             return CLIENT_RETRY_S
-        owed = self.owed(UPLINK, BATCH_MAX_EVENTS)
+        owed = self.owed(UPLINK, BATCH_MAX_EVENTS, self.port.clock_steps)
         if owed is None:
             return IDLE_WAIT_S
         store, rows = owed

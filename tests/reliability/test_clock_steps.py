@@ -1,0 +1,161 @@
+"""The wall clock stepped back and forward, as NTP does to a Pi that booted without a
+battery clock (hours off, then right): every timer runs on the monotonic clock, events keep
+their creation order in seq, and each event's time is honestly the wall clock when it was
+made, with whether that clock was synchronised (`clock_synced`).
+
+The owner's timers (siren max_on_s, drill, walk test, held-open) are driven on the
+daemon-logic rig with a FakeClock (tests/test_daemon_logic.py has each one alone); the
+workers' waits (the uplink's backoff, the SMS fallback deadline) on a running daemon whose
+wall clock is stepped under it."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from conftest import (GATE_PIN, PANIC_PIN, PLATFORM_TOKEN, SHORT_MODEM_TIMINGS, SyncedKernel,
+                      _wait_until, cloudevent_problems)
+from edge import config
+from edge.clock import FakeClock
+from edge.service import WorkerOptions
+from edge.sim.modem import ModemEmulator
+from edge.sim.platform import PlatformStub
+from edge.sim.site import Contact, SimSite, start_site
+from edge.store import Store
+from test_daemon_logic import MONDAY_7AM, Rig
+from test_sms_worker import SteppedClock, texts_to
+
+PRINCIPAL = "+8613800138000"
+
+
+def test_every_owner_timer_keeps_its_length_through_steps_back_and_forward(write_config):
+    clock = FakeClock(MONDAY_7AM - dt.timedelta(hours=9))  # the time saved at shutdown
+    rig = Rig(config.load(str(write_config(held_open_alert_s=300))), clock).start()
+    rig.daemon._sync = SyncedKernel(False)  # booted without an RTC, NTP not there yet
+    made: list[tuple[str, dt.datetime, bool]] = []  # kind, wall clock, synced: as made
+
+    def expect(kind: str) -> None:
+        made.append((kind, clock.now(), rig.daemon._sync.synced()))
+
+    try:
+        rig.press()
+        expect("panic")
+        rig.release()
+        rig.open_gate()
+        rig.advance(0.5)  # debounce_s: the opening counts from its first edge
+        made.append(("gate_open", clock.now() - dt.timedelta(seconds=0.5), False))
+        rig.daemon.set_drill(True, 600)
+        rig.daemon.set_walktest(True, 900, "李师傅")
+        rig.advance(59.5)
+
+        clock.cut_to(clock.now() - dt.timedelta(hours=5))  # a bad server steps it back
+        rig.run()
+        rig.drive(PANIC_PIN, high=False)  # during the walk test: a test, not an alarm
+        expect("input_tested")
+        rig.release()
+        rig.advance(60)
+
+        rig.daemon._sync = SyncedKernel()  # NTP: right at last, 14 hours ahead
+        clock.cut_to(MONDAY_7AM)
+        rig.run()
+        rig.advance(59)  # 179.5 s since the press
+        assert rig.siren_on
+        rig.advance(1)  # max_on_s = 180
+        assert not rig.siren_on and rig.status()["alarm"]["active"]
+        rig.advance(119.5)  # 299.5 s since the gate opened
+        assert rig.stored("gate_held_open") == []
+        rig.advance(0.5)
+        expect("gate_held_open")
+        assert len(rig.stored("gate_held_open")) == 1
+        rig.advance(299.5)  # 599.5 s of drill mode
+        assert rig.status()["drill"]["active"]
+        rig.advance(1)
+        assert not rig.status()["drill"]["active"]
+        rig.advance(299)  # 899.5 s of walk test
+        assert rig.status()["walktest"]["active"]
+        rig.advance(1)
+        assert not rig.status()["walktest"]["active"]
+        rig.close_gate()
+        expect("gate_closed")
+        rig.advance(0.5)
+
+        events = [e for e in rig.stored() if e.kind in {kind for kind, _, _ in made}]
+        assert [e.seq for e in rig.stored()] == sorted(e.seq for e in rig.stored())
+        assert [(e.kind, e.time, e.data["clock_synced"]) for e in events] == made
+        assert events[2].time < events[0].time < events[3].time  # times as the clock said
+    finally:
+        rig.close()
+
+
+@pytest.fixture
+def stepped_site(tmp_path, short_dir):
+    """start(**SimSite options) → (running site, platform, modem, clock): a daemon whose
+    wall clock a test steps (SteppedClock), with the stand-in platform and the modem."""
+    with contextlib.ExitStack() as stack:
+        platform = stack.enter_context(
+            PlatformStub(token=PLATFORM_TOKEN, check_event=cloudevent_problems))
+        modem = stack.enter_context(ModemEmulator())
+        clock = SteppedClock()
+
+        def start(**options):
+            site = SimSite(tmp_path / "var", short_dir / "control.sock", school_hours=False,
+                           debounce_s=0.05, modem_keys={"health_s": 1},
+                           contacts=[Contact("principal", PRINCIPAL,
+                                             ["panic", "gate_open"])], **options)
+            running = start_site(site, tmp_path, stack, modem=modem, platform=platform,
+                                 clock=clock, pin_factory=MockFactory(),
+                                 options=WorkerOptions(modem_timings=SHORT_MODEM_TIMINGS,
+                                                       uplink_rng=lambda: 0.0))
+            return running, platform, modem, clock
+        yield start
+
+
+def _stored(cfg, kind: str):
+    reader = Store(cfg.storage.db_path, readonly=True)
+    try:
+        return [e for e in reader.events() if e.kind == kind]
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("step_h", [-0.5, 3], ids=["back-30min", "forward-3h"])
+def test_the_uplinks_retry_after_waits_its_seconds_through_a_step(stepped_site, step_h):
+    running, platform, _, clock = stepped_site()
+    daemon = running.daemon
+    _wait_until(lambda: platform.events, 5, what="the heartbeat at start delivered")
+    platform.respond_with(503, retry_after=3)
+    daemon.loop.call(daemon.simulate, "main_gate", True)
+    (opened,) = _wait_until(lambda: _stored(running.cfg, "gate_open"), 5)
+    _wait_until(lambda: any(r.status == 503 for r in platform.requests), 5,
+                what="the 503 answered")
+    refused = time.monotonic()
+    clock.step_s = step_h * 3600  # NTP steps the clock while the upload waits
+    daemon.loop.call(daemon.simulate, "main_gate", False)  # a new event wakes the uplink
+    _wait_until(lambda: opened.id in {e.id for e in platform.events}, 15, interval=0.05,
+                what="the waiting upload sent after its Retry-After")
+    waited = time.monotonic() - refused
+    assert 2.5 <= waited < 10, f"Retry-After 3 s became {waited:.1f} s across the step"
+
+
+@pytest.mark.parametrize("step_h", [-6, 6], ids=["back-6h", "forward-6h"])
+def test_a_fallback_sms_waits_its_seconds_through_a_step(stepped_site, step_h):
+    running, platform, modem, clock = stepped_site(sms_fallback_after_s=3, sms_keys={
+        "immediate": ["panic"]})
+    platform.stop()  # the platform is down: the gate's event owes a fallback SMS
+    daemon = running.daemon
+    daemon.loop.call(daemon.simulate, "main_gate", True)
+    (opened,) = _wait_until(lambda: _stored(running.cfg, "gate_open"), 5)
+    made = time.monotonic()
+    time.sleep(1)
+    clock.step_s = step_h * 3600
+    daemon.loop.call(daemon.simulate, "main_gate", False)  # the owner notices the step
+
+    def gate_texts():
+        return [t for t in texts_to(modem, PRINCIPAL) if "校门" in t and "经短信补发" in t]
+    _wait_until(gate_texts, 15, interval=0.05, what="the fallback SMS")
+    waited = time.monotonic() - made
+    assert 2.5 <= waited < 10, f"a 3 s fallback went after {waited:.1f} s across the step"
