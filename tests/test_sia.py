@@ -17,6 +17,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from gpiozero.pins.mock import MockFactory
 from pysiaalarm import SIAAccount
 from pysiaalarm.event import SIAEvent
@@ -119,6 +121,38 @@ def test_the_frame_buffer_stays_bounded_whatever_arrives():
     assert frames(buffer) == [b"FIRST"] and buffer == b"\nSEC"
     buffer += b"OND\r"
     assert frames(buffer) == [b"SECOND"] and buffer == b""
+
+
+_ANSWER_SEEDS = [dc09_frame('"ACK"0005R0L0#12AB[]'),
+                 dc09_frame('"NAK"0000R0L0A0[]_23:59:58,12-31-2026'),
+                 parsed(message(NULL, 5, Header(ACCOUNT, "0", "0"), "]",
+                                dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+                                AesCbc(KEYS["aes128"].encode())),
+                        KEYS["aes128"]).create_response()]
+
+
+@st.composite
+def mutated_answers(draw) -> bytes:
+    data = bytearray(draw(st.sampled_from(_ANSWER_SEEDS)))
+    for _ in range(draw(st.integers(0, 4))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data[:draw(st.integers(0, len(data)))]) + draw(st.binary(max_size=8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.one_of(st.binary(max_size=300), mutated_answers()), max_size=8),
+       key=st.sampled_from([None, KEYS["aes128"]]))
+def test_any_bytes_from_a_receiver_are_an_answer_or_nothing(chunks, key):
+    """A receiver's bytes, whatever they are, never raise: each frame is an answer to our
+    message 5 or None, and the buffer stays bounded."""
+    cipher = AesCbc(key.encode()) if key else None
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        for raw in frames(buffer):
+            answer = parse_answer(raw, 5, ACCOUNT, cipher)
+            assert answer is None or answer.token in ("ACK", "NAK", "DUH", "RSP")
+        assert len(buffer) <= MAX_FRAME + 1
 
 
 # ---------------------------------------------------------------------- the link, hostile
