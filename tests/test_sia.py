@@ -572,3 +572,19 @@ def test_check_sends_a_link_test_to_the_centre(tmp_path, short_dir, cli):
     done = cli("check", config=site.write(tmp_path / "config.toml"))
     [line] = [line for line in done.stdout.splitlines() if " sia " in line]
     assert line.startswith("✗ sia") and done.returncode == 1
+
+
+def test_a_key_file_gone_since_the_start_is_a_sia_fault_at_once(short_dir, wait_until):
+    from edge.service import build_daemon
+    from edge.sim.site import OwnerThread
+    site = Site(short_dir, free_port(), key=KEYS["aes128"])
+    cfg = site.sim.load(short_dir / "config.toml")  # the key file checked here
+    (short_dir / "sia.key").unlink()
+    owner = OwnerThread(build_daemon(cfg, pin_factory=MockFactory()))
+    try:
+        with closing(Store(cfg.storage.db_path)) as store:
+            [fault] = wait_until(lambda: store.events(kind="fault"), 5, what="the sia fault")
+    finally:
+        owner.close()
+    assert (fault.subject, fault.data["reason"]) == ("sia", "misconfigured")
+    assert fault.data["detail"] == f"key file {short_dir / 'sia.key'} does not exist"

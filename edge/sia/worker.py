@@ -102,7 +102,7 @@ class SiaWorker(ThreadWorker):
         try:
             self._transmitter = open_transmitter(self.sia, self._utc_now, self._exchange_s)
         except SiaError as e:
-            self._streak.failed("misconfigured", f"key file {e}", at_once=True)
+            self._streak.failed("misconfigured", str(e), at_once=True)
         except ImportError as e:  # a hand-made venv without the library
             self._streak.failed("misconfigured",
                                 f"AES needs the cryptography library: {e}", at_once=True)
