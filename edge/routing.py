@@ -10,10 +10,12 @@ from edge.kinds import TEXTED_AS
 from edge.store import SmsRequest
 
 UPLINK = "uplink"
+MQTT = "mqtt"
 
 
 def transports(cfg: Config) -> tuple[str, ...]:
-    return (UPLINK,) if cfg.uplink is not None else ()
+    configured = {UPLINK: cfg.uplink, MQTT: cfg.mqtt}
+    return tuple(name for name, section in configured.items() if section is not None)
 
 
 def sms_requests(cfg: Config, kind: str, ts: float, data: dict) -> list[SmsRequest]:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class Transport(Worker, Protocol):
-    """A worker that delivers events (the uplink): woken when a picture it may be
+    """A worker that delivers events (the uplink, MQTT): woken when a picture it may be
     holding an event back for is attached."""
 
     def wake(self) -> None: ...
@@ -30,7 +30,7 @@ class Transport(Worker, Protocol):
 @dataclass(frozen=True)
 class WorkerOptions:
     """What a test, a bench or the demo chooses of the workers: ``camera`` instead of
-    the configured backend, the modem's deadlines, the uplink's backoff jitter."""
+    the configured backend, the modem's deadlines, the transports' backoff jitter."""
 
     camera: Camera | None = None
     modem_timings: ModemTimings | None = None
@@ -64,6 +64,9 @@ def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
         uplink = UplinkWorker(cfg, port, rng=options.uplink_rng)
         daemon.handoffs.reloads.append(uplink.reload)
         transports.append(uplink)
+    if cfg.mqtt is not None:
+        from edge.mqtt.worker import MqttWorker
+        transports.append(MqttWorker(cfg, port, rng=options.uplink_rng))
     if cfg.camera is not None and cfg.camera.backend != "none":
         from edge.snapshots import CameraWorker
 

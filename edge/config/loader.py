@@ -13,8 +13,8 @@ from edge.config.checks import NAME_RE
 from edge.config.inputs import INPUT_KINDS, Input, read_input
 from edge.config.section import Section, key_default, not_none
 from edge.config.sections import (Camera, Contact, Control, Drill, Escalation, Gpio,
-                                  Indicator, Modem, Siren, Site, Sms, Storage, Summary, Uplink,
-                                  Walktest)
+                                  Indicator, Modem, Mqtt, Siren, Site, Sms, Storage, Summary,
+                                  Uplink, Walktest)
 from edge.config.table import REQUIRED, Problems, Table
 from edge.errors import ConfigError
 from edge.events import PART_LABELS
@@ -39,6 +39,7 @@ class Config:
     camera: Camera | None = None
     modem: Modem | None = None
     uplink: Uplink | None = None
+    mqtt: Mqtt | None = None
     contacts: tuple[Contact, ...] = ()
     sms: Sms = Sms()
     drill: Drill = Drill()

@@ -14,10 +14,8 @@ attempt then.
 """
 
 import email.utils
-import json
 import logging
 import os
-import stat
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +25,9 @@ import requests
 import urllib3
 from requests.auth import AuthBase
 
-from edge.errors import UplinkError
+from edge.errors import SecretFileError, UplinkError
+from edge.events import cloudevents_body
+from edge.secret_file import read_secret
 from edge.uplink.backoff import MAX_DELAY_S
 from edge.uplink.deadline import DeadlineAdapter, RequestDeadline
 
@@ -138,7 +138,7 @@ class HttpUplink:
             content_type, document = CLOUDEVENT_TYPE, events[0]
         else:
             content_type, document = CLOUDEVENT_BATCH_TYPE, events
-        body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        body = cloudevents_body(document)
         headers = {"Content-Type": content_type, "Idempotency-Key": str(events[0]["id"])}
         return self._request("POST", self.url, headers=headers, data=body)
 
@@ -286,23 +286,11 @@ def _innermost(exc: BaseException) -> BaseException:
 
 
 def _read_token(path: str) -> str:
-    """The first line of ``path``, stripped. Warns when other users may read the file;
-    group read is normal (root:edge-alarm 0640). Nothing here ever shows the token."""
+    """The token file's first line (edge.secret_file), which must fit an HTTP header."""
     try:
-        with open(path, encoding="utf-8") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            token = file.readline().strip()
-    except FileNotFoundError:
-        raise UplinkError(f"token file {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise UplinkError(f"token file {path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise UplinkError(f"token file {path} cannot be read: {exc.strerror}") from None
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        log.warning("token file %s is open to every user (mode %04o); "
-                    "chmod 600 or 640 it", path, stat.S_IMODE(mode))
-    if not token:
-        raise UplinkError(f"token file {path} is empty: its first line must hold the token")
+        token = read_secret(path, "token")
+    except SecretFileError as exc:
+        raise UplinkError(str(exc)) from None
     if not all(33 <= ord(ch) <= 126 for ch in token):
         raise UplinkError(f"token file {path}: the token holds spaces or characters "
                           "that an HTTP header cannot carry")
