@@ -431,13 +431,12 @@ class Daemon:
     # ================================================================ timers
 
     def _heartbeat(self) -> None:
-        assert self.cfg.uplink is not None  # has_transport: [uplink] is the only transport
         uptime = round(self.clock.monotonic() - self._started_mono)
         self.record("heartbeat", self.cfg.site.device_id, self.cfg.site.name,
                     {"uptime_s": uptime, "faults": sorted(self.faults),
                      # the platform judges the device offline after a few missed intervals
-                     "interval_s": self.cfg.uplink.heartbeat_s})
-        self.loop.after(self.cfg.uplink.heartbeat_s, self._heartbeat)
+                     "interval_s": self.cfg.heartbeat_s})
+        self.loop.after(self.cfg.heartbeat_s, self._heartbeat)
 
     def _housekeeping(self) -> None:
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)

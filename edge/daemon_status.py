@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from edge import routing
-from edge.status_doc import InputStatus, StatusDoc, UplinkStatus, complete_part
+from edge.status_doc import InputStatus, StatusDoc, TransportStatus, complete_part
 
 if TYPE_CHECKING:
     from edge.daemon import Daemon
@@ -33,7 +33,7 @@ def build_status(daemon: Daemon) -> StatusDoc:
         # "ok" is null for a part that is not configured: neither working nor failing.
         "modem": {"configured": daemon.cfg.modem is not None,
                   "ok": False if daemon.cfg.modem is not None else None, "signal": None},
-        "uplink": _uplink_status(daemon),
+        "uplink": _transport_status(daemon, routing.UPLINK),
         "faults": sorted(daemon.faults),
         "fault_reasons": dict(sorted(daemon.faults.items())),
         "storage": {"ok": "storage" not in daemon.faults, "unstored": len(daemon.unstored),
@@ -45,17 +45,21 @@ def build_status(daemon: Daemon) -> StatusDoc:
         "overdue": daemon.overdue(),
         "indicator": daemon.lamp_state.value,
     }
+    for name in daemon.cfg.transports:
+        if name != routing.UPLINK:  # "uplink" is there whether configured or not
+            complete_part(status, name, _transport_status(daemon, name))
     for worker in daemon.workers:
         complete_part(status, worker.part, worker.status())
     return status
 
 
-def _uplink_status(daemon: Daemon) -> UplinkStatus:
-    status: UplinkStatus = {"configured": daemon.cfg.uplink is not None,
-                            "ok": False if daemon.cfg.uplink is not None else None,
-                            "pending": 0, "oldest_pending_s": None}
-    if daemon.cfg.uplink is not None and daemon.store is not None:
-        pending, oldest = daemon.store.pending_count(routing.UPLINK)
+def _transport_status(daemon: Daemon, name: str) -> TransportStatus:
+    """The backlog of one transport; its worker adds whether it works ("ok")."""
+    configured = name in daemon.cfg.transports
+    status: TransportStatus = {"configured": configured, "ok": False if configured else None,
+                               "pending": 0, "oldest_pending_s": None}
+    if configured and daemon.store is not None:
+        pending, oldest = daemon.store.pending_count(name)
         status["pending"] = pending
         if oldest is not None:
             status["oldest_pending_s"] = round(daemon.clock.now().timestamp() - oldest, 1)

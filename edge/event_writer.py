@@ -103,7 +103,7 @@ class EventWriter:
         self.clock_steps.follow(self.store)
         sms = [r for r in routing.sms_requests(self.cfg, kind, when.timestamp(), data)
                if r.contact not in sms_sent]
-        kwargs = dict(transports=routing.transports(self.cfg), sms=sms, event_id=event_id)
+        kwargs = dict(transports=self.cfg.transports, sms=sms, event_id=event_id)
         try:
             return self.store.append(kind, subject, when, data, **kwargs)
         except StorageError as e:

@@ -13,11 +13,6 @@ UPLINK = "uplink"
 MQTT = "mqtt"
 
 
-def transports(cfg: Config) -> tuple[str, ...]:
-    configured = {UPLINK: cfg.uplink, MQTT: cfg.mqtt}
-    return tuple(name for name, section in configured.items() if section is not None)
-
-
 def sms_requests(cfg: Config, kind: str, ts: float, data: dict) -> list[SmsRequest]:
     """One request per contact told of ``kind``: at once for [sms] immediate kinds (and
     when no transport exists), else as a fallback due sms_fallback_after_s after ``ts``.
@@ -34,8 +29,7 @@ def sms_requests(cfg: Config, kind: str, ts: float, data: dict) -> list[SmsReque
         if kind in cfg.sms.immediate or texted_as is not None or not cfg.has_transport:
             out.append(SmsRequest(contact.name, contact.phone, ts, fallback=False))
         else:
-            assert cfg.uplink is not None  # has_transport: [uplink] is the only transport
-            due = ts + cfg.uplink.sms_fallback_after_s
+            due = ts + cfg.sms_fallback_after_s
             out.append(SmsRequest(contact.name, contact.phone, due, fallback=True))
     return out
 

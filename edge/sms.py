@@ -80,7 +80,7 @@ class SmsWorker(ThreadWorker):
         self._dropped = 0  # records of _unrecorded that SENT_RECORDS_CAP made it forget
         self._summary = SummarySender(cfg, self._send, lambda: self._health["signal"])
         # No retry or fallback time we set lies further ahead than this.
-        fallback_s = cfg.uplink.sms_fallback_after_s if cfg.uplink else 0
+        fallback_s = cfg.sms_fallback_after_s if cfg.has_transport else 0
         self._horizon_s = max(SEND_RETRY_MAX_S, fallback_s) + 60.0
         self._scan_inbox = True  # after every (re)initialisation: read what came meanwhile
         self._health: ModemHealth = {"ok": False, "signal": None, "reason": "starting",

@@ -63,12 +63,14 @@ class ModemStatus(TypedDict):
     sms: NotRequired[SmsCounts]
 
 
-class UplinkStatus(TypedDict):
+class TransportStatus(TypedDict):
+    """One transport's entry ("uplink", "mqtt", "sia"): its delivery backlog."""
     configured: bool
-    ok: bool | None  # None when no [uplink] is configured
-    pending: int  # events the platform has not accepted yet
+    ok: bool | None  # None when the transport is not configured
+    pending: int  # events it has not delivered yet
     oldest_pending_s: float | None
-    last_error: NotRequired[str | None]  # from the uplink worker
+    last_error: NotRequired[str | None]  # from the transport's worker
+    connected: NotRequired[bool]  # mqtt: the link to the broker is up
 
 
 class CameraStatus(TypedDict):
@@ -103,7 +105,9 @@ class StatusDoc(TypedDict):
     siren: SirenStatus
     alarm: AlarmStatus
     modem: ModemStatus
-    uplink: UplinkStatus
+    uplink: TransportStatus  # always present (spec §1), "configured" false without [uplink]
+    mqtt: NotRequired[TransportStatus]  # with [mqtt]
+    sia: NotRequired[TransportStatus]  # with [sia]
     camera: NotRequired[CameraStatus]  # only with a [camera]
     faults: list[str]  # the parts now failing, sorted
     fault_reasons: dict[str, str]  # part → reason

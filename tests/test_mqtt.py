@@ -21,7 +21,7 @@ import pytest
 
 from conftest import cloudevent_problems, start_daemon, stop_daemon
 from edge import config
-from edge.routing import MQTT, transports
+from edge.routing import MQTT
 from edge.sim.site import SimSite, start_site
 from edge.store import Store
 
@@ -419,7 +419,7 @@ topic_prefix = "county/schools"
 """))
     assert cfg.mqtt is not None
     assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.tls) == ("emqx.county.edu.cn", 8883, True)
-    assert transports(cfg) == ("mqtt",)
+    assert cfg.transports == ("mqtt",) and cfg.has_transport
     plain = config.parse(tomllib.loads(MINIMAL + '[mqtt]\nurl = "mqtt://10.0.0.5"\n'))
     assert plain.mqtt == config.Mqtt(url="mqtt://10.0.0.5")
     assert (plain.mqtt.port, plain.mqtt.topic_prefix) == (1883, "edge-alarm")

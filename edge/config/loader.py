@@ -12,9 +12,9 @@ from typing import Any, TypeVar, get_type_hints
 from edge.config.checks import NAME_RE
 from edge.config.inputs import INPUT_KINDS, Input, read_input
 from edge.config.section import Section, key_default, not_none
-from edge.config.sections import (Camera, Contact, Control, Drill, Escalation, Gpio,
-                                  Indicator, Modem, Mqtt, Siren, Site, Sms, Storage, Summary,
-                                  Uplink, Walktest)
+from edge.config.sections import (DEFAULT_HEARTBEAT_S, DEFAULT_SMS_FALLBACK_AFTER_S, Camera,
+                                  Contact, Control, Drill, Escalation, Gpio, Indicator, Modem,
+                                  Mqtt, Siren, Site, Sms, Storage, Summary, Uplink, Walktest)
 from edge.config.table import REQUIRED, Problems, Table
 from edge.errors import ConfigError
 from edge.events import PART_LABELS
@@ -59,9 +59,26 @@ class Config:
         return inp.label if inp is not None else PART_LABELS.get(part, part)
 
     @property
+    def transports(self) -> tuple[str, ...]:
+        """The configured transports, by the name their delivery rows and status entries
+        carry. An event is owed to each of them; spec §5's "no transport" is none."""
+        sections = {"uplink": self.uplink, "mqtt": self.mqtt}
+        return tuple(name for name, section in sections.items() if section is not None)
+
+    @property
     def has_transport(self) -> bool:
-        """Whether any transport to a platform is configured (spec §5: "no transport")."""
-        return self.uplink is not None
+        return bool(self.transports)
+
+    @property
+    def sms_fallback_after_s(self) -> int:
+        """How long an event may wait for a transport before its contacts get the SMS."""
+        return self.uplink.sms_fallback_after_s if self.uplink else DEFAULT_SMS_FALLBACK_AFTER_S
+
+    @property
+    def heartbeat_s(self) -> int:
+        """The interval of heartbeat events, by which every transport's receiver judges
+        the device alive."""
+        return self.uplink.heartbeat_s if self.uplink else DEFAULT_HEARTBEAT_S
 
     def escalation_contacts(self) -> tuple[Contact, ...]:
         """Whom an escalation rings, in order: [escalation] contacts, or by default the

@@ -29,6 +29,9 @@ TEMPLATE_FIELDS = frozenset({"site", "label", "subject", "time", "date", "kind",
 MQTT_PORT, MQTTS_PORT = 1883, 8883  # the IANA ports a url without one means
 # Low free space clears only once min_free_mb and this share of it again are free.
 LOW_SPACE_CLEAR_SHARE = 0.1
+# Without an [uplink] (only [mqtt] or [sia]) these hold; with one, its keys set them.
+DEFAULT_SMS_FALLBACK_AFTER_S = 20
+DEFAULT_HEARTBEAT_S = 300
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,8 @@ class Uplink(Section):
     token_file: Path = Path("/etc/edge-alarm/token")
     ca_file: Path | None = None
     url: str = setting(check=valid_url)
-    sms_fallback_after_s: int = 20
-    heartbeat_s: int = 300
+    sms_fallback_after_s: int = DEFAULT_SMS_FALLBACK_AFTER_S
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
 

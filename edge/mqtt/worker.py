@@ -27,7 +27,7 @@ from edge.mqtt.link import CONNECT_TIMEOUT_S, Bell, MqttLink
 from edge.mqtt.status_message import (StatusPacer, event_topic, offline, online, payload,
                                       status_topic)
 from edge.port import WorkerPort
-from edge.routing import MQTT, transports
+from edge.routing import MQTT
 from edge.secret_file import read_secret
 from edge.snapshot_wait import SnapshotWait
 from edge.uplink.backoff import backoff_delay
@@ -84,7 +84,7 @@ class MqttWorker(ThreadWorker):
 
     def status(self) -> dict:
         # ok until it fails: the broker counts as working before the first attempt.
-        return {"configured": True, "ok": self._health.ok_now is not False,
+        return {"ok": self._health.ok_now is not False,
                 "connected": self._link is not None and self._link.connected,
                 "last_error": self._last_error}
 
@@ -203,7 +203,7 @@ class MqttWorker(ThreadWorker):
     def _backlog(self) -> dict[str, int]:
         store = self.require_store()
         return {transport: store.pending_count(transport).pending
-                for transport in transports(self.cfg)}
+                for transport in self.cfg.transports}
 
     def _say_offline(self, link: MqttLink) -> None:
         """A clean stop: the retained status says offline, acknowledged within
