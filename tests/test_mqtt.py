@@ -48,7 +48,7 @@ class Mosquitto:
     so a session survives kill -9), optionally a password file and TLS."""
 
     def __init__(self, folder: Path, *, password: str | None = None,
-                 tls: tuple[Path, Path] | None = None):
+                 tls: tuple[Path, Path] | None = None, acl: str | None = None):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -67,6 +67,10 @@ class Mosquitto:
             lines += ["allow_anonymous false", f"password_file {passwords}"]
         if tls is not None:
             lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
+        self.acl = folder / "acl"
+        if acl is not None:
+            self.acl.write_text(acl)
+            lines.append(f"acl_file {self.acl}")
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
@@ -85,6 +89,11 @@ class Mosquitto:
                     pytest.fail(f"mosquitto did not start: "
                                 f"{log.read_text() if log.exists() else ''}")
                 time.sleep(0.05)
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its ACL file again."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
         """kill -9: no goodbye to anyone, nothing saved beyond what already was."""
@@ -343,6 +352,29 @@ def test_a_wrong_password_is_a_fault_and_no_crash(broker, short_dir, tmp_path, w
         wait_until(lambda: mqtt_pending(site.cfg.storage.db_path) == 0, 90, interval=0.1,
                    what="delivered with the right password")
     assert "not-the-password" not in caplog.text and PASSWORD not in caplog.text
+
+
+@needs_mosquitto
+def test_an_event_the_broker_refuses_stays_owed_and_is_a_fault(broker, short_dir, wait_until):
+    """MQTT 5: an ACL that refuses the events topic answers with a refused PUBACK."""
+    # The dashboard logs in with the device's account here: it may read everything.
+    status_only = f"user {USER}\ntopic read {PREFIX}/#\ntopic write {STATUS}\n"
+    mosquitto = broker(password=PASSWORD, acl=status_only)
+    password_file = short_dir / "mqtt-password"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    with contextlib.ExitStack() as stack:
+        site = start_site(mqtt_site(short_dir, mosquitto.port, username=USER,
+                                    password_file=password_file), short_dir, stack)
+        event = record(site)
+        assert wait_until(lambda: faults(site).get("mqtt"), 15) == "refused"
+        assert mqtt_pending(site.cfg.storage.db_path) == len(stored_ids(site))
+        mosquitto.acl.write_text(status_only + f"topic write {EVENTS}/#\n")
+        mosquitto.reload()
+        with subscribed(mosquitto.port, user=USER) as dashboard:
+            wait_until(lambda: event.id in dashboard.event_ids(), 90, interval=0.1,
+                       what="the event, once the ACL lets it through")
+        wait_until(lambda: "mqtt" not in faults(site), 10)
 
 
 @pytest.fixture(scope="module")
