@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cloudevent_problems, start_daemon, stop_daemon
+from conftest import cloudevent_problems, edge_cli, start_daemon, stop_daemon
 from edge import config
 from edge.routing import MQTT
 from edge.sim.site import SimSite, start_site
@@ -420,6 +420,38 @@ def test_mqtts_with_another_ca_is_a_tls_fault(broker, broker_cert, short_dir, tm
         record(site)
         assert wait_until(lambda: faults(site).get("mqtt"), 15) == "tls"
         assert mqtt_pending(site.cfg.storage.db_path) == len(stored_ids(site))  # all owed
+
+
+def broker_line(config_path: Path) -> tuple[int, str]:
+    result = edge_cli("check", config=config_path)
+    [line] = [line for line in result.stdout.splitlines() if line[2:].startswith("broker")]
+    return result.returncode, line
+
+
+@needs_mosquitto
+def test_check_connects_as_the_device_or_asks_the_running_daemon(broker, short_dir, tmp_path):
+    mosquitto = broker(password=PASSWORD)
+    password_file = tmp_path / "mqtt-password"
+    password_file.write_text("wrong\n")
+    password_file.chmod(0o600)
+    site = mqtt_site(short_dir, mosquitto.port, username=USER, password_file=password_file)
+    config_path = site.write(tmp_path / "config.toml")
+    code, line = broker_line(config_path)
+    assert code == 1 and line.startswith("✗ broker") and "Not authorized" in line, line
+    password_file.write_text(PASSWORD + "\n")
+    assert broker_line(config_path)[1].startswith("✓ broker")
+    daemon = start_daemon(config_path, short_dir / "control.sock", tmp_path / "daemon.log")
+    try:  # a second connection as the device would throw the daemon's off: none is made
+        line = ""
+        for _ in range(50):
+            line = broker_line(config_path)[1]
+            if "connected" in line:
+                break
+            time.sleep(0.1)
+        assert line.startswith("✓ broker") and "connected" in line, line
+        assert "mqtt connection" not in daemon.log_text()  # never lost
+    finally:
+        stop_daemon(daemon)
 
 
 # ---------------------------------------------------------------------- config

@@ -86,7 +86,7 @@ class MqttLink:
     a while, publish() queues a message, close() ends it."""
 
     def __init__(self, settings: Mqtt, client_id: str, password: str | None,
-                 will: tuple[str, bytes], listener: LinkListener):
+                 will: tuple[str, bytes] | None, listener: LinkListener):
         import paho.mqtt.client as paho
         from paho.mqtt.properties import Properties
         from paho.mqtt.packettypes import PacketTypes
@@ -100,8 +100,8 @@ class MqttLink:
         client.max_inflight_messages = 0  # the worker bounds what is in flight
         if settings.username is not None:
             client.username_pw_set(settings.username, password)
-        topic, payload = will
-        client.will_set(topic, payload, qos=QOS, retain=True)
+        if will is not None:  # (topic, payload): retained, published by the broker
+            client.will_set(*will, qos=QOS, retain=True)
         if settings.tls:
             client.tls_set_context(_tls_context(settings))
         client.on_connect = self._on_connect
