@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cloudevent_problems, edge_cli, start_daemon, stop_daemon
+from conftest import cloudevent_problems, edge_cli, self_signed_cert, start_daemon, stop_daemon
 from edge import config
 from edge.routing import MQTT
 from edge.sim.site import SimSite, start_site
@@ -202,6 +202,14 @@ def mqtt_site(folder: Path, port: int, *, scheme: str = "mqtt", **keys) -> SimSi
                    extra=f"\n[mqtt]\n{lines}")
 
 
+@contextlib.contextmanager
+def watched_site(folder: Path, port: int, *, tls_ca: Path | None = None, **keys):
+    """(the simulated site on the broker at ``port``, a dashboard subscribed before it
+    started); ``keys`` as mqtt_site's."""
+    with subscribed(port, tls_ca=tls_ca) as dashboard, contextlib.ExitStack() as stack:
+        yield start_site(mqtt_site(folder, port, **keys), folder, stack), dashboard
+
+
 def mqtt_pending(db: Path) -> int:
     store = Store(db, readonly=True)
     try:
@@ -230,8 +238,7 @@ def faults(site) -> dict:
 def test_events_arrive_on_their_topics_as_the_cloudevents_the_uplink_posts(
         broker, short_dir, wait_until):
     mosquitto = broker()
-    with subscribed(mosquitto.port) as dashboard, contextlib.ExitStack() as stack:
-        site = start_site(mqtt_site(short_dir, mosquitto.port), short_dir, stack)
+    with watched_site(short_dir, mosquitto.port) as (site, dashboard):
         sent = [record(site), record(site, "gate_open", "main_gate", "校门"),
                 record(site, "tamper", "box", "报警主机防拆")]
         wait_until(lambda: len(dashboard.received()) >= 4, 10, what="four events")
@@ -290,8 +297,7 @@ def test_a_clean_stop_publishes_offline(broker, short_dir, wait_until):
 def test_a_broker_killed_mid_flight_loses_no_event_and_repeats_only_ids(
         broker, short_dir, wait_until):
     mosquitto = broker()
-    with subscribed(mosquitto.port) as dashboard, contextlib.ExitStack() as stack:
-        site = start_site(mqtt_site(short_dir, mosquitto.port), short_dir, stack)
+    with watched_site(short_dir, mosquitto.port) as (site, dashboard):
         time.sleep(1.5)  # the broker has saved the dashboard's session (autosave_interval)
         ids = []
         for n in range(60):  # the broker is down from the 21st event to the 41st
@@ -380,12 +386,7 @@ def test_an_event_the_broker_refuses_stays_owed_and_is_a_fault(broker, short_dir
 @pytest.fixture(scope="module")
 def broker_cert(tmp_path_factory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (its own CA) and its key, made by openssl."""
-    folder = tmp_path_factory.mktemp("mqtt-tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = self_signed_cert(tmp_path_factory.mktemp("mqtt-tls"))
     key.chmod(0o644)  # mosquitto may read it as another user
     return cert, key
 
@@ -394,10 +395,8 @@ def broker_cert(tmp_path_factory) -> tuple[Path, Path]:
 def test_mqtts_with_the_brokers_ca_works(broker, broker_cert, short_dir, wait_until):
     cert, _ = broker_cert
     mosquitto = broker(tls=broker_cert)
-    with subscribed(mosquitto.port, tls_ca=cert) as dashboard, \
-            contextlib.ExitStack() as stack:
-        site = start_site(mqtt_site(short_dir, mosquitto.port, scheme="mqtts", ca_file=cert),
-                          short_dir, stack)
+    with watched_site(short_dir, mosquitto.port, tls_ca=cert, scheme="mqtts",
+                      ca_file=cert) as (site, dashboard):
         event = record(site)
         wait_until(lambda: event.id in dashboard.event_ids(), 15)
         assert "mqtt" not in faults(site)
@@ -407,16 +406,10 @@ def test_mqtts_with_the_brokers_ca_works(broker, broker_cert, short_dir, wait_un
 def test_mqtts_with_another_ca_is_a_tls_fault(broker, broker_cert, short_dir, tmp_path,
                                               wait_until):
     mosquitto = broker(tls=broker_cert)
-    other = tmp_path / "other"
-    other.mkdir()
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(other / "key.pem"), "-out", str(other / "ca.pem")],
-                   check=True, capture_output=True)
+    other_ca, _ = self_signed_cert(tmp_path, "other-ca")
     with contextlib.ExitStack() as stack:
         site = start_site(mqtt_site(short_dir, mosquitto.port, scheme="mqtts",
-                                    ca_file=other / "ca.pem"), short_dir, stack)
+                                    ca_file=other_ca), short_dir, stack)
         record(site)
         assert wait_until(lambda: faults(site).get("mqtt"), 15) == "tls"
         assert mqtt_pending(site.cfg.storage.db_path) == len(stored_ids(site))  # all owed
@@ -456,41 +449,31 @@ def test_check_connects_as_the_device_or_asks_the_running_daemon(broker, short_d
 
 # ---------------------------------------------------------------------- config
 
-MINIMAL = """
-[site]
-name = "高山小学"
-device_id = "gaoshan-gate-1"
-[storage]
-path = "/var/lib/edge-alarm"
-[gpio]
-pin_factory = "mock"
-[[panic_button]]
-name = "guard_room"
-label = "门卫室一键报警"
-pin = 17
-"""
+def mqtt_config(table: str) -> config.Config:
+    """The simulated site's config with ``table``'s keys as its [mqtt] table."""
+    site = SimSite(Path("/var/lib/edge-alarm"), extra=f"\n[mqtt]\n{table}")
+    return config.parse(tomllib.loads(site.text()))
 
 
 def mqtt_problems(table: str) -> list[str]:
     try:
-        config.parse(tomllib.loads(MINIMAL + "[mqtt]\n" + table))
+        mqtt_config(table)
     except config.ConfigError as e:
         return e.problems
     return []
 
 
 def test_the_mqtt_table_reads_its_keys_and_makes_mqtt_a_transport():
-    cfg = config.parse(tomllib.loads(MINIMAL + """[mqtt]
-url = "mqtts://emqx.county.edu.cn"
+    cfg = mqtt_config("""url = "mqtts://emqx.county.edu.cn"
 ca_file = "/etc/edge-alarm/broker-ca.pem"
 username = "gaoshan-gate-1"
 password_file = "/etc/edge-alarm/mqtt-password"
 topic_prefix = "county/schools"
-"""))
+""")
     assert cfg.mqtt is not None
     assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.tls) == ("emqx.county.edu.cn", 8883, True)
     assert cfg.transports == ("mqtt",) and cfg.has_transport
-    plain = config.parse(tomllib.loads(MINIMAL + '[mqtt]\nurl = "mqtt://10.0.0.5"\n'))
+    plain = mqtt_config('url = "mqtt://10.0.0.5"\n')
     assert plain.mqtt == config.Mqtt(url="mqtt://10.0.0.5")
     assert (plain.mqtt.port, plain.mqtt.topic_prefix) == (1883, "edge-alarm")
 
