@@ -42,5 +42,9 @@ class MqttError(EdgeAlarmError, OSError):
     """The broker could not be reached, or refused the device."""
 
 
+class MqttTlsError(MqttError):
+    """The broker's TLS failed: its certificate did not verify, or the handshake broke."""
+
+
 class CameraError(EdgeAlarmError, OSError):
     """The camera could not start or capture."""

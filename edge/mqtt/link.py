@@ -21,7 +21,7 @@ import ssl
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.config import Mqtt
-from edge.errors import MqttError
+from edge.errors import MqttError, MqttTlsError
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -113,15 +113,16 @@ class MqttLink:
 
     def open(self) -> None:
         """Connect and send CONNECT; the CONNACK comes through serve(). MqttError when
-        the broker cannot be reached or its certificate is not trusted."""
+        the broker cannot be reached, MqttTlsError when TLS fails (an untrusted
+        certificate)."""
         try:
             self._client.connect(self._settings.host, self._settings.port,
                                  keepalive=KEEPALIVE_S, clean_start=False,
                                  properties=self._connect_properties)
         except ssl.SSLCertVerificationError as e:
-            raise MqttError(f"TLS: {e.verify_message or e.reason}") from None
+            raise MqttTlsError(f"TLS: {e.verify_message or e.reason}") from None
         except ssl.SSLError as e:
-            raise MqttError(f"TLS: {e.reason or e}") from None
+            raise MqttTlsError(f"TLS: {e.reason or e}") from None
         except (OSError, ValueError) as e:  # refused, unreachable, timeout, no such host
             raise MqttError(f"{self._settings.host}:{self._settings.port}: "
                             f"{getattr(e, 'strerror', None) or e}") from None

@@ -21,7 +21,7 @@ import random
 from typing import Callable
 
 from edge.config import Config, Mqtt
-from edge.errors import MqttError, SecretFileError, StorageError
+from edge.errors import MqttError, MqttTlsError, SecretFileError, StorageError
 from edge.events import Event, cloudevents_body
 from edge.mqtt.link import CONNECT_TIMEOUT_S, Bell, MqttLink
 from edge.mqtt.status_message import (StatusPacer, event_topic, offline, online, payload,
@@ -84,8 +84,9 @@ class MqttWorker(ThreadWorker):
 
     def status(self) -> dict:
         # ok until it fails: the broker counts as working before the first attempt.
+        link = self._link  # read once: the worker thread may drop it meanwhile
         return {"ok": self._health.ok_now is not False,
-                "connected": self._link is not None and self._link.connected,
+                "connected": link is not None and link.connected,
                 "last_error": self._last_error}
 
     def notify(self, event: Event) -> None:
@@ -152,9 +153,11 @@ class MqttWorker(ThreadWorker):
             return
         try:
             link.open()
+        except MqttTlsError as e:  # the device's CA or the broker's certificate: news now
+            self._attempt_failed("tls", str(e), at_once=True)
+            return
         except MqttError as e:
-            tls = str(e).startswith("TLS")
-            self._attempt_failed("tls" if tls else "unreachable", str(e), at_once=tls)
+            self._attempt_failed("unreachable", str(e))
             return
         self._link = link
         self._connack_by = mono + CONNECT_TIMEOUT_S
