@@ -6,12 +6,8 @@ And the [mqtt] config."""
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
-import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 import tomllib
@@ -22,10 +18,10 @@ import pytest
 from conftest import cloudevent_problems, edge_cli, self_signed_cert, start_daemon, stop_daemon
 from edge import config
 from edge.routing import MQTT
+from edge.sim.broker import MOSQUITTO, Broker
 from edge.sim.site import SimSite, start_site
 from edge.store import Store
 
-MOSQUITTO = shutil.which("mosquitto")
 needs_mosquitto = pytest.mark.skipif(
     MOSQUITTO is None, reason="the mosquitto broker is not installed (apt-get install "
                               "mosquitto; .ci/run installs it)")
@@ -37,86 +33,14 @@ STATUS = f"{PREFIX}/{DEVICE}/status"
 USER, PASSWORD = "gate-1", "s3cret-broker-password"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Mosquitto:
-    """A mosquitto process on 127.0.0.1:``port`` with persistence on (saved every second,
-    so a session survives kill -9), optionally a password file and TLS."""
-
-    def __init__(self, folder: Path, *, password: str | None = None,
-                 tls: tuple[Path, Path] | None = None, acl: str | None = None):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        lines = [f"listener {self.port} 127.0.0.1",
-                 f"user {getpass.getuser()}",  # root stays root; another user is kept
-                 "persistence true", f"persistence_location {folder}/",
-                 "autosave_interval 1",
-                 f"log_dest file {folder}/mosquitto.log"]
-        if password is None:
-            lines.append("allow_anonymous true")
-        else:
-            passwords = folder / "passwd"
-            passwords.touch(mode=0o600)
-            subprocess.run(["mosquitto_passwd", "-b", str(passwords), USER, password],
-                           check=True, capture_output=True)
-            lines += ["allow_anonymous false", f"password_file {passwords}"]
-        if tls is not None:
-            lines += [f"certfile {tls[0]}", f"keyfile {tls[1]}"]
-        self.acl = folder / "acl"
-        if acl is not None:
-            self.acl.write_text(acl)
-            lines.append(f"acl_file {self.acl}")
-        self.conf = folder / "mosquitto.conf"
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Mosquitto":
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    log = (self.folder / "mosquitto.log")
-                    pytest.fail(f"mosquitto did not start: "
-                                f"{log.read_text() if log.exists() else ''}")
-                time.sleep(0.05)
-
-    def reload(self) -> None:
-        """SIGHUP: mosquitto reads its ACL file again."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGHUP)
-
-    def kill(self) -> None:
-        """kill -9: no goodbye to anyone, nothing saved beyond what already was."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(5)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture
 def broker(tmp_path):
-    """make(password=None, tls=None) → a started Mosquitto, stopped at teardown."""
-    brokers: list[Mosquitto] = []
+    """make(password=None, tls=None, acl=None) → a started Broker, stopped at teardown."""
+    brokers: list[Broker] = []
 
-    def make(**options) -> Mosquitto:
-        made = Mosquitto(tmp_path / f"broker{len(brokers)}", **options)
+    def make(password: str | None = None, **options) -> Broker:
+        made = Broker(tmp_path / f"broker{len(brokers)}",
+                      account=None if password is None else (USER, password), **options)
         brokers.append(made)
         return made.start()
     yield make
@@ -196,10 +120,8 @@ def retained_status(port: int, **options) -> dict | None:
 
 
 def mqtt_site(folder: Path, port: int, *, scheme: str = "mqtt", **keys) -> SimSite:
-    table = {"url": f"{scheme}://127.0.0.1:{port}", "topic_prefix": PREFIX, **keys}
-    lines = "".join(f"{key} = {json.dumps(str(value))}\n" for key, value in table.items())
-    return SimSite(folder / "var", folder / "control.sock", device_id=DEVICE,
-                   extra=f"\n[mqtt]\n{lines}")
+    return SimSite(folder / "var", folder / "control.sock", device_id=DEVICE, mqtt_keys={
+        "url": f"{scheme}://127.0.0.1:{port}", "topic_prefix": PREFIX, **keys})
 
 
 @contextlib.contextmanager
@@ -319,7 +241,7 @@ def test_a_broker_killed_mid_flight_loses_no_event_and_repeats_only_ids(
 @needs_mosquitto
 def test_a_broker_down_at_start_is_a_fault_then_recovers_and_delivers(
         broker, short_dir, wait_until):
-    down = Mosquitto(short_dir / "later")  # its port chosen, nothing listening yet
+    down = Broker(short_dir / "later")  # its port chosen, nothing listening yet
     try:
         with contextlib.ExitStack() as stack:
             site = start_site(mqtt_site(short_dir, down.port), short_dir, stack)
