@@ -75,6 +75,8 @@ def run_check(cfg: Config, out=None) -> int:
     lines.append(_platform(cfg))
     if cfg.sia is not None:
         lines.append(_alarm_centre(cfg))
+    if cfg.mqtt is not None:
+        lines.append(_broker(cfg, daemon))
     for line in lines:  # the modem's answers (its operator name) escaped
         out.write(f"{safe_text(line)}\n")
     failed = [line for line in lines if line.mark == FAIL]
@@ -340,3 +342,22 @@ def _platform(cfg: Config) -> Line:
     else:  # a redirect, or no events endpoint at that URL
         advice = "correct [uplink] url"
     return Line(FAIL, "platform", f"{up.url}: {result.detail}; {advice}")
+
+
+def _broker(cfg: Config, daemon: StatusDoc | None) -> Line:
+    """The running daemon's link (a second connection as the device would take its
+    session over), else a connection of check's own."""
+    assert cfg.mqtt is not None
+    url = cfg.mqtt.url
+    if daemon is not None and "mqtt" in daemon:
+        entry = daemon["mqtt"]
+        if entry.get("connected"):
+            return Line(OK, "broker", f"{url}: connected, {entry['pending']} event(s) to send")
+        return Line(FAIL, "broker", f"{url}: not connected in the daemon: "
+                                    f"{entry.get('last_error') or 'connecting'}")
+    from edge.mqtt.probe import probe
+    why = probe(cfg.mqtt, cfg.site.device_id)
+    if why is None:
+        return Line(OK, "broker", f"{url}: the account is accepted")
+    return Line(FAIL, "broker", f"{url}: {why}; check [mqtt] url, username, password_file "
+                                f"and ca_file")

@@ -34,6 +34,18 @@ class UplinkError(EdgeAlarmError, OSError):
     """The platform could not be reached or refused a request."""
 
 
+class SecretFileError(EdgeAlarmError, OSError):
+    """A file that holds a secret (the platform token, the broker password) cannot be used."""
+
+
+class MqttError(EdgeAlarmError, OSError):
+    """The broker could not be reached, or refused the device."""
+
+
+class MqttTlsError(MqttError):
+    """The broker's TLS failed: its certificate did not verify, or the handshake broke."""
+
+
 class CameraError(EdgeAlarmError, OSError):
     """The camera could not start or capture."""
 

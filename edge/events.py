@@ -27,6 +27,7 @@ PART_LABELS = {
     "siren": "警号",
     "indicator": "值班室指示灯",
     "control": "控制接口",
+    "mqtt": "MQTT 连接",
 }
 
 CLOUDEVENT_TYPE_PREFIX = "cn.edu.school.edge-alarm."
@@ -67,6 +68,12 @@ class Event:
             "datacontenttype": "application/json",
             "data": self.data,
         }
+
+
+def cloudevents_body(document: dict[str, Any] | list[dict[str, Any]]) -> bytes:
+    """The bytes every transport sends of a CloudEvent (or a batch of them): compact
+    UTF-8 JSON, so the HTTP body and the MQTT payload of an event are the same document."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def rfc3339(t: dt.datetime) -> str:

@@ -10,6 +10,7 @@ from edge.kinds import TEXTED_AS
 from edge.store import SmsRequest
 
 UPLINK = "uplink"
+MQTT = "mqtt"
 
 
 def sms_requests(cfg: Config, kind: str, ts: float, data: dict) -> list[SmsRequest]:

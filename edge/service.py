@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class Transport(Worker, Protocol):
-    """A worker that delivers events (the uplink): woken when a picture it may be
+    """A worker that delivers events (the uplink, MQTT): woken when a picture it may be
     holding an event back for is attached."""
 
     def wake(self) -> None: ...
@@ -30,8 +30,8 @@ class Transport(Worker, Protocol):
 @dataclass(frozen=True)
 class WorkerOptions:
     """What a test, a bench or the demo chooses of the workers: ``camera`` instead of
-    the configured backend, the modem's deadlines, the uplink's (and the SIA link's)
-    backoff jitter, the SIA link's exchange deadline (None: its own)."""
+    the configured backend, the modem's deadlines, the transports' backoff jitter, the SIA
+    link's exchange deadline (None: its own)."""
 
     camera: Camera | None = None
     modem_timings: ModemTimings | None = None
@@ -70,6 +70,9 @@ def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
         from edge.sia.worker import EXCHANGE_S, SiaWorker
         transports.append(SiaWorker(cfg, port, exchange_s=options.sia_exchange_s or EXCHANGE_S,
                                     rng=options.uplink_rng))
+    if cfg.mqtt is not None:
+        from edge.mqtt.worker import MqttWorker
+        transports.append(MqttWorker(cfg, port, rng=options.uplink_rng))
     if cfg.camera is not None and cfg.camera.backend != "none":
         from edge.snapshots import CameraWorker
 

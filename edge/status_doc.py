@@ -70,6 +70,7 @@ class TransportStatus(TypedDict):
     pending: int  # events it has not delivered yet
     oldest_pending_s: float | None
     last_error: NotRequired[str | None]  # from the transport's worker
+    connected: NotRequired[bool]  # mqtt: the link to the broker is up
 
 
 class CameraStatus(TypedDict):

@@ -49,7 +49,7 @@ class ThreadWorker:
     def stop(self, timeout: float) -> None:
         with self._wake:
             self._stopping = True
-            self._wake.notify()
+        self.wake()  # through wake(): a worker that waits on more than the condition hears it
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():

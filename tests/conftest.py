@@ -132,6 +132,17 @@ def write_token(path: Path, token: str = PLATFORM_TOKEN, mode: int = 0o600) -> P
     return write_token_file(path, token, mode)
 
 
+def self_signed_cert(folder: Path, name: str = "cert") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, made by openssl
+    in ``folder`` as {name}.pem and {name}-key.pem."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}-key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
 @pytest.fixture
 def token_file(tmp_path) -> Path:
     """tmp_path/"token" holding PLATFORM_TOKEN, as write_token() leaves it."""

@@ -200,7 +200,7 @@ def test_each_table_is_read_by_the_config_field_of_its_name():
     assert {name: cls for name, (cls, _) in SECTIONS.items()} == {
         "site": config.Site, "storage": config.Storage, "gpio": config.Gpio,
         "siren": config.Siren, "camera": config.Camera, "modem": config.Modem,
-        "uplink": config.Uplink, "sms": config.Sms, "drill": config.Drill,
+        "uplink": config.Uplink, "mqtt": config.Mqtt, "sms": config.Sms, "drill": config.Drill,
         "summary": config.Summary, "control": config.Control,
         "escalation": config.Escalation, "walktest": config.Walktest,
         "indicator": config.Indicator, "web": config.Web, "sia": config.Sia}
@@ -210,7 +210,7 @@ def test_each_table_is_read_by_the_config_field_of_its_name():
 
 def test_optional_sections_left_out_turn_their_part_off():
     cfg = config.parse(tomllib.loads(MINIMAL))
-    assert (cfg.siren, cfg.camera, cfg.modem, cfg.uplink) == (None, None, None, None)
+    assert (cfg.siren, cfg.camera, cfg.modem, cfg.uplink, cfg.mqtt) == (None,) * 5
     assert not cfg.has_transport
 
 

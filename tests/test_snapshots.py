@@ -30,7 +30,7 @@ from edge.service import WorkerOptions, build_daemon
 from edge.sim.site import Contact
 from edge.snapshots import CameraWorker
 from edge.store import Store
-from edge.uplink.worker import SNAPSHOT_WAIT_S
+from edge.snapshot_wait import SNAPSHOT_WAIT_S
 
 PRINCIPAL = "+8613800138000"
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))

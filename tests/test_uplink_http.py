@@ -4,7 +4,6 @@ import email.utils
 import io
 import logging
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -14,7 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import PLATFORM_TOKEN, write_token
+from conftest import PLATFORM_TOKEN, self_signed_cert, write_token
 from edge.sim.slow_platform import HUGE_BODY, TRICKLE_BODY, TRICKLE_HEAD, SlowPlatform
 from edge.errors import UplinkError
 from edge.uplink.backoff import MAX_DELAY_S, backoff_delay, next_delay
@@ -194,13 +193,7 @@ def test_a_lost_answer_is_retried_and_the_retry_is_accepted_as_a_duplicate(platf
 @pytest.fixture(scope="module")
 def tls_cert(tmp_path_factory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its key, made by openssl."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    return cert, key
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.mark.parametrize("mode, tls", [(TRICKLE_HEAD, False), (TRICKLE_BODY, False),

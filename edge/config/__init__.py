@@ -15,8 +15,8 @@ from edge.config.inputs import (DAY_NAMES, INPUT_KINDS, POWER_SIGNALS, Input, In
 from edge.config.loader import DEFAULT_PATH, Config, default_config_path, load, parse
 from edge.config.sections import (CAMERA_BACKENDS, DEFAULT_SOCKET, LOW_SPACE_CLEAR_SHARE,
                                   PIN_FACTORIES, TEMPLATE_FIELDS, Camera, Contact, Control,
-                                  Drill, Escalation, Gpio, Indicator, Modem, Sia, Siren, Site,
-                                  Sms, Storage, Summary, Uplink, Walktest, Web)
+                                  Drill, Escalation, Gpio, Indicator, Modem, Mqtt, Sia, Siren,
+                                  Site, Sms, Storage, Summary, Uplink, Walktest, Web)
 from edge.config.table import PLACEHOLDER, RANGES
 from edge.errors import ConfigError
 from edge.kinds import DEFAULT_IMMEDIATE, RECEIVABLE_KINDS
@@ -26,7 +26,7 @@ __all__ = [
     "INPUT_KINDS", "LOW_SPACE_CLEAR_SHARE", "PIN_FACTORIES", "PLACEHOLDER", "POWER_SIGNALS",
     "RANGES", "RECEIVABLE_KINDS", "TEMPLATE_FIELDS", "Camera", "Config", "ConfigError",
     "Contact", "Control", "Drill", "Escalation", "Gpio", "Indicator", "Input", "InputKind",
-    "Modem", "Sia", "Siren", "Site", "Sms", "Storage", "Summary", "TimeRange", "Uplink",
-    "Walktest", "Web", "default_config_path", "load", "parse", "parse_time_range",
+    "Modem", "Mqtt", "Sia", "Siren", "Site", "Sms", "Storage", "Summary", "TimeRange",
+    "Uplink", "Walktest", "Web", "default_config_path", "load", "parse", "parse_time_range",
     "phone_problem",
 ]

@@ -52,6 +52,38 @@ def valid_url(value: str) -> str | None:
     return why
 
 
+def mqtt_url(value: str) -> str | None:
+    """mqtt://host[:port] or mqtts://host[:port]: nothing else (credentials have their own
+    keys, and a path or query means nothing to a broker)."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as e:
+        return f"{value!r} is not a URL: {e}"
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        return "must be mqtt://host[:port] or mqtts://host[:port]"
+    if parts.username is not None or parts.password is not None:
+        return "must not hold credentials: use username and password_file"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "must be mqtt://host[:port] or mqtts://host[:port], with no path"
+    if port == 0:
+        return "port 0 is no port"
+    if _EXAMPLE_HOST_RE.search(parts.hostname):
+        return f"{value!r} is an example host: edit it to the county broker, or remove [mqtt]"
+    return None
+
+
+def mqtt_topic_prefix(value: str) -> str | None:
+    """Topic levels the device's own ({prefix}/{device_id}/...) go under: no wildcard, no
+    empty level, no "$" at the start (the broker's own $SYS topics)."""
+    if not value or value.startswith(("/", "$")) or value.endswith("/") or "//" in value:
+        return "must be topic levels such as \"edge-alarm\" or \"county/schools\" (no " \
+               "leading, trailing or doubled /, no leading $)"
+    if any(ch in value for ch in "+#\0"):
+        return "must not hold the MQTT wildcards + or # (or a NUL)"
+    return None
+
+
 valid_device_id = matching(re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
                            "must be 1-64 of A-Z, a-z, 0-9, '.', '_' or '-'")
 sim_pin = matching(re.compile(r"^([0-9]{4,8})?$"), "must be 4-8 digits")

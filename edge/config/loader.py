@@ -14,8 +14,8 @@ from edge.config.inputs import INPUT_KINDS, Input, read_input
 from edge.config.section import Section, key_default, not_none
 from edge.config.sections import (DEFAULT_HEARTBEAT_S, DEFAULT_SMS_FALLBACK_AFTER_S, Camera,
                                   Contact, Control, Drill, Escalation, Gpio, Indicator, Modem,
-                                  Sia, Siren, Site, Sms, Storage, Summary, Uplink, Walktest,
-                                  Web)
+                                  Mqtt, Sia, Siren, Site, Sms, Storage, Summary, Uplink,
+                                  Walktest, Web)
 from edge.config.table import REQUIRED, Problems, Table
 from edge.errors import ConfigError
 from edge.events import PART_LABELS
@@ -40,6 +40,7 @@ class Config:
     camera: Camera | None = None
     modem: Modem | None = None
     uplink: Uplink | None = None
+    mqtt: Mqtt | None = None
     sia: Sia | None = None
     contacts: tuple[Contact, ...] = ()
     sms: Sms = Sms()
@@ -64,7 +65,7 @@ class Config:
     def transports(self) -> tuple[str, ...]:
         """The configured transports, by the name their delivery rows and status entries
         carry. An event is owed to each of them; spec §5's "no transport" is none."""
-        sections = {"uplink": self.uplink, "sia": self.sia}
+        sections = {"uplink": self.uplink, "mqtt": self.mqtt, "sia": self.sia}
         return tuple(name for name, section in sections.items() if section is not None)
 
     @property

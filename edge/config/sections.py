@@ -8,13 +8,15 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from edge.clock import LocalTime
-from edge.config.checks import (command_pin, is_loopback, listen_address, not_blank, one_of,
-                                optional_phone, phone_problem, sia_account, sia_key_file,
-                                sia_number, sim_pin, split_listen, valid_device_id,
-                                valid_host, valid_name, valid_timezone, valid_url)
+from edge.config.checks import (command_pin, is_loopback, listen_address, mqtt_topic_prefix,
+                                mqtt_url, not_blank, one_of, optional_phone, phone_problem,
+                                sia_account, sia_key_file, sia_number, sim_pin, split_listen,
+                                valid_device_id, valid_host, valid_name, valid_timezone,
+                                valid_url)
 from edge.config.section import Section, read_keys, setting
 from edge.config.table import Table
 from edge.kinds import DEFAULT_IMMEDIATE, RECEIVABLE_KINDS
@@ -26,6 +28,7 @@ BAUDRATES = (9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 # Placeholders an [sms] template may use; see edge/sms_text.py.
 TEMPLATE_FIELDS = frozenset({"site", "label", "subject", "time", "date", "kind", "reason", "by",
                              "text"})
+MQTT_PORT, MQTTS_PORT = 1883, 8883  # the IANA ports a url without one means
 # Low free space clears only once min_free_mb and this share of it again are free.
 LOW_SPACE_CLEAR_SHARE = 0.1
 # Without an [uplink] (only [mqtt] or [sia]) these hold; with one, its keys set them.
@@ -121,6 +124,39 @@ class Sia(Section):
     line: str = setting("0", toml=(str, int), check=sia_number)
     key_file: Path | None = setting(None, check=sia_key_file)  # None: sent in clear
     supervision_s: int = 60  # a NULL message after this long without one; 0 = none
+
+
+@dataclass(frozen=True, kw_only=True)  # keyword-only: the required url after the files
+class Mqtt(Section):
+    """A fleet broker (edge.mqtt): client id = [site] device_id, QoS 1, a persistent session."""
+
+    ca_file: Path | None = None  # required with mqtts://: the broker's CA, verification always on
+    url: str = setting(check=mqtt_url)
+    username: str | None = setting(None, check=not_blank)
+    password_file: Path | None = None  # its first line; never logged
+    topic_prefix: str = setting("edge-alarm", check=mqtt_topic_prefix)
+
+    @classmethod
+    def read(cls, table: Table) -> Mqtt:
+        section = super().read(table)
+        if section.tls and section.ca_file is None:
+            table.fail("ca_file", "required with an mqtts:// url: the CA that signed the "
+                                  "broker's certificate")
+        if section.password_file is not None and section.username is None:
+            table.fail("password_file", "needs a username (MQTT sends no password without one)")
+        return section
+
+    @property
+    def tls(self) -> bool:
+        return (self.url or "").startswith("mqtts://")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (MQTTS_PORT if self.tls else MQTT_PORT)
 
 
 def read_kinds(t: Table, key: str, default: Any) -> frozenset[str]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-from edge.errors import SiaError
-from edge.secret_file import first_line
+from edge.errors import SecretFileError, SiaError
+from edge.secret_file import read_secret
 
 KEY_RE = re.compile(r"[0-9A-Fa-f]{16}|[0-9A-Fa-f]{24}|[0-9A-Fa-f]{32}")
 BLOCK = 16
@@ -23,7 +23,10 @@ BLOCK = 16
 def read_key_file(path: str) -> bytes:
     """The key held by ``path`` (its first line, stripped). SiaError says what is wrong
     without ever showing the file's content."""
-    key = first_line(path, "key file", SiaError)
+    try:
+        key = read_secret(path, "key")
+    except SecretFileError as exc:
+        raise SiaError(str(exc)) from None
     if not KEY_RE.fullmatch(key):
         raise SiaError(f"key file {path} must hold 16, 24 or 32 hexadecimal characters "
                        f"(the AES-128/192/256 key) on its first line")

@@ -80,6 +80,7 @@ class SimSite:
     token_file: Path | None = None
     sms_fallback_after_s: float | None = None
     uplink_keys: Mapping[str, Any] = field(default_factory=dict)
+    mqtt_keys: Mapping[str, Any] | None = None  # the [mqtt] table, when set
     sms_keys: Mapping[str, Any] = field(default_factory=dict)
     sia_keys: Mapping[str, Any] = field(default_factory=dict)  # [sia] when set
     contacts: Sequence[Contact] = ()
@@ -116,6 +117,8 @@ class SimSite:
             tables.append(_table("[uplink]", {"url": self.platform_url,
                                               "token_file": self.token_file,
                                               **fallback, **self.uplink_keys}))
+        if self.mqtt_keys is not None:
+            tables.append(_table("[mqtt]", self.mqtt_keys))
         if self.sms_keys:
             tables.append(_table("[sms]", self.sms_keys))
         if self.sia_keys:

@@ -14,7 +14,6 @@ attempt then.
 """
 
 import email.utils
-import json
 import logging
 import os
 import time
@@ -26,8 +25,9 @@ import requests
 import urllib3
 from requests.auth import AuthBase
 
-from edge.errors import UplinkError
-from edge.secret_file import first_line
+from edge.errors import SecretFileError, UplinkError
+from edge.events import cloudevents_body
+from edge.secret_file import read_secret
 from edge.uplink.backoff import MAX_DELAY_S
 from edge.uplink.deadline import DeadlineAdapter, RequestDeadline
 
@@ -138,7 +138,7 @@ class HttpUplink:
             content_type, document = CLOUDEVENT_TYPE, events[0]
         else:
             content_type, document = CLOUDEVENT_BATCH_TYPE, events
-        body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        body = cloudevents_body(document)
         headers = {"Content-Type": content_type, "Idempotency-Key": str(events[0]["id"])}
         return self._request("POST", self.url, headers=headers, data=body)
 
@@ -286,11 +286,11 @@ def _innermost(exc: BaseException) -> BaseException:
 
 
 def _read_token(path: str) -> str:
-    """The first line of ``path``, stripped (edge.secret_file). Nothing here ever shows
-    the token."""
-    token = first_line(path, "token file", UplinkError)
-    if not token:
-        raise UplinkError(f"token file {path} is empty: its first line must hold the token")
+    """The token file's first line (edge.secret_file), which must fit an HTTP header."""
+    try:
+        token = read_secret(path, "token")
+    except SecretFileError as exc:
+        raise UplinkError(str(exc)) from None
     if not all(33 <= ord(ch) <= 126 for ch in token):
         raise UplinkError(f"token file {path}: the token holds spaces or characters "
                           "that an HTTP header cannot carry")

@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 from edge.config import Config
 from edge.errors import StorageError, UplinkError
-from edge.events import Event
 from edge.port import FailureStreak, WorkerPort
-from edge.routing import UPLINK, snapshot_wanted
+from edge.routing import UPLINK
+from edge.snapshot_wait import SnapshotWait
 from edge.store import Delivery, Store
 from edge.uplink.backoff import MAX_DELAY_S, next_delay
 from edge.uplink.http import (ACCEPTED, REJECTED, RETRY, HttpUplink, refuses_the_events,
@@ -36,9 +36,6 @@ BATCH_MAX_BYTES = 256 * 1024
 # weather, three in a row is an outage worth telling the principal about.
 FAULT_AFTER_FAILURES = 3
 CLIENT_RETRY_S = 30.0
-# An alarm waits this long for its snapshot so its CloudEvent carries snapshot_sha256;
-# the camera normally answers within a second, and the SMS never waits for it.
-SNAPSHOT_WAIT_S = 10.0
 
 
 class UplinkWorker(ThreadWorker):
@@ -56,9 +53,8 @@ class UplinkWorker(ThreadWorker):
         self._streak = FailureStreak(port.health(self.part), FAULT_AFTER_FAILURES)
         self._pictures_retry_at = 0.0
         self._picture_attempts = 0
-        # (seq, monotonic time) of the event first found waiting for its picture: the
-        # wait is bounded on the monotonic clock too, whatever the wall clock does.
-        self._waiting_since: tuple[int, float] | None = None
+        # An alarm waits for its snapshot so its CloudEvent carries snapshot_sha256.
+        self._snapshot_wait = SnapshotWait(cfg, port.clock)
 
     # ------------------------------------------------------------------ owner side
 
@@ -113,7 +109,7 @@ class UplinkWorker(ThreadWorker):
         # A retry time beyond the longest backoff was set before the clock stepped back.
         if now < rows[0].next_try <= now + MAX_DELAY_S:
             return min(rows[0].next_try - now, self._upload_picture(store, client, now))
-        picture_wait = self._picture_wait(rows[0].event, now)
+        picture_wait = self._snapshot_wait.remaining(rows[0].event, now)
         if picture_wait > 0:
             return min(picture_wait, self._upload_picture(store, client, now))
         batch, docs = self._batch(rows, now)
@@ -148,20 +144,6 @@ class UplinkWorker(ThreadWorker):
                 self._streak.failed("unreachable", result.detail)
         return 0
 
-    def _picture_wait(self, event: Event, now: float) -> float:
-        """Seconds this event should still wait for its snapshot (0: send it now)."""
-        if not snapshot_wanted(event, self.cfg):
-            return 0.0
-        if "snapshot_sha256" in event.data or "snapshot_error" in event.data:
-            return 0.0
-        mono = self.port.clock.monotonic()
-        if self._waiting_since is None or self._waiting_since[0] != event.seq:
-            self._waiting_since = (event.seq, mono)
-        waited = mono - self._waiting_since[1]
-        # A time stamped ahead of the clock (stepped back since) has no age to go by.
-        age = max(waited, now - event.ts)
-        return max(0.0, SNAPSHOT_WAIT_S - age)
-
     def _batch(self, rows: list[Delivery], now: float
                ) -> tuple[list[Delivery], list[dict[str, Any]]]:
         """The next request's events: one while live (or while isolating a rejected
@@ -173,7 +155,7 @@ class UplinkWorker(ThreadWorker):
         docs: list[dict[str, Any]] = []
         size = 2
         for row in rows:
-            if batch and self._picture_wait(row.event, now) > 0:
+            if batch and self._snapshot_wait.remaining(row.event, now) > 0:
                 break
             doc = row.event.to_cloudevent(self.cfg.site.device_id)
             doc_size = len(json.dumps(doc, ensure_ascii=False).encode()) + 1

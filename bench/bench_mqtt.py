@@ -1,0 +1,201 @@
+"""How fast the MQTT uplink gets events onto a broker, and what it costs in memory: a
+5,000-event backlog drained at QoS 1 with its in-flight window, the time from a panic press
+until a dashboard subscribed to the broker has the event, and the resident memory that
+[mqtt] adds to the daemon (paho-mqtt is imported only with it). The broker is a real
+Mosquitto (edge.sim.broker) on 127.0.0.1.
+
+    .venv/bin/python bench/bench_mqtt.py [--events N] [--presses N] [--dir DIR]
+
+Backlog: N events committed to a real store (one transaction each, as the daemon writes
+them, each with its mqtt delivery row), then the real daemon (edge.service.build_daemon,
+gpiozero MockFactory pins) starts and its MqttWorker publishes them; the clock runs from the
+daemon's start until the store holds no pending mqtt delivery (each marked on its PUBACK).
+
+Press→on the broker: the real daemon with twenty panic buttons; a button is pressed (its
+mock pin driven low) and the clock stops when a subscriber to the device's events topic has
+the panic. Each alarm is silenced before the next press.
+
+Memory: VmRSS of a fresh interpreter that has imported what `edge-alarm run` imports
+(edge.service, edge.daemon), before and after importing the MQTT worker and paho-mqtt.
+
+Exit status 0 when every target is met, 1 when one is missed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from _common import (BUTTON_PINS, SCHOOL, arg_parser, print_machine, site_config, spread,
+                     start_on_mock_pins, verdict, wait_for, work_dir)
+
+from edge.config import Config
+from edge.events import new_event_id
+from edge.routing import MQTT
+from edge.sim.broker import Broker
+from edge.store import Store
+
+DEVICE_ID = "bench-1"
+PREFIX = "bench"
+WAIT_S = 10.0  # a press not on the broker in this long is a failure
+POLL_S = 0.002
+DRAIN_TARGET = 500.0  # events/s
+PRESS_P50_TARGET_S = 0.050
+RSS_TARGET_KB = 10 * 1024
+
+_RSS_PROBE = """
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+import edge.service, edge.daemon
+before = rss()
+import edge.mqtt.worker, paho.mqtt.client
+print(rss() - before)
+"""
+
+
+def bench_config(root: Path, port: int, buttons: int = 1) -> Config:
+    return site_config(root / "var", DEVICE_ID, buttons=buttons, mqtt_keys={
+        "url": f"mqtt://127.0.0.1:{port}", "topic_prefix": PREFIX})
+
+
+def seed(store: Store, count: int) -> None:
+    """``count`` gate events as the daemon stores them: one commit each, with a delivery row."""
+    start = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))) - dt.timedelta(days=1)
+    for n in range(count):
+        store.append("gate_open" if n % 2 else "gate_closed", "main_gate",
+                     start + dt.timedelta(seconds=n), {"site": SCHOOL, "label": "校门"},
+                     transports=[MQTT], event_id=new_event_id())
+
+
+def no_pending(reader: Store, what: str, timeout: float = WAIT_S) -> None:
+    wait_for(lambda: reader.pending_count(MQTT)[0] == 0, what, timeout, POLL_S)
+
+
+class Dashboard:
+    """A subscriber to the device's events: when each panic's subject arrived."""
+
+    def __init__(self, port: int):
+        import paho.mqtt.client as paho
+
+        self.panics: dict[str, float] = {}  # subject → perf_counter at arrival
+        self._ready = threading.Event()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-dashboard",
+                             protocol=paho.MQTTv5)
+        client.on_connect = lambda c, *_: c.subscribe(f"{PREFIX}/{DEVICE_ID}/events/panic", 1)
+        client.on_subscribe = lambda *_: self._ready.set()
+        client.on_message = self._on_message
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        if not self._ready.wait(WAIT_S):
+            raise RuntimeError("the dashboard did not subscribe")
+        self._client = client
+
+    def _on_message(self, client, userdata, message) -> None:
+        import json
+        self.panics[json.loads(message.payload)["subject"]] = time.perf_counter()
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def drain(root: Path, broker: Broker, events: int) -> float:
+    """Events per second of the daemon publishing ``events`` stored events."""
+    cfg = bench_config(root, broker.port)
+    reader = Store(cfg.storage.db_path)
+    try:
+        seed(reader, events)
+        t0 = time.perf_counter()
+        owner, _ = start_on_mock_pins(cfg, WAIT_S)
+        try:
+            no_pending(reader, "the backlog drained", timeout=max(60.0, events / 50))
+            elapsed = time.perf_counter() - t0
+        finally:
+            owner.close()
+    finally:
+        reader.close()
+    return events / elapsed
+
+
+def press_to_broker(root: Path, broker: Broker, presses: int) -> list[float]:
+    cfg = bench_config(root, broker.port, buttons=len(BUTTON_PINS))
+    dashboard = Dashboard(broker.port)
+    owner, buttons = start_on_mock_pins(cfg, WAIT_S)
+    daemon = owner.daemon
+    reader = Store(cfg.storage.db_path)
+    times = []
+    try:
+        no_pending(reader, "the start-up heartbeat")
+        for n in range(presses):
+            i = n % len(buttons)
+            subject = buttons.name(i)
+            dashboard.panics.pop(subject, None)
+            t0 = buttons.press(i)
+            arrived = wait_for(lambda: dashboard.panics.get(subject), f"{subject} on the broker",
+                               WAIT_S, POLL_S)
+            times.append(arrived - t0)
+            buttons.release(i)
+            daemon.loop.call(daemon.silence, "bench", "cli")
+            no_pending(reader, "the silence delivered")
+    finally:
+        reader.close()
+        owner.close()
+        dashboard.close()
+    return times
+
+
+def rss_added_kb() -> int:
+    done = subprocess.run([sys.executable, "-c", _RSS_PROBE], check=True, capture_output=True,
+                          text=True)
+    return int(done.stdout)
+
+
+# ---------------------------------------------------------------- report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arg_parser(__doc__)
+    parser.add_argument("--events", type=int, default=5_000,
+                        help="backlog drained by the daemon (default 5000)")
+    parser.add_argument("--presses", type=int, default=200,
+                        help="panic presses timed until on the broker (default 200)")
+    args = parser.parse_args(argv)
+    if min(args.events, args.presses) < 1:
+        parser.error("--events and --presses must be at least 1")
+
+    print_machine(args.dir)
+    with work_dir(args.dir, "bench-mqtt-") as work:
+        with Broker(work / "broker") as broker:
+            (work / "drain").mkdir()
+            (work / "presses").mkdir()
+            rate = drain(work / "drain", broker, args.events)
+            presses = press_to_broker(work / "presses", broker, args.presses)
+    added = rss_added_kb()
+    p50 = statistics.median(presses)
+    checks = [
+        (f"backlog of {args.events} published by the daemon, each marked on its PUBACK: "
+         f"{rate:8.0f} events/s (target >= {DRAIN_TARGET:.0f})", rate >= DRAIN_TARGET),
+        (f"press -> on the broker at a subscriber, {len(presses)} presses: "
+         f"{spread(presses, 2)} (target p50 <= {PRESS_P50_TARGET_S * 1000:g} ms)",
+         p50 <= PRESS_P50_TARGET_S),
+        (f"resident memory [mqtt] adds (edge.mqtt.worker, paho-mqtt): {added / 1024:5.1f} MB "
+         f"(target <= {RSS_TARGET_KB / 1024:g} MB)", added <= RSS_TARGET_KB),
+    ]
+    for text, ok in checks:
+        print(f"{verdict(ok)}  {text}")
+    all_ok = all(ok for _, ok in checks)
+    print("all targets met" if all_ok else "a target was missed")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

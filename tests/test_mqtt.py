@@ -1,0 +1,427 @@
+"""The MQTT uplink (edge/mqtt/) against a real Mosquitto broker that each test starts on a
+loopback port: events as CloudEvents on their topics, the retained status and its Last
+Will, a broker killed mid-flight, a broker down at start, a refused password, mqtts://.
+And the [mqtt] config."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from conftest import cloudevent_problems, edge_cli, self_signed_cert, start_daemon, stop_daemon
+from edge import config
+from edge.routing import MQTT
+from edge.sim.broker import MOSQUITTO, Broker
+from edge.sim.site import SimSite, start_site
+from edge.store import Store
+
+needs_mosquitto = pytest.mark.skipif(
+    MOSQUITTO is None, reason="the mosquitto broker is not installed (apt-get install "
+                              "mosquitto; .ci/run installs it)")
+
+DEVICE = "test-gate-1"
+PREFIX = "county/schools"
+EVENTS = f"{PREFIX}/{DEVICE}/events"
+STATUS = f"{PREFIX}/{DEVICE}/status"
+USER, PASSWORD = "gate-1", "s3cret-broker-password"
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """make(password=None, tls=None, acl=None) → a started Broker, stopped at teardown."""
+    brokers: list[Broker] = []
+
+    def make(password: str | None = None, **options) -> Broker:
+        made = Broker(tmp_path / f"broker{len(brokers)}",
+                      account=None if password is None else (USER, password), **options)
+        brokers.append(made)
+        return made.start()
+    yield make
+    for each in brokers:
+        each.stop()
+
+
+class Subscriber:
+    """A fleet dashboard: a persistent-session QoS 1 subscriber to everything under
+    PREFIX, reconnecting by itself; what it received, in order."""
+
+    def __init__(self, port: int, *, tls_ca: Path | None = None, user: str | None = None):
+        import paho.mqtt.client as paho
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        self.messages: list[tuple[str, dict, bool]] = []  # topic, JSON, retained
+        self.connected = threading.Event()
+        self._lock = threading.Lock()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2,
+                             client_id=f"dashboard-{port}", protocol=paho.MQTTv5)
+        if user is not None:
+            client.username_pw_set(user, PASSWORD)
+        if tls_ca is not None:
+            import ssl
+            client.tls_set_context(ssl.create_default_context(cafile=str(tls_ca)))
+        client.reconnect_delay_set(0.1, 0.5)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 3600
+        client.connect_async("127.0.0.1", port, keepalive=10, clean_start=False,
+                             properties=properties)
+        client.loop_start()
+        self.client = client
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if not reason.is_failure:
+            client.subscribe(f"{PREFIX}/#", qos=1)
+            self.connected.set()
+
+    def _on_message(self, client, userdata, message) -> None:
+        with self._lock:
+            self.messages.append((message.topic, json.loads(message.payload), message.retain))
+
+    def received(self, topic_start: str = EVENTS) -> list[tuple[str, dict]]:
+        with self._lock:
+            return [(t, doc) for t, doc, _ in self.messages if t.startswith(topic_start)]
+
+    def event_ids(self) -> list[str]:
+        return [doc["id"] for _, doc in self.received()]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextlib.contextmanager
+def subscribed(port: int, **options):
+    sub = Subscriber(port, **options)
+    try:
+        assert sub.connected.wait(10), "the dashboard did not connect"
+        time.sleep(0.2)  # the SUBACK
+        yield sub
+    finally:
+        sub.close()
+
+
+def retained_status(port: int, **options) -> dict | None:
+    """What a dashboard that connects now is told of the device: the retained status."""
+    import paho.mqtt.subscribe as paho_subscribe
+    auth = {"username": USER, "password": PASSWORD} if options.get("user") else None
+    tls = {"ca_certs": str(options["tls_ca"])} if options.get("tls_ca") else None
+    message = paho_subscribe.simple(STATUS, hostname="127.0.0.1", port=port, auth=auth,
+                                    tls=tls, retained=True, keepalive=5)
+    return json.loads(message.payload)
+
+
+def mqtt_site(folder: Path, port: int, *, scheme: str = "mqtt", **keys) -> SimSite:
+    return SimSite(folder / "var", folder / "control.sock", device_id=DEVICE, mqtt_keys={
+        "url": f"{scheme}://127.0.0.1:{port}", "topic_prefix": PREFIX, **keys})
+
+
+@contextlib.contextmanager
+def watched_site(folder: Path, port: int, *, tls_ca: Path | None = None, **keys):
+    """(the simulated site on the broker at ``port``, a dashboard subscribed before it
+    started); ``keys`` as mqtt_site's."""
+    with subscribed(port, tls_ca=tls_ca) as dashboard, contextlib.ExitStack() as stack:
+        yield start_site(mqtt_site(folder, port, **keys), folder, stack), dashboard
+
+
+def mqtt_pending(db: Path) -> int:
+    store = Store(db, readonly=True)
+    try:
+        return store.pending_count(MQTT).pending
+    finally:
+        store.close()
+
+
+def record(site, kind: str = "panic", subject: str = "guard_room", label: str = "门卫室一键报警"):
+    return site.daemon.loop.call(site.daemon.record, kind, subject, label, None)
+
+
+def stored_ids(site) -> list[str]:
+    """Every event's id, the start-up heartbeat's first (a transport is configured)."""
+    return [e.id for e in site.daemon.loop.call(site.daemon.store.events)]
+
+
+def faults(site) -> dict:
+    return site.daemon.loop.call(lambda: dict(site.daemon.faults))
+
+
+# ---------------------------------------------------------------------- with a broker
+
+
+@needs_mosquitto
+def test_events_arrive_on_their_topics_as_the_cloudevents_the_uplink_posts(
+        broker, short_dir, wait_until):
+    mosquitto = broker()
+    with watched_site(short_dir, mosquitto.port) as (site, dashboard):
+        sent = [record(site), record(site, "gate_open", "main_gate", "校门"),
+                record(site, "tamper", "box", "报警主机防拆")]
+        wait_until(lambda: len(dashboard.received()) >= 4, 10, what="four events")
+        received = dashboard.received()
+        assert [topic for topic, _ in received] == [
+            f"{EVENTS}/heartbeat", f"{EVENTS}/panic", f"{EVENTS}/gate_open", f"{EVENTS}/tamper"]
+        for (_, doc), event in zip(received[1:], sent):
+            assert cloudevent_problems(doc) == []
+            assert doc == event.to_cloudevent(DEVICE)  # the uplink's very document
+        wait_until(lambda: mqtt_pending(site.cfg.storage.db_path) == 0, 5,
+                   what="the deliveries marked on their PUBACK")
+        assert site.daemon.loop.call(site.daemon.status)["mqtt"]["connected"] is True
+
+
+@needs_mosquitto
+def test_the_retained_status_is_online_with_the_summary_and_its_last_will_says_offline(
+        broker, short_dir, tmp_path, wait_until):
+    """A real daemon process, killed with SIGKILL: the broker's Last Will sets it offline."""
+    mosquitto = broker()
+    site = mqtt_site(short_dir, mosquitto.port)
+    config_path = site.write(tmp_path / "config.toml")
+    daemon = start_daemon(config_path, short_dir / "control.sock", tmp_path / "daemon.log")
+    try:
+        assert daemon.cli("sim", "guard_room", "on").returncode == 0
+
+        def alarm_online():
+            status = retained_status(mosquitto.port)
+            return status if status["online"] and status["alarm"]["active"] else None
+        status = wait_until(alarm_online, 15, interval=0.3, what="an online status with the alarm")
+        assert status["device_id"] == DEVICE and status["site"] == site.name
+        assert status["alarm"]["inputs"] == ["guard_room"]
+        assert status["faults"] == [] and status["signal"] is None  # no modem
+        assert status["backlog"] == {"mqtt": 0}
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(5)
+        offline = wait_until(lambda: not retained_status(mosquitto.port)["online"] and
+                             retained_status(mosquitto.port), 60, interval=0.5,
+                             what="the Last Will (offline) once the broker misses the device")
+        assert offline == {"online": False, "device_id": DEVICE, "site": site.name,
+                           "reason": "connection_lost", "time": None}
+    finally:
+        stop_daemon(daemon)
+
+
+@needs_mosquitto
+def test_a_clean_stop_publishes_offline(broker, short_dir, wait_until):
+    mosquitto = broker()
+    with contextlib.ExitStack() as stack:
+        site = start_site(mqtt_site(short_dir, mosquitto.port), short_dir, stack)
+        wait_until(lambda: retained_status(mosquitto.port)["online"], 10, interval=0.2)
+    status = retained_status(mosquitto.port)
+    assert status["online"] is False and status["reason"] == "stopped" and status["time"]
+
+
+@needs_mosquitto
+def test_a_broker_killed_mid_flight_loses_no_event_and_repeats_only_ids(
+        broker, short_dir, wait_until):
+    mosquitto = broker()
+    with watched_site(short_dir, mosquitto.port) as (site, dashboard):
+        time.sleep(1.5)  # the broker has saved the dashboard's session (autosave_interval)
+        ids = []
+        for n in range(60):  # the broker is down from the 21st event to the 41st
+            ids.append(record(site, "gate_open" if n % 2 else "gate_closed", "main_gate",
+                              "校门").id)
+            if n == 20:
+                mosquitto.kill()
+            if n == 40:
+                mosquitto.start()
+        assert set(ids) < set(stored_ids(site))  # and the heartbeat
+        wait_until(lambda: set(dashboard.event_ids()) >= set(stored_ids(site)), 60,
+                   interval=0.1, what="every event at the dashboard after the broker's restart")
+        # Repeats are of ids only; the order across the restart is the broker's (it
+        # hands a reconnecting subscriber its queued and its new messages interleaved).
+        assert set(dashboard.event_ids()) == set(stored_ids(site))
+        wait_until(lambda: mqtt_pending(site.cfg.storage.db_path) == 0, 10)
+
+
+@needs_mosquitto
+def test_a_broker_down_at_start_is_a_fault_then_recovers_and_delivers(
+        broker, short_dir, wait_until):
+    down = Broker(short_dir / "later")  # its port chosen, nothing listening yet
+    try:
+        with contextlib.ExitStack() as stack:
+            site = start_site(mqtt_site(short_dir, down.port), short_dir, stack)
+            event = record(site)
+            assert wait_until(lambda: faults(site).get("mqtt"), 30,
+                              what="an mqtt fault") == "unreachable"
+            assert site.daemon.loop.call(site.daemon.status)["mqtt"]["ok"] is False
+            down.start()
+            with subscribed(down.port) as dashboard:
+                # Within the capped backoff (60 s at most between attempts).
+                wait_until(lambda: "mqtt" not in faults(site), 90, interval=0.1,
+                           what="the mqtt fault recovered")
+                wait_until(lambda: event.id in dashboard.event_ids(), 10)
+            kinds = [(e.kind, e.subject) for e in site.daemon.loop.call(site.daemon.store.events)]
+            assert ("fault", "mqtt") in kinds and ("recovered", "mqtt") in kinds
+    finally:
+        down.stop()
+
+
+@needs_mosquitto
+def test_a_wrong_password_is_a_fault_and_no_crash(broker, short_dir, tmp_path, wait_until,
+                                                    caplog):
+    mosquitto = broker(password=PASSWORD)
+    wrong = tmp_path / "mqtt-password"
+    wrong.write_text("not-the-password\n")
+    wrong.chmod(0o600)
+    with contextlib.ExitStack() as stack:
+        site = start_site(mqtt_site(short_dir, mosquitto.port, username=USER,
+                                    password_file=wrong), short_dir, stack)
+        record(site)
+        assert wait_until(lambda: faults(site).get("mqtt"), 15) == "refused"
+        assert mqtt_pending(site.cfg.storage.db_path) == len(stored_ids(site))  # all owed
+        assert site.daemon.loop.call(site.daemon.status)["device_id"] == DEVICE  # alive
+        # The right password, and the next attempt gets through.
+        wrong.write_text(PASSWORD + "\n")
+        wait_until(lambda: mqtt_pending(site.cfg.storage.db_path) == 0, 90, interval=0.1,
+                   what="delivered with the right password")
+    assert "not-the-password" not in caplog.text and PASSWORD not in caplog.text
+
+
+@needs_mosquitto
+def test_an_event_the_broker_refuses_stays_owed_and_is_a_fault(broker, short_dir, wait_until):
+    """MQTT 5: an ACL that refuses the events topic answers with a refused PUBACK."""
+    # The dashboard logs in with the device's account here: it may read everything.
+    status_only = f"user {USER}\ntopic read {PREFIX}/#\ntopic write {STATUS}\n"
+    mosquitto = broker(password=PASSWORD, acl=status_only)
+    password_file = short_dir / "mqtt-password"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    with contextlib.ExitStack() as stack:
+        site = start_site(mqtt_site(short_dir, mosquitto.port, username=USER,
+                                    password_file=password_file), short_dir, stack)
+        event = record(site)
+        assert wait_until(lambda: faults(site).get("mqtt"), 15) == "refused"
+        assert mqtt_pending(site.cfg.storage.db_path) == len(stored_ids(site))
+        mosquitto.acl.write_text(status_only + f"topic write {EVENTS}/#\n")
+        mosquitto.reload()
+        with subscribed(mosquitto.port, user=USER) as dashboard:
+            wait_until(lambda: event.id in dashboard.event_ids(), 90, interval=0.1,
+                       what="the event, once the ACL lets it through")
+        wait_until(lambda: "mqtt" not in faults(site), 10)
+
+
+@pytest.fixture(scope="module")
+def broker_cert(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA) and its key, made by openssl."""
+    cert, key = self_signed_cert(tmp_path_factory.mktemp("mqtt-tls"))
+    key.chmod(0o644)  # mosquitto may read it as another user
+    return cert, key
+
+
+@needs_mosquitto
+def test_mqtts_with_the_brokers_ca_works(broker, broker_cert, short_dir, wait_until):
+    cert, _ = broker_cert
+    mosquitto = broker(tls=broker_cert)
+    with watched_site(short_dir, mosquitto.port, tls_ca=cert, scheme="mqtts",
+                      ca_file=cert) as (site, dashboard):
+        event = record(site)
+        wait_until(lambda: event.id in dashboard.event_ids(), 15)
+        assert "mqtt" not in faults(site)
+
+
+@needs_mosquitto
+def test_mqtts_with_another_ca_is_a_tls_fault(broker, broker_cert, short_dir, tmp_path,
+                                              wait_until):
+    mosquitto = broker(tls=broker_cert)
+    other_ca, _ = self_signed_cert(tmp_path, "other-ca")
+    with contextlib.ExitStack() as stack:
+        site = start_site(mqtt_site(short_dir, mosquitto.port, scheme="mqtts",
+                                    ca_file=other_ca), short_dir, stack)
+        record(site)
+        assert wait_until(lambda: faults(site).get("mqtt"), 15) == "tls"
+        assert mqtt_pending(site.cfg.storage.db_path) == len(stored_ids(site))  # all owed
+
+
+def broker_line(config_path: Path) -> tuple[int, str]:
+    result = edge_cli("check", config=config_path)
+    [line] = [line for line in result.stdout.splitlines() if line[2:].startswith("broker")]
+    return result.returncode, line
+
+
+@needs_mosquitto
+def test_check_connects_as_the_device_or_asks_the_running_daemon(broker, short_dir, tmp_path):
+    mosquitto = broker(password=PASSWORD)
+    password_file = tmp_path / "mqtt-password"
+    password_file.write_text("wrong\n")
+    password_file.chmod(0o600)
+    site = mqtt_site(short_dir, mosquitto.port, username=USER, password_file=password_file)
+    config_path = site.write(tmp_path / "config.toml")
+    code, line = broker_line(config_path)
+    assert code == 1 and line.startswith("✗ broker") and "Not authorized" in line, line
+    password_file.write_text(PASSWORD + "\n")
+    assert broker_line(config_path)[1].startswith("✓ broker")
+    daemon = start_daemon(config_path, short_dir / "control.sock", tmp_path / "daemon.log")
+    try:  # a second connection as the device would throw the daemon's off: none is made
+        line = ""
+        for _ in range(50):
+            line = broker_line(config_path)[1]
+            if "connected" in line:
+                break
+            time.sleep(0.1)
+        assert line.startswith("✓ broker") and "connected" in line, line
+        assert "mqtt connection" not in daemon.log_text()  # never lost
+    finally:
+        stop_daemon(daemon)
+
+
+# ---------------------------------------------------------------------- config
+
+def mqtt_config(table: str) -> config.Config:
+    """The simulated site's config with ``table``'s keys as its [mqtt] table."""
+    site = SimSite(Path("/var/lib/edge-alarm"), extra=f"\n[mqtt]\n{table}")
+    return config.parse(tomllib.loads(site.text()))
+
+
+def mqtt_problems(table: str) -> list[str]:
+    try:
+        mqtt_config(table)
+    except config.ConfigError as e:
+        return e.problems
+    return []
+
+
+def test_the_mqtt_table_reads_its_keys_and_makes_mqtt_a_transport():
+    cfg = mqtt_config("""url = "mqtts://emqx.county.edu.cn"
+ca_file = "/etc/edge-alarm/broker-ca.pem"
+username = "gaoshan-gate-1"
+password_file = "/etc/edge-alarm/mqtt-password"
+topic_prefix = "county/schools"
+""")
+    assert cfg.mqtt is not None
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.tls) == ("emqx.county.edu.cn", 8883, True)
+    assert cfg.transports == ("mqtt",) and cfg.has_transport
+    plain = mqtt_config('url = "mqtt://10.0.0.5"\n')
+    assert plain.mqtt == config.Mqtt(url="mqtt://10.0.0.5")
+    assert (plain.mqtt.port, plain.mqtt.topic_prefix) == (1883, "edge-alarm")
+
+
+@pytest.mark.parametrize("url", ["http://broker.county.cn", "tcp://broker.county.cn:1883",
+                                 "mqtt://", "mqtt://broker.county.cn/path",
+                                 "mqtt://user:pw@broker.county.cn", "mqtt://broker:99999",
+                                 "mqtt://broker.example.cn"])
+def test_a_bad_url_is_refused(url):
+    [line] = mqtt_problems(f'url = "{url}"\n')
+    assert line.startswith("config error: config.toml: [mqtt] url: ")
+    assert "pw" not in line.split("url: ", 1)[1] or "credentials" in line
+
+
+def test_mqtts_needs_a_ca_file():
+    assert mqtt_problems('url = "mqtts://broker.county.cn"\n') == [
+        "config error: config.toml: [mqtt] ca_file: required with an mqtts:// url: the CA "
+        "that signed the broker's certificate"]
+
+
+def test_unknown_keys_a_password_without_user_and_wildcards_are_refused():
+    assert mqtt_problems('url = "mqtt://b.county.cn"\nqos = 2\nclient_id = "x"\n') == [
+        "config error: config.toml: [mqtt] qos: unknown key",
+        "config error: config.toml: [mqtt] client_id: unknown key"]
+    [line] = mqtt_problems('url = "mqtt://b.county.cn"\npassword_file = "/etc/p"\n')
+    assert line.startswith("config error: config.toml: [mqtt] password_file: needs a username")
+    for prefix in ("county/#", "a/+/b", "/lead", "trail/", "$SYS", "a//b", ""):
+        [line] = mqtt_problems(f'url = "mqtt://b.county.cn"\ntopic_prefix = "{prefix}"\n')
+        assert line.startswith("config error: config.toml: [mqtt] topic_prefix: ")
