@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.config import Mqtt
 from edge.errors import MqttError, MqttTlsError
+from edge.secret_file import read_secret
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -181,6 +182,15 @@ class MqttLink:
                        properties: Any) -> None:
         was_connected, self.connected = self.connected, False
         self._listener.lost(str(reason), was_connected)
+
+
+def read_password(settings: Mqtt) -> str | None:
+    """The password_file's first line (never shown), None without one; SecretFileError
+    when the file cannot be used. Read for every connection: a corrected file needs no
+    restart."""
+    if settings.password_file is None:
+        return None
+    return read_secret(str(settings.password_file), "password")
 
 
 def _tls_context(settings: Mqtt) -> ssl.SSLContext:

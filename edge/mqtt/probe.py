@@ -8,8 +8,7 @@ import time
 
 from edge.config import Mqtt
 from edge.errors import MqttError, SecretFileError
-from edge.mqtt.link import CONNECT_TIMEOUT_S, Bell, MqttLink
-from edge.secret_file import read_secret
+from edge.mqtt.link import CONNECT_TIMEOUT_S, Bell, MqttLink, read_password
 
 
 class _Answer:
@@ -33,11 +32,8 @@ class _Answer:
 def probe(settings: Mqtt, device_id: str) -> str | None:
     """None when the broker accepts the device; else why not, in a few words."""
     try:
-        password = None
-        if settings.password_file is not None:
-            password = read_secret(str(settings.password_file), "password")
         answer = _Answer()
-        link = MqttLink(settings, device_id, password, None, answer)
+        link = MqttLink(settings, device_id, read_password(settings), None, answer)
         link.open()
     except (SecretFileError, MqttError) as e:
         return str(e)

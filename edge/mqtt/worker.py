@@ -23,12 +23,11 @@ from typing import Callable
 from edge.config import Config, Mqtt
 from edge.errors import MqttError, MqttTlsError, SecretFileError, StorageError
 from edge.events import Event, cloudevents_body
-from edge.mqtt.link import CONNECT_TIMEOUT_S, Bell, MqttLink
+from edge.mqtt.link import CONNECT_TIMEOUT_S, Bell, MqttLink, read_password
 from edge.mqtt.status_message import (StatusPacer, event_topic, offline, online, payload,
                                       status_topic)
 from edge.port import WorkerPort
 from edge.routing import MQTT
-from edge.secret_file import read_secret
 from edge.snapshot_wait import SnapshotWait
 from edge.uplink.backoff import backoff_delay
 from edge.worker import IDLE_WAIT_S, ThreadWorker
@@ -139,14 +138,11 @@ class MqttWorker(ThreadWorker):
         self._bell.close()
 
     def _connect(self, mono: float) -> None:
-        settings = self._settings
         try:
-            password = None
-            if settings.password_file is not None:
-                password = read_secret(str(settings.password_file), "password")
             will = (self._status_topic,
                     payload(offline(self._device_id, self.cfg.site.name, "connection_lost")))
-            link = MqttLink(settings, self._device_id, password, will, self)
+            link = MqttLink(self._settings, self._device_id, read_password(self._settings),
+                            will, self)
         except (SecretFileError, MqttError) as e:
             # Nothing can go until someone fixes the files: a fault now, not after tries.
             self._attempt_failed("misconfigured", str(e), at_once=True)
