@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import threading
 import time
 import tomllib
@@ -18,6 +19,7 @@ import pytest
 from conftest import cloudevent_problems, edge_cli, self_signed_cert, start_daemon, stop_daemon
 from edge import config
 from edge.routing import MQTT
+from edge.service import WorkerOptions
 from edge.sim.broker import MOSQUITTO, Broker
 from edge.sim.site import SimSite, start_site
 from edge.store import Store
@@ -303,6 +305,56 @@ def test_an_event_the_broker_refuses_stays_owed_and_is_a_fault(broker, short_dir
             wait_until(lambda: event.id in dashboard.event_ids(), 90, interval=0.1,
                        what="the event, once the ACL lets it through")
         wait_until(lambda: "mqtt" not in faults(site), 10)
+
+
+class GarbageBroker:
+    """Something on a loopback port that answers every CONNECT with ``answer`` and hangs up."""
+
+    def __init__(self, answer: bytes):
+        self.answer = answer
+        self.connections = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:  # closed
+                return
+            with conn:
+                self.connections += 1
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    conn.recv(4096)
+                    conn.sendall(self.answer)
+                    time.sleep(0.2)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"\x20\x03\x00\x00\x05",                    # CONNACK whose properties are cut short
+    b"\x20\x07\x00\x00\x04\x1f\x00\x01\xff",      # its reason string not UTF-8
+    b"\x20\x02\x01\x00\x40\x02\x00\x01\x90\x03\x00\x01\xff",  # CONNACK, then junk
+    b"\xff\xff\xff\xff\xff\x01",                # no MQTT at all
+    b"HTTP/1.1 400 Bad Request\r\n\r\n",          # a web server on the broker's port
+])
+def test_a_broker_speaking_garbage_costs_only_a_reconnect(answer, short_dir, wait_until,
+                                                          caplog):
+    garbage = GarbageBroker(answer)
+    try:
+        with contextlib.ExitStack() as stack:
+            site = start_site(mqtt_site(short_dir, garbage.port), short_dir, stack,
+                              options=WorkerOptions(uplink_rng=lambda: 0.0))
+            wait_until(lambda: garbage.connections >= 2, 15, what="the device trying again")
+            assert site.daemon.loop.call(site.daemon.status)["device_id"] == DEVICE
+            assert mqtt_pending(site.cfg.storage.db_path) == len(stored_ids(site))
+    finally:
+        garbage.close()
+    assert "Traceback" not in caplog.text and "step failed" not in caplog.text
 
 
 @pytest.fixture(scope="module")
