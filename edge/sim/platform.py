@@ -10,9 +10,10 @@ Misbehaviour can be ordered at any time: scripted answers (``respond_with``), a 
 platform (``set_delay``), an answer lost after the event was kept (``lose_responses``), an
 answer trickled a byte at a time (``trickle_answers``), connections reset before anything
 is kept (``reset_connections``), events the platform refuses by id (``reject_ids``), and a
-platform that is down (``stop``, then ``start`` again on the same port). ``check_event`` (a CloudEvent → its problems) is
-run on every event received; its findings are kept in ``invalid_events``, so the tests
-hold each event the daemon sends to docs/cloudevents.schema.json.
+platform that is down (``stop``, then ``start`` again on the same port). ``check_event`` (a
+CloudEvent → its problems) is run on every event received; its findings are kept in
+``invalid_events``, so the tests hold each event the daemon sends to
+docs/cloudevents.schema.json.
 """
 
 import io
