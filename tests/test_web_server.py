@@ -217,8 +217,11 @@ def test_no_action_without_a_session_the_csrf_token_and_this_origin(guard_site):
     assert s.post(f"{url}/api/silence", data=silence, headers={"X-CSRF-Token": token},
                   timeout=5).status_code == 415
     assert s.post(f"{url}/api/drill", json={"on": True}, timeout=5).status_code == 403
+    assert s.post(f"{url}/api/acknowledge", json=silence, timeout=5).status_code == 403
+    assert requests.post(f"{url}/api/acknowledge", json=silence, timeout=5).status_code == 401
     status = request(site.daemon.socket, "status")
     assert status["alarm"]["active"] and not status["drill"]["active"]
+    assert json.loads(site.daemon.cli("events", "--json").stdout)[-1]["kind"] == "panic"
     # The page's own request, as the browser sends it.
     done = s.post(f"{url}/api/silence", json=silence, timeout=5,
                   headers={"X-CSRF-Token": token, "Origin": url})
