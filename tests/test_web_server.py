@@ -13,6 +13,8 @@ import datetime as dt
 import http.client
 import io
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -365,3 +367,12 @@ def test_a_listen_address_that_is_none_is_refused(listen):
         f"config error: config.toml: [web] listen: {listen!r} is not \"ADDRESS:PORT\" "
         "(\"127.0.0.1:8080\", \"0.0.0.0:8080\", \"[::]:8080\"): an IP address, and a port "
         "from 1 to 65535"]
+
+
+def test_only_the_web_command_imports_aiohttp():
+    """The daemon, the other commands and the page's own document never load it."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, edge.cli, edge.service, edge.web.view, "
+         "edge.web.auth; print(sorted(m for m in sys.modules if m.startswith('aiohttp')))"],
+        capture_output=True, text=True, timeout=60)
+    assert loaded.stdout == "[]\n", loaded.stderr
