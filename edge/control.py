@@ -45,8 +45,9 @@ FAULT_AFTER_FAILURES = 6
 # accept() errors about one connection that went away before it was taken: take the next.
 _CONNECTION_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
 DRILL_FOR_RANGE_S = (60, 86400)  # drill and walk test --for
-# How a silence on the socket was given (data.via): the CLI, or the guard-room page.
-SILENCE_VIA = ("cli", "web")
+# How a silence or an acknowledgement on the socket was given (data.via): the CLI, or
+# the guard-room page.
+SOCKET_VIA = ("cli", "web")
 
 Handler = Callable[[dict, str], object]  # (checked args, the caller's account) → result
 NoneType = type(None)
@@ -372,12 +373,22 @@ def daemon_handlers(daemon) -> dict[str, Command]:
         call(daemon.simulate, args["input"], args["state"] == "on")
         return {"input": args["input"], "state": args["state"]}
 
+    def checked_via(args, command: str) -> str:
+        via = args["via"] or "cli"
+        if via not in SOCKET_VIA:
+            raise CommandRefused(f"{command}: via must be one of {', '.join(SOCKET_VIA)}")
+        return via
+
     def silence(args, account):
         by = (args["by"] or "cli")[:64]
-        via = args["via"] or "cli"
-        if via not in SILENCE_VIA:
-            raise CommandRefused(f"silence: via must be one of {', '.join(SILENCE_VIA)}")
-        return [e.to_json() for e in call(daemon.silence, by, via, None, account)]
+        return [e.to_json() for e in call(daemon.silence, by, checked_via(args, "silence"),
+                                          None, account)]
+
+    def acknowledge(args, account):
+        """Only acknowledges (the guard page's 收到); the siren sounds on."""
+        by = args["by"][:64] or account
+        return [e.to_json() for e in call(daemon.acknowledge, by,
+                                          checked_via(args, "acknowledge"), None, account)]
 
     def test_sms(args, account):
         sms = daemon.handoffs.direct_sms
@@ -408,6 +419,7 @@ def daemon_handlers(daemon) -> dict[str, Command]:
     return {"status": Command(status, {}),
             "sim": Command(sim, {"input": (str,), "state": (str,)}),
             "silence": Command(silence, {"by": (str, NoneType), "via": (str, NoneType)}),
+            "acknowledge": Command(acknowledge, {"by": (str,), "via": (str, NoneType)}),
             "test-sms": Command(test_sms, {"number": (str,), "text": (str,)}),
             "drill": Command(drill, {"on": (bool,), "for_s": (int, NoneType)}),
             "walktest": Command(walktest, {"on": (bool,), "for_s": (int, NoneType),

@@ -342,13 +342,9 @@ class Daemon:
         service-centre time): it acknowledges only the alarms its sender could have known
         of, so an SMS delayed for hours cannot silence a new alarm. ``account``: the
         system account that gave a command on the control socket."""
-        done = []
-        for name, alarm in self._alarms_known_at(sent_at):
-            data = {"by": by, "via": via, "alarm_id": alarm.id, "alarm_kind": alarm.kind}
-            if account is not None:
-                data["account"] = account
-            done.append(self.record("silenced", name, self.cfg.label_of(name), data))
-            del self.rule.latched[name]
+        done = self._answer_alarms("silenced", by, via, sent_at, account)
+        for event in done:
+            del self.rule.latched[event.subject]
         self.rule.stop_if_none_latched()
         self.update_lamp()
         return done
@@ -356,14 +352,24 @@ class Daemon:
     def clock_synced(self) -> bool:
         return self._sync.synced()
 
-    def acknowledge(self, by: str, via: str, sent_at: float | None = None) -> list[Event]:
-        """Record that ``by`` knows of every latched alarm (an SMS 收到): one
-        `acknowledged` event per alarm. The alarms stay latched and the siren sounds on:
-        whoever replies from afar has not seen the gate. ``sent_at`` as for silence()."""
-        return [self.record("acknowledged", name, self.cfg.label_of(name),
-                            {"by": by, "via": via, "alarm_id": alarm.id,
-                             "alarm_kind": alarm.kind})
-                for name, alarm in self._alarms_known_at(sent_at)]
+    def acknowledge(self, by: str, via: str, sent_at: float | None = None,
+                    account: str | None = None) -> list[Event]:
+        """Record that ``by`` knows of every latched alarm (an SMS 收到, the guard page):
+        one `acknowledged` event per alarm. The alarms stay latched and the siren sounds
+        on: whoever replies from afar has not seen the gate. ``sent_at`` and ``account``
+        as for silence()."""
+        return self._answer_alarms("acknowledged", by, via, sent_at, account)
+
+    def _answer_alarms(self, kind: str, by: str, via: str, sent_at: float | None,
+                       account: str | None) -> list[Event]:
+        """One ``kind`` event per latched alarm known at ``sent_at``: who, how, which."""
+        done = []
+        for name, alarm in self._alarms_known_at(sent_at):
+            data = {"by": by, "via": via, "alarm_id": alarm.id, "alarm_kind": alarm.kind}
+            if account is not None:
+                data["account"] = account
+            done.append(self.record(kind, name, self.cfg.label_of(name), data))
+        return done
 
     def _alarms_known_at(self, sent_at: float | None) -> list[tuple[str, Event]]:
         """The latched alarms (input name, alarm) raised before a command given at

@@ -231,6 +231,8 @@ def test_a_daemon_with_a_file_at_its_socket_path_keeps_it_and_says_so(
     ("silence", {"by": ["x"]}, "by must be a string or null"),
     ("silence", {"by": "x", "via": "sms"}, "via must be one of cli, web"),
     ("silence", {"by": "x", "via": True}, "via must be a string or null"),
+    ("acknowledge", {"by": None}, "by must be a string"),
+    ("acknowledge", {"by": "x", "via": "button"}, "via must be one of cli, web"),
     ("test-sms", {"number": 13800138000, "text": "x"}, "number must be a string"),
     ("status", {"verbose": True}, "unknown argument 'verbose'"),
     ("status", ["x"], "args must be an object"),

@@ -133,6 +133,7 @@ def test_without_the_password_no_action_works(guard_site, browser):
     assert not browser.find_element("id", "drill-toggle").is_displayed()
     # Straight from the page's JavaScript, without a session: refused.
     assert page_post(browser, "/api/silence", {"name": "路人"}) == 401
+    assert page_post(browser, "/api/acknowledge", {"name": "路人"}) == 401
     assert page_post(browser, "/api/drill", {"on": True}) == 401
     assert page_post(browser, "/api/walktest", {"on": True, "name": "路人"}) == 401
     # A wrong password: said so, and still no form to act with.
@@ -144,7 +145,7 @@ def test_without_the_password_no_action_works(guard_site, browser):
     status = request(site.daemon.socket, "status")
     assert status["alarm"]["active"] and status["siren"]["on"]
     assert not status["drill"]["active"] and not status["walktest"]["active"]
-    assert events_of(site, "silenced") == []
+    assert events_of(site, "silenced") == [] and events_of(site, "acknowledged") == []
 
 
 def test_silence_from_the_page_records_the_typed_name(guard_site, browser):
@@ -163,6 +164,12 @@ def test_silence_from_the_page_records_the_typed_name(guard_site, browser):
     wait_text(browser, "alarm-title", "ALARM")
     name = "王老师 <b>值班</b>"  # markup in a name is text on the page
     browser.find_element("id", "silence-name").send_keys(name)
+    # 收到 first: recorded, and the siren sounds on.
+    browser.find_element("id", "ack-button").click()
+    wait_text(browser, "action-msg", "已确认收到 1 个报警")
+    [acknowledged] = events_of(site, "acknowledged")
+    assert (acknowledged["data"]["by"], acknowledged["data"]["via"]) == (name, "web")
+    assert request(site.daemon.socket, "status")["siren"]["on"]
     browser.find_element("id", "silence-button").click()
     wait_text(browser, "alarm-title", "正常")
     status = request(site.daemon.socket, "status")

@@ -13,6 +13,8 @@ import datetime as dt
 import http.client
 import io
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -217,8 +219,11 @@ def test_no_action_without_a_session_the_csrf_token_and_this_origin(guard_site):
     assert s.post(f"{url}/api/silence", data=silence, headers={"X-CSRF-Token": token},
                   timeout=5).status_code == 415
     assert s.post(f"{url}/api/drill", json={"on": True}, timeout=5).status_code == 403
+    assert s.post(f"{url}/api/acknowledge", json=silence, timeout=5).status_code == 403
+    assert requests.post(f"{url}/api/acknowledge", json=silence, timeout=5).status_code == 401
     status = request(site.daemon.socket, "status")
     assert status["alarm"]["active"] and not status["drill"]["active"]
+    assert json.loads(site.daemon.cli("events", "--json").stdout)[-1]["kind"] == "panic"
     # The page's own request, as the browser sends it.
     done = s.post(f"{url}/api/silence", json=silence, timeout=5,
                   headers={"X-CSRF-Token": token, "Origin": url})
@@ -362,3 +367,12 @@ def test_a_listen_address_that_is_none_is_refused(listen):
         f"config error: config.toml: [web] listen: {listen!r} is not \"ADDRESS:PORT\" "
         "(\"127.0.0.1:8080\", \"0.0.0.0:8080\", \"[::]:8080\"): an IP address, and a port "
         "from 1 to 65535"]
+
+
+def test_only_the_web_command_imports_aiohttp():
+    """The daemon, the other commands and the page's own document never load it."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, edge.cli, edge.service, edge.web.view, "
+         "edge.web.auth; print(sorted(m for m in sys.modules if m.startswith('aiohttp')))"],
+        capture_output=True, text=True, timeout=60)
+    assert loaded.stdout == "[]\n", loaded.stderr

@@ -10,9 +10,10 @@ Misbehaviour can be ordered at any time: scripted answers (``respond_with``), a 
 platform (``set_delay``), an answer lost after the event was kept (``lose_responses``), an
 answer trickled a byte at a time (``trickle_answers``), connections reset before anything
 is kept (``reset_connections``), events the platform refuses by id (``reject_ids``), and a
-platform that is down (``stop``, then ``start`` again on the same port). ``check_event`` (a CloudEvent → its problems) is
-run on every event received; its findings are kept in ``invalid_events``, so the tests
-hold each event the daemon sends to docs/cloudevents.schema.json.
+platform that is down (``stop``, then ``start`` again on the same port). ``check_event`` (a
+CloudEvent → its problems) is run on every event received; its findings are kept in
+``invalid_events``, so the tests hold each event the daemon sends to
+docs/cloudevents.schema.json.
 """
 
 import io
@@ -240,26 +241,17 @@ class PlatformStub:
             self._stopping.wait(delay_s)
         with self._cond:
             reset = body is not None and self._resets > 0
-            if reset:
-                self._resets -= 1
-                answer = _json_answer(500, error="reset")   # never sent
-            elif body is None:
-                answer = _json_answer(411 if "Content-Length" not in headers else 413,
-                                      error="a body needs a Content-Length of at most 32 MiB")
-            elif self._script:
-                answer = self._script.popleft()
-            else:
-                answer = self._handle(handler.command, path, headers, body)
-            lose = not reset and self._responses_to_lose > 0
-            if lose:
-                self._responses_to_lose -= 1
-            byte_every_s = self._trickles.popleft() if self._trickles and not (
-                reset or lose) else None
-            self._requests.append(ReceivedRequest(handler.command, path, headers, body or b"",
-                                                  None if lose or reset else answer.status,
-                                                  time.monotonic()))
+            self._resets -= reset
+            answer = None if reset else self._answer(handler.command, path, headers, body)
+            lose = answer is not None and self._responses_to_lose > 0
+            self._responses_to_lose -= lose
+            byte_every_s = self._trickles.popleft() if (
+                answer is not None and not lose and self._trickles) else None
+            self._requests.append(ReceivedRequest(
+                handler.command, path, headers, body or b"",
+                None if answer is None or lose else answer.status, time.monotonic()))
             self._cond.notify_all()
-        if reset:
+        if answer is None:
             _reset(handler)
         elif lose:
             handler.close_connection = True
@@ -267,6 +259,16 @@ class PlatformStub:
             self._trickle(handler, answer, byte_every_s)
         else:
             _send(handler, answer)
+
+    def _answer(self, method: str, path: str, headers: CaseInsensitiveDict,
+                body: bytes | None) -> _Answer:
+        """Holding _cond: the scripted answer, else the platform's own."""
+        if body is None:
+            return _json_answer(411 if "Content-Length" not in headers else 413,
+                                error="a body needs a Content-Length of at most 32 MiB")
+        if self._script:
+            return self._script.popleft()
+        return self._handle(method, path, headers, body)
 
     def _trickle(self, handler: "_Handler", answer: _Answer, byte_every_s: float) -> None:
         wire, handler.wfile = handler.wfile, io.BytesIO()

@@ -259,6 +259,11 @@ class GuardPage:
             return {"by": _person(body), "via": "web"}
         return await self._act(request, "silence", args)
 
+    async def acknowledge(self, request: web.Request) -> web.Response:
+        async def args(body: dict[str, Any]) -> dict[str, Any]:
+            return {"by": _person(body), "via": "web"}
+        return await self._act(request, "acknowledge", args)
+
     async def walktest(self, request: web.Request) -> web.Response:
         async def args(body: dict[str, Any]) -> dict[str, Any]:
             on = _switch(body)
@@ -308,6 +313,7 @@ class GuardPage:
         app.router.add_post("/api/login", self.login)
         app.router.add_post("/api/logout", self.logout)
         app.router.add_post("/api/silence", self.silence)
+        app.router.add_post("/api/acknowledge", self.acknowledge)
         app.router.add_post("/api/walktest", self.walktest)
         app.router.add_post("/api/drill", self.drill)
         app.on_response_prepare.append(_secure_headers)

@@ -125,7 +125,7 @@ def page_document(cfg: Config, status: StatusDoc | None, daemon_error: str | Non
                   alarms: dict[str, tuple[Event, Reach]],
                   store_error: str | None) -> dict[str, Any]:
     overdue = set(status["overdue"]) if status else set()
-    latched = set(status["alarm"]["inputs"]) if status else set()
+    latched = status["alarm"]["inputs"] if status else []  # the oldest alarm first
     inputs = status["inputs"] if status else {}
     doc: dict[str, Any] = {
         "site": cfg.site.name,
@@ -138,7 +138,7 @@ def page_document(cfg: Config, status: StatusDoc | None, daemon_error: str | Non
         "alarm": {"active": bool(status and status["alarm"]["active"]),
                   "alarms": [_alarm(cfg, name, *alarms[name]) if name in alarms else
                              {"input": name, "label": cfg.label_of(name)}
-                             for name in sorted(latched)]},
+                             for name in latched]},
         "overdue": [{"name": name, "label": cfg.label_of(name)} for name in sorted(overdue)],
         "events": [_event(cfg, e, e.seq in pictures) for e in events],
     }

@@ -17,7 +17,7 @@ import time
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from conftest import (GATE_PIN, PANIC_PIN, PLATFORM_TOKEN, SHORT_MODEM_TIMINGS, SyncedKernel,
+from conftest import (PANIC_PIN, PLATFORM_TOKEN, SHORT_MODEM_TIMINGS, SyncedKernel,
                       _wait_until, cloudevent_problems)
 from edge import config
 from edge.clock import FakeClock

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -190,12 +189,13 @@ def test_platform_and_modem_faults_together_lose_nothing_and_never_hold_the_sire
     scene.wait_alarm_sms_sent()
 
     # Connections reset, an answer lost after the platform kept the event; the network
-    # refuses the modem's sends.
+    # refuses the modem's sends, then the modem hangs right after one went out.
     platform.reset_connections(2)
     platform.lose_responses(1)
     modem.fail_next_sends(38, 500, 42)
+    modem.lose_next_send_answer()
     scene.traffic()
-    scene.wait_alarm_sms_sent(SMS_AFTER_RECOVERY_S + 6)  # three refusals, retried
+    scene.wait_alarm_sms_sent(SMS_AFTER_RECOVERY_S + 9)  # three refusals, a lost +CMGS
 
     # Answers trickled past the request deadline, then none within it (timeouts); the
     # SIM is taken out.
@@ -273,6 +273,7 @@ def test_platform_and_modem_faults_together_lose_nothing_and_never_hold_the_sire
     texts = [s.text for s in modem.sent if s.number == PRINCIPAL]
     assert len(alarms) == len(scene.presses)
     assert len([text for text in texts if "（重发）" not in text]) == len(alarms)
+    assert any("（重发）" in text for text in texts), "no confirmation was lost"
     assert scene.status()["modem"]["lines_dropped"] >= 1
 
 

@@ -157,6 +157,7 @@ function drawAlarm(doc) {
   const lamp = LAMP[doc.indicator];
   fill("lamp", lamp ? bi(lamp[0], lamp[1]) : "");
   $("silence-button").disabled = !active;
+  $("ack-button").disabled = !active;
 }
 
 function drawInputs(inputs) {
@@ -307,6 +308,12 @@ $("silence-form").addEventListener("submit", async (ev) => {
   const answer = await post("/api/silence", {name: $("silence-name").value});
   if (answer) say("已消音并确认 " + answer.result.length + " 个报警 silenced " +
                   answer.result.length + " alarm(s)");
+});
+
+$("ack-button").addEventListener("click", async () => {
+  const answer = await post("/api/acknowledge", {name: $("silence-name").value});
+  if (answer) say("已确认收到 " + answer.result.length + " 个报警，警号继续 acknowledged " +
+                  answer.result.length + " alarm(s); the siren sounds on");
 });
 
 $("drill-toggle").addEventListener("click", async () => {
