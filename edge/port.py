@@ -154,6 +154,11 @@ class FailureStreak:
     def failing(self) -> bool:
         return self._health.ok_now is False
 
+    @property
+    def failures(self) -> int:
+        """Failures in a row, for a backoff that grows with them."""
+        return self._failures
+
     def ok(self) -> None:
         self._failures = 0
         self.last_error = None

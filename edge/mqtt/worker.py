@@ -26,7 +26,7 @@ from edge.events import Event, cloudevents_body
 from edge.mqtt.link import CONNECT_TIMEOUT_S, Bell, MqttLink, read_password
 from edge.mqtt.status_message import (StatusPacer, event_topic, offline, online, payload,
                                       status_topic)
-from edge.port import WorkerPort
+from edge.port import FailureStreak, WorkerPort
 from edge.routing import MQTT
 from edge.snapshot_wait import SnapshotWait
 from edge.uplink.backoff import backoff_delay
@@ -62,15 +62,13 @@ class MqttWorker(ThreadWorker):
         self._settings: Mqtt = cfg.mqtt
         self._device_id = cfg.site.device_id
         self._rng = rng
-        self._health = port.health(self.part)
-        self._last_error: str | None = None
+        # Failing with the mqtt fault: connection attempts and refused events in a row.
+        self._streak = FailureStreak(port.health(self.part), FAULT_AFTER_FAILURES)
         self._bell = Bell()
         self._link: MqttLink | None = None
         self._connack_by = 0.0       # monotonic deadline of the CONNACK awaited
-        self._failures = 0           # connection attempts failed in a row
         self._retry_at = 0.0         # monotonic: no connection attempt before this
         self._hold_until = 0.0       # monotonic: the broker refused a message; no events before
-        self._refusals = 0           # event messages the broker refused in a row
         self._in_flight: dict[int, int] = {}  # message id → seq, on this connection
         self._acked: list[int] = []  # seqs the broker acknowledged, not yet marked in the store
         self._offline_mid: int | None = None
@@ -84,9 +82,9 @@ class MqttWorker(ThreadWorker):
     def status(self) -> dict:
         # ok until it fails: the broker counts as working before the first attempt.
         link = self._link  # read once: the worker thread may drop it meanwhile
-        return {"ok": self._health.ok_now is not False,
+        return {"ok": not self._streak.failing,
                 "connected": link is not None and link.connected,
-                "last_error": self._last_error}
+                "last_error": self._streak.last_error}
 
     def notify(self, event: Event) -> None:
         self._pacer.stale()
@@ -241,15 +239,18 @@ class MqttWorker(ThreadWorker):
         self._pacer.new_connection()
 
     def _attempt_failed(self, reason: str, detail: str, at_once: bool = False) -> None:
-        self._failures += 1
-        self._last_error = detail
-        delay = max(RECONNECT_MIN_S, backoff_delay(self._failures, base_s=RECONNECT_BASE_S,
-                                                   cap_s=RECONNECT_CAP_S, rng=self._rng))
+        self._streak.failed(reason, detail, at_once)
+        delay = self._backoff()
         self._retry_at = self.port.clock.monotonic() + delay
         log.warning("mqtt broker %s: %s; trying again in %.1f s", self._settings.url,
                     detail, delay)
-        if at_once or self._failures >= FAULT_AFTER_FAILURES:
-            self._health.failed(reason, detail)
+
+    def _backoff(self) -> float:
+        """Capped, jittered, growing with the failures in a row: a restarted broker is
+        not hit by every school at once."""
+        return max(RECONNECT_MIN_S, backoff_delay(max(1, self._streak.failures),
+                                                  base_s=RECONNECT_BASE_S,
+                                                  cap_s=RECONNECT_CAP_S, rng=self._rng))
 
     @property
     def _status_topic(self) -> str:
@@ -264,9 +265,7 @@ class MqttWorker(ThreadWorker):
                                  at_once=True)
             return
         log.info("mqtt connected to %s as %s", self._settings.url, self._device_id)
-        self._failures = 0
-        self._last_error = None
-        self._health.ok()
+        self._streak.ok()
         self._pacer.new_connection()
 
     def puback(self, mid: int, refused: str | None) -> None:
@@ -278,19 +277,16 @@ class MqttWorker(ThreadWorker):
             return
         if refused is None:
             self._acked.append(seq)
-            if self._refusals:
-                self._refusals = 0
-                self._health.ok()
+            if self._streak.failing:  # after a refused event
+                self._streak.ok()
             return
         # Not the event's fault but the broker's rules (an ACL, a quota): it stays
         # owed, and the queue waits, as the uplink waits on a refused token.
-        self._refusals += 1
-        delay = max(RECONNECT_MIN_S, backoff_delay(self._refusals, base_s=RECONNECT_BASE_S,
-                                                   cap_s=RECONNECT_CAP_S, rng=self._rng))
+        detail = f"the broker refused event seq {seq}: {refused}"
+        self._streak.failed("refused", detail, at_once=True)
+        delay = self._backoff()
         self._hold_until = self.port.clock.monotonic() + delay
-        self._last_error = f"the broker refused event seq {seq}: {refused}"
-        log.error("mqtt: %s; holding the queue %.1f s", self._last_error, delay)
-        self._health.failed("refused", self._last_error)
+        log.error("mqtt: %s; holding the queue %.1f s", detail, delay)
 
     def lost(self, why: str, was_connected: bool) -> None:
         if self._link is None:
@@ -298,7 +294,6 @@ class MqttWorker(ThreadWorker):
         self._drop(goodbye=False)
         if was_connected:
             log.warning("mqtt connection to %s lost: %s", self._settings.url, why)
-            self._failures = 0
             self._retry_at = self.port.clock.monotonic() + RECONNECT_MIN_S
         else:
             self._attempt_failed("unreachable", f"connection closed before CONNACK: {why}")
