@@ -39,8 +39,10 @@ class Store(EventLog, SmsOutbox, Deliveries):
 
 def device_of_store(path: Path) -> str | None:
     """The device_id the store at ``path`` was written for, None when there is no store,
-    it is unreadable, or it predates the record (the daemon then claims it)."""
-    if not Path(path).exists():
+    it is unreadable, or it predates the record (the daemon then claims it). An empty
+    file is not opened: SQLite would drop the log beside it, which the daemon's open
+    must still find (edge.store.wal)."""
+    if not Path(path).exists() or Path(path).stat().st_size == 0:
         return None
     try:
         store = Store(path, readonly=True)

@@ -85,7 +85,10 @@ def add_columns(conn: sqlite3.Connection) -> None:
 
 
 def salvage_meta(path: Path) -> dict[str, str]:
-    """What can still be read of a corrupt store's meta table (nothing: {})."""
+    """What can still be read of a corrupt store's meta table (nothing: {}). An empty
+    file is not opened: SQLite would delete the log beside it, which is kept aside."""
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
     try:
         old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:

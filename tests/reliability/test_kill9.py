@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from _crash_rig import (DEPUTY, PRINCIPAL, crash_site, event_sms_time, owed_sms, sms_time,
-                        stored_events)
+from _crash_rig import (DEPUTY, PRINCIPAL, crash_site, event_sms_time, owed_sms, quarantined,
+                        sms_time, stored_events)
 from conftest import PLATFORM_TOKEN, _child_env, cloudevent_problems, start_daemon, stop_daemon
 from edge.control import request
 from edge.errors import EdgeAlarmError
@@ -47,9 +47,9 @@ pytestmark = pytest.mark.reliability
 ROUNDS = int(os.environ.get("EDGE_KILL9_ROUNDS", "200"))
 SEED = int(os.environ.get("EDGE_KILL9_SEED") or random.randrange(2 ** 32))
 MAX_ON_S = 2          # the siren's max_on_s: short, so restarts see it both running and out
-ALIVE_S = 0.4         # a kill comes at most this long after the process usually answers
+ALIVE_S = 0.3         # a kill comes at most this long after the process usually answers
 SIREN_MARGIN_S = 0.5  # around the siren's end, its state is not judged
-DRAIN_S = 120.0       # the last daemon's time to deliver everything (upload backoff included)
+DRAIN_S = 120.0  # the last daemon's time to deliver everything (upload backoff included)
 REQUEST_S = 2.0
 
 
@@ -121,6 +121,14 @@ class KillRun:
         recent = sorted(self.answered.values())[-20:]
         return recent[len(recent) // 2] if recent else 0.5
 
+    def _kill_after(self) -> float:
+        """When to kill, from the spawn: in three rounds of ten while the process starts
+        (importing, opening and checking the store, restoring), else while it runs."""
+        ready = self._ready_estimate()
+        if self.rng.random() < 0.3:
+            return self.rng.uniform(0, ready)
+        return ready + self.rng.uniform(0, ALIVE_S)
+
     def _one_round(self, n: int, out) -> None:
         self.expected[n] = latched_alarms(stored_events(self.db)) if self.db.exists() else []
         self.round = n
@@ -129,7 +137,7 @@ class KillRun:
                                 stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=_child_env())
         try:
-            proc.wait(self.rng.uniform(0, self._ready_estimate() + ALIVE_S))
+            proc.wait(self._kill_after())
             pytest.fail(f"seed {SEED}, round {n}: edge-alarm run exited {proc.returncode} "
                         f"by itself:\n{self.log.read_text(errors='replace')[-3000:]}")
         except subprocess.TimeoutExpired:
@@ -197,18 +205,24 @@ class KillRun:
     # -- the platform (its own thread) ---------------------------------------------------
 
     def _flap(self, rng: random.Random) -> None:
+        """Down for a moment, an answer lost, a 503, slow answers. A bad answer is ordered
+        only while the daemon is sending (a request in the last 0.3 s), as a platform's
+        trouble hits whoever sends at that time: ordered while it backs off, it would wait
+        for its next try and fail every one (each failure doubles the backoff)."""
         platform, wait = self.platform, self.stopping.wait
-        while not wait(rng.uniform(0.3, 1.2)):
+        while not wait(rng.uniform(0.5, 2.0)):
             choice = rng.random()
-            if choice < 0.35:
+            requests = platform.requests
+            sending = requests and time.monotonic() - requests[-1].received_mono < 0.3
+            if choice < 0.3:
                 platform.stop()
-                wait(rng.uniform(0.1, 0.6))
+                wait(rng.uniform(0.1, 0.4))
                 platform.start()
-            elif choice < 0.6:
+            elif choice < 0.45 and sending:
                 platform.lose_responses(1)
-            elif choice < 0.8:
+            elif choice < 0.6 and sending:
                 platform.respond_with(503)
-            else:
+            elif choice >= 0.6:
                 platform.set_delay(0.3)
                 wait(rng.uniform(0.2, 0.6))
                 platform.set_delay(0)
@@ -219,15 +233,17 @@ class KillRun:
         """One more daemon, with the platform and the modem well, until nothing is owed."""
         self.platform.set_delay(0)
         self.modem.prompt_delay = self.modem.send_time = 0.0
-        daemon = start_daemon(self.config, self.socket, self.log)
-        deadline = time.monotonic() + DRAIN_S
-        while True:
-            status = self._ask(self.round, "status") or {}
-            if status.get("uplink", {}).get("pending") == 0 and owed_sms(self.db) == 0:
-                break
-            assert time.monotonic() < deadline, f"seed {SEED}: still owed after {DRAIN_S} s"
-            time.sleep(0.1)
-        assert stop_daemon(daemon) == 0
+        daemon = start_daemon(self.config, self.socket, self.log.with_name("drain.log"))
+        try:
+            deadline = time.monotonic() + DRAIN_S
+            while True:
+                status = self._ask(self.round, "status") or {}
+                if status.get("uplink", {}).get("pending") == 0 and owed_sms(self.db) == 0:
+                    break
+                assert time.monotonic() < deadline, f"seed {SEED}: still owed after {DRAIN_S} s"
+                time.sleep(0.1)
+        finally:
+            assert stop_daemon(daemon) == 0
 
 
 def delivery_problems(run: KillRun, events: list[Event]) -> list[str]:
@@ -303,7 +319,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_restores_the_alarm(tmp_path,
         run.drain()
         events = stored_events(run.db)
         problems = (run.problems + delivery_problems(run, events) + sms_problems(run, events)
-                    + platform.invalid_events)
+                    + platform.invalid_events
+                    + [f"moved aside as corrupt: {p}" for p in quarantined(run.db)])
     print(f"kill -9: {ROUNDS} kills ({len(run.answered)} after the daemon answered) in "
           f"{rounds_s:.0f} s, drained in {time.monotonic() - started - rounds_s:.0f} s; {len(events)} events stored, "
           f"{sum(e.kind == 'panic' for e in events)} panics, {len(modem.sent)} SMS, "
