@@ -27,10 +27,11 @@ from edge.store.deliveries import Deliveries
 from edge.store.event_log import EventLog
 from edge.store.outbox import SmsOutbox
 from edge.store.rows import Backlog, Delivery, SmsRecord, SmsRequest, SmsRow, Upload
-from edge.store.schema import is_corruption
+from edge.store.schema import is_corruption, is_full
 
 __all__ = ["Backlog", "Checkpointer", "Delivery", "OpenReport", "SmsRecord", "SmsRequest",
-           "SmsRow", "Store", "Upload", "device_of_store", "is_corruption"]
+           "SmsRow", "Store", "Upload", "device_of_store", "is_corruption",
+           "is_full"]
 
 
 class Store(EventLog, SmsOutbox, Deliveries):

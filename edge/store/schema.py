@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_SQLITE_FULL = 13
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(
@@ -76,6 +77,12 @@ def is_corruption(exc: BaseException | None) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and (
         getattr(exc, "sqlite_errorcode", None) in _CORRUPT_CODES
         or "malformed" in str(exc) or "not a database" in str(exc))
+
+
+def is_full(exc: BaseException | None) -> bool:
+    """The disk (or the file's size limit) is full."""
+    return isinstance(exc, sqlite3.Error) and (
+        getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "is full" in str(exc))
 
 
 def add_columns(conn: sqlite3.Connection) -> None:
