@@ -17,7 +17,7 @@ from edge.errors import StorageError
 from edge.events import Event
 from edge.owner import OwnerLoop
 from edge.storage_health import WRITE_FAILURES, StorageHealth
-from edge.store import Checkpointer, Store, is_corruption
+from edge.store import Checkpointer, Store, is_corruption, is_full
 from edge.unstored import UnstoredEvents
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ class EventWriter:
                     e = again
             log.error("cannot store %s event: %s", kind, e)
             if not self.health.failing("store"):
-                self.loop.post(self.health.trouble, "store", "unwritable", str(e))
+                reason = "full" if is_full(e.__cause__) else "unwritable"
+                self.loop.post(self.health.trouble, "store", reason, str(e))
             return None
 
     def _keep_unstored(self, event: Event) -> None:

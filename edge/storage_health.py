@@ -12,7 +12,7 @@ from edge.config import Storage
 log = logging.getLogger(__name__)
 
 # Store failures that end as soon as one write succeeds.
-WRITE_FAILURES = ("unwritable", "events_dropped")
+WRITE_FAILURES = ("unwritable", "full", "events_dropped")
 
 
 class StorageHealth:
@@ -31,7 +31,7 @@ class StorageHealth:
         return source in self._troubles
 
     def trouble(self, source: str, reason: str | None, detail: str = "") -> None:
-        """What fails in storage, by source: "store" (the event store: unwritable,
+        """What fails in storage, by source: "store" (the event store: unwritable, full,
         corrupt, unreadable, events_dropped), "space" (low_space), "pictures" (the camera
         worker's files); ``reason`` None: that source works again. The part is in fault
         while any source fails, with the latest reason; recovered once none does."""

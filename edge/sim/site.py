@@ -72,6 +72,7 @@ class SimSite:
     school_hours: bool = True             # false: the gate may open at any hour
     tamper: bool = True
     siren: bool = True
+    siren_max_on_s: int = 180
     camera_pre_trigger_s: int | None = None  # a test-pattern camera when set
     camera_keys: Mapping[str, Any] = field(default_factory=dict)
     modem_port: str | None = None
@@ -104,7 +105,7 @@ class SimSite:
             tables.append(_table("[[tamper]]", {"name": "box", "label": "报警主机防拆",
                                                 "pin": TAMPER_PIN}))
         if self.siren:
-            tables.append(_table("[siren]", {"pin": SIREN_PIN, "max_on_s": 180}))
+            tables.append(_table("[siren]", {"pin": SIREN_PIN, "max_on_s": self.siren_max_on_s}))
         if self.camera_pre_trigger_s is not None:
             tables.append(_table("[camera]", {"backend": "test-pattern",
                                               "pre_trigger_s": self.camera_pre_trigger_s,

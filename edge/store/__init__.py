@@ -28,10 +28,11 @@ from edge.store.event_log import EventLog
 from edge.store.outbox import SmsOutbox
 from edge.store.rows import (Backlog, Delivery, Reach, SmsRecord, SmsRequest, SmsRow,
                              Upload)
-from edge.store.schema import is_corruption
+from edge.store.schema import is_corruption, is_full
 
 __all__ = ["Backlog", "Checkpointer", "Delivery", "OpenReport", "Reach", "SmsRecord",
-           "SmsRequest", "SmsRow", "Store", "Upload", "device_of_store", "is_corruption"]
+           "SmsRequest", "SmsRow", "Store", "Upload", "device_of_store", "is_corruption",
+           "is_full"]
 
 
 class Store(EventLog, SmsOutbox, Deliveries):
@@ -40,8 +41,10 @@ class Store(EventLog, SmsOutbox, Deliveries):
 
 def device_of_store(path: Path) -> str | None:
     """The device_id the store at ``path`` was written for, None when there is no store,
-    it is unreadable, or it predates the record (the daemon then claims it)."""
-    if not Path(path).exists():
+    it is unreadable, or it predates the record (the daemon then claims it). An empty
+    file is not opened: SQLite would drop the log beside it, which the daemon's open
+    must still find (edge.store.wal)."""
+    if not Path(path).exists() or Path(path).stat().st_size == 0:
         return None
     try:
         store = Store(path, readonly=True)

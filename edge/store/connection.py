@@ -17,6 +17,7 @@ from typing import Any, Callable, Concatenate, Literal, ParamSpec, TypeVar
 
 from edge.errors import StorageError
 from edge.store.schema import SCHEMA, add_columns, is_corruption, salvage_meta
+from edge.store.wal import wal_damage
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,27 @@ class StoreFile:
                 raise StorageError(f"cannot read {self.path}: {e}") from e
             return
         try:
-            self._conn = self._open(check_integrity)
+            # A damaged log is found before SQLite opens the store and drops what follows
+            # the damage; the numbers of the commits lost with it are not known.
+            damage = wal_damage(self.path) if check_integrity else None
+            numbering_known = damage is None
+            if damage is None:
+                self._conn = self._open(check_integrity)
+            else:
+                damage = f"the write-ahead log {self.path.name}-wal: {damage}"
         except sqlite3.DatabaseError as e:
             if not (check_integrity and is_corruption(e)):
                 raise StorageError(f"cannot open {self.path}: {e}") from e
-            self._start_fresh(f"corrupt: {e}")
+            damage = str(e)
         except StorageError:
             raise
         except OSError as e:  # the directory cannot be made: a file in the way, read-only fs
             raise StorageError(f"cannot open {self.path}: {e}") from e
+        if damage is not None:
+            try:
+                self._start_fresh(f"corrupt: {damage}", numbering_known=numbering_known)
+            except (OSError, sqlite3.Error) as e:
+                raise StorageError(f"cannot start a fresh {self.path}: {e}") from e
 
     # ------------------------------------------------------------------ open / close
 
@@ -133,16 +146,18 @@ class StoreFile:
             raise
         return conn
 
-    def _start_fresh(self, reason: str) -> Path:
+    def _start_fresh(self, reason: str, *, numbering_known: bool = True) -> Path:
         """Move the corrupt store aside and open a fresh one that goes on from the old
-        last seq when that is still readable, so the platform never sees a seq twice."""
+        last seq when that is still readable (and, with ``numbering_known`` False, not
+        perhaps lost with the damage), so the platform never sees a seq twice: otherwise
+        the fresh store starts a new numbering under a new store_id."""
         salvaged = salvage_meta(self.path)
-        moved = self._quarantine()
+        moved = self._quarantine(reason)
         self._conn = self._open(False)
         if salvaged.get("device_id"):
             self._set_meta("device_id", salvaged["device_id"])
         last_seq = salvaged.get("last_seq", "")
-        if last_seq.isdigit() and int(last_seq) > 0:
+        if numbering_known and last_seq.isdigit() and int(last_seq) > 0:
             # The numbering goes on, so it keeps its name.
             self._set_meta("last_seq", last_seq)
             if salvaged.get("store_id"):
@@ -151,7 +166,7 @@ class StoreFile:
         self.report = OpenReport(moved, reason)
         return moved
 
-    def _quarantine(self) -> Path:
+    def _quarantine(self, reason: str) -> Path:
         """Move a corrupt store aside, keeping it for whoever investigates."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
@@ -163,7 +178,7 @@ class StoreFile:
             src = Path(str(self.path) + suffix)
             if src.exists():
                 os.replace(src, Path(str(target) + suffix))
-        log.error("store %s is corrupt; moved aside to %s", self.path, target)
+        log.error("store %s is %s; moved aside to %s", self.path, reason, target)
         return target
 
     def recover_from_corruption(self) -> Path:

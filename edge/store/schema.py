@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_SQLITE_FULL = 13
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(
@@ -78,6 +79,12 @@ def is_corruption(exc: BaseException | None) -> bool:
         or "malformed" in str(exc) or "not a database" in str(exc))
 
 
+def is_full(exc: BaseException | None) -> bool:
+    """The disk (or the file's size limit) is full."""
+    return isinstance(exc, sqlite3.Error) and (
+        getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL or "is full" in str(exc))
+
+
 def add_columns(conn: sqlite3.Connection) -> None:
     for table, column, definition in _ADDED_COLUMNS:
         if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
@@ -85,7 +92,10 @@ def add_columns(conn: sqlite3.Connection) -> None:
 
 
 def salvage_meta(path: Path) -> dict[str, str]:
-    """What can still be read of a corrupt store's meta table (nothing: {})."""
+    """What can still be read of a corrupt store's meta table (nothing: {}). An empty
+    file is not opened: SQLite would delete the log beside it, which is kept aside."""
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
     try:
         old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:

@@ -1,0 +1,157 @@
+"""A damaged store at start: the database file truncated or with a page of garbage, the
+write-ahead log with a flipped bit or a damaged header, the database emptied beside its
+log, the -shm index full of garbage. A real `edge-alarm run` (mock pins, the emulated modem)
+starts on it: whatever lost committed data is moved aside (kept, byte for byte), a `storage`
+fault says so, a fresh store takes the events, and a press still sounds the siren and
+sends the SMS. The -shm file is only an index that SQLite rebuilds from the log when the
+first connection opens the store, so garbage there loses nothing and is no fault."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _crash_rig import PRINCIPAL, crash_site, event_sms_time, quarantined, stored_events
+from conftest import _wait_until, start_daemon, stop_daemon
+from edge.control import request_status, request
+from edge.sim.site import SITE_NAME
+
+pytestmark = pytest.mark.reliability
+
+HISTORY = 40       # gate events in the store before the damage
+CHECKPOINTED = 10  # of which folded into the database file; the rest are in the log
+PAGE = 4096
+
+# Writes the history as the daemon would and dies without closing, as at a power cut:
+# the last commits stay in the log.
+_WRITER = """
+import datetime as dt, os, sys
+from pathlib import Path
+from edge.store import Store
+store = Store(Path(sys.argv[1]), autocheckpoint=False)
+store.claim_device("test-gate-1")
+now = dt.datetime.now(dt.timezone(dt.timedelta(hours=8)))
+for n in range(int(sys.argv[2])):
+    store.append("gate_open" if n % 2 == 0 else "gate_closed", "main_gate", now,
+                 {"site": sys.argv[4], "label": "校门", "clock_synced": True})
+    if n + 1 == int(sys.argv[3]):
+        store.pragma("wal_checkpoint(TRUNCATE)")
+os._exit(0)
+"""
+
+
+def write_history(db: Path, checkpointed: int = CHECKPOINTED) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-c", _WRITER, str(db), str(HISTORY), str(checkpointed),
+                    SITE_NAME], check=True)
+
+
+def flip(path: Path, offset: int, size: int = 1) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        old = f.read(size)
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in old))
+
+
+def truncate_database(db: Path) -> None:
+    write_history(db, checkpointed=HISTORY)  # everything in the database file
+    os.truncate(db, db.stat().st_size // 2 + 100)
+
+
+def garbage_page(db: Path) -> None:
+    write_history(db, checkpointed=HISTORY)
+    flip(db, (db.stat().st_size // PAGE - 1) * PAGE, PAGE)  # the last page: events
+
+
+def flipped_bit_in_the_log(db: Path) -> None:
+    write_history(db)
+    flip(Path(f"{db}-wal"), 32 + 24 + 100)  # the first frame's page
+
+
+def damaged_log_header(db: Path) -> None:
+    write_history(db)
+    flip(Path(f"{db}-wal"), 16)  # a salt: the header's checksum fails
+
+
+def empty_database_beside_its_log(db: Path) -> None:
+    write_history(db)
+    os.truncate(db, 0)
+
+
+def garbage_index(db: Path) -> None:
+    write_history(db)
+    shm = Path(f"{db}-shm")
+    shm.write_bytes(os.urandom(shm.stat().st_size))
+
+
+@pytest.mark.parametrize("damage", [truncate_database, garbage_page, flipped_bit_in_the_log,
+                                    damaged_log_header, empty_database_beside_its_log])
+def test_a_damaged_store_is_moved_aside_a_fault_raised_and_alarms_still_work(
+        damage, tmp_path, short_dir, emulator):
+    config = crash_site(tmp_path, short_dir / "control.sock", modem=emulator,
+                        contacts=[PRINCIPAL])
+    db = tmp_path / "var" / "events.db"
+    damage(db)
+    damaged = {p.name: p.read_bytes() for p in db.parent.iterdir()}
+    daemon = start_daemon(config, short_dir / "control.sock", tmp_path / "daemon.log")
+    try:
+        status = request_status(daemon.socket)
+        assert status["fault_reasons"].get("storage") == "corrupt", daemon.log_text()
+        [moved] = quarantined(db)
+        assert moved.read_bytes() == damaged["events.db"]  # kept as it was found
+        if "events.db-wal" in damaged:
+            assert Path(f"{moved}-wal").read_bytes() == damaged["events.db-wal"]
+        press_sounds_and_texts(daemon.socket, emulator)
+    finally:
+        assert stop_daemon(daemon) == 0
+    events = stored_events(db)
+    assert [(e.kind, e.subject, e.data.get("reason")) for e in events[:1]] == [
+        ("fault", "storage", "corrupt")]
+    panic = next(e for e in events if e.kind == "panic")
+    assert any(event_sms_time(panic) in sms.text for sms in emulator.sent)
+
+
+def press_sounds_and_texts(socket: Path, emulator) -> None:
+    request(socket, "sim", {"input": "guard_room", "state": "on"})
+    status = request_status(socket)
+    assert status["alarm"]["active"] and status["siren"]["on"]
+    _wait_until(lambda: emulator.sent, 10, what="the panic SMS")
+
+
+def test_garbage_in_the_shm_index_loses_nothing(tmp_path, short_dir, emulator):
+    config = crash_site(tmp_path, short_dir / "control.sock", modem=emulator,
+                        contacts=[PRINCIPAL])
+    db = tmp_path / "var" / "events.db"
+    garbage_index(db)
+    daemon = start_daemon(config, short_dir / "control.sock", tmp_path / "daemon.log")
+    try:
+        assert "storage" not in request_status(daemon.socket)["faults"]
+        press_sounds_and_texts(daemon.socket, emulator)
+    finally:
+        assert stop_daemon(daemon) == 0
+    assert quarantined(db) == []
+    assert [e.seq for e in stored_events(db)][:HISTORY + 1] == list(range(1, HISTORY + 2))
+
+
+def test_a_last_transaction_torn_at_a_power_cut_is_no_damage(tmp_path, short_dir, emulator):
+    """Only the last transaction can be torn by a power cut, and it was never acknowledged:
+    SQLite drops it, and nothing else was lost, so nothing is moved aside."""
+    config = crash_site(tmp_path, short_dir / "control.sock", modem=emulator,
+                        contacts=[PRINCIPAL])
+    db = tmp_path / "var" / "events.db"
+    write_history(db)
+    wal = Path(f"{db}-wal")
+    flip(wal, wal.stat().st_size - 100)  # the last frame: the last commit's
+    daemon = start_daemon(config, short_dir / "control.sock", tmp_path / "daemon.log")
+    try:
+        assert "storage" not in request_status(daemon.socket)["faults"]
+    finally:
+        assert stop_daemon(daemon) == 0
+    assert quarantined(db) == []
+    kept = [e for e in stored_events(db) if e.kind.startswith("gate_")]
+    assert [e.seq for e in kept] == list(range(1, HISTORY))  # all but the torn one
