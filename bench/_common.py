@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
@@ -172,3 +173,29 @@ def spread(values: list[float], decimals: int = 3) -> str:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One line of a bench's result: what was measured, its target (empty for a figure
+    shown for information) and whether the target was met (None without one)."""
+
+    name: str
+    measured: str
+    target: str = ""
+    ok: bool | None = None
+
+
+def p50_p99(values: list[float], decimals: int = 2) -> str:
+    """"p50 … ms, p99 … ms" of durations in seconds."""
+    return (f"p50 {statistics.median(values) * 1000:.{decimals}f} ms, "
+            f"p99 {percentile(values, 99) * 1000:.{decimals}f} ms")
+
+
+def print_figures(figures: list[Figure]) -> int:
+    """Each figure on a line of its own; the exit status: 1 when a target was missed."""
+    for f in figures:
+        mark = "    " if f.ok is None else verdict(f.ok)
+        target = f"   (target {f.target})" if f.target else ""
+        print(f"{mark}  {f.name}: {f.measured}{target}")
+    return 0 if all(f.ok is not False for f in figures) else 1
