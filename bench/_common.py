@@ -74,6 +74,19 @@ def filesystem_of(path: Path) -> tuple[str, str, str]:
     return best
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info
+                         if line.startswith(("model name", "Model"))), platform.processor())
+    except OSError:
+        return platform.processor() or "?"
+
+
+def load_average() -> str:
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
 def print_machine(directory: Path) -> None:
     """What the numbers depend on: Python, SQLite, the CPUs, and the filesystem that
     ``directory`` (where the bench writes) is on."""
@@ -82,7 +95,9 @@ def print_machine(directory: Path) -> None:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
     lines = [f"python     {platform.python_implementation()} {platform.python_version()} "
              f"on {platform.machine()}, SQLite {sqlite3.sqlite_version}",
-             f"cpus       {cpus} ({usable} usable by this process)",
+             f"cpus       {cpus} × {cpu_model()} ({usable} usable by this process)",
+             f"load       {load_average()} (1, 5, 15 min; other work on the machine "
+             "skews every figure)",
              f"directory  {directory.resolve()}: {fstype} on {device} (mounted at {mount_point})"]
     if fstype in ("tmpfs", "ramfs"):
         lines.append("           WARNING: a RAM filesystem; fsync costs nothing here and the "

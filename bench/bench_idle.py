@@ -28,9 +28,11 @@ Exit status 0 when every target is met, 1 when one is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -115,6 +117,7 @@ class DaemonProcess:
         self._reader = threading.Thread(target=self._read_log, args=(self.proc.stderr,),
                                         daemon=True)
         self._reader.start()
+        self.pid = self.proc.pid  # until READY=1 names the daemon's own
         try:
             ready_at, self.pid = notify.wait_ready(START_WAIT_S)
         except RuntimeError:
@@ -130,12 +133,16 @@ class DaemonProcess:
         return Path(f"/proc/{self.pid}/{name}").read_text()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGTERM to the daemon itself (strace, signalled, would leave it running), then
+        SIGKILL if it has not stopped in time; its wrapper ends with it."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            try:
+                self.proc.wait(STOP_WAIT_S)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         self._reader.join(STOP_WAIT_S)
 
 
