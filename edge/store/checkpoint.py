@@ -18,6 +18,10 @@ class Checkpointer:
     def __init__(self, path: Path, every_s: float = 1.0) -> None:
         self.path = path
         self.every_s = every_s
+        self._wal = path.with_name(path.name + "-wal")
+        # The WAL's (size, mtime) when it was last checkpointed: unchanged, nothing was
+        # committed since, and an idle daemon opens no connection and touches no file.
+        self._checkpointed: tuple[int, int] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="checkpoint", daemon=True)
 
@@ -34,11 +38,24 @@ class Checkpointer:
         self.checkpoint()
 
     def checkpoint(self) -> None:
+        """A checkpoint, unless the WAL is as it was at the last one (or there is none)."""
+        try:
+            wal = self._wal.stat()
+        except OSError:
+            return  # no WAL: nothing committed since the store was opened
+        seen = (wal.st_size, wal.st_mtime_ns)
+        if seen == self._checkpointed:
+            return
         try:
             conn = sqlite3.connect(self.path, timeout=5)
             try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _, wal_frames, folded = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             finally:
                 conn.close()
         except sqlite3.Error as e:
             log.warning("WAL checkpoint failed: %s", e)
+            return
+        if folded == wal_frames:  # not all of it when a reader held frames: again next tick
+            # As seen before the checkpoint: a commit during it changed the WAL since, and
+            # is folded back at the next tick.
+            self._checkpointed = seen
