@@ -29,8 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-from _common import (BUTTON_PINS, Buttons, Figure, arg_parser, p50_p99, percentile,
-                     print_figures, print_machine, site_config, work_dir)
+from _common import (Buttons, Figure, arg_parser, bench_main, p50_p99, percentile,
+                     site_config, work_dir)
 from bench_core import WAIT_S, CommitWatch, SirenWatchPin
 from bench_uplink import seed
 from gpiozero.pins.mock import MockFactory
@@ -129,11 +129,5 @@ def run(args: argparse.Namespace) -> list[Figure]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    print_machine(args.dir)
-    return print_figures(run(args))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(parse, run))

@@ -37,7 +37,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from _common import (Figure, arg_parser, p50_p99, print_figures, print_machine, site_config,
+from _common import (Figure, arg_parser, bench_main, p50_p99, site_config,
                      spread, start_on_mock_pins, wait_for, work_dir)
 from PIL import Image
 
@@ -235,16 +235,5 @@ def run(args: argparse.Namespace) -> list[Figure]:
     return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    print_machine(args.dir)
-    try:
-        figures = run(args)
-    except RuntimeError as e:
-        print(f"FAILED: {e}")
-        return 1
-    return print_figures(figures)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(parse, run))

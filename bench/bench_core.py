@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import (BUTTON_PINS, Buttons, Figure, arg_parser, p50_p99, percentile,
-                     print_figures, print_machine, site_config, spread, work_dir)
+from _common import (BUTTON_PINS, Buttons, Figure, arg_parser, bench_main, p50_p99,
+                     percentile, site_config, spread, work_dir)
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from edge.alarm_rule import PANIC_LOCKOUT_S
@@ -265,11 +265,5 @@ def run(args: argparse.Namespace) -> list[Figure]:
     return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    print_machine(args.dir)
-    return print_figures(run(args))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(parse, run))

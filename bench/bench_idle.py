@@ -45,7 +45,7 @@ from collections import deque
 from pathlib import Path
 from typing import IO
 
-from _common import Figure, arg_parser, print_figures, print_machine, work_dir
+from _common import Figure, arg_parser, bench_main, work_dir
 
 from edge.sim.modem import ModemEmulator
 from edge.sim.platform import PlatformStub
@@ -250,11 +250,5 @@ def run(args: argparse.Namespace) -> list[Figure]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    print_machine(args.dir)
-    return print_figures(run(args))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(parse, run))

@@ -38,8 +38,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from _common import (BUTTON_PINS, Figure, arg_parser, p50_p99, percentile, print_figures,
-                     print_machine, site_config, spread, start_on_mock_pins, wait_for, work_dir)
+from _common import (BUTTON_PINS, Figure, arg_parser, bench_main, p50_p99, percentile,
+                     site_config, spread, start_on_mock_pins, wait_for, work_dir)
 
 from edge.config import Config
 from edge.sim.modem import ModemEmulator
@@ -211,12 +211,6 @@ def run(args: argparse.Namespace) -> list[Figure]:
     return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    print_machine(args.dir)
-    return print_figures(run(args))
-
-
 def behind_backlog(storage: Path, presses: int) -> tuple[list[float], int]:
     """Latencies of ``presses`` presses behind the fallback backlog, and the fewest fallback
     SMS due at a press."""
@@ -235,4 +229,4 @@ def behind_backlog(storage: Path, presses: int) -> tuple[list[float], int]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(parse, run))

@@ -27,7 +27,7 @@ import bench_core
 import bench_idle
 import bench_sms
 import bench_uplink
-from _common import Figure, load_average, print_machine
+from _common import Figure, print_machine
 
 # (bench, its arguments for a full run, for a quick one); "--dir" is added.
 BENCHES: tuple[tuple[ModuleType, list[str], list[str]], ...] = (

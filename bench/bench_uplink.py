@@ -33,8 +33,8 @@ import sys
 import time
 from pathlib import Path
 
-from _common import (BUTTON_PINS, SCHOOL, Figure, arg_parser, p50_p99, print_figures,
-                     print_machine, site_config, spread, start_on_mock_pins, wait_for, work_dir)
+from _common import (BUTTON_PINS, SCHOOL, Figure, arg_parser, bench_main, p50_p99,
+                     site_config, spread, start_on_mock_pins, wait_for, work_dir)
 
 from edge.config import Config
 from edge.events import new_event_id
@@ -188,11 +188,5 @@ def run(args: argparse.Namespace) -> list[Figure]:
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    print_machine(args.dir)
-    return print_figures(run(args))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(parse, run))
