@@ -16,8 +16,9 @@ Start → READY: from just before the exec to the READY=1 datagram the daemon se
 $NOTIFY_SOCKET (a unix datagram socket of the bench's, as systemd's would be); the worst of
 --starts starts, each of a fresh process on the same store.
 
-Idle: once the daemon is ready and has settled (its modem answered, the first heartbeat
-accepted, the camera ring full), utime+stime from /proc/<pid>/stat and write_bytes from
+Idle: once the daemon is ready and has done the start's own work (--settle-s: its modem
+answered, the first heartbeat accepted, the camera ring full, and a minute in, the first
+retention purge, which then runs once an hour), utime+stime from /proc/<pid>/stat and write_bytes from
 /proc/<pid>/io are read at the start and the end of the window: CPU in % of one core, and
 the bytes the daemon made the kernel write to storage, scaled to an hour (the wear of an SD
 card). Its log goes to a pipe, as to journald. fsyncs and fdatasyncs are counted with
@@ -59,7 +60,9 @@ WRITES_TARGET_BYTES_PER_H = 1024 * 1024
 RSS_TARGET_BYTES = 40 * 1024 * 1024
 HEARTBEAT_S = 300  # [uplink] heartbeat_s as shipped: the full window holds one heartbeat
 START_WAIT_S = 20.0  # a daemon not ready in this long is a failure
-SETTLE_S = 5.0       # after READY: the modem's first answers, the heartbeat, the ring filling
+# After READY, before the window: the start's own work (the modem's first answers, the first
+# heartbeat, the camera ring filling, and a minute in, the first hourly retention purge).
+SETTLE_S = 65.0
 STOP_WAIT_S = 10.0
 LOG_LINES_KEPT = 40
 FSYNC_LINE = re.compile(r"^\d+\s+(\d+\.\d+)\s+(?:fsync|fdatasync)\(")
@@ -182,13 +185,14 @@ def start_times(config: Path, notify: NotifySocket, starts: int) -> list[float]:
     return times
 
 
-def idle(config: Path, notify: NotifySocket, idle_s: float, trace: Path | None) -> dict:
+def idle(config: Path, notify: NotifySocket, idle_s: float, settle_s: float,
+         trace: Path | None) -> dict:
     wrapper = [] if trace is None else [
         "strace", "-f", "-qq", "-ttt", "--seccomp-bpf", "-e", "trace=fsync,fdatasync",
         "-e", "signal=none", "-o", str(trace)]
     daemon = DaemonProcess(config, notify, wrapper)
     try:
-        time.sleep(SETTLE_S)
+        time.sleep(settle_s)
         cpu0, written0, wall0, t0 = (cpu_seconds(daemon), written_bytes(daemon),
                                      time.time(), time.perf_counter())
         time.sleep(idle_s)
@@ -212,11 +216,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-s", type=float, default=HEARTBEAT_S,
                         help=f"the idle window, in seconds (default {HEARTBEAT_S}: one "
                              "heartbeat interval, so that it holds one heartbeat)")
+    parser.add_argument("--settle-s", type=float, default=SETTLE_S,
+                        help=f"from READY to the window, in seconds (default {SETTLE_S:g}: "
+                             "the start's own work done)")
     parser.add_argument("--starts", type=int, default=5,
                         help="starts timed to READY=1 (default 5)")
     args = parser.parse_args(argv)
-    if args.idle_s <= 0 or args.starts < 1:
-        parser.error("--idle-s must be positive and --starts at least 1")
+    if args.idle_s <= 0 or args.settle_s < 0 or args.starts < 1:
+        parser.error("--idle-s must be positive, --settle-s not negative and --starts at "
+                     "least 1")
     return args
 
 
@@ -228,7 +236,7 @@ def run(args: argparse.Namespace) -> list[Figure]:
         try:
             ready = start_times(config, notify, args.starts)
             trace = root / "fsyncs.strace" if shutil.which("strace") else None
-            quiet = idle(config, notify, args.idle_s, trace)
+            quiet = idle(config, notify, args.idle_s, args.settle_s, trace)
         finally:
             notify.close()
     fsyncs = quiet["fsyncs_per_h"]

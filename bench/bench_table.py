@@ -33,7 +33,7 @@ from _common import Figure, print_machine
 BENCHES: tuple[tuple[ModuleType, list[str], list[str]], ...] = (
     (bench_core, [], ["--presses", "100", "--busy-presses", "10"]),
     (bench_busy, [], ["--presses", "20", "--backlog", "2000"]),
-    (bench_idle, [], ["--idle-s", "15", "--starts", "2"]),
+    (bench_idle, [], ["--idle-s", "15", "--settle-s", "5", "--starts", "2"]),
     (bench_sms, [], ["--presses", "20", "--backlog", "20", "--busy-presses", "1"]),
     (bench_uplink, [], ["--events", "1000", "--single", "200", "--presses", "20"]),
     (bench_camera, [], ["--presses", "10"]),
