@@ -17,6 +17,7 @@ import statistics
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
@@ -73,6 +74,19 @@ def filesystem_of(path: Path) -> tuple[str, str, str]:
     return best
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next((line.split(":", 1)[1].strip() for line in info
+                         if line.startswith(("model name", "Model"))), platform.processor())
+    except OSError:
+        return platform.processor() or "?"
+
+
+def load_average() -> str:
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
 def print_machine(directory: Path) -> None:
     """What the numbers depend on: Python, SQLite, the CPUs, and the filesystem that
     ``directory`` (where the bench writes) is on."""
@@ -81,7 +95,9 @@ def print_machine(directory: Path) -> None:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cpus
     lines = [f"python     {platform.python_implementation()} {platform.python_version()} "
              f"on {platform.machine()}, SQLite {sqlite3.sqlite_version}",
-             f"cpus       {cpus} ({usable} usable by this process)",
+             f"cpus       {cpus} × {cpu_model()} ({usable} usable by this process)",
+             f"load       {load_average()} (1, 5, 15 min; other work on the machine "
+             "skews every figure)",
              f"directory  {directory.resolve()}: {fstype} on {device} (mounted at {mount_point})"]
     if fstype in ("tmpfs", "ramfs"):
         lines.append("           WARNING: a RAM filesystem; fsync costs nothing here and the "
@@ -127,9 +143,11 @@ class Buttons:
             time.sleep(wait)
         if before is not None:
             before()
-        self._last_press[i] = time.monotonic()
         t0 = time.perf_counter()
         self.pins[i].drive_low()
+        # After the call: MockPin runs the daemon's edge callback inside it, so the edge's
+        # own time is earlier, however long a busy machine held this thread up in between.
+        self._last_press[i] = time.monotonic()
         return t0
 
     def release(self, i: int) -> None:
@@ -172,3 +190,43 @@ def spread(values: list[float], decimals: int = 3) -> str:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One line of a bench's result: what was measured, its target (empty for a figure
+    shown for information) and whether the target was met (None without one)."""
+
+    name: str
+    measured: str
+    target: str = ""
+    ok: bool | None = None
+
+
+def p50_p99(values: list[float], decimals: int = 2) -> str:
+    """"p50 … ms, p99 … ms" of durations in seconds."""
+    return (f"p50 {statistics.median(values) * 1000:.{decimals}f} ms, "
+            f"p99 {percentile(values, 99) * 1000:.{decimals}f} ms")
+
+
+def bench_main(parse: Callable[[list[str] | None], argparse.Namespace],
+               run: Callable[[argparse.Namespace], list[Figure]]) -> int:
+    """A bench run as a script: its arguments, the machine, its figures; the exit status
+    (1 when a target was missed or the bench failed)."""
+    args = parse(None)
+    print_machine(args.dir)
+    try:
+        figures = run(args)
+    except RuntimeError as e:
+        print(f"FAILED: {e}")
+        return 1
+    return print_figures(figures)
+
+
+def print_figures(figures: list[Figure]) -> int:
+    """Each figure on a line of its own; the exit status: 1 when a target was missed."""
+    for f in figures:
+        mark = "    " if f.ok is None else verdict(f.ok)
+        target = f"   (target {f.target})" if f.target else ""
+        print(f"{mark}  {f.name}: {f.measured}{target}")
+    return 0 if all(f.ok is not False for f in figures) else 1

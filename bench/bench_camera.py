@@ -26,6 +26,7 @@ Prints numbers; the exit status is 0 unless the daemon failed to take a snapshot
 
 from __future__ import annotations
 
+import argparse
 import gc
 import io
 import os
@@ -36,8 +37,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from _common import (arg_parser, print_machine, site_config, spread, start_on_mock_pins,
-                     wait_for, work_dir)
+from _common import (Figure, arg_parser, bench_main, p50_p99, site_config,
+                     spread, start_on_mock_pins, wait_for, work_dir)
 from PIL import Image
 
 from edge.camera import Picamera2Camera, TestPatternCamera, yuv420_to_jpeg
@@ -193,26 +194,27 @@ def kb(n: float) -> str:
 # ---------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = arg_parser(__doc__)
     parser.add_argument("--presses", type=int, default=100)
     parser.add_argument("--pre-trigger", type=int, default=5,
                         help="[camera] pre_trigger_s of the daemon (default 5)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    print_machine(args.dir)
+
+def run(args: argparse.Namespace) -> list[Figure]:
+    """The details printed; the figures (none has a target). RuntimeError when the daemon
+    took no snapshot."""
     with work_dir(args.dir, "bench-camera-") as root:
         print(f"\npress → snapshot, {args.presses} presses, test-pattern 1280x720, "
               f"pre_trigger_s = {args.pre_trigger}")
-        try:
-            on_disk, recorded, frames = press_to_snapshot(root, args.presses, args.pre_trigger)
-        except RuntimeError as e:
-            print(f"FAILED: {e}")
-            return 1
+        on_disk, recorded, frames = press_to_snapshot(root, args.presses, args.pre_trigger)
         for what, times in (("on disk  ", on_disk), ("recorded ", recorded)):
             print(f"  press → {what} {spread(times, 1)}")
         print(f"  frames per snapshot: min {min(frames)}, max {max(frames)}")
         print(f"  for scale: one 1280x720 test-pattern render+encode {ms(still_render_time())}")
+    figures = [Figure("press → snapshot on disk (test pattern 1280x720)", p50_p99(on_disk, 1)),
+               Figure("press → snapshot recorded in the event", p50_p99(recorded, 1))]
 
     print("\npre-trigger ring, test-pattern 320x180 JPEG frames (tracemalloc, live bytes)")
     base, _ = ring_memory(0)
@@ -221,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  pre_trigger_s = {seconds:2d}: {kb(used - base)} more than pre_trigger_s = 0 "
               f"(the frames themselves: {kb(frame_bytes)}, {frame_bytes / seconds / 1024:.1f} "
               f"KiB each)")
+        figures.append(Figure(f"pre-trigger ring memory, {seconds} s of test-pattern frames",
+                              f"{(used - base) / 1024:.0f} KiB"))
 
     seconds = max(RING_SIZES)
     print(f"\npicamera2 ring, {seconds} s of lores frames kept as JPEG (yuv420_to_jpeg, q85)")
@@ -228,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:26s} lores {w}x{h}: test pattern {kb(seconds * scene)}, "
               f"noise (worst) {kb(seconds * noise)}; raw YUV420 would be {kb(seconds * raw)}; "
               f"encode {encode_s * 1000:.1f} ms/frame here")
-    return 0
+    return figures
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(parse, run))

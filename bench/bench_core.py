@@ -15,6 +15,7 @@ Exit status 0 when every target is met, 1 when one is missed.
 
 from __future__ import annotations
 
+import argparse
 import sqlite3
 import sys
 import threading
@@ -22,8 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import (BUTTON_PINS, Buttons, arg_parser, percentile, print_machine,
-                     site_config, spread, verdict, work_dir)
+from _common import (BUTTON_PINS, Buttons, Figure, arg_parser, bench_main, p50_p99,
+                     percentile, site_config, spread, work_dir)
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from edge.alarm_rule import PANIC_LOCKOUT_S
@@ -36,7 +37,7 @@ from edge.sim.site import SIREN_PIN, Contact, OwnerThread
 # ~26 s per 1,000 presses, and between presses the owner loop sits idle in its queue wait,
 # as it does at a school gate when someone presses.
 WAIT_S = 5.0  # a press that sounds nothing or stores nothing in this long is a failure
-SIREN_P99_TARGET_S = 0.005
+SIREN_P99_TARGET_S = 0.001
 COMMIT_RATIO_TARGET = 1.5
 BARE_COMMITS = 1000  # at least; one per press when there are more presses
 # A press, and each bare commit, comes after this much quiet: at a school gate a press finds
@@ -210,7 +211,7 @@ def run_presses(storage: Path, presses: int, busy_presses: int,
 # ---------------------------------------------------------------- report
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = arg_parser(__doc__)
     parser.add_argument("--presses", type=int, default=1000,
                         help="panic presses to measure (default 1000)")
@@ -220,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.presses < 1 or args.busy_presses < 0:
         parser.error("--presses must be at least 1 and --busy-presses not negative")
+    return args
 
-    print_machine(args.dir)
+
+def run(args: argparse.Namespace) -> list[Figure]:
+    """The presses and bare commits measured, the details printed; the figures."""
     print(f"presses    {args.presses} over {len(BUTTON_PINS)} panic buttons in turn "
           f"(PANIC_LOCKOUT_S={PANIC_LOCKOUT_S} s left as shipped), "
           "each released and silenced before the next")
@@ -235,24 +239,31 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bare.close()
 
-    siren_ok = percentile(press.siren_s, 99) <= SIREN_P99_TARGET_S
-    ratio = percentile(press.commit_s, 99) / percentile(bare.times, 99)
-    commit_ok = ratio <= COMMIT_RATIO_TARGET
+    siren_p99 = percentile(press.siren_s, 99)
+    commit_p99, bare_p99 = percentile(press.commit_s, 99), percentile(bare.times, 99)
+    ratio = commit_p99 / bare_p99
     print()
-    print(f"press → siren on    {spread(press.siren_s)}   "
-          f"target p99 ≤ {SIREN_P99_TARGET_S * 1000:.0f} ms: {verdict(siren_ok)}")
+    print(f"press → siren on    {spread(press.siren_s)}")
     print(f"press → committed   {spread(press.commit_s)}")
     print(f"bare insert+commit  {spread(bare.times)}   ({len(bare.times)} commits, WAL, "
           f"synchronous=FULL; {args.presses} of them one after each press)")
-    print(f"committed p99 / bare p99 = {ratio:.2f}   "
-          f"target ≤ {COMMIT_RATIO_TARGET}: {verdict(commit_ok)}")
     if press.busy_siren_s:
-        print()
         print(f"press → siren on while the owner stores a silence ({len(press.busy_siren_s)} "
               "presses; for information, no target):")
         print(f"                    {spread(press.busy_siren_s)}")
-    return 0 if siren_ok and commit_ok else 1
+    print()
+    figures = [
+        Figure("press → siren, idle", p50_p99(press.siren_s, 3),
+               f"p99 ≤ {SIREN_P99_TARGET_S * 1000:g} ms", siren_p99 <= SIREN_P99_TARGET_S),
+        Figure("press → committed / bare commit, idle",
+               f"p99 {commit_p99 * 1000:.2f} / {bare_p99 * 1000:.2f} ms = {ratio:.2f}×",
+               f"≤ {COMMIT_RATIO_TARGET:g}×", ratio <= COMMIT_RATIO_TARGET),
+    ]
+    if press.busy_siren_s:
+        figures.append(Figure("press → siren behind a silence being stored",
+                              p50_p99(press.busy_siren_s, 3)))
+    return figures
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(parse, run))

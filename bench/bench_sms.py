@@ -29,6 +29,7 @@ Exit status 0 when both latency targets are met, 1 when one is missed.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import random
 import sqlite3
@@ -37,8 +38,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from _common import (BUTTON_PINS, arg_parser, percentile, print_machine, site_config, spread,
-                     start_on_mock_pins, verdict, wait_for, work_dir)
+from _common import (BUTTON_PINS, Figure, arg_parser, bench_main, p50_p99, percentile,
+                     site_config, spread, start_on_mock_pins, wait_for, work_dir)
 
 from edge.config import Config
 from edge.sim.modem import ModemEmulator
@@ -162,7 +163,7 @@ class Gate:
         self._owner.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = arg_parser(__doc__)
     parser.add_argument("--presses", type=int, default=200,
                         help="panic presses to measure (default 200)")
@@ -175,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.presses < 1 or args.backlog < 0 or args.busy_presses < 0:
         parser.error("--presses must be at least 1, --backlog and --busy-presses not "
                      "negative")
+    return args
 
+
+def run(args: argparse.Namespace) -> list[Figure]:
     # The throughput run unplugs the modem: its warnings are expected, and go to stderr.
     logging.basicConfig(level=logging.WARNING, format="log: %(levelname)s %(name)s: %(message)s")
-    print_machine(args.dir)
     with work_dir(args.dir, "bench-sms-") as tmp:
         with ModemEmulator() as emulator:
             gate = Gate(bench_config(tmp / "idle", emulator.port), emulator)
@@ -189,21 +192,23 @@ def main(argv: list[str] | None = None) -> int:
                 gate.close()
         busy = behind_backlog(tmp / "busy", args.busy_presses) if args.busy_presses else None
 
-    ok = percentile(latencies, 99) <= LATENCY_P99_TARGET_S
-    print(f"press → AT+CMGS ({len(latencies)} presses): {spread(latencies, 1)}   "
-          f"target p99 ≤ {LATENCY_P99_TARGET_S * 1000:.0f} ms   {verdict(ok)}")
+    print(f"press → AT+CMGS ({len(latencies)} presses): {spread(latencies, 1)}")
+    figures = [Figure("press → AT+CMGS, idle modem", p50_p99(latencies, 1),
+                      f"p99 ≤ {LATENCY_P99_TARGET_S * 1000:.0f} ms",
+                      percentile(latencies, 99) <= LATENCY_P99_TARGET_S)]
     if busy is not None:
         busy_latencies, least_due = busy
-        busy_ok = percentile(busy_latencies, 99) <= BUSY_P99_TARGET_S
         print(f"press → AT+CMGS behind ≥ {least_due} due fallback SMS, modem "
               f"{SEND_TIME_S:g} s per SMS ({len(busy_latencies)} presses): "
-              f"{spread(busy_latencies, 0)}   target p99 ≤ "
-              f"{BUSY_P99_TARGET_S * 1000:.0f} ms   {verdict(busy_ok)}")
-        ok = ok and busy_ok
+              f"{spread(busy_latencies, 0)}")
+        figures.append(Figure(
+            f"press → AT+CMGS behind ≥ {least_due} due SMS, {SEND_TIME_S:g} s each",
+            p50_p99(busy_latencies, 0), f"p99 ≤ {BUSY_P99_TARGET_S * 1000:.0f} ms",
+            percentile(busy_latencies, 99) <= BUSY_P99_TARGET_S))
     if rate is not None:
-        print(f"throughput ({args.backlog} queued alarms, modem answering at once): "
-              f"{rate:.1f} SMS/s")
-    return 0 if ok else 1
+        figures.append(Figure(f"SMS throughput, {args.backlog} queued alarms, modem at once",
+                              f"{rate:.1f} SMS/s"))
+    return figures
 
 
 def behind_backlog(storage: Path, presses: int) -> tuple[list[float], int]:
@@ -224,4 +229,4 @@ def behind_backlog(storage: Path, presses: int) -> tuple[list[float], int]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(bench_main(parse, run))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import importlib.metadata
 import logging
 import os
 import sys
+from typing import Any
 
 from edge import config as config_mod
 from edge.errors import CommandRefused, ConfigError, DaemonUnreachable, EdgeAlarmError
@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
                              f"{config_mod.DEFAULT_PATH})")
     p = argparse.ArgumentParser(prog="edge-alarm", parents=[common],
                                 description="School gate and one-key panic alarm.")
-    p.add_argument("--version", action="version", version=f"edge-alarm {_version()}")
+    p.add_argument("--version", action=_PrintVersion)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("run", parents=[common], help="the daemon, in the foreground")
@@ -68,9 +68,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _PrintVersion(argparse.Action):
+    """--version: the version is looked up only when asked, since importlib.metadata
+    would stay in the daemon's memory (megabytes) for every `run`."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the program's version and exit", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"edge-alarm {_version()}")
+        parser.exit()
+
+
 def _version() -> str:
     """The installed distribution's version (what pip installed), not a constant that
     could disagree with it."""
+    import importlib.metadata
     try:
         return importlib.metadata.version("edge-alarm")
     except importlib.metadata.PackageNotFoundError:

@@ -4,7 +4,6 @@ system clock has been synchronised since boot."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import datetime as dt
 import logging
 import threading
@@ -69,13 +68,12 @@ class SyncState:
         self._ttl = ttl_s
         self._checked = -1e9
         self._value = False
-        self._libc = None
-        name = ctypes.util.find_library("c")
-        if name:
-            try:
-                self._libc = ctypes.CDLL(name, use_errno=True)
-            except OSError:
-                self._libc = None
+        try:
+            # The C library the interpreter already has loaded (dlopen(NULL)); finding it by
+            # name (ctypes.util) would cost the daemon its imports for good.
+            self._libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            self._libc = None
 
     def synced(self) -> bool:
         now = time.monotonic()

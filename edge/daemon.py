@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 import threading
 import time
 from typing import Protocol
@@ -46,6 +47,11 @@ SMS_CLOCK_SLACK_S = 300.0
 # While an alarm is not yet delivered anywhere, how often the daemon looks in the store
 # whether a worker has delivered it (the guard's lamp goes steady then).
 LAMP_CHECK_S = 1.0
+# A press comes on gpiozero's thread, which must first take the interpreter's lock from
+# whichever thread holds it (a worker encoding a batch, drawing a picture). Python makes a
+# thread that asks for it wait up to its switch interval (5 ms by default) before the
+# holder must let go; the siren waits at most this long instead (bench/bench_busy.py).
+GIL_SWITCH_S = 0.0005
 WALKTEST_S = 1800.0  # a walk test ends by itself after this long unless told (--for)
 
 
@@ -211,6 +217,7 @@ class Daemon:
 
     def run(self, on_ready=None) -> None:
         """The owner loop, on the calling thread, until request_stop()."""
+        sys.setswitchinterval(GIL_SWITCH_S)
         self.start()
         if on_ready is not None:
             on_ready()

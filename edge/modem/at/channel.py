@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 ESC = b"\x1b"
 # Bytes taken from the port at once: the reader's work per read stays small.
 _READ_BYTES = 4096
+# The reader waits this long for a byte before it looks whether it should stop. close()
+# wakes it at once where pyserial can (cancel_read, a posix port), so this only bounds the
+# wake-ups of an idle modem (at 0.05 s they were most of an idle daemon's CPU).
+READ_TIMEOUT_S = 1.0
 
 
 class AtChannel:
@@ -66,7 +70,7 @@ class AtChannel:
         try:
             # exclusive: a second program (test-sms, check) must never talk into the
             # daemon's conversation with the modem.
-            port = serial.serial_for_url(self.url, self.baudrate, timeout=0.05,
+            port = serial.serial_for_url(self.url, self.baudrate, timeout=READ_TIMEOUT_S,
                                          write_timeout=5, exclusive=True)
         except (serial.SerialException, OSError) as exc:
             if "exclusively lock" in str(exc):
@@ -84,8 +88,14 @@ class AtChannel:
 
     def close(self) -> None:
         self._closing.set()
+        cancel_read = getattr(self._serial, "cancel_read", None)
+        if cancel_read is not None:
+            try:
+                cancel_read()
+            except OSError:  # a port whose device vanished: its read ends by itself
+                pass
         if self._reader is not None:
-            self._reader.join(timeout=2)
+            self._reader.join(timeout=READ_TIMEOUT_S + 1)
             self._reader = None
         if self._serial is not None:
             try:
