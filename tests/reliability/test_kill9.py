@@ -270,10 +270,12 @@ def delivery_problems(run: KillRun, events: list[Event]) -> list[str]:
             problems.append(f"the press latched at {since} is not stored and delivered")
     bodies: dict[str, set[str]] = defaultdict(set)
     for req in platform.requests:
-        if req.method == "POST":
-            body = json.loads(req.body)
-            for document in body if isinstance(body, list) else [body]:
-                bodies[document["id"]].add(json.dumps(document, sort_keys=True))
+        try:
+            body = json.loads(req.body) if req.method == "POST" else []
+        except ValueError:  # cut short by a kill: the platform refused it as not JSON
+            continue
+        for document in body if isinstance(body, list) else [body]:
+            bodies[document["id"]].add(json.dumps(document, sort_keys=True))
     problems += [f"{i} was posted as {len(b)} different documents"
                  for i, b in bodies.items() if len(b) > 1]
     numbered: dict[tuple, set[str]] = defaultdict(set)
