@@ -147,7 +147,8 @@ class LiveDaemon:
         self.thread.start()
         # The tests' readers open the store as writers do (schema and all); one racing the
         # owner's creation of a fresh file may find it locked.
-        wait_until(lambda: self.daemon.store is not None, timeout=5, what="store open")
+        wait_until(lambda: self.daemon.store is not None or "storage" in self.daemon.faults,
+                   timeout=5, what="store opened (or found unusable)")
         if ready:
             wait_until(lambda: self.sms.status()["ok"], timeout=5, what="modem ready")
         return self

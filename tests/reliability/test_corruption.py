@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reliability._crash_rig import PRINCIPAL, crash_site, event_sms_time, quarantined, stored_events
+from reliability._crash_rig import (PRINCIPAL, crash_site, event_sms_time, quarantined,
+                                    stored_events)
 from conftest import _wait_until, start_daemon, stop_daemon
 from edge.control import request_status, request
 from edge.sim.site import SITE_NAME

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reliability._crash_rig import DEPUTY, PRINCIPAL, crash_site, event_sms_time, stored_events
+from reliability._crash_rig import (DEPUTY, PRINCIPAL, crash_site, event_sms_time,
+                                    stored_events)
 from conftest import _wait_until, start_daemon, stop_daemon
 from edge.control import request, request_status
 from edge.event_writer import STORAGE_RETRY_S

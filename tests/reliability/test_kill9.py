@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from reliability._crash_rig import (DEPUTY, PRINCIPAL, crash_site, event_sms_time, owed_sms, quarantined,
-                        sms_time, stored_events)
+from reliability._crash_rig import (DEPUTY, PRINCIPAL, crash_site, event_sms_time, owed_sms,
+                                    quarantined, sms_time, stored_events)
 from conftest import PLATFORM_TOKEN, _child_env, cloudevent_problems, start_daemon, stop_daemon
 from edge.control import request
 from edge.errors import EdgeAlarmError
