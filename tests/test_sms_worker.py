@@ -146,8 +146,11 @@ class LiveDaemon:
     def start(self, wait_until, ready: bool = True) -> LiveDaemon:
         self.thread.start()
         # The tests' readers open the store as writers do (schema and all); one racing the
-        # owner's creation of a fresh file may find it locked.
-        wait_until(lambda: self.daemon.store is not None, timeout=5, what="store open")
+        # owner's creation of a fresh file may find it locked. (A store that cannot be
+        # opened is a storage fault, and the daemon runs on without it.)
+        wait_until(lambda: self.daemon.store is not None
+                   or self.daemon.storage_health.failing("store"), timeout=5,
+                   what="store opened or refused")
         if ready:
             wait_until(lambda: self.sms.status()["ok"], timeout=5, what="modem ready")
         return self

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 import time
+from typing import Callable
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -91,17 +93,34 @@ def test_every_owner_timer_keeps_its_length_through_steps_back_and_forward(write
         rig.close()
 
 
+class SteppedOnCue(SteppedClock):
+    """A SteppedClock stepped by ``step_s`` at the first reading thread ``thread`` makes
+    once ``cue()`` holds: a step landed at the moment a race needs, every run."""
+
+    def __init__(self, step_s: float, thread: str):
+        self._step_s = step_s
+        self._thread = thread
+        self.cue: Callable[[], bool] = lambda: False
+
+    def now(self) -> dt.datetime:
+        if (not self.step_s and threading.current_thread().name == self._thread
+                and self.cue()):
+            self.step_s = self._step_s
+        return super().now()
+
+
 @pytest.fixture
 def stepped_site(tmp_path, short_dir):
-    """start(**SimSite options) → (running site, platform, modem, clock): a daemon whose
-    wall clock a test steps (SteppedClock), with the stand-in platform and the modem."""
+    """start(clock, **SimSite options) → (running site, platform, modem, clock): a daemon
+    whose wall clock a test steps (a SteppedClock unless ``clock`` is given), with the
+    stand-in platform and the modem."""
     with contextlib.ExitStack() as stack:
         platform = stack.enter_context(
             PlatformStub(token=PLATFORM_TOKEN, check_event=cloudevent_problems))
         modem = stack.enter_context(ModemEmulator())
-        clock = SteppedClock()
 
-        def start(**options):
+        def start(clock: SteppedClock | None = None, **options):
+            clock = clock or SteppedClock()
             site = SimSite(tmp_path / "var", short_dir / "control.sock", school_hours=False,
                            debounce_s=0.05, modem_keys={"health_s": 1},
                            contacts=[Contact("principal", PRINCIPAL,
@@ -123,21 +142,34 @@ def _stored(cfg, kind: str):
 
 
 @pytest.mark.parametrize("step_h", [-0.5, 3], ids=["back-30min", "forward-3h"])
-def test_the_uplinks_retry_after_waits_its_seconds_through_a_step(stepped_site, step_h):
-    running, platform, _, clock = stepped_site()
+@pytest.mark.parametrize("moment", ["while-waiting", "as-the-503-is-recorded"])
+def test_the_uplinks_retry_after_waits_its_seconds_through_a_step(stepped_site, step_h,
+                                                                   moment):
+    """NTP steps the clock while the upload waits out a Retry-After, or in the instant
+    between the 503 and the uplink writing its retry time (the first clock reading the
+    uplink makes after the answer is the stepped one)."""
+    clock = SteppedOnCue(step_h * 3600, thread="uplink")
+    running, platform, _, _ = stepped_site(clock)
     daemon = running.daemon
     _wait_until(lambda: platform.events, 5, what="the heartbeat at start delivered")
+
+    def refusals():
+        return [r for r in platform.requests if r.status == 503]
+    if moment == "as-the-503-is-recorded":
+        clock.cue = lambda: bool(refusals())
     platform.respond_with(503, retry_after=3)
     daemon.loop.call(daemon.simulate, "main_gate", True)
     (opened,) = _wait_until(lambda: _stored(running.cfg, "gate_open"), 5)
-    _wait_until(lambda: any(r.status == 503 for r in platform.requests), 5,
-                what="the 503 answered")
-    refused = time.monotonic()
-    clock.step_s = step_h * 3600  # NTP steps the clock while the upload waits
+    (refused,) = _wait_until(refusals, 5, what="the 503 answered")
+    if moment == "while-waiting":
+        clock.step_s = step_h * 3600
     daemon.loop.call(daemon.simulate, "main_gate", False)  # a new event wakes the uplink
     _wait_until(lambda: opened.id in {e.id for e in platform.events}, 15, interval=0.05,
                 what="the waiting upload sent after its Retry-After")
-    waited = time.monotonic() - refused
+    (sent,) = [r for r in platform.requests if opened.id.encode() in r.body
+               and r.status == 200]
+    waited = sent.received_mono - refused.received_mono
+    assert clock.step_s == step_h * 3600
     assert 2.5 <= waited < 10, f"Retry-After 3 s became {waited:.1f} s across the step"
 
 
