@@ -28,7 +28,9 @@ from edge.sim.modem import ModemEmulator
 from edge.sim.platform import PlatformStub
 from edge.sim.site import Contact, SimSite, start_site
 from edge.store import Store
+from sia_receiver import Receiver
 from test_daemon_logic import MONDAY_7AM, Rig
+from test_sia import ACCOUNT, make_site  # noqa: F401 (a fixture)
 from test_sms_worker import SteppedClock, texts_to
 
 PRINCIPAL = "+8613800138000"
@@ -171,6 +173,28 @@ def test_the_uplinks_retry_after_waits_its_seconds_through_a_step(stepped_site, 
     waited = sent.received_mono - refused.received_mono
     assert clock.step_s == step_h * 3600
     assert 2.5 <= waited < 10, f"Retry-After 3 s became {waited:.1f} s across the step"
+
+
+@pytest.mark.parametrize("step_h", [-0.5, 3], ids=["back-30min", "forward-3h"])
+def test_an_alarm_centre_retry_keeps_its_backoff_through_a_step_as_it_is_recorded(
+        make_site, step_h):
+    """NTP steps the clock in the instant between the centre's DUH and the SIA worker
+    writing its retry time: the retry still waits its backoff (0.99 s), neither sent at
+    once nor held back for the step."""
+    clock = SteppedOnCue(step_h * 3600, thread="sia")
+    with Receiver("tcp", ACCOUNT) as receiver:
+        receiver.script.append("DUH")  # to the heartbeat at start
+        clock.cue = lambda: "DUH" in receiver.answers
+        make_site(receiver.port, clock=clock, jitter=0.99)
+        _wait_until(lambda: "DUH" in receiver.answers, 10, interval=0.01,
+                    what="the heartbeat answered DUH")
+        refused = time.monotonic()
+        # (and NAKed: it carries our stepped time, off the centre's)
+        _wait_until(lambda: receiver.answers[1:], 10, interval=0.01,
+                    what="the heartbeat sent again")
+        waited = time.monotonic() - refused
+    assert clock.step_s == step_h * 3600
+    assert 0.8 <= waited < 5, f"a 0.99 s backoff became {waited:.2f} s across the step"
 
 
 @pytest.mark.parametrize("step_h", [-6, 6], ids=["back-6h", "forward-6h"])
