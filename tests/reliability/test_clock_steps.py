@@ -21,6 +21,7 @@ from gpiozero.pins.mock import MockFactory
 
 from conftest import (PANIC_PIN, PLATFORM_TOKEN, SHORT_MODEM_TIMINGS, SyncedKernel,
                       _wait_until, cloudevent_problems)
+import edge.sms_outgoing
 from edge import config
 from edge.clock import FakeClock
 from edge.service import WorkerOptions
@@ -31,7 +32,8 @@ from edge.store import Store
 from sia_receiver import Receiver
 from test_daemon_logic import MONDAY_7AM, Rig
 from test_sia import ACCOUNT, make_site  # noqa: F401 (a fixture)
-from test_sms_worker import SteppedClock, texts_to
+from test_sms_worker import (SteppedClock, live, make_config,  # noqa: F401 (fixtures)
+                             sms_rows, texts_to, write_sms_config)
 
 PRINCIPAL = "+8613800138000"
 
@@ -103,10 +105,12 @@ class SteppedOnCue(SteppedClock):
         self._step_s = step_s
         self._thread = thread
         self.cue: Callable[[], bool] = lambda: False
+        self.stepped_at: float | None = None  # time.monotonic() of the step
 
     def now(self) -> dt.datetime:
         if (not self.step_s and threading.current_thread().name == self._thread
                 and self.cue()):
+            self.stepped_at = time.monotonic()
             self.step_s = self._step_s
         return super().now()
 
@@ -195,6 +199,27 @@ def test_an_alarm_centre_retry_keeps_its_backoff_through_a_step_as_it_is_recorde
         waited = time.monotonic() - refused
     assert clock.step_s == step_h * 3600
     assert 0.8 <= waited < 5, f"a 0.99 s backoff became {waited:.2f} s across the step"
+
+
+@pytest.mark.parametrize("step_h", [-0.5, 3], ids=["back-30min", "forward-3h"])
+def test_an_sms_retry_keeps_its_backoff_through_a_step_as_it_is_recorded(
+        live, emulator, monkeypatch, step_h):
+    """NTP steps the clock in the instant between the modem refusing an alarm's SMS and
+    the SMS worker writing its retry time: the retry still waits its 1 s."""
+    monkeypatch.setattr(edge.sms_outgoing, "SEND_RETRY_FIRST_S", 1.0)
+    clock = SteppedOnCue(step_h * 3600, thread="modem")
+    d = live(clock=clock, principal_receives=("panic",))
+    emulator.fail_next_sends(38)  # after the PDU: the refusal is the send's last word
+    clock.cue = lambda: any(c.startswith("AT+CMGS") for c in emulator.commands)
+    d.press()
+    (panic,) = _wait_until(lambda: d.events("panic"), 5)
+    _wait_until(lambda: sms_rows(d.cfg, panic.seq)[0]["attempts"] >= 1, 5,
+                what="the refused send recorded")
+    _wait_until(lambda: texts_to(emulator, PRINCIPAL), 10, interval=0.01,
+                what="the panic SMS sent again")
+    assert clock.stepped_at is not None
+    waited = time.monotonic() - clock.stepped_at
+    assert 0.8 <= waited < 5, f"a 1 s SMS retry became {waited:.2f} s across the step"
 
 
 @pytest.mark.parametrize("step_h", [-6, 6], ids=["back-6h", "forward-6h"])
