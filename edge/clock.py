@@ -131,7 +131,8 @@ class ClockSteps:
     def deadlines(self, store: WallDeadlines) -> Iterator[float]:
         """``with clock_steps.deadlines(store) as now:`` write deadlines computed from
         ``now`` (as follow() gives it); no step is moved until they are written, so a step
-        after ``now`` was read moves them too, and one before it is not moved into them."""
+        after ``now`` was read moves them too, and one before it is not moved into them.
+        Not to be nested: a thread inside waits for itself."""
         with self._lock:
             mono = self._clock.monotonic()
             wall = self._clock.now().timestamp()
