@@ -3,12 +3,13 @@ system clock has been synchronised since boot."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime as dt
 import logging
 import threading
 import time
-from typing import Protocol
+from typing import Iterator, Protocol
 
 from edge.errors import StorageError
 
@@ -99,10 +100,16 @@ class WallDeadlines(Protocol):
 class ClockSteps:
     """Notices the wall clock being stepped against the monotonic one (NTP setting a Pi's
     clock at boot, hours after the last saved time) and moves the store's wall-time
-    deadlines (SMS fallbacks and retries, upload retries) with it. One is shared by the
-    threads that use those deadlines (the owner before it stores an event, the SMS worker
-    before it sends, the uplink worker before it uploads): the first to notice a step
-    moves the deadlines, once, and rows created after it are left as they are."""
+    deadlines (SMS fallbacks and retries, upload and alarm-centre retries) with it. One is
+    shared by the threads that use those deadlines (the owner before it stores an event,
+    the SMS worker before it sends, the uplink and SIA workers before they deliver): the
+    first to notice a step moves the deadlines, once.
+
+    A deadline is only right when it is read, computed and written in the same frame as
+    the rows around it: a retry time computed from a clock read after a step, but written
+    before that step was moved, would be moved again. So every reading of the wall clock
+    that deadlines are compared with or computed from comes from here, and a deadline is
+    written under ``deadlines()``, which no step is moved during."""
 
     def __init__(self, clock: Clock, threshold_s: float = 2.0):
         self._clock = clock
@@ -110,23 +117,36 @@ class ClockSteps:
         self._lock = threading.Lock()
         self._wall_minus_mono: float | None = None
 
-    def follow(self, store: WallDeadlines) -> None:
-        """Move the deadlines if the clock stepped since the last call. When the store
+    def follow(self, store: WallDeadlines) -> float:
+        """Move the deadlines if the clock stepped since the last call; returns the wall
+        time (unix seconds) that the stored deadlines now agree with. When the store
         refuses, the step is moved at the next call (by whichever thread makes it); the
-        caller goes on meanwhile: storing an event, sending an SMS or an upload needs no
-        shift."""
+        caller goes on meanwhile, on the time the unmoved deadlines agree with."""
+        with self.deadlines(store) as now:
+            return now
+
+    @contextlib.contextmanager
+    def deadlines(self, store: WallDeadlines) -> Iterator[float]:
+        """``with clock_steps.deadlines(store) as now:`` write deadlines computed from
+        ``now`` (as follow() gives it); no step is moved until they are written, so a step
+        after ``now`` was read moves them too, and one before it is not moved into them.
+        Not to be nested: a thread inside waits for itself."""
         with self._lock:
-            offset = self._clock.now().timestamp() - self._clock.monotonic()
+            mono = self._clock.monotonic()
+            wall = self._clock.now().timestamp()
+            offset = wall - mono
             step = 0.0 if self._wall_minus_mono is None else offset - self._wall_minus_mono
             if abs(step) >= self.threshold_s:
                 try:
                     moved = store.shift_wall_times(step)
                 except StorageError as e:
                     log.warning("deadlines not moved with a clock step yet: %s", e)
+                    yield wall - step  # the time the unmoved deadlines were set in
                     return
-                log.warning("the clock was stepped by %+.0f s: %d SMS and upload deadline(s) "
-                            "moved with it", step, moved)
+                log.warning("the clock was stepped by %+.0f s: %d SMS and delivery "
+                            "deadline(s) moved with it", step, moved)
             self._wall_minus_mono = offset
+            yield wall
 
 
 class LocalTime(dt.datetime):

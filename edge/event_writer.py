@@ -99,19 +99,15 @@ class EventWriter:
         could not be stored; the store owes them nothing."""
         if self.store is None:
             return None
-        # Deadlines set before a clock step move first; this event's are set after it.
-        self.clock_steps.follow(self.store)
-        sms = [r for r in routing.sms_requests(self.cfg, kind, when.timestamp(), data)
-               if r.contact not in sms_sent]
-        kwargs = dict(transports=self.cfg.transports, sms=sms, event_id=event_id)
         try:
-            return self.store.append(kind, subject, when, data, **kwargs)
+            return self._append_to(self.store, kind, subject, when, data, event_id, sms_sent)
         except StorageError as e:
             if is_corruption(e.__cause__):
                 try:
                     moved = self.store.recover_from_corruption()
                     self.health.trouble("store", "corrupt", str(moved))
-                    return self.store.append(kind, subject, when, data, **kwargs)
+                    return self._append_to(self.store, kind, subject, when, data, event_id,
+                                           sms_sent)
                 except StorageError as again:
                     e = again
             log.error("cannot store %s event: %s", kind, e)
@@ -119,6 +115,17 @@ class EventWriter:
                 reason = "full" if is_full(e.__cause__) else "unwritable"
                 self.loop.post(self.health.trouble, "store", reason, str(e))
             return None
+
+    def _append_to(self, store: Store, kind, subject, when, data, event_id,
+                   sms_sent: Container[str]) -> Event:
+        """The event and its SMS deadlines stored. Deadlines set before a clock step move
+        first; this event's are set after it, and no step is moved before they are stored.
+        (Nothing in here may record an event: that would wait for itself.)"""
+        with self.clock_steps.deadlines(store):
+            sms = [r for r in routing.sms_requests(self.cfg, kind, when.timestamp(), data)
+                   if r.contact not in sms_sent]
+            return store.append(kind, subject, when, data, transports=self.cfg.transports,
+                                sms=sms, event_id=event_id)
 
     def _keep_unstored(self, event: Event) -> None:
         """Hold an event the store refused (UnstoredEvents says what goes when full)."""

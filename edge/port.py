@@ -5,6 +5,7 @@ Daemon, so it can touch the owner's state only by handing work to the owner loop
 from __future__ import annotations
 
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, TypeVar
 
@@ -21,9 +22,12 @@ OWNER_CALL_TIMEOUT_S = 5.0
 
 
 class ClockStepWatch(Protocol):
-    """Moves the outbox's wall-time deadlines when the wall clock is stepped."""
+    """Moves the outbox's wall-time deadlines when the wall clock is stepped, and gives
+    the wall time they agree with (edge.clock.ClockSteps)."""
 
-    def follow(self, store: Store) -> None: ...
+    def follow(self, store: Store) -> float: ...
+
+    def deadlines(self, store: Store) -> AbstractContextManager[float]: ...
 
 
 class Record(Protocol):

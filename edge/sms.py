@@ -216,7 +216,8 @@ class SmsWorker(ThreadWorker):
         if store is None:
             return
         try:
-            moved = store.retry_sms_now(self.port.clock.now().timestamp())
+            with self.port.clock_steps.deadlines(store) as now:
+                moved = store.retry_sms_now(now)
         except StorageError as e:
             log.warning("SMS retries not brought forward: %s", e)
             return
@@ -307,8 +308,7 @@ class SmsWorker(ThreadWorker):
         store = self.store()
         if store is None:
             return None, IDLE_WAIT_S
-        self.port.clock_steps.follow(store)
-        now = self.port.clock.now().timestamp()
+        now = self.port.clock_steps.follow(store)
         self._record_unrecorded(store, now)
         try:
             # One more than the rows sent but not recorded, which are passed over.
@@ -378,8 +378,10 @@ class SmsWorker(ThreadWorker):
                 delay = retry_delay(attempts)
                 log.warning("SMS for event %d to %s failed after %d part(s) (%s); retry in "
                             "%.0f s", row.seq, row.contact, len(refs), e, delay)
-                store.mark_sms(row.seq, row.contact, "pending", now=now(), refs=refs,
-                               error=str(e), next_try=now() + delay, maybe_sent=lost)
+                with self.port.clock_steps.deadlines(store) as retry_from:
+                    store.mark_sms(row.seq, row.contact, "pending", now=retry_from,
+                                   refs=refs, error=str(e), next_try=retry_from + delay,
+                                   maybe_sent=lost)
             raise
         except (ValueError, KeyError, IndexError) as e:
             # A text that cannot be made or encoded (a broken template): this row is set

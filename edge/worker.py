@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from edge.errors import StorageError
 from edge.events import Event
@@ -20,6 +20,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 5.0
+
+
+class Owed(NamedTuple):
+    """What a transport's worker owes: its ``store``, the ``rows`` in seq order, and
+    ``now``, the wall time (unix seconds) their retry times agree with."""
+
+    store: Store
+    rows: list[Delivery]
+    now: float
 
 
 class ThreadWorker:
@@ -104,18 +113,16 @@ class ThreadWorker:
             raise StorageError(f"{self.part} worker: the event store cannot be opened")
         return store
 
-    def owed(self, transport: str, limit: int, clock_steps: ClockStepWatch
-             ) -> tuple[Store, list[Delivery]] | None:
-        """For a transport's worker: the store and the oldest ``limit`` events
-        ``transport`` still owes, in seq order, their retry times first moved by any step
-        of the wall clock (a backoff keeps its length); None while the store cannot be
-        read."""
+    def owed(self, transport: str, limit: int, clock_steps: ClockStepWatch) -> Owed | None:
+        """For a transport's worker: the oldest ``limit`` events ``transport`` still
+        owes, their retry times first moved by any step of the wall clock (a backoff
+        keeps its length); None while the store cannot be read."""
         store = self.store()
         if store is None:
             return None
-        clock_steps.follow(store)
+        now = clock_steps.follow(store)
         try:
-            return store, store.pending_deliveries(transport, limit)
+            return Owed(store, store.pending_deliveries(transport, limit), now)
         except StorageError as e:
             log.warning("%s worker cannot read what it owes: %s", self.part, e)
             return None

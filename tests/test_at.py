@@ -1,8 +1,10 @@
 """The AT channel against the emulated modem, through a real pty opened by pyserial."""
 
 import itertools
+import os
 import queue
 import re
+import select
 import threading
 import time
 import tracemalloc
@@ -182,6 +184,28 @@ def test_a_modem_streaming_without_line_ends_costs_no_memory(emulator, channel):
         tracemalloc.stop()
     assert peak - baseline < 512 * 1024  # the stream was 4 MiB
     assert channel.dropped_lines == 1
+
+
+def test_the_modems_answer_waits_behind_output_the_driver_has_not_read_yet(emulator,
+                                                                            wait_until):
+    """The moment a slow driver (a loaded machine) meets a long stream: the line is full
+    as the command arrives, and the answer still comes once the driver reads on."""
+    line = os.open(emulator.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        for _ in range(2):  # the second fills what the kernel moved on after the first
+            emulator.inject(b"x" * (1024 * 1024))  # what the tty cannot hold is dropped
+            time.sleep(0.1)
+        os.write(line, b"AT+CSQ\r")
+        wait_until(lambda: "AT+CSQ" in emulator.commands, 5)
+        time.sleep(0.2)  # the answer meets a full line
+        received = b""
+        deadline = time.monotonic() + 10
+        while b"OK\r\n" not in received and time.monotonic() < deadline:
+            if select.select([line], [], [], 0.1)[0]:
+                received = (received + os.read(line, 65536))[-1024:]
+        assert received.endswith(b"AT+CSQ\r\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
+    finally:
+        os.close(line)
 
 
 def test_a_response_that_does_not_end_is_cut_to_its_bound(emulator, channel, wait_until):

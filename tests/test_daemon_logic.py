@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import os
 import shutil
+import sqlite3
 import threading
 from zoneinfo import ZoneInfo
 
@@ -22,6 +23,7 @@ from edge import unstored as unstored_module
 from edge.alarm_rule import PANIC_LOCKOUT_S
 from edge.clock import Clock, FakeClock
 from edge.daemon import PURGE_EVERY_S, Daemon
+from edge.errors import StorageError
 from edge.owner import OwnerLoop
 from edge.store import Store
 from edge.views import print_status
@@ -465,6 +467,26 @@ def test_a_corrupt_store_is_set_aside_and_the_alarm_still_works(make_rig, tmp_pa
     assert [(e.kind, e.subject) for e in rig.stored()] == [("fault", "storage"),
                                                            ("panic", "guard_room")]
     assert rig.stored("fault")[0].data["reason"] == "corrupt"
+
+
+def test_a_store_gone_corrupt_while_running_is_set_aside_and_the_alarm_stored(rig,
+                                                                             monkeypatch):
+    """The storage fault is recorded from inside the append that found the corruption,
+    while that append still holds the clock steps' deadlines: it must not wait for it."""
+    append = Store.append
+
+    def corrupt_once(store, *args, **kwargs):
+        monkeypatch.setattr(Store, "append", append)
+        raise StorageError("append failed") from sqlite3.DatabaseError(
+            "database disk image is malformed")
+    monkeypatch.setattr(Store, "append", corrupt_once)
+    pressing = threading.Thread(target=rig.press, daemon=True)
+    pressing.start()
+    pressing.join(10)
+    assert not pressing.is_alive(), "the owner waits for itself"
+    assert rig.daemon.faults == {"storage": "corrupt"}
+    assert [(e.kind, e.subject) for e in rig.stored()] == [("fault", "storage"),
+                                                           ("panic", "guard_room")]
 
 
 def test_unwritable_clears_with_the_first_write_that_succeeds(rig, monkeypatch):

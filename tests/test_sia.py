@@ -24,6 +24,7 @@ from pysiaalarm import SIAAccount
 from pysiaalarm.event import SIAEvent
 
 from conftest import start_daemon, stop_daemon
+from edge.clock import Clock
 from edge.errors import SiaError
 from edge.kinds import KINDS
 from edge.service import WorkerOptions
@@ -260,7 +261,8 @@ class Site:
     sending to ``receiver``."""
 
     def __init__(self, root: Path, receiver_port: int, *, protocol: str = "tcp",
-                 key: str | None = None, supervision_s: int = 3600, exchange_s: float = 2.0):
+                 key: str | None = None, supervision_s: int = 3600, exchange_s: float = 2.0,
+                 clock: Clock | None = None, jitter: float = JITTER):
         keys = {"host": "127.0.0.1", "port": receiver_port, "protocol": protocol,
                 "account": ACCOUNT, "receiver": "0", "line": "1",
                 "supervision_s": supervision_s}
@@ -272,12 +274,14 @@ class Site:
         self.sim = SimSite(root / "var", None, school_hours=False, sia_keys=keys)
         self.root = root
         self.exchange_s = exchange_s
+        self.clock = clock
+        self.jitter = jitter
         self._stack = contextlib.ExitStack()
 
     def start(self) -> "Site":
         self.running = start_site(self.sim, self.root, self._stack, control=False,
-                                  pin_factory=MockFactory(),
-                                  options=WorkerOptions(uplink_rng=lambda: JITTER,
+                                  pin_factory=MockFactory(), clock=self.clock,
+                                  options=WorkerOptions(uplink_rng=lambda: self.jitter,
                                                         sia_exchange_s=self.exchange_s))
         self.daemon = self.running.daemon
         self.store = Store(self.running.cfg.storage.db_path)

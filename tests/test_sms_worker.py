@@ -146,9 +146,11 @@ class LiveDaemon:
     def start(self, wait_until, ready: bool = True) -> LiveDaemon:
         self.thread.start()
         # The tests' readers open the store as writers do (schema and all); one racing the
-        # owner's creation of a fresh file may find it locked.
-        wait_until(lambda: self.daemon.store is not None or "storage" in self.daemon.faults,
-                   timeout=5, what="store opened (or found unusable)")
+        # owner's creation of a fresh file may find it locked. (A store that cannot be
+        # opened is a storage fault, and the daemon runs on without it.)
+        wait_until(lambda: self.daemon.store is not None
+                   or self.daemon.storage_health.failing("store"), timeout=5,
+                   what="store opened or refused")
         if ready:
             wait_until(lambda: self.sms.status()["ok"], timeout=5, what="modem ready")
         return self
@@ -363,7 +365,8 @@ def test_a_clock_stepped_forward_does_not_send_waiting_fallbacks_early(
                     f'token_file = "{token}"\nsms_fallback_after_s = 3')
     d.call(d.daemon.simulate, "main_gate", True)
     held = wait_until(lambda: d.events("gate_held_open"), timeout=5)[0]
-    held_mono = time.monotonic()
+    # From the event's own instant (the clock not stepped yet), however late it was seen.
+    held_mono = time.monotonic() - (time.time() - held.ts)
     clock.step_s = 6 * 3600.0  # the clock is set six hours forward while the SMS waits
     d.sms.wake()  # as any new event would: the outbox is looked at right after the step
 

@@ -91,9 +91,9 @@ class SiaWorker(ThreadWorker):
         owed = self.owed(SIA, LOOK_AHEAD, self.port.clock_steps)
         if owed is None:
             return IDLE_WAIT_S
-        store, rows = owed
+        store, rows, now = owed
         if rows:
-            return self._deliver(store, transmitter, rows)
+            return self._deliver(store, transmitter, rows, now)
         return self._supervise(transmitter)
 
     def _ensure_transmitter(self) -> Transmitter | None:
@@ -108,7 +108,9 @@ class SiaWorker(ThreadWorker):
                                 f"AES needs the cryptography library: {e}", at_once=True)
         return self._transmitter
 
-    def _deliver(self, store: Store, transmitter: Transmitter, rows: list[Delivery]) -> float:
+    def _deliver(self, store: Store, transmitter: Transmitter, rows: list[Delivery],
+                 now: float) -> float:
+        """``now``: the wall time the rows' retry times agree with (ThreadWorker.owed)."""
         head = rows[0]
         event = head.event
         superseded = event.kind == "heartbeat" and any(
@@ -118,7 +120,6 @@ class SiaWorker(ThreadWorker):
             store.mark_rejected(SIA, event.seq, SUPERSEDED if superseded else NOT_SENT,
                                 self._now())
             return 0
-        now = self._now()
         # A retry time beyond the longest backoff was set before the clock stepped back.
         if now < head.next_try <= now + MAX_DELAY_S:
             return head.next_try - now
@@ -149,7 +150,8 @@ class SiaWorker(ThreadWorker):
 
     def _retry(self, store: Store, head: Delivery, reason: str, detail: str) -> None:
         delay = next_delay(head.attempts + 1, None, rng=self._rng)
-        store.mark_retry(SIA, [head.event.seq], detail[:60], self._now() + delay)
+        with self.port.clock_steps.deadlines(store) as retry_from:
+            store.mark_retry(SIA, [head.event.seq], detail[:60], retry_from + delay)
         log.warning("alarm centre did not take event seq %d (%s); retry in %.1f s",
                     head.event.seq, detail, delay)
         self._streak.failed(reason, detail)

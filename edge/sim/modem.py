@@ -30,6 +30,9 @@ __all__ = ["ModemEmulator", "SentSms"]  # importable from here as before
 
 log = logging.getLogger(__name__)
 
+# How long an answer waits for the driver to read what is before it on the line.
+ANSWER_WAIT_S = 5.0
+
 _COMMAND = re.compile(r"AT([+^][A-Z0-9]+)(=\?|\?|=(.*))?$", re.IGNORECASE | re.DOTALL)
 
 
@@ -189,21 +192,9 @@ class ModemEmulator(NetworkAnswers, SmsAnswers, CallAnswers):
     def stream(self, data: bytes, timeout: float = 60.0) -> None:
         """Write every byte of ``data`` on the line as fast as the driver reads it (inject
         drops what the tty cannot hold); TimeoutError if that takes over ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        view = memoryview(data)
-        while view:
-            with self._cond:
-                master = self._master
-                if master is None:
-                    return  # unplugged: the line is gone, as _write loses its data too
-                try:
-                    view = view[os.write(master, view[:65536]):]
-                    continue
-                except BlockingIOError:
-                    pass
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"{len(view)} bytes not taken within {timeout} s")
-            select.select([], [master], [], 0.05)
+        left = self._write_all(data, timeout)
+        if left:
+            raise TimeoutError(f"{left} bytes not taken within {timeout} s")
 
     @property
     def sent(self) -> list[SentSms]:
@@ -279,8 +270,8 @@ class ModemEmulator(NetworkAnswers, SmsAnswers, CallAnswers):
     def _take_command(self, line: str, stop: threading.Event) -> None:
         with self._cond:
             self._commands.append((time.perf_counter(), line))
-            if self.echo:
-                self._write(line.encode() + b"\r")
+            echo = line.encode() + b"\r" if self.echo else b""
+        self._answer_on_line(echo)
         if self.response_delay:
             stop.wait(self.response_delay)
         try:
@@ -300,7 +291,39 @@ class ModemEmulator(NetworkAnswers, SmsAnswers, CallAnswers):
             out = [f"\r\n{line}\r\n" for line in lines]
             out += [f"\r\n{urc}\r\n" for urc in self._urcs_in_response]
             self._urcs_in_response.clear()
-            self._write("".join(out + [f"\r\n{final}\r\n"]).encode())
+        self._answer_on_line("".join(out + [f"\r\n{final}\r\n"]).encode())
+
+    def _answer_on_line(self, data: bytes) -> None:
+        """An echo or a response: like a real modem's, it waits behind what the driver
+        has not read yet (a long stream), and is lost only when nobody reads at all."""
+        left = self._write_all(data, ANSWER_WAIT_S)
+        if left:
+            log.debug("emulated modem answer lost: %d bytes not read within %g s", left,
+                      ANSWER_WAIT_S)
+
+    def _write_all(self, data: bytes, timeout: float) -> int:
+        """Write ``data`` as fast as the driver reads it, for at most ``timeout`` s;
+        returns how many bytes it did not take (none when the line is unplugged or closed:
+        that loses the data, as _write does)."""
+        deadline = time.monotonic() + timeout
+        view = memoryview(data)
+        while view:
+            with self._cond:
+                master = self._master
+                if master is None:
+                    return 0
+                try:
+                    view = view[os.write(master, view[:65536]):]
+                    continue
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    log.debug("emulated modem output lost: %s", exc)
+                    return 0
+            if time.monotonic() >= deadline:
+                return len(view)
+            select.select([], [master], [], 0.05)
+        return 0
 
     def _write(self, data: bytes) -> None:
         """Holding _cond. A full buffer (nobody reading) or a closed tty loses the data."""

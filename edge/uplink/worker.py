@@ -100,18 +100,17 @@ class UplinkWorker(ThreadWorker):
         owed = self.owed(UPLINK, BATCH_MAX_EVENTS, self.port.clock_steps)
         if owed is None:
             return IDLE_WAIT_S
-        store, rows = owed
-        now = self._now()
+        store, rows, now = owed
         # Events first: a picture PUT (a megabyte over a slow mobile link) never holds
         # up an alarm; pictures go one per step while no event can be sent.
         if not rows:
-            return self._upload_picture(store, client, now)
+            return self._upload_picture(store, client)
         # A retry time beyond the longest backoff was set before the clock stepped back.
         if now < rows[0].next_try <= now + MAX_DELAY_S:
-            return min(rows[0].next_try - now, self._upload_picture(store, client, now))
+            return min(rows[0].next_try - now, self._upload_picture(store, client))
         picture_wait = self._snapshot_wait.remaining(rows[0].event, now)
         if picture_wait > 0:
-            return min(picture_wait, self._upload_picture(store, client, now))
+            return min(picture_wait, self._upload_picture(store, client))
         batch, docs = self._batch(rows, now)
         result = client.post_events(docs)
         seqs = [event.seq for event, _, _ in batch]
@@ -133,7 +132,8 @@ class UplinkWorker(ThreadWorker):
         else:
             attempts = max(a for _, a, _ in batch) + 1
             delay = next_delay(attempts, result.retry_after_s, rng=self._rng)
-            store.mark_retry(UPLINK, seqs, status, self._now() + delay)
+            with self.port.clock_steps.deadlines(store) as retry_from:
+                store.mark_retry(UPLINK, seqs, status, retry_from + delay)
             if result.outcome == REJECTED:
                 log.error("platform refuses this device (%s); the events wait, retry in "
                           "%.1f s", result.detail, delay)
@@ -166,11 +166,13 @@ class UplinkWorker(ThreadWorker):
             size += doc_size
         return batch, docs
 
-    def _upload_picture(self, store: Store, client: HttpUplink, now: float) -> float:
+    def _upload_picture(self, store: Store, client: HttpUplink) -> float:
         """PUT one snapshot or frame of an accepted event; returns how long to wait
         before the next (0: more are waiting)."""
-        if now < self._pictures_retry_at:
-            return self._pictures_retry_at - now
+        # On the monotonic clock: held in memory, no clock step moves it.
+        mono = self.port.clock.monotonic()
+        if mono < self._pictures_retry_at:
+            return self._pictures_retry_at - mono
         try:
             pending = store.attachments_to_upload(UPLINK, limit=1)
         except StorageError as e:
@@ -195,7 +197,7 @@ class UplinkWorker(ThreadWorker):
                                        and not refuses_the_picture(result)):
             self._picture_attempts += 1
             delay = next_delay(self._picture_attempts, result.retry_after_s, rng=self._rng)
-            self._pictures_retry_at = now + delay
+            self._pictures_retry_at = mono + delay
             return delay
         if result.outcome == REJECTED:
             log.error("platform refused picture %s of event %s: %s", name, event_id,

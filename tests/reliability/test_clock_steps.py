@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 import time
+from typing import Callable
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
 from conftest import (PANIC_PIN, PLATFORM_TOKEN, SHORT_MODEM_TIMINGS, SyncedKernel,
                       _wait_until, cloudevent_problems)
+import edge.sms_outgoing
 from edge import config
 from edge.clock import FakeClock
 from edge.service import WorkerOptions
@@ -26,8 +29,11 @@ from edge.sim.modem import ModemEmulator
 from edge.sim.platform import PlatformStub
 from edge.sim.site import Contact, SimSite, start_site
 from edge.store import Store
+from sia_receiver import Receiver
 from test_daemon_logic import MONDAY_7AM, Rig
-from test_sms_worker import SteppedClock, texts_to
+from test_sia import ACCOUNT, make_site  # noqa: F401 (a fixture)
+from test_sms_worker import (SteppedClock, live, make_config,  # noqa: F401 (fixtures)
+                             sms_rows, texts_to, write_sms_config)
 
 PRINCIPAL = "+8613800138000"
 
@@ -91,17 +97,36 @@ def test_every_owner_timer_keeps_its_length_through_steps_back_and_forward(write
         rig.close()
 
 
+class SteppedOnCue(SteppedClock):
+    """A SteppedClock stepped by ``step_s`` at the first reading thread ``thread`` makes
+    once ``cue()`` holds: a step landed at the moment a race needs, every run."""
+
+    def __init__(self, step_s: float, thread: str):
+        self._step_s = step_s
+        self._thread = thread
+        self.cue: Callable[[], bool] = lambda: False
+        self.stepped_at: float | None = None  # time.monotonic() of the step
+
+    def now(self) -> dt.datetime:
+        if (not self.step_s and threading.current_thread().name == self._thread
+                and self.cue()):
+            self.stepped_at = time.monotonic()
+            self.step_s = self._step_s
+        return super().now()
+
+
 @pytest.fixture
 def stepped_site(tmp_path, short_dir):
-    """start(**SimSite options) → (running site, platform, modem, clock): a daemon whose
-    wall clock a test steps (SteppedClock), with the stand-in platform and the modem."""
+    """start(clock, **SimSite options) → (running site, platform, modem, clock): a daemon
+    whose wall clock a test steps (a SteppedClock unless ``clock`` is given), with the
+    stand-in platform and the modem."""
     with contextlib.ExitStack() as stack:
         platform = stack.enter_context(
             PlatformStub(token=PLATFORM_TOKEN, check_event=cloudevent_problems))
         modem = stack.enter_context(ModemEmulator())
-        clock = SteppedClock()
 
-        def start(**options):
+        def start(clock: SteppedClock | None = None, **options):
+            clock = clock or SteppedClock()
             site = SimSite(tmp_path / "var", short_dir / "control.sock", school_hours=False,
                            debounce_s=0.05, modem_keys={"health_s": 1},
                            contacts=[Contact("principal", PRINCIPAL,
@@ -123,22 +148,78 @@ def _stored(cfg, kind: str):
 
 
 @pytest.mark.parametrize("step_h", [-0.5, 3], ids=["back-30min", "forward-3h"])
-def test_the_uplinks_retry_after_waits_its_seconds_through_a_step(stepped_site, step_h):
-    running, platform, _, clock = stepped_site()
+@pytest.mark.parametrize("moment", ["while-waiting", "as-the-503-is-recorded"])
+def test_the_uplinks_retry_after_waits_its_seconds_through_a_step(stepped_site, step_h,
+                                                                   moment):
+    """NTP steps the clock while the upload waits out a Retry-After, or in the instant
+    between the 503 and the uplink writing its retry time (the first clock reading the
+    uplink makes after the answer is the stepped one)."""
+    clock = SteppedOnCue(step_h * 3600, thread="uplink")
+    running, platform, _, _ = stepped_site(clock)
     daemon = running.daemon
     _wait_until(lambda: platform.events, 5, what="the heartbeat at start delivered")
+
+    def refusals():
+        return [r for r in platform.requests if r.status == 503]
+    if moment == "as-the-503-is-recorded":
+        clock.cue = lambda: bool(refusals())
     platform.respond_with(503, retry_after=3)
     daemon.loop.call(daemon.simulate, "main_gate", True)
     (opened,) = _wait_until(lambda: _stored(running.cfg, "gate_open"), 5)
-    _wait_until(lambda: any(r.status == 503 for r in platform.requests), 5,
-                what="the 503 answered")
-    refused = time.monotonic()
-    clock.step_s = step_h * 3600  # NTP steps the clock while the upload waits
+    (refused,) = _wait_until(refusals, 5, what="the 503 answered")
+    if moment == "while-waiting":
+        clock.step_s = step_h * 3600
     daemon.loop.call(daemon.simulate, "main_gate", False)  # a new event wakes the uplink
     _wait_until(lambda: opened.id in {e.id for e in platform.events}, 15, interval=0.05,
                 what="the waiting upload sent after its Retry-After")
-    waited = time.monotonic() - refused
+    (sent,) = [r for r in platform.requests if opened.id.encode() in r.body
+               and r.status == 200]
+    waited = sent.received_mono - refused.received_mono
+    assert clock.step_s == step_h * 3600
     assert 2.5 <= waited < 10, f"Retry-After 3 s became {waited:.1f} s across the step"
+
+
+@pytest.mark.parametrize("step_h", [-0.5, 3], ids=["back-30min", "forward-3h"])
+def test_an_alarm_centre_retry_keeps_its_backoff_through_a_step_as_it_is_recorded(
+        make_site, step_h):
+    """NTP steps the clock in the instant between the centre's DUH and the SIA worker
+    writing its retry time: the retry still waits its backoff (0.99 s), neither sent at
+    once nor held back for the step."""
+    clock = SteppedOnCue(step_h * 3600, thread="sia")
+    with Receiver("tcp", ACCOUNT) as receiver:
+        receiver.script.append("DUH")  # to the heartbeat at start
+        clock.cue = lambda: "DUH" in receiver.answers
+        make_site(receiver.port, clock=clock, jitter=0.99)
+        _wait_until(lambda: "DUH" in receiver.answers, 10, interval=0.01,
+                    what="the heartbeat answered DUH")
+        refused = time.monotonic()
+        # (and NAKed: it carries our stepped time, off the centre's)
+        _wait_until(lambda: receiver.answers[1:], 10, interval=0.01,
+                    what="the heartbeat sent again")
+        waited = time.monotonic() - refused
+    assert clock.step_s == step_h * 3600
+    assert 0.8 <= waited < 5, f"a 0.99 s backoff became {waited:.2f} s across the step"
+
+
+@pytest.mark.parametrize("step_h", [-0.5, 3], ids=["back-30min", "forward-3h"])
+def test_an_sms_retry_keeps_its_backoff_through_a_step_as_it_is_recorded(
+        live, emulator, monkeypatch, step_h):
+    """NTP steps the clock in the instant between the modem refusing an alarm's SMS and
+    the SMS worker writing its retry time: the retry still waits its 1 s."""
+    monkeypatch.setattr(edge.sms_outgoing, "SEND_RETRY_FIRST_S", 1.0)
+    clock = SteppedOnCue(step_h * 3600, thread="modem")
+    d = live(clock=clock, principal_receives=("panic",))
+    emulator.fail_next_sends(38)  # after the PDU: the refusal is the send's last word
+    clock.cue = lambda: any(c.startswith("AT+CMGS") for c in emulator.commands)
+    d.press()
+    (panic,) = _wait_until(lambda: d.events("panic"), 5)
+    _wait_until(lambda: sms_rows(d.cfg, panic.seq)[0]["attempts"] >= 1, 5,
+                what="the refused send recorded")
+    _wait_until(lambda: texts_to(emulator, PRINCIPAL), 10, interval=0.01,
+                what="the panic SMS sent again")
+    assert clock.stepped_at is not None
+    waited = time.monotonic() - clock.stepped_at
+    assert 0.8 <= waited < 5, f"a 1 s SMS retry became {waited:.2f} s across the step"
 
 
 @pytest.mark.parametrize("step_h", [-6, 6], ids=["back-6h", "forward-6h"])
@@ -149,7 +230,8 @@ def test_a_fallback_sms_waits_its_seconds_through_a_step(stepped_site, step_h):
     daemon = running.daemon
     daemon.loop.call(daemon.simulate, "main_gate", True)
     (opened,) = _wait_until(lambda: _stored(running.cfg, "gate_open"), 5)
-    made = time.monotonic()
+    # From the event's own instant (the clock not stepped yet), however late it was seen.
+    made = time.monotonic() - (time.time() - opened.ts)
     time.sleep(1)
     clock.step_s = step_h * 3600
     daemon.loop.call(daemon.simulate, "main_gate", False)  # the owner notices the step
