@@ -13,15 +13,8 @@ import types
 import pytest
 from PIL import Image
 
-from edge.camera import (
-    CJK_FONT_PATHS,
-    FrameRing,
-    Picamera2Camera,
-    TestPatternCamera,
-    open_camera,
-    probe,
-    yuv420_to_jpeg,
-)
+from edge.camera import FrameRing, Picamera2Camera, open_camera, probe, yuv420_to_jpeg
+from edge.camera.pattern import CJK_FONT_PATHS, TestPatternCamera
 from edge.errors import CameraError, ConfigError
 
 DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
