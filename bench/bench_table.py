@@ -36,10 +36,11 @@ BENCHES: tuple[tuple[ModuleType, list[str], list[str]], ...] = (
     (bench_core, [], ["--presses", "20", "--busy-presses", "5"]),
     (bench_busy, [], ["--presses", "5", "--backlog", "500"]),
     (bench_idle, [], ["--idle-s", "5", "--settle-s", "1", "--starts", "1"]),
-    (bench_sms, [], ["--presses", "3", "--backlog", "3", "--busy-presses", "1"]),
+    (bench_sms, [], ["--presses", "3", "--backlog", "3", "--busy-presses", "1",
+                     "--send-time-s", "0.5"]),
     (bench_uplink, [], ["--events", "200", "--single", "50", "--presses", "5"]),
     (bench_mqtt, [], ["--events", "200", "--presses", "5"]),
-    (bench_camera, [], ["--presses", "3"]),
+    (bench_camera, [], ["--presses", "3", "--pre-trigger", "1"]),
     (bench_web, [], ["--presses", "2", "--settle-s", "0.5"]),
 )
 
