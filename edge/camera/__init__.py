@@ -15,6 +15,8 @@ import io
 import time
 from typing import Callable, Protocol
 
+from PIL import Image
+
 from edge.camera.frame_ring import FrameRing
 from edge.camera.jpeg import yuv420_to_jpeg
 from edge.camera.pi_camera import Picamera2Camera
@@ -67,7 +69,6 @@ def probe(camera: Camera, timeout_s: float = 5.0) -> tuple[bool, str]:
         jpeg = camera.capture_jpeg(timeout_s)
     except CameraError as exc:
         return False, str(exc)  # a backend's CameraError names the backend
-    from PIL import Image
     try:
         with Image.open(io.BytesIO(jpeg)) as image:
             kind, (width, height) = image.format, image.size
