@@ -41,7 +41,8 @@ from _common import (Figure, arg_parser, bench_main, p50_p99, site_config,
                      spread, start_on_mock_pins, wait_for, work_dir)
 from PIL import Image
 
-from edge.camera import Picamera2Camera, TestPatternCamera, yuv420_to_jpeg
+from edge.camera import Picamera2Camera, yuv420_to_jpeg
+from edge.camera.pattern import TestPatternCamera
 from edge.config import Config
 from edge.store import Store
 

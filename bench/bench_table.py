@@ -4,7 +4,7 @@ table the README quotes. Run as `bench/run` (which picks the checkout's .venv).
 
     bench/run [--quick] [--dir DIR]
 
---quick takes fewer samples and a 15 s idle window (a test runs it so that this script
+--quick takes fewer samples and a 5 s idle window (a test runs it so that this script
 keeps working; its numbers are too few to judge by). A bench that fails is one SHORT line
 with its error, and the others still run.
 
@@ -25,18 +25,23 @@ import bench_busy
 import bench_camera
 import bench_core
 import bench_idle
+import bench_mqtt
 import bench_sms
 import bench_uplink
+import bench_web
 from _common import Figure, print_machine
 
 # (bench, its arguments for a full run, for a quick one); "--dir" is added.
 BENCHES: tuple[tuple[ModuleType, list[str], list[str]], ...] = (
-    (bench_core, [], ["--presses", "100", "--busy-presses", "10"]),
-    (bench_busy, [], ["--presses", "20", "--backlog", "2000"]),
-    (bench_idle, [], ["--idle-s", "15", "--settle-s", "5", "--starts", "2"]),
-    (bench_sms, [], ["--presses", "20", "--backlog", "20", "--busy-presses", "1"]),
-    (bench_uplink, [], ["--events", "1000", "--single", "200", "--presses", "20"]),
-    (bench_camera, [], ["--presses", "10"]),
+    (bench_core, [], ["--presses", "20", "--busy-presses", "5"]),
+    (bench_busy, [], ["--presses", "5", "--backlog", "500"]),
+    (bench_idle, [], ["--idle-s", "5", "--settle-s", "1", "--starts", "1"]),
+    (bench_sms, [], ["--presses", "3", "--backlog", "3", "--busy-presses", "1",
+                     "--send-time-s", "0.5"]),
+    (bench_uplink, [], ["--events", "200", "--single", "50", "--presses", "5"]),
+    (bench_mqtt, [], ["--events", "200", "--presses", "5"]),
+    (bench_camera, [], ["--presses", "3", "--pre-trigger", "1"]),
+    (bench_web, [], ["--presses", "2", "--settle-s", "0.5"]),
 )
 
 
@@ -68,7 +73,7 @@ def table(figures: list[Figure]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer samples and a 15 s idle window, to see that it runs")
+                        help="fewer samples and a 5 s idle window, to see that it runs")
     parser.add_argument("--dir", type=Path, default=Path.cwd(),
                         help="directory on the disk to measure (default: the current one)")
     args = parser.parse_args(argv)

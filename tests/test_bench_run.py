@@ -12,12 +12,16 @@ from pathlib import Path
 BENCH_RUN = Path(__file__).resolve().parent.parent / "bench" / "run"
 FIGURES = ("press → siren, idle", "press → committed / bare commit", "press → siren while busy",
            "start → READY=1", "idle CPU", "idle storage writes", "idle fsync", "RSS",
-           "press → AT+CMGS", "drained, batched", "press → accepted", "press → snapshot")
+           "press → AT+CMGS", "drained, batched", "press → accepted", "press → snapshot",
+           "MQTT backlog", "press → on the MQTT broker", "RSS [mqtt]", "RSS of edge-alarm web",
+           "press → alarm on the guard-room page")
 
 
 def test_bench_run_quick_prints_every_figure(tmp_path):
     run = subprocess.run([str(BENCH_RUN), "--quick", "--dir", str(tmp_path)],
-                         env={"EDGE_ALARM_PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
+                         # sbin: Debian puts mosquitto there (bench_mqtt's broker)
+                         env={"EDGE_ALARM_PYTHON": sys.executable,
+                              "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
                          capture_output=True, text=True, timeout=600)
     assert run.returncode in (0, 1), run.stderr[-3000:]  # 1: a target short, not a failure
     out = run.stdout

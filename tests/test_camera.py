@@ -5,6 +5,7 @@ behaviour each test steers (picamera2 itself exists only on Raspberry Pi OS)."""
 import functools
 import io
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -13,15 +14,8 @@ import types
 import pytest
 from PIL import Image
 
-from edge.camera import (
-    CJK_FONT_PATHS,
-    FrameRing,
-    Picamera2Camera,
-    TestPatternCamera,
-    open_camera,
-    probe,
-    yuv420_to_jpeg,
-)
+from edge.camera import FrameRing, Picamera2Camera, open_camera, probe, yuv420_to_jpeg
+from edge.camera.pattern import CJK_FONT_PATHS, TestPatternCamera
 from edge.errors import CameraError, ConfigError
 
 DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -68,6 +62,19 @@ def test_picamera2_backend_opens_without_picamera2_installed(monkeypatch):
     ok, message = probe(camera)
     assert not ok and message.startswith("picamera2: camera down")
     camera.close()
+
+
+def test_a_pi_camera_daemon_does_not_import_the_test_pattern():
+    # Its drawing and fonts (ImageDraw, FreeType) are memory a Pi's daemon never needs
+    # (bench/bench_idle.py measures the daemon's RSS on a Pi against its target).
+    probe_imports = ("import sys; import edge.service, edge.snapshots; "
+                     "from edge.camera import open_camera; "
+                     "open_camera('picamera2', pre_trigger_s=5); "
+                     "print(sorted(m for m in ('edge.camera.pattern', 'PIL.ImageDraw', "
+                     "'PIL.ImageFont') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe_imports], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
 
 
 # --- test pattern --------------------------------------------------------------------------

@@ -19,13 +19,13 @@ from PIL import Image
 
 from edge.camera.frame_ring import FrameRing
 from edge.camera.jpeg import yuv420_to_jpeg
-from edge.camera.pattern import CJK_FONT_PATHS, TestPatternCamera
 from edge.camera.pi_camera import Picamera2Camera
 from edge.config import CAMERA_BACKENDS
 from edge.errors import CameraError, ConfigError
 
-__all__ = ["CJK_FONT_PATHS", "Camera", "FrameRing", "Picamera2Camera", "TestPatternCamera",
-           "open_camera", "probe", "yuv420_to_jpeg"]
+# The test pattern (edge.camera.pattern) is imported only where it is opened: its drawing and
+# fonts (Pillow's ImageDraw and FreeType) are memory a Pi with a real camera never needs.
+__all__ = ["Camera", "FrameRing", "Picamera2Camera", "open_camera", "probe", "yuv420_to_jpeg"]
 
 
 class Camera(Protocol):
@@ -53,6 +53,7 @@ def open_camera(
     if backend == "none":
         return None
     if backend == "test-pattern":
+        from edge.camera.pattern import TestPatternCamera
         return TestPatternCamera(pre_trigger_s=pre_trigger_s, overlay=overlay)
     if backend == "picamera2":
         return Picamera2Camera(pre_trigger_s=pre_trigger_s)

@@ -79,7 +79,10 @@ class TestPatternCamera:
     ):
         self._overlay = overlay or (lambda: ["edge-alarm test pattern", time.strftime("%Y-%m-%d %H:%M:%S")])
         self._still_size = still_size
-        self._texts = {size: _Overlay(size[1], font_paths) for size in (still_size, frame_size)}
+        self._font_paths = font_paths
+        # Each size's font is loaded at its first picture: a daemon that never takes a still
+        # never holds the still's face (FreeType keeps a face's tables and glyph cache).
+        self._texts: dict[tuple[int, int], _Overlay] = {}
         # The bars and ramp of a pre-trigger frame, drawn once: a frame a second then costs
         # only its text and its JPEG on an idle daemon. A still's (2.7 MB at 1280x720) is
         # drawn for each alarm instead of being kept.
@@ -107,7 +110,9 @@ class TestPatternCamera:
     def _render(self, size: tuple[int, int]) -> bytes:
         image = (self._frame_background.copy() if size == self._frame_background.size
                  else _background(size))
-        self._texts[size].draw(image, self._overlay())
+        text = self._texts.get(size) or self._texts.setdefault(
+            size, _Overlay(size[1], self._font_paths))
+        text.draw(image, self._overlay())
         return encode_jpeg(image)
 
 
