@@ -140,6 +140,15 @@ def mqtt_pending(db: Path) -> int:
         store.close()
 
 
+def mqtt_accepted(site, event) -> bool:
+    """Whether the event counts as accepted over MQTT (cancelling its SMS fallback)."""
+    store = Store(site.cfg.storage.db_path, readonly=True)
+    try:
+        return MQTT in store.reach(event.seq).accepted_by
+    finally:
+        store.close()
+
+
 def record(site, kind: str = "panic", subject: str = "guard_room", label: str = "门卫室一键报警"):
     return site.daemon.loop.call(site.daemon.record, kind, subject, label, None)
 
@@ -173,6 +182,8 @@ def test_events_arrive_on_their_topics_as_the_cloudevents_the_uplink_posts(
         wait_until(lambda: mqtt_pending(site.cfg.storage.db_path) == 0, 5,
                    what="the deliveries marked on their PUBACK")
         assert site.daemon.loop.call(site.daemon.status)["mqtt"]["connected"] is True
+        # In clear, a PUBACK may be a stranger's: it holds back no SMS fallback.
+        assert not mqtt_accepted(site, sent[0])
 
 
 @needs_mosquitto
@@ -322,6 +333,7 @@ def test_mqtts_with_the_brokers_ca_works(broker, broker_cert, short_dir, wait_un
         event = record(site)
         wait_until(lambda: event.id in dashboard.event_ids(), 15)
         assert "mqtt" not in faults(site)
+        wait_until(lambda: mqtt_accepted(site, event), 5, what="a verified acceptance")
 
 
 @needs_mosquitto
