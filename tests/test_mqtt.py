@@ -9,14 +9,17 @@ import contextlib
 import json
 import signal
 import threading
+import socket
 import time
 import tomllib
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from conftest import cloudevent_problems, edge_cli, self_signed_cert, start_daemon, stop_daemon
 from edge import config
+from edge.mqtt.link import MAX_PACKET_BYTES, Bell, MqttLink
 from edge.routing import MQTT
 from edge.sim.broker import MOSQUITTO, Broker
 from edge.sim.site import SimSite, start_site
@@ -437,3 +440,77 @@ def test_unknown_keys_a_password_without_user_and_wildcards_are_refused():
     for prefix in ("county/#", "a/+/b", "/lead", "trail/", "$SYS", "a//b", ""):
         [line] = mqtt_problems(f'url = "mqtt://b.county.cn"\ntopic_prefix = "{prefix}"\n')
         assert line.startswith("config error: config.toml: [mqtt] topic_prefix: ")
+
+
+# ---------------------------------------------------------------------- a hostile broker
+
+
+class HugePacketBroker:
+    """Takes the CONNECT, answers CONNACK, then announces a 64 MiB PUBLISH and sends its
+    first megabyte: what paho would read whole into memory."""
+
+    ANNOUNCED = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self._server.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.recv(4096)  # CONNECT
+            conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: session taken
+            length, varint = self.ANNOUNCED, bytearray()
+            while True:
+                length, digit = divmod(length, 128)
+                varint.append(digit | (0x80 if length else 0))
+                if not length:
+                    break
+            conn.sendall(b"\x30" + bytes(varint))
+            for _ in range(16):
+                conn.sendall(bytes(64 * 1024))
+            conn.recv(1)  # until the client goes
+
+    def close(self) -> None:
+        self._server.close()
+        self._thread.join(5)
+
+
+class Heard:
+    """A link listener that writes down what it hears."""
+
+    def __init__(self) -> None:
+        self.connacks: list[str | None] = []
+        self.losses: list[str] = []
+
+    def connack(self, refused: str | None) -> None:
+        self.connacks.append(refused)
+
+    def puback(self, mid: int, refused: str | None) -> None:
+        pass
+
+    def lost(self, why: str, was_connected: bool) -> None:
+        self.losses.append(why)
+
+
+def test_a_broker_announcing_a_huge_packet_is_dropped_before_it_takes_memory():
+    hostile, heard, bell = HugePacketBroker(), Heard(), Bell()
+    link = MqttLink(config.Mqtt(url=f"mqtt://127.0.0.1:{hostile.port}"), DEVICE, None, None,
+                    heard)
+    tracemalloc.start()
+    try:
+        link.open()
+        deadline = time.monotonic() + 10
+        while not heard.losses and time.monotonic() < deadline:
+            link.serve(0.1, bell)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        link.close(goodbye=False)
+        bell.close()
+        hostile.close()
+    assert heard.connacks == [None]
+    assert heard.losses, "the connection was kept, reading the 64 MiB packet"
+    assert peak < 16 * MAX_PACKET_BYTES

@@ -36,6 +36,9 @@ KEEPALIVE_S = 30
 # network over a holiday.
 SESSION_EXPIRY_S = 14 * 24 * 3600
 QOS = 1
+# The longest packet taken from the broker: what it owes us (CONNACK, PUBACK, PINGRESP,
+# DISCONNECT) is a few bytes and its reason strings; we subscribe to nothing.
+MAX_PACKET_BYTES = 64 * 1024
 
 
 class LinkListener(Protocol):
@@ -104,12 +107,14 @@ class MqttLink:
             client.will_set(*will, qos=QOS, retain=True)
         if settings.tls:
             client.tls_set_context(_tls_context(settings))
+        _bound_reads(client)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
         self._client: paho.Client = client
         self._connect_properties = Properties(PacketTypes.CONNECT)
         self._connect_properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._connect_properties.MaximumPacketSize = MAX_PACKET_BYTES
 
     def open(self) -> None:
         """Connect and send CONNECT; the CONNACK comes through serve(). MqttError when
@@ -181,6 +186,24 @@ class MqttLink:
                        properties: Any) -> None:
         was_connected, self.connected = self.connected, False
         self._listener.lost(str(reason), was_connected)
+
+
+def _bound_reads(client: paho.Client) -> None:
+    """paho reads a packet of whatever length the broker announces (up to 256 MiB) into
+    memory, each read as long as what is left: a hostile broker, or a stranger on an
+    mqtt:// path, could take a Pi's memory. Beyond MAX_PACKET_BYTES (which CONNECT asks an
+    honest broker to keep to) the connection is dropped, as lost; each read is capped.
+    (paho has no public hook for this: its one reading method is wrapped.)"""
+    recv = client._sock_recv
+
+    def bounded_recv(bufsize: int) -> bytes:
+        if client._in_packet["remaining_length"] > MAX_PACKET_BYTES:
+            log.warning("mqtt: the broker sent a packet of more than %d bytes; dropping the "
+                        "connection", MAX_PACKET_BYTES)
+            raise ConnectionError("a packet longer than MAX_PACKET_BYTES")
+        return recv(min(bufsize, MAX_PACKET_BYTES))
+
+    client._sock_recv = bounded_recv  # type: ignore[method-assign]
 
 
 def _tls_context(settings: Mqtt) -> ssl.SSLContext:
