@@ -171,6 +171,33 @@ def test_logins_are_limited_per_client_and_from_everyone(tmp_path, short_dir):
         assert raw(url, "POST", "/api/login", right, headers, "127.0.0.99").status == 429
 
 
+def test_guesses_sent_at_once_are_limited_as_if_one_after_another(tmp_path, short_dir):
+    # Thirty logins whose bodies are held back until every one is waiting for its body:
+    # the limit must still let only CLIENT_FAILURES of them be tried.
+    import socket
+    config = write_site(tmp_path, short_dir, listen=f"127.0.0.1:{free_port()}")
+    body = json.dumps({"password": "not-the-password"}).encode()
+    with page_in_process(config) as url:
+        port = int(url.rsplit(":", 1)[1])
+        guesses = []
+        for _ in range(30):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                            source_address=("127.0.0.2", 0))
+            sock.sendall(b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                         % (port, len(body)))
+            guesses.append(sock)
+        threading.Event().wait(0.5)  # each handler has started, waiting for its body
+        for sock in guesses:
+            sock.sendall(body)
+        statuses = []
+        for sock in guesses:
+            with sock:
+                statuses.append(int(sock.recv(4096).split(b" ", 2)[1]))
+    assert statuses.count(401) == CLIENT_FAILURES
+    assert statuses.count(429) == 30 - CLIENT_FAILURES
+
+
 def test_the_login_limits_end_with_their_window():
     now = [1000.0]
     limiter = LoginLimiter(clock=lambda: now[0])

@@ -228,11 +228,13 @@ class GuardPage:
         if not _same_origin(request):
             raise _error(web.HTTPForbidden, "请求来源不对 not from this page")
         client = request.remote or "unknown"
+        # The body first, then the limit and the comparison with no await between: guesses
+        # whose bodies are held back would otherwise all pass the limit before one failed.
+        given = (await _body(request)).get("password")
         wait = self.limiter.wait_s(client)
         if wait > 0:
             raise _error(web.HTTPTooManyRequests, "尝试次数过多，请稍后再试 too many "
                          "attempts, try later", headers={"Retry-After": str(math.ceil(wait))})
-        given = (await _body(request)).get("password")
         if not isinstance(given, str) or not self.password.matches(given):
             self.limiter.failed(client)
             log.warning("page login refused from %s", client)
