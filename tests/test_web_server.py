@@ -281,6 +281,66 @@ def test_requests_are_bounded(guard_site):
     assert requests.get(f"{guard_site.url}/api/state", timeout=5).status_code == 200
 
 
+class SilentDaemon:
+    """A control socket that takes requests and never answers: the most connections it
+    held at once."""
+
+    def __init__(self, path: Path):
+        import socket
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(64)
+        self._lock = threading.Lock()
+        self.open = self.most = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn) -> None:
+        with self._lock:
+            self.open += 1
+            self.most = max(self.most, self.open)
+        with conn, contextlib.suppress(OSError):
+            while conn.recv(4096):  # until the page gives up and closes
+                pass
+        with self._lock:
+            self.open -= 1
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_actions_cut_off_never_hold_more_of_the_control_socket(tmp_path, short_dir,
+                                                               monkeypatch):
+    # Actions wait for the daemon, time out, are cut off and are sent again: whatever
+    # the timing, the page holds at most ACTIONS_AT_ONCE of the daemon's 8 connections.
+    monkeypatch.setattr(server, "REQUEST_S", 1.0)  # the socket's timeout: 0.5 s
+    config = write_site(tmp_path, short_dir, listen=f"127.0.0.1:{free_port()}")
+    daemon = SilentDaemon(short_dir / "control.sock")
+    try:
+        with page_in_process(config) as url:
+            s = login(url)
+
+            def silence() -> None:
+                s.post(f"{url}/api/silence", json={"name": "王"}, timeout=10)
+            workers = []
+            for _ in range(12):
+                workers.append(threading.Thread(target=silence))
+                workers[-1].start()
+                threading.Event().wait(0.1)
+            for worker in workers:
+                worker.join(10)
+    finally:
+        daemon.close()
+    assert daemon.most == server.ACTIONS_AT_ONCE
+
+
 # ------------------------------------------------------------------ snapshots
 
 def hand_made_store(tmp_path: Path, pictures: dict[str, Path]) -> dict[str, int]:
