@@ -37,8 +37,10 @@ KEEPALIVE_S = 30
 SESSION_EXPIRY_S = 14 * 24 * 3600
 QOS = 1
 # The longest packet taken from the broker: what it owes us (CONNACK, PUBACK, PINGRESP,
-# DISCONNECT) is a few bytes and its reason strings; we subscribe to nothing.
+# DISCONNECT) is a few bytes and its reason strings. We subscribe to nothing, so it owes
+# us no PUBLISH either.
 MAX_PACKET_BYTES = 64 * 1024
+PUBLISH = 0x30  # the packet type, in the high nibble of the first byte
 
 
 class LinkListener(Protocol):
@@ -190,17 +192,22 @@ class MqttLink:
 
 def _bound_reads(client: paho.Client) -> None:
     """paho reads a packet of whatever length the broker announces (up to 256 MiB) into
-    memory, each read as long as what is left: a hostile broker, or a stranger on an
-    mqtt:// path, could take a Pi's memory. Beyond MAX_PACKET_BYTES (which CONNECT asks an
-    honest broker to keep to) the connection is dropped, as lost; each read is capped.
-    (paho has no public hook for this: its one reading method is wrapped.)"""
+    memory, each read as long as what is left, and keeps every QoS 2 PUBLISH until its
+    PUBREL: a hostile broker, or a stranger on an mqtt:// path, could take a Pi's memory.
+    A packet beyond MAX_PACKET_BYTES (which CONNECT asks an honest broker to keep to), or
+    any PUBLISH, drops the connection, as lost; each read is capped. (paho has no public
+    hook for this: its one reading method is wrapped.)"""
     recv = client._sock_recv
 
     def bounded_recv(bufsize: int) -> bytes:
-        if client._in_packet["remaining_length"] > MAX_PACKET_BYTES:
-            log.warning("mqtt: the broker sent a packet of more than %d bytes; dropping the "
-                        "connection", MAX_PACKET_BYTES)
-            raise ConnectionError("a packet longer than MAX_PACKET_BYTES")
+        packet = client._in_packet
+        why = ("a packet of more than %d bytes" % MAX_PACKET_BYTES
+               if packet["remaining_length"] > MAX_PACKET_BYTES else
+               "a PUBLISH, to a client that subscribes to nothing"
+               if packet["command"] & 0xF0 == PUBLISH else None)
+        if why is not None:
+            log.warning("mqtt: the broker sent %s; dropping the connection", why)
+            raise ConnectionError(why)
         return recv(min(bufsize, MAX_PACKET_BYTES))
 
     client._sock_recv = bounded_recv  # type: ignore[method-assign]
