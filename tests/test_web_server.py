@@ -198,6 +198,14 @@ def test_guesses_sent_at_once_are_limited_as_if_one_after_another(tmp_path, shor
     assert statuses.count(429) == 30 - CLIENT_FAILURES
 
 
+def test_no_secret_of_the_page_shows_in_a_repr():
+    # A session or the password in a log line or a traceback's message must not give
+    # them away.
+    session = Sessions().open()
+    assert session.token not in repr(session) and session.csrf not in repr(session)
+    assert PASSWORD not in repr(Password(PASSWORD))
+
+
 def test_the_login_limits_end_with_their_window():
     now = [1000.0]
     limiter = LoginLimiter(clock=lambda: now[0])
