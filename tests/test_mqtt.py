@@ -10,14 +10,17 @@ import json
 import signal
 import socket
 import threading
+import socket
 import time
 import tomllib
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from conftest import cloudevent_problems, edge_cli, self_signed_cert, start_daemon, stop_daemon
 from edge import config
+from edge.mqtt.link import MAX_PACKET_BYTES, Bell, MqttLink
 from edge.routing import MQTT
 from edge.service import WorkerOptions
 from edge.sim.broker import MOSQUITTO, Broker
@@ -142,6 +145,15 @@ def mqtt_pending(db: Path) -> int:
         store.close()
 
 
+def mqtt_accepted(site, event) -> bool:
+    """Whether the event counts as accepted over MQTT (cancelling its SMS fallback)."""
+    store = Store(site.cfg.storage.db_path, readonly=True)
+    try:
+        return MQTT in store.reach(event.seq).accepted_by
+    finally:
+        store.close()
+
+
 def record(site, kind: str = "panic", subject: str = "guard_room", label: str = "门卫室一键报警"):
     return site.daemon.loop.call(site.daemon.record, kind, subject, label, None)
 
@@ -175,6 +187,8 @@ def test_events_arrive_on_their_topics_as_the_cloudevents_the_uplink_posts(
         wait_until(lambda: mqtt_pending(site.cfg.storage.db_path) == 0, 5,
                    what="the deliveries marked on their PUBACK")
         assert site.daemon.loop.call(site.daemon.status)["mqtt"]["connected"] is True
+        # In clear, a PUBACK may be a stranger's: it holds back no SMS fallback.
+        assert not mqtt_accepted(site, sent[0])
 
 
 @needs_mosquitto
@@ -374,6 +388,7 @@ def test_mqtts_with_the_brokers_ca_works(broker, broker_cert, short_dir, wait_un
         event = record(site)
         wait_until(lambda: event.id in dashboard.event_ids(), 15)
         assert "mqtt" not in faults(site)
+        wait_until(lambda: mqtt_accepted(site, event), 5, what="a verified acceptance")
 
 
 @needs_mosquitto
@@ -477,3 +492,89 @@ def test_unknown_keys_a_password_without_user_and_wildcards_are_refused():
     for prefix in ("county/#", "a/+/b", "/lead", "trail/", "$SYS", "a//b", ""):
         [line] = mqtt_problems(f'url = "mqtt://b.county.cn"\ntopic_prefix = "{prefix}"\n')
         assert line.startswith("config error: config.toml: [mqtt] topic_prefix: ")
+
+
+# ---------------------------------------------------------------------- a hostile broker
+
+
+class HostileBroker:
+    """Takes the CONNECT, answers CONNACK, then sends ``packets``, on and on."""
+
+    def __init__(self, packets: list[bytes]) -> None:
+        self._packets = packets
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self._server.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.recv(4096)  # CONNECT
+            conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: session taken
+            for packet in self._packets:
+                conn.sendall(packet)
+            conn.recv(1)  # until the client goes
+
+    def close(self) -> None:
+        self._server.close()
+        self._thread.join(5)
+
+
+def mqtt_packet(first_byte: int, length: int, body: bytes) -> bytes:
+    """A packet announcing ``length`` bytes after its header, of which ``body`` is sent."""
+    varint = bytearray()
+    while True:
+        length, digit = divmod(length, 128)
+        varint.append(digit | (0x80 if length else 0))
+        if not length:
+            return bytes([first_byte]) + bytes(varint) + body
+
+
+def qos2_publish(mid: int, size: int) -> bytes:
+    """PUBLISH QoS 2 of ``size`` bytes on topic "x" (MQTT 5: no properties)."""
+    body = b"\x00\x01x" + mid.to_bytes(2, "big") + b"\x00"
+    body += bytes(size - len(body))
+    return mqtt_packet(0x34, size, body)
+
+
+class Heard:
+    """A link listener that writes down what it hears."""
+
+    def __init__(self) -> None:
+        self.connacks: list[str | None] = []
+        self.losses: list[str] = []
+
+    def connack(self, refused: str | None) -> None:
+        self.connacks.append(refused)
+
+    def puback(self, mid: int, refused: str | None) -> None:
+        pass
+
+    def lost(self, why: str, was_connected: bool) -> None:
+        self.losses.append(why)
+
+
+@pytest.mark.parametrize("packets", [
+    [mqtt_packet(0x30, 64 * 1024 * 1024, bytes(1024 * 1024))],  # one of 64 MiB announced
+    [qos2_publish(mid, 60_000) for mid in range(1, 300)],       # kept until their PUBREL
+], ids=["huge-packet", "qos2-publishes"])
+def test_a_hostile_broker_is_dropped_before_it_takes_memory(packets):
+    hostile, heard, bell = HostileBroker(packets), Heard(), Bell()
+    link = MqttLink(config.Mqtt(url=f"mqtt://127.0.0.1:{hostile.port}"), DEVICE, None, None,
+                    heard)
+    tracemalloc.start()
+    try:
+        link.open()
+        deadline = time.monotonic() + 10
+        while not heard.losses and time.monotonic() < deadline:
+            link.serve(0.1, bell)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        link.close(goodbye=False)
+        bell.close()
+        hostile.close()
+    assert heard.connacks == [None]
+    assert heard.losses, "the connection was kept, reading on"
+    assert peak < 16 * MAX_PACKET_BYTES

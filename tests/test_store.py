@@ -458,3 +458,21 @@ def test_the_store_remembers_the_first_device_that_writes_it(db):
         store.close()
     assert device_of_store(db) == "gaoshan-gate-1"
     assert device_of_store(db.with_name("none.db")) is None
+
+
+def test_an_unverified_acceptance_neither_cancels_the_fallback_sms_nor_counts_as_delivered(
+        store):
+    # A receiver's answer anyone could have forged (SIA without a key, mqtt:// in clear):
+    # the transport's queue moves on, but the safety net stays.
+    fallback = SmsRequest("principal", "+8613800138000", T0.timestamp() + 20, fallback=True)
+    event = store.append("gate_held_open", "main_gate", T0, {}, transports=("sia", "mqtt"),
+                         sms=[fallback])
+    store.mark_accepted("sia", [event.seq], "ACK", T0.timestamp(), verified=False)
+    assert store.pending_deliveries("sia", 10) == []
+    assert [r.seq for r in store.due_sms(T0.timestamp() + 30)] == [event.seq]
+    assert not store.delivered_anywhere(event.seq)
+    assert store.reach(event.seq).accepted_by == ()
+    store.mark_accepted("mqtt", [event.seq], "puback", T0.timestamp())  # over TLS: verified
+    assert store.due_sms(T0.timestamp() + 30) == []
+    assert store.delivered_anywhere(event.seq)
+    assert store.reach(event.seq).accepted_by == ("mqtt",)

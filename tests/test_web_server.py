@@ -171,6 +171,41 @@ def test_logins_are_limited_per_client_and_from_everyone(tmp_path, short_dir):
         assert raw(url, "POST", "/api/login", right, headers, "127.0.0.99").status == 429
 
 
+def test_guesses_sent_at_once_are_limited_as_if_one_after_another(tmp_path, short_dir):
+    # Thirty logins whose bodies are held back until every one is waiting for its body:
+    # the limit must still let only CLIENT_FAILURES of them be tried.
+    import socket
+    config = write_site(tmp_path, short_dir, listen=f"127.0.0.1:{free_port()}")
+    body = json.dumps({"password": "not-the-password"}).encode()
+    with page_in_process(config) as url:
+        port = int(url.rsplit(":", 1)[1])
+        guesses = []
+        for _ in range(30):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                            source_address=("127.0.0.2", 0))
+            sock.sendall(b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                         % (port, len(body)))
+            guesses.append(sock)
+        threading.Event().wait(0.5)  # each handler has started, waiting for its body
+        for sock in guesses:
+            sock.sendall(body)
+        statuses = []
+        for sock in guesses:
+            with sock:
+                statuses.append(int(sock.recv(4096).split(b" ", 2)[1]))
+    assert statuses.count(401) == CLIENT_FAILURES
+    assert statuses.count(429) == 30 - CLIENT_FAILURES
+
+
+def test_no_secret_of_the_page_shows_in_a_repr():
+    # A session or the password in a log line or a traceback's message must not give
+    # them away.
+    session = Sessions().open()
+    assert session.token not in repr(session) and session.csrf not in repr(session)
+    assert PASSWORD not in repr(Password(PASSWORD))
+
+
 def test_the_login_limits_end_with_their_window():
     now = [1000.0]
     limiter = LoginLimiter(clock=lambda: now[0])
@@ -252,6 +287,78 @@ def test_requests_are_bounded(guard_site):
     assert requests.get(f"{guard_site.url}/api/state", timeout=5,
                         headers={"X-Long": "z" * 20000}).status_code in (400, 431)
     assert requests.get(f"{guard_site.url}/api/state", timeout=5).status_code == 200
+
+
+class SilentDaemon:
+    """A control socket that takes requests and never answers: the most connections it
+    held at once. One thread: a connection the page closed before opening the next is
+    seen closed before that next one is counted."""
+
+    def __init__(self, path: Path):
+        import socket
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(64)
+        self._stop = threading.Event()
+        self.most = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import select
+        held: list = []
+        while not self._stop.is_set():
+            readable, _, _ = select.select([self._server, *held], [], [], 0.05)
+            for conn in held[:]:  # the closed ones first
+                if conn in readable and _read_to_the_end(conn):
+                    held.remove(conn)
+                    conn.close()
+            if self._server in readable:
+                held.append(self._server.accept()[0])
+                self.most = max(self.most, len(held))
+        for conn in held:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._server.close()
+
+
+def _read_to_the_end(conn) -> bool:
+    """Take what ``conn`` has; whether it is closed."""
+    import socket
+    try:
+        while conn.recv(4096, socket.MSG_DONTWAIT):
+            pass
+    except BlockingIOError:
+        return False
+    return True
+
+
+def test_actions_cut_off_never_hold_more_of_the_control_socket(tmp_path, short_dir,
+                                                               monkeypatch):
+    # Actions wait for the daemon, time out, are cut off and are sent again: whatever
+    # the timing, the page holds at most ACTIONS_AT_ONCE of the daemon's 8 connections.
+    monkeypatch.setattr(server, "REQUEST_S", 1.0)  # the socket's timeout: 0.5 s
+    config = write_site(tmp_path, short_dir, listen=f"127.0.0.1:{free_port()}")
+    daemon = SilentDaemon(short_dir / "control.sock")
+    try:
+        with page_in_process(config) as url:
+            s = login(url)
+
+            def silence() -> None:
+                s.post(f"{url}/api/silence", json={"name": "王"}, timeout=10)
+            workers = []
+            for _ in range(12):
+                workers.append(threading.Thread(target=silence))
+                workers[-1].start()
+                threading.Event().wait(0.1)
+            for worker in workers:
+                worker.join(10)
+    finally:
+        daemon.close()
+    assert daemon.most == server.ACTIONS_AT_ONCE
 
 
 # ------------------------------------------------------------------ snapshots

@@ -37,6 +37,11 @@ KEEPALIVE_S = 30
 # network over a holiday.
 SESSION_EXPIRY_S = 14 * 24 * 3600
 QOS = 1
+# The longest packet taken from the broker: what it owes us (CONNACK, PUBACK, PINGRESP,
+# DISCONNECT) is a few bytes and its reason strings. We subscribe to nothing, so it owes
+# us no PUBLISH either.
+MAX_PACKET_BYTES = 64 * 1024
+PUBLISH = 0x30  # the packet type, in the high nibble of the first byte
 
 
 class LinkListener(Protocol):
@@ -105,12 +110,14 @@ class MqttLink:
             client.will_set(*will, qos=QOS, retain=True)
         if settings.tls:
             client.tls_set_context(_tls_context(settings))
+        _bound_reads(client)
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_disconnect = self._on_disconnect
         self._client: paho.Client = client
         self._connect_properties = Properties(PacketTypes.CONNECT)
         self._connect_properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._connect_properties.MaximumPacketSize = MAX_PACKET_BYTES
 
     def open(self) -> None:
         """Connect and send CONNECT; the CONNACK comes through serve(). MqttError when
@@ -191,6 +198,29 @@ def read_password(settings: Mqtt) -> str | None:
     if settings.password_file is None:
         return None
     return read_secret(str(settings.password_file), "password")
+
+
+def _bound_reads(client: paho.Client) -> None:
+    """paho reads a packet of whatever length the broker announces (up to 256 MiB) into
+    memory, each read as long as what is left, and keeps every QoS 2 PUBLISH until its
+    PUBREL: a hostile broker, or a stranger on an mqtt:// path, could take a Pi's memory.
+    A packet beyond MAX_PACKET_BYTES (which CONNECT asks an honest broker to keep to), or
+    any PUBLISH, drops the connection, as lost; each read is capped. (paho has no public
+    hook for this: its one reading method is wrapped.)"""
+    recv = client._sock_recv
+
+    def bounded_recv(bufsize: int) -> bytes:
+        packet = client._in_packet
+        why = ("a packet of more than %d bytes" % MAX_PACKET_BYTES
+               if packet["remaining_length"] > MAX_PACKET_BYTES else
+               "a PUBLISH, to a client that subscribes to nothing"
+               if packet["command"] & 0xF0 == PUBLISH else None)
+        if why is not None:
+            log.warning("mqtt: the broker sent %s; dropping the connection", why)
+            raise ConnectionError(why)
+        return recv(min(bufsize, MAX_PACKET_BYTES))
+
+    client._sock_recv = bounded_recv  # type: ignore[method-assign]
 
 
 def _tls_context(settings: Mqtt) -> ssl.SSLContext:

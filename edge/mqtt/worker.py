@@ -223,7 +223,9 @@ class MqttWorker(ThreadWorker):
         if store is None:
             return
         try:
-            store.mark_accepted(MQTT, self._acked, "puback", self.port.clock.now().timestamp())
+            # Without TLS, anyone on the path can send the PUBACK.
+            store.mark_accepted(MQTT, self._acked, "puback", self.port.clock.now().timestamp(),
+                                verified=self._settings.tls)
         except StorageError as e:  # kept, and not published again, until it can be written
             log.warning("mqtt cannot record %d delivered event(s): %s", len(self._acked), e)
             return

@@ -25,6 +25,9 @@ ADM_CID, NULL = "ADM-CID", "NULL"
 ACK, NAK, DUH, RSP = "ACK", "NAK", "DUH", "RSP"
 TIMESTAMP_FORMAT = "_%H:%M:%S,%m-%d-%Y"
 SEQUENCE_MAX = 9999
+# An encrypted ACK's time against our message's: the receiver took our time within its
+# window (DC-09: -20 s/+40 s), so a real ACK is far closer; an older one is a replay.
+ACK_WINDOW = dt.timedelta(minutes=5)
 # The longest answer frame taken (between LF and CR); a real one is under 200 bytes.
 MAX_FRAME = 1024
 
@@ -111,11 +114,12 @@ def frames(buffer: bytearray) -> list[bytes]:
     return out
 
 
-def parse_answer(raw: bytes, sequence: int, account: str, cipher: AesCbc | None
-                 ) -> Answer | None:
-    """The answer to message ``sequence`` that frame ``raw`` (between LF and CR) holds,
-    or None when it is none: a bad CRC or length, another sequence or account, an
-    encrypted ACK that does not decrypt under our key, garbage."""
+def parse_answer(raw: bytes, sequence: int, account: str, cipher: AesCbc | None,
+                 sent_at: dt.datetime) -> Answer | None:
+    """The answer to message ``sequence``, stamped ``sent_at``, that frame ``raw``
+    (between LF and CR) holds, or None when it is none: a bad CRC or length, another
+    sequence or account, an encrypted ACK that does not decrypt under our key or is not
+    stamped within ACK_WINDOW of our message (an old ACK replayed), garbage."""
     if len(raw) < 8 or not _HEX_RE.fullmatch(raw[:8]):
         return None
     body = raw[8:]
@@ -133,7 +137,8 @@ def parse_answer(raw: bytes, sequence: int, account: str, cipher: AesCbc | None
         return None
     if token == b"ACK" and cipher is not None:
         # Our message was encrypted: its ACK must be too, under the same key.
-        if not star or _decrypted_stamp(rest, cipher) is None:
+        acked_at = _decrypted_stamp(rest, cipher) if star else None
+        if acked_at is None or abs(acked_at - sent_at) > ACK_WINDOW:
             return None
     receiver_time = None
     if token == b"NAK":

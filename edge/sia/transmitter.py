@@ -54,13 +54,14 @@ class Transmitter:
         return answer
 
     def _exchange(self, kind: str, sequence: int, data: str) -> Answer:
-        sent = message(kind, sequence, self._header, data, self._now() + self._offset,
-                       self._cipher)
-        return self._link.exchange(sent, self._timeout_s, self._answer_to(sequence))
+        when = self._now() + self._offset
+        sent = message(kind, sequence, self._header, data, when, self._cipher)
+        return self._link.exchange(sent, self._timeout_s, self._answer_to(sequence, when))
 
-    def _answer_to(self, sequence: int) -> Callable[[bytes], Answer | None]:
+    def _answer_to(self, sequence: int, when: dt.datetime
+                   ) -> Callable[[bytes], Answer | None]:
         def accept(raw: bytes) -> Answer | None:
-            return parse_answer(raw, sequence, self._header.account, self._cipher)
+            return parse_answer(raw, sequence, self._header.account, self._cipher, when)
         return accept
 
     def close(self) -> None:

@@ -133,7 +133,9 @@ class SiaWorker(ThreadWorker):
             return 0
         self._sent()
         if answer.token in (ACK, RSP):
-            store.mark_accepted(SIA, [event.seq], answer.token, self._now())
+            # Without a key, anyone who can send to us as the receiver can ACK.
+            store.mark_accepted(SIA, [event.seq], answer.token, self._now(),
+                                verified=self.sia.key_file is not None)
             self._streak.ok()
         elif answer.token == DUH and head.attempts + 1 >= DUH_LIMIT:
             store.mark_rejected(SIA, event.seq, DUH, self._now())

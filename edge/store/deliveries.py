@@ -49,15 +49,21 @@ class Deliveries(StoreFile):
         return [Delivery(event_of_row(event), attempts, next_try)
                 for *event, attempts, next_try in rows]
 
-    def mark_accepted(self, transport: str, seqs: list[int], status: str, now: float) -> None:
+    def mark_accepted(self, transport: str, seqs: list[int], status: str, now: float, *,
+                      verified: bool = True) -> None:
         """Delivered: and, in the same transaction, the SMS fallbacks that were waiting
-        for this acceptance are no longer owed."""
+        for this acceptance are no longer owed. Not ``verified`` (an acknowledgement that
+        anyone on the path could have forged: SIA without a key, mqtt:// without TLS): the
+        transport owes it no more ('unverified'), but the event does not count as accepted,
+        so a forged answer can never hold back its SMS or steady the guard's lamp."""
+        state = "accepted" if verified else "unverified"
         with self._transaction() as c:
-            c.executemany("UPDATE deliveries SET state='accepted', last_status=?, done_ts=?, "
+            c.executemany("UPDATE deliveries SET state=?, last_status=?, done_ts=?, "
                           "attempts=attempts+1 WHERE seq=? AND transport=?",
-                          [(status, now, s, transport) for s in seqs])
-            c.executemany("UPDATE sms SET state='cancelled', done_ts=? "
-                          "WHERE seq=? AND state='waiting'", [(now, s) for s in seqs])
+                          [(state, status, now, s, transport) for s in seqs])
+            if verified:
+                c.executemany("UPDATE sms SET state='cancelled', done_ts=? "
+                              "WHERE seq=? AND state='waiting'", [(now, s) for s in seqs])
 
     def mark_retry(self, transport: str, seqs: list[int], status: str, next_try: float) -> None:
         with self._transaction() as c:

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS events(
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_subject ON events(subject, seq);
--- What each transport still owes the platform: pending → accepted | rejected.
+-- What each transport still owes the platform: pending → accepted | rejected |
+-- unverified (acknowledged without authentication: counts for no SMS fallback).
 CREATE TABLE IF NOT EXISTS deliveries(
     seq         INTEGER NOT NULL REFERENCES events(seq) ON DELETE CASCADE,
     transport   TEXT NOT NULL,

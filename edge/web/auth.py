@@ -9,7 +9,7 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -65,8 +65,8 @@ def _digest(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class Session:
-    token: str  # the cookie's value
-    csrf: str  # sent back by the page with every action
+    token: str = field(repr=False)  # the cookie's value; kept out of logs and tracebacks
+    csrf: str = field(repr=False)  # sent back by the page with every action
     expires: float  # on the monotonic clock
 
 

@@ -3,7 +3,7 @@ each, not a thread): the page, its document pushed live as server-sent events, t
 snapshots, login and the actions.
 
 Reading the document and the store happens on one thread of its own (PageReader's); the
-actions are control-socket requests on the default executor, two at a time. Every request
+actions are control-socket requests on two threads of their own. Every request
 is bounded: its body (MAX_BODY_BYTES), its time (REQUEST_S, a stream's writes WRITE_S),
 the live streams (MAX_STREAMS), an idle connection (IDLE_CONNECTION_S).
 """
@@ -128,7 +128,10 @@ class GuardPage:
         self.reader = PageReader(cfg)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-reader")
         self.publisher = Publisher(self.reader.document, self.executor)
-        self._actions = asyncio.Semaphore(ACTIONS_AT_ONCE)
+        # Its threads, not a semaphore, bound the actions on the control socket: a request
+        # cut off at REQUEST_S leaves its thread running until the socket's own timeout.
+        self.actions = ThreadPoolExecutor(max_workers=ACTIONS_AT_ONCE,
+                                          thread_name_prefix="page-action")
         self._static = {route: (resources.files("edge.web").joinpath("static", name)
                                 .read_bytes(), ctype)
                         for route, (name, ctype) in STATIC.items()}
@@ -228,11 +231,13 @@ class GuardPage:
         if not _same_origin(request):
             raise _error(web.HTTPForbidden, "请求来源不对 not from this page")
         client = request.remote or "unknown"
+        # The body first, then the limit and the comparison with no await between: guesses
+        # whose bodies are held back would otherwise all pass the limit before one failed.
+        given = (await _body(request)).get("password")
         wait = self.limiter.wait_s(client)
         if wait > 0:
             raise _error(web.HTTPTooManyRequests, "尝试次数过多，请稍后再试 too many "
                          "attempts, try later", headers={"Retry-After": str(math.ceil(wait))})
-        given = (await _body(request)).get("password")
         if not isinstance(given, str) or not self.password.matches(given):
             self.limiter.failed(client)
             log.warning("page login refused from %s", client)
@@ -281,17 +286,16 @@ class GuardPage:
         self._require_action(request)
         args = await make_args(await _body(request))
         loop = asyncio.get_running_loop()
-        async with self._actions:
-            try:
-                result = await loop.run_in_executor(
-                    None, lambda: control_request(self.cfg.control.socket, cmd, args,
-                                                  timeout=REQUEST_S / 2))
-            except CommandRefused as e:
-                raise _error(web.HTTPBadRequest, safe_text(e, 200)) from None
-            except DaemonUnreachable as e:
-                raise _error(web.HTTPServiceUnavailable, safe_text(e, 200)) from None
-            except EdgeAlarmError as e:
-                raise _error(web.HTTPBadGateway, safe_text(e, 200)) from None
+        try:
+            result = await loop.run_in_executor(
+                self.actions, lambda: control_request(self.cfg.control.socket, cmd, args,
+                                                      timeout=REQUEST_S / 2))
+        except CommandRefused as e:
+            raise _error(web.HTTPBadRequest, safe_text(e, 200)) from None
+        except DaemonUnreachable as e:
+            raise _error(web.HTTPServiceUnavailable, safe_text(e, 200)) from None
+        except EdgeAlarmError as e:
+            raise _error(web.HTTPBadGateway, safe_text(e, 200)) from None
         log.info("page: %s %s from %s", cmd, json.dumps(args, ensure_ascii=False),
                  request.remote)
         self.publisher.poke()
@@ -342,6 +346,7 @@ class GuardPage:
             await task
         await asyncio.get_running_loop().run_in_executor(self.executor, self.reader.close)
         self.executor.shutdown()
+        self.actions.shutdown(cancel_futures=True)
 
 
 def _same_origin(request: web.Request) -> bool:
