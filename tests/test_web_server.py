@@ -13,9 +13,12 @@ import datetime as dt
 import http.client
 import io
 import json
+import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -447,6 +450,71 @@ def test_the_stream_pushes_each_change_and_live_streams_are_bounded(guard_site):
             other.close()
     _wait_until(lambda: requests.get(f"{site.url}/api/stream", stream=True,
                                      timeout=10).status_code == 200, 10)
+
+
+def test_open_connections_are_capped_and_idle_ones_cut(tmp_path, short_dir):
+    port = free_port()
+    config = write_site(tmp_path, short_dir, listen=f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    web = start_web(config, url, tmp_path / "web.log")
+    idle: list[socket.socket] = []
+    flood: list[socket.socket] = []
+    try:
+        def descriptors() -> int:
+            return len(os.listdir(f"/proc/{web.pid}/fd"))
+        opened = time.monotonic()
+        idle += [socket.create_connection(("127.0.0.1", port), timeout=5)
+                 for _ in range(server.MAX_CONNECTIONS)]
+        _wait_until(lambda: _closed_at_once(port), 10, what="a connection over the cap closed")
+        full = descriptors()
+        assert full >= server.MAX_CONNECTIONS
+        # The cap is full: more are closed unread, never held, even as a burst (some of
+        # which the kernel's accept queue drops: those never reach the page).
+        for _ in range(20):
+            assert _closed_at_once(port)
+        most = 0
+        for _ in range(500):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            flood.append(s)
+            most = max(most, descriptors())
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            most = max(most, descriptors())
+        assert most <= full + 3 * server.ACCEPTED_AT_ONCE
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/api/session", timeout=5)
+        # Connections that end make room at once.
+        for s in idle[:8]:
+            s.close()
+        _wait_until(lambda: _answers(url), 10, what="the page answering again")
+        # Silent connections are cut after IDLE_CONNECTION_S, so they cannot hold the cap.
+        for s in idle[8:]:
+            s.settimeout(max(0.1, opened + server.IDLE_CONNECTION_S + 15 - time.monotonic()))
+            assert s.recv(1) == b""
+        assert descriptors() <= full - server.MAX_CONNECTIONS + 2
+    finally:
+        for s in idle + flood:
+            s.close()
+        assert stop_web(web) == 0
+
+
+def _closed_at_once(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        try:
+            return s.recv(1) == b""
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/api/session", timeout=5).ok
+    except requests.ConnectionError:
+        return False
 
 
 def with_web(web: dict) -> dict:

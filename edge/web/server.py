@@ -5,7 +5,8 @@ snapshots, login and the actions.
 Reading the document and the store happens on one thread of its own (PageReader's); the
 actions are control-socket requests on two threads of their own. Every request
 is bounded: its body (MAX_BODY_BYTES), its time (REQUEST_S, a stream's writes WRITE_S),
-the live streams (MAX_STREAMS), an idle connection (IDLE_CONNECTION_S).
+the live streams (MAX_STREAMS), an idle connection (IDLE_CONNECTION_S), the connections
+open at once (MAX_CONNECTIONS).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import json
 import logging
 import math
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -28,6 +30,7 @@ from edge.errors import CommandRefused, DaemonUnreachable, EdgeAlarmError
 from edge.safe_text import is_unsafe, safe_text
 from edge.web.auth import (SESSION_S, LoginLimiter, Password, Session, Sessions,
                            csrf_matches)
+from edge.web.connections import ConnectionCap
 from edge.web.view import PageReader
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,11 @@ KEEPALIVE_S = 15.0  # a comment line on a quiet stream, so proxies and phones ke
 WRITE_S = 10.0  # a stream whose reader takes nothing for this long is dropped
 REQUEST_S = 10.0  # any other request is answered within this
 MAX_BODY_BYTES = 8 * 1024
-IDLE_CONNECTION_S = 15.0
+IDLE_CONNECTION_S = 15.0  # to send a whole request: an idle or trickling client is cut
+MAX_CONNECTIONS = 64  # open at once (streams included); more are closed unread
+# The listen backlog, which is also how many connections are accepted in one go: each holds
+# a file descriptor until it is served or refused, so this bounds those beyond the cap.
+ACCEPTED_AT_ONCE = 16
 ACTIONS_AT_ONCE = 2
 NAME_CHARS = 32  # a person's name, as typed on the page
 COOKIE = "edge_alarm_session"
@@ -411,17 +418,34 @@ async def _secure_headers(request: web.Request, response: web.StreamResponse) ->
 def run_web(cfg: Config) -> int:
     """Serve the page until SIGTERM or SIGINT; 1 when the address cannot be had."""
     password = Password.from_file(cfg.web.password_file) if cfg.web.password_file else None
-    page = GuardPage(cfg, password)
-    who = ("a password for reading and acting" if not cfg.web.local else
-           "reading open to this machine, a password for acting" if password else
-           "read-only (no [web] password_file)")
     try:
-        web.run_app(page.app(), host=cfg.web.host, port=cfg.web.port, access_log=None,
-                    shutdown_timeout=2.0, keepalive_timeout=IDLE_CONNECTION_S,
-                    handler_cancellation=True,
-                    print=lambda *_: log.info("guard-room page on http://%s/: %s",
-                                              cfg.web.listen, who))
+        asyncio.run(_serve(cfg, GuardPage(cfg, password)))
     except OSError as e:
         log.error("cannot listen on %s: %s", cfg.web.listen, e.strerror or e)
         return 1
     return 0
+
+
+async def _serve(cfg: Config, page: GuardPage) -> None:
+    """aiohttp's application behind a listener of our own, which caps the connections
+    (MAX_CONNECTIONS; aiohttp has no such bound)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(page.app(), access_log=None, shutdown_timeout=2.0,
+                           keepalive_timeout=IDLE_CONNECTION_S, handler_cancellation=True)
+    await runner.setup()
+    try:
+        assert runner.server is not None  # (set up)
+        listener = await loop.create_server(ConnectionCap(runner.server, MAX_CONNECTIONS),
+                                            cfg.web.host, cfg.web.port,
+                                            backlog=ACCEPTED_AT_ONCE)
+        who = ("a password for reading and acting" if not cfg.web.local else
+               "reading open to this machine, a password for acting" if page.password else
+               "read-only (no [web] password_file)")
+        log.info("guard-room page on http://%s/: %s", cfg.web.listen, who)
+        await stop.wait()
+        listener.close()
+    finally:
+        await runner.cleanup()
