@@ -453,18 +453,25 @@ def test_the_stream_pushes_each_change_and_live_streams_are_bounded(guard_site):
 
 
 def test_open_connections_are_capped_and_idle_ones_cut(tmp_path, short_dir):
+    """The cap never touches what is open: a live page's stream and a browser's
+    connection answer on through a flood."""
     port = free_port()
     config = write_site(tmp_path, short_dir, listen=f"127.0.0.1:{port}")
     url = f"http://127.0.0.1:{port}"
     web = start_web(config, url, tmp_path / "web.log")
     idle: list[socket.socket] = []
     flood: list[socket.socket] = []
+    browser = requests.Session()
+    stream = browser.get(f"{url}/api/stream", stream=True, timeout=30)
+    lines = (line for line in stream.iter_lines() if line)
     try:
         def descriptors() -> int:
             return len(os.listdir(f"/proc/{web.pid}/fd"))
+        assert next(lines).startswith(b"data: ")
+        assert browser.get(f"{url}/api/session", timeout=5).ok  # its second connection
         opened = time.monotonic()
         idle += [socket.create_connection(("127.0.0.1", port), timeout=5)
-                 for _ in range(server.MAX_CONNECTIONS)]
+                 for _ in range(server.MAX_CONNECTIONS - 2)]
         _wait_until(lambda: _closed_at_once(port), 10, what="a connection over the cap closed")
         full = descriptors()
         assert full >= server.MAX_CONNECTIONS
@@ -485,6 +492,7 @@ def test_open_connections_are_capped_and_idle_ones_cut(tmp_path, short_dir):
         assert most <= full + 3 * server.ACCEPTED_AT_ONCE
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{url}/api/session", timeout=5)
+        assert browser.get(f"{url}/api/session", timeout=5).ok
         # Connections that end make room at once.
         for s in idle[:8]:
             s.close()
@@ -493,8 +501,11 @@ def test_open_connections_are_capped_and_idle_ones_cut(tmp_path, short_dir):
         for s in idle[8:]:
             s.settimeout(max(0.1, opened + server.IDLE_CONNECTION_S + 15 - time.monotonic()))
             assert s.recv(1) == b""
-        assert descriptors() <= full - server.MAX_CONNECTIONS + 2
+        assert next(lines) == b": keepalive"  # the stream, on
+        assert descriptors() <= full - server.MAX_CONNECTIONS + 3
     finally:
+        stream.close()
+        browser.close()
         for s in idle + flood:
             s.close()
         assert stop_web(web) == 0
