@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import requests
 from PIL import Image
 
 from conftest import PLATFORM_TOKEN, self_signed_cert, write_token
@@ -200,7 +199,7 @@ def tls_cert(tmp_path_factory) -> tuple[Path, Path]:
                                        (TRICKLE_HEAD, True)])
 def test_an_answer_trickled_a_byte_at_a_time_fails_at_the_deadline(token_file, tls_cert,
                                                                      mode, tls):
-    # A byte every 0.05 s: requests' read timeout (1 s) never fires.
+    # A byte every 0.05 s: urllib3's read timeout (1 s) never fires.
     with SlowPlatform(mode, tls=tls_cert if tls else None) as slow:
         up = HttpUplink(slow.url, str(token_file), ca_file=str(tls_cert[0]) if tls else None,
                         connect_timeout_s=0.5, read_timeout_s=1.0)
@@ -228,27 +227,40 @@ def test_an_invalid_url_is_rejected_not_retried(token_file):
     check(up.post_events([make_event()]), REJECTED, None)
 
 
-@pytest.mark.parametrize("with_ca_file", [False, True])
-def test_tls_verification_is_always_on(tmp_path, token_file, with_ca_file):
-    ca_file = None
-    if with_ca_file:
-        ca_file = tmp_path / "ca.pem"
-        ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
-        ca_file = str(ca_file)
-    sent = []
+@pytest.mark.parametrize("ca_file", [None, "wrong", "right"])
+def test_tls_verification_is_always_on(tmp_path, token_file, tls_cert, ca_file):
+    # A platform whose certificate only its own CA file vouches for.
+    wrong = self_signed_cert(tmp_path)[0]
+    with SlowPlatform(HUGE_BODY, tls=tls_cert) as slow:
+        up = HttpUplink(slow.url, str(token_file),
+                        ca_file={None: None, "wrong": str(wrong), "right": str(tls_cert[0])}[ca_file],
+                        connect_timeout_s=1.0, read_timeout_s=2.0)
+        if ca_file == "right":
+            check(up.post_events([make_event()]), ACCEPTED, 200)
+        else:
+            for result in (up.post_events([make_event()]), up.put_snapshot("some-id", jpeg()),
+                           up.probe()):
+                assert "certificate verify failed" in check(result, RETRY, None).detail
+        up.close()
 
-    class RecordingSession(requests.Session):
-        def request(self, method, url, **kwargs):
-            sent.append(kwargs)
-            return super().request(method, url, **kwargs)
 
-    up = HttpUplink("https://127.0.0.1:9/api/v1/events", str(token_file), ca_file=ca_file,
-                    connect_timeout_s=1.0, session=RecordingSession())
-    check(up.post_events([make_event()]), RETRY, None)
-    check(up.put_snapshot("some-id", jpeg()), RETRY, None)
-    assert up.probe().outcome == RETRY
-    assert [(k["verify"], k["allow_redirects"], k["timeout"]) for k in sent] == \
-        [(ca_file or True, False, (1.0, 15.0))] * 3
+def test_the_environments_proxy_is_used(platform, token_file, monkeypatch):
+    # The stand-in takes the proxy's part: a request for an absolute URL is one for its path.
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", platform.url.removesuffix("/api/v1/events"))
+    up = HttpUplink("http://platform.invalid/api/v1/events", str(token_file))
+    check(up.post_events([make_event()]), ACCEPTED, 200)
+    assert platform.requests[-1].headers["Authorization"] == f"Bearer {PLATFORM_TOKEN}"
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing there: never used
+    monkeypatch.setenv("no_proxy", "localhost,127.0.0.1")
+    check(HttpUplink(platform.url, str(token_file)).post_events([make_event()]), ACCEPTED, 200)
+
+
+def test_a_socks_proxy_is_a_clear_error(token_file, monkeypatch):
+    monkeypatch.setenv("https_proxy", "socks5://127.0.0.1:1080")
+    with pytest.raises(UplinkError, match="proxy for https:// URLs"):
+        HttpUplink("https://platform.invalid/api/v1/events", str(token_file))
 
 
 def test_a_missing_ca_file_is_a_clear_error(tmp_path, token_file):

@@ -30,7 +30,7 @@ from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPHeaderDict
 
 from edge.uplink.http import CLOUDEVENT_BATCH_TYPE, CLOUDEVENT_TYPE, JPEG_TYPE
 
@@ -57,7 +57,7 @@ class ReceivedEvent:
 class ReceivedRequest:
     method: str
     path: str
-    headers: CaseInsensitiveDict     # as received; any spelling of a name finds it
+    headers: HTTPHeaderDict     # as received; any spelling of a name finds it
     body: bytes
     status: int | None        # None: the connection was dropped without an answer
     received_mono: float      # time.monotonic() when it was handled: spacing of retries
@@ -232,7 +232,7 @@ class PlatformStub:
     # -- handling (on the server's threads) ----------------------------------------
 
     def _serve(self, handler: "_Handler") -> None:
-        headers = CaseInsensitiveDict(handler.headers.items())
+        headers = HTTPHeaderDict(handler.headers.items())
         path = urlsplit(handler.path).path
         body = _read_body(handler)
         with self._cond:
@@ -260,7 +260,7 @@ class PlatformStub:
         else:
             _send(handler, answer)
 
-    def _answer(self, method: str, path: str, headers: CaseInsensitiveDict,
+    def _answer(self, method: str, path: str, headers: HTTPHeaderDict,
                 body: bytes | None) -> _Answer:
         """Holding _cond: the scripted answer, else the platform's own."""
         if body is None:
@@ -283,7 +283,7 @@ class PlatformStub:
             except OSError:         # the client stopped waiting
                 return
 
-    def _handle(self, method: str, path: str, headers: CaseInsensitiveDict,
+    def _handle(self, method: str, path: str, headers: HTTPHeaderDict,
                 body: bytes) -> _Answer:
         if headers.get("Authorization") != f"Bearer {self._token}":
             return _Answer(401, {"WWW-Authenticate": "Bearer"}, b"bad or missing token")
@@ -332,7 +332,7 @@ class PlatformStub:
                                                   doc.get("sequence"), doc))
         return _json_answer(200, accepted=len(new))
 
-    def _take_image(self, event_id: str, k: str | None, headers: CaseInsensitiveDict,
+    def _take_image(self, event_id: str, k: str | None, headers: HTTPHeaderDict,
                     body: bytes) -> _Answer:
         if event_id not in self._seen_ids:
             return _json_answer(404, error="no such event")

@@ -1,6 +1,7 @@
 """One deadline over a whole HTTP request: RequestDeadline, the timer that shuts the
-request's socket down when time is up, and DeadlineAdapter, requests' transport whose urllib3
-connections show their sockets to the deadline of the request in progress on their thread.
+request's socket down when time is up, and watched_pools, which makes an urllib3 pool manager
+open connections that show their sockets to the deadline of the request in progress on
+their thread.
 """
 
 import socket
@@ -8,7 +9,6 @@ import threading
 from typing import Any
 
 import urllib3
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -16,7 +16,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 class RequestDeadline:
     """One request's deadline over connect, send and the whole answer.
 
-    requests' timeouts bound each wait on the socket, not the request: a server that sends
+    urllib3's timeouts bound each wait on the socket, not the request: a server that sends
     a byte within every read timeout keeps a header line or a body going for ever. So a
     timer shuts the request's socket down at the deadline, which wakes the recv or send
     blocked on it and fails the request. The socket is held through a duplicate of its
@@ -120,20 +120,7 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 
-def _use_watched_pools(manager: urllib3.PoolManager) -> None:
-    # A SOCKS proxy's manager has pools of its own: those keep the timeouts alone.
-    if manager.pool_classes_by_scheme == urllib3.poolmanager.pool_classes_by_scheme:
-        manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-
-class DeadlineAdapter(HTTPAdapter):
-    """requests' transport, with connections a RequestDeadline can watch (through a proxy too)."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        _use_watched_pools(self.poolmanager)
-
-    def proxy_manager_for(self, proxy, **proxy_kwargs):
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        _use_watched_pools(manager)
-        return manager
+def watched_pools(manager: urllib3.PoolManager) -> urllib3.PoolManager:
+    """``manager``, its connections (through an HTTP proxy too) watched by the deadline."""
+    manager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+    return manager

@@ -20,16 +20,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+from urllib.request import getproxies, proxy_bypass
 
-import requests
 import urllib3
-from requests.auth import AuthBase
+from urllib3.exceptions import (ConnectTimeoutError, HTTPError, LocationValueError,
+                                NewConnectionError, ProtocolError, ProxyError,
+                                ReadTimeoutError, SSLError)
 
 from edge.errors import SecretFileError, UplinkError
 from edge.events import cloudevents_body
 from edge.secret_file import read_secret
 from edge.uplink.backoff import MAX_DELAY_S
-from edge.uplink.deadline import DeadlineAdapter, RequestDeadline
+from edge.uplink.deadline import RequestDeadline, watched_pools
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +83,14 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return min(max(seconds, 0.0), MAX_DELAY_S)
 
 
-class _BearerAuth(AuthBase):
-    """The Authorization header. Passed as ``auth``, which also stops requests from
-    putting ~/.netrc credentials over it; its repr hides the token."""
+class _BearerToken:
+    """The token of the Authorization header; its repr hides it."""
 
     def __init__(self, token: str):
         self.token = token
 
-    def __call__(self, request):
-        request.headers["Authorization"] = f"Bearer {self.token}"
-        return request
+    def header(self) -> str:
+        return f"Bearer {self.token}"
 
     def __repr__(self):
         return "<bearer token>"
@@ -100,19 +100,18 @@ class HttpUplink:
     """Posts events and puts images to ``url``, the platform's events collection."""
 
     def __init__(self, url: str, token_file: str, *, ca_file: str | None = None,
-                 connect_timeout_s: float = 5.0, read_timeout_s: float = 15.0,
-                 session: requests.Session | None = None):
+                 connect_timeout_s: float = 5.0, read_timeout_s: float = 15.0):
         self.url = url
         self.token_file = token_file
         if ca_file is not None and not os.path.isfile(ca_file):
             raise UplinkError(f"CA file {ca_file} does not exist")
-        self._verify = ca_file or True
-        self._timeout = (connect_timeout_s, read_timeout_s)
+        self._ca_file = ca_file
+        self._timeout = urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s)
         self.deadline_s = connect_timeout_s + read_timeout_s
-        self._session = session or requests.Session()
-        adapter = DeadlineAdapter()
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        # Verification always on: against ca_file, else the system's CAs. Never a retry of
+        # urllib3's own: the outbox decides when to try again.
+        self._pool = watched_pools(_pool_manager(url, cert_reqs="CERT_REQUIRED", ca_certs=ca_file,
+                                                 timeout=self._timeout, retries=False))
         self.reload_token()
 
     @classmethod
@@ -127,7 +126,7 @@ class HttpUplink:
     def reload_token(self) -> None:
         """Read the token (the file's first line). On failure the previous token stays
         in use, so a bad edit followed by SIGHUP does not cut the device off."""
-        self._auth = _BearerAuth(_read_token(self.token_file))
+        self._token = _BearerToken(_read_token(self.token_file))
 
     def post_events(self, events: list[dict[str, Any]]) -> PostResult:
         """One event as a CloudEvent, several as a batch, in the order given."""
@@ -140,7 +139,7 @@ class HttpUplink:
             content_type, document = CLOUDEVENT_BATCH_TYPE, events
         body = cloudevents_body(document)
         headers = {"Content-Type": content_type, "Idempotency-Key": str(events[0]["id"])}
-        return self._request("POST", self.url, headers=headers, data=body)
+        return self._request("POST", self.url, headers, body)
 
     def put_snapshot(self, event_id: str, jpeg: bytes) -> PostResult:
         return self._put_jpeg(f"{self._event_url(event_id)}/snapshot", jpeg)
@@ -161,8 +160,7 @@ class HttpUplink:
         other answer (200; 400/415/422 for an empty batch; even a 5xx from a platform that
         does not expect one) -> accepted: reachable, token taken.
         """
-        result = self._request("POST", self.url, headers={"Content-Type": CLOUDEVENT_BATCH_TYPE},
-                               data=b"[]")
+        result = self._request("POST", self.url, {"Content-Type": CLOUDEVENT_BATCH_TYPE}, b"[]")
         if result.status is None or (result.outcome == REJECTED
                                      and not refuses_the_events(result)):
             return result  # no answer, or one that refuses every event alike
@@ -170,22 +168,23 @@ class HttpUplink:
 
     def close(self) -> None:
         """Close the pooled connections; the uplink may not be used afterwards."""
-        self._session.close()
+        self._pool.clear()
 
     def _event_url(self, event_id: str) -> str:
         return f"{self.url.rstrip('/')}/{quote(str(event_id), safe='')}"
 
     def _put_jpeg(self, url: str, jpeg: bytes) -> PostResult:
-        return self._request("PUT", url, headers={"Content-Type": JPEG_TYPE}, data=jpeg)
+        return self._request("PUT", url, {"Content-Type": JPEG_TYPE}, jpeg)
 
-    def _request(self, method: str, url: str, **kwargs) -> PostResult:
+    def _request(self, method: str, url: str, headers: dict[str, str],
+                 body: bytes) -> PostResult:
         deadline = RequestDeadline(self.deadline_s)
         try:
             deadline.start()
         except RuntimeError as exc:
             return PostResult(RETRY, None, None, f"cannot send now: {exc}")
         try:
-            result = self._exchange(method, url, **kwargs)
+            result = self._exchange(method, url, headers, body)
         finally:
             passed = deadline.end()
         if passed:
@@ -193,20 +192,34 @@ class HttpUplink:
                               f"no complete answer within {self.deadline_s:g} s")
         return result
 
-    def _exchange(self, method: str, url: str, **kwargs) -> PostResult:
+    def _exchange(self, method: str, url: str, headers: dict[str, str],
+                  body: bytes) -> PostResult:
+        invalid = _url_problem(url)
+        if invalid:
+            return PostResult(REJECTED, None, None,
+                              f"uplink.url is invalid: {self._clean(invalid)}")
+        if url.startswith("https:") and self._ca_file and not os.path.isfile(self._ca_file):
+            # The device's own setup is broken, not the events: they wait for it to be fixed.
+            return PostResult(RETRY, None, None, f"cannot send: the TLS CA certificate bundle "
+                                                 f"{self._ca_file} has gone")
         try:
             # Redirects are never followed: a POST that gets moved elsewhere is a wrong
             # uplink.url, and following it would send the token to another place.
-            response = self._session.request(
-                method, url, auth=self._auth, timeout=self._timeout, verify=self._verify,
-                allow_redirects=False, stream=True, **kwargs)
-        except OSError as exc:      # RequestException too; a plain OSError: the CA file went away
+            response = self._pool.urlopen(
+                method, url, body=body, headers={**headers, "Authorization": self._token.header()},
+                redirect=False, preload_content=False)
+        except (HTTPError, OSError) as exc:
             return self._transport_failure(exc)
-        with response:
+        try:
             return self._answer(response, _peek_body(response))
+        finally:
+            # A body read to its end has put its connection back in the pool for the next
+            # request; one that was not is closed with its connection, never drained.
+            response.close()
+            response.release_conn()
 
-    def _answer(self, response: requests.Response, peek: bytes) -> PostResult:
-        status = response.status_code
+    def _answer(self, response: urllib3.BaseHTTPResponse, peek: bytes) -> PostResult:
+        status = response.status
         if 200 <= status < 300:
             return PostResult(ACCEPTED, status, None, f"accepted (HTTP {status})")
         if status == 409:
@@ -228,30 +241,26 @@ class HttpUplink:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         return PostResult(RETRY, status, retry_after, f"not accepted now ({said})")
 
-    def _what_the_server_said(self, response: requests.Response, peek: bytes) -> str:
+    def _what_the_server_said(self, response: urllib3.BaseHTTPResponse, peek: bytes) -> str:
         """'HTTP 503 Service Unavailable: <start of the body>', cleaned of anything unsafe."""
         snippet = self._clean(peek.decode("utf-8", "replace"), _SNIPPET_CHARS)
-        said = f"HTTP {response.status_code} {self._clean(response.reason or '', 40)}".rstrip()
+        said = f"HTTP {response.status} {self._clean(response.reason or '', 40)}".rstrip()
         return f"{said}: {snippet}" if snippet else said
 
-    def _transport_failure(self, exc: OSError) -> PostResult:
-        if isinstance(exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
-                            requests.exceptions.InvalidURL)):
+    def _transport_failure(self, exc: HTTPError | OSError) -> PostResult:
+        if isinstance(exc, LocationValueError):
             return PostResult(REJECTED, None, None, f"uplink.url is invalid: {self._clean(str(exc))}")
-        if isinstance(exc, requests.exceptions.ConnectTimeout):
-            what = f"unreachable: no connection within {self._timeout[0]:g} s"
-        elif isinstance(exc, requests.exceptions.ReadTimeout):
-            what = f"no answer within {self._timeout[1]:g} s"
-        elif isinstance(exc, requests.exceptions.SSLError):
+        # urllib3 counts a refused or unresolved connection as a connect timeout as well.
+        if isinstance(exc, ConnectTimeoutError) and not isinstance(exc, NewConnectionError):
+            what = f"unreachable: no connection within {self._timeout.connect_timeout:g} s"
+        elif isinstance(exc, ReadTimeoutError):
+            what = f"no answer within {self._timeout.read_timeout:g} s"
+        elif isinstance(exc, SSLError):
             # Retried, not rejected: on a Pi without a battery clock a certificate looks
             # invalid until NTP has set the time.
             what = f"TLS failed: {_innermost(exc)}"
-        elif isinstance(exc, requests.exceptions.ConnectionError):
+        elif isinstance(exc, (NewConnectionError, ProtocolError, ProxyError, OSError)):
             what = f"unreachable: {_innermost(exc)}"
-        elif not isinstance(exc, requests.exceptions.RequestException):
-            # Seen when the CA file went away: the device's own setup is broken, not the
-            # events, so they wait for it to be fixed.
-            what = f"cannot send: {exc}"
         else:
             what = f"unreadable answer: {_innermost(exc)}"
         return PostResult(RETRY, None, None, self._clean(what))
@@ -259,23 +268,55 @@ class HttpUplink:
     def _clean(self, text: str, limit: int = _DETAIL_CHARS) -> str:
         """Text from outside made safe for a log line: the token masked (before cutting,
         so no prefix of it survives), control characters blanked, length bounded."""
-        text = text.replace(self._auth.token, _MASK)
+        text = text.replace(self._token.token, _MASK)
         text = "".join(ch if ch.isprintable() else " " for ch in text).strip()
         return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _peek_body(response: requests.Response) -> bytes:
+def _pool_manager(url: str, **settings: Any) -> urllib3.PoolManager:
+    """The pools for ``url``'s host: through the proxy that the environment names for its
+    scheme (http_proxy, https_proxy, all_proxy; unless no_proxy names the host), as curl
+    and most HTTP clients do, else direct."""
+    proxies = getproxies()
+    try:
+        parsed = urllib3.util.parse_url(url)
+    except LocationValueError:   # the first request says so
+        return urllib3.PoolManager(**settings)
+    proxy = proxies.get(parsed.scheme or "") or proxies.get("all")
+    if not proxy or (parsed.host and proxy_bypass(parsed.host)):
+        return urllib3.PoolManager(**settings)
+    try:
+        return urllib3.ProxyManager(proxy, **settings)
+    except ValueError:  # a socks:// proxy, or none at all
+        raise UplinkError(f"the environment's proxy for {parsed.scheme}:// URLs is not an "
+                          "http:// or https:// URL") from None
+
+
+def _url_problem(url: str) -> str | None:
+    """What makes ``url`` no URL to send to, if anything."""
+    try:
+        parsed = urllib3.util.parse_url(url)
+    except LocationValueError as exc:
+        return str(exc)
+    if parsed.scheme not in ("http", "https"):
+        return f"{url}: not an http:// or https:// URL"
+    if not parsed.host:
+        return f"{url}: no host"
+    return None
+
+
+def _peek_body(response: urllib3.BaseHTTPResponse) -> bytes:
     """The start of the body, never more: read to its end when small, the connection
     goes back to the pool for the next request."""
     try:
-        return response.raw.read(_BODY_PEEK_BYTES, decode_content=True) or b""
-    except (urllib3.exceptions.HTTPError, OSError):   # the status line says enough
+        return response.read(_BODY_PEEK_BYTES, decode_content=True) or b""
+    except (HTTPError, OSError):   # the status line says enough
         return b""
 
 
 def _innermost(exc: BaseException) -> BaseException:
-    """The socket- or protocol-level error that requests and urllib3 wrapped: its text
-    says what happened without the wrappers' repetition of pool and URL."""
+    """The socket- or protocol-level error that urllib3 wrapped: its text says what
+    happened without the wrappers' repetition of pool and URL."""
     while True:
         inner = getattr(exc, "reason", None)
         if not isinstance(inner, BaseException):
