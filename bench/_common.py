@@ -9,6 +9,7 @@ directory first on sys.path; they import this module as `_common`.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import math
 import os
 import platform
@@ -25,8 +26,10 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.alarm_rule import PANIC_LOCKOUT_S
 from edge.config import Config
+from edge.events import new_event_id
 from edge.service import build_daemon
 from edge.sim.site import OwnerThread, PanicButton, SimSite
+from edge.store import Store
 
 SCHOOL = "基准测试小学"
 # Twenty panic buttons on their own pins, pressed in turn. The daemon takes an active edge
@@ -230,3 +233,18 @@ def print_figures(figures: list[Figure]) -> int:
         target = f"   (target {f.target})" if f.target else ""
         print(f"{mark}  {f.name}: {f.measured}{target}")
     return 0 if all(f.ok is not False for f in figures) else 1
+
+
+def seed(store: Store, count: int, transport: str) -> None:
+    """``count`` gate events as the daemon stores them: one commit each, with a delivery row
+    owed to ``transport``."""
+    start = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))) - dt.timedelta(days=1)
+    for n in range(count):
+        store.append("gate_open" if n % 2 else "gate_closed", "main_gate",
+                     start + dt.timedelta(seconds=n), {"site": SCHOOL, "label": "校门"},
+                     transports=[transport], event_id=new_event_id())
+
+
+def no_pending(reader: Store, transport: str, what: str, timeout: float,
+               poll_s: float) -> None:
+    wait_for(lambda: reader.pending_count(transport)[0] == 0, what, timeout, poll_s)

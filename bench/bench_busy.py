@@ -32,10 +32,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
 
-from _common import (Buttons, Figure, arg_parser, bench_main, p50_p99, percentile,
+from _common import (Buttons, Figure, arg_parser, bench_main, p50_p99, percentile, seed,
                      site_config, work_dir)
 from bench_core import WAIT_S, CommitWatch, SirenWatchPin
-from bench_uplink import seed
 from gpiozero.pins.mock import MockFactory
 
 from edge.config import Config
@@ -167,7 +166,7 @@ def run(args: argparse.Namespace) -> list[Figure]:
         cfg = bench_config(root, peers.modem_port, peers.platform_url)
         store = Store(cfg.storage.db_path)
         try:
-            seed(store, args.backlog)
+            seed(store, args.backlog, UPLINK)
         finally:
             store.close()
         siren_s, commit_s, left = presses_while_busy(cfg, args.presses)

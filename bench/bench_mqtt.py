@@ -24,7 +24,6 @@ Exit status 0 when every target is met, 1 when one is missed.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import subprocess
 import sys
@@ -32,11 +31,10 @@ import threading
 import time
 from pathlib import Path
 
-from _common import (BUTTON_PINS, SCHOOL, Figure, arg_parser, bench_main, p50_p99,
-                     site_config, spread, start_on_mock_pins, wait_for, work_dir)
+from _common import (BUTTON_PINS, Figure, arg_parser, bench_main, no_pending, p50_p99,
+                     seed, site_config, spread, start_on_mock_pins, wait_for, work_dir)
 
 from edge.config import Config
-from edge.events import new_event_id
 from edge.routing import MQTT
 from edge.sim.broker import Broker
 from edge.store import Store
@@ -65,17 +63,6 @@ def bench_config(root: Path, port: int, buttons: int = 1) -> Config:
         "url": f"mqtt://127.0.0.1:{port}", "topic_prefix": PREFIX})
 
 
-def seed(store: Store, count: int) -> None:
-    """``count`` gate events as the daemon stores them: one commit each, with a delivery row."""
-    start = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))) - dt.timedelta(days=1)
-    for n in range(count):
-        store.append("gate_open" if n % 2 else "gate_closed", "main_gate",
-                     start + dt.timedelta(seconds=n), {"site": SCHOOL, "label": "校门"},
-                     transports=[MQTT], event_id=new_event_id())
-
-
-def no_pending(reader: Store, what: str, timeout: float = WAIT_S) -> None:
-    wait_for(lambda: reader.pending_count(MQTT)[0] == 0, what, timeout, POLL_S)
 
 
 class Dashboard:
@@ -114,11 +101,11 @@ def drain(root: Path, broker: Broker, events: int) -> float:
     cfg = bench_config(root, broker.port)
     reader = Store(cfg.storage.db_path)
     try:
-        seed(reader, events)
+        seed(reader, events, MQTT)
         t0 = time.perf_counter()
         owner, _ = start_on_mock_pins(cfg, WAIT_S)
         try:
-            no_pending(reader, "the backlog drained", timeout=max(60.0, events / 50))
+            no_pending(reader, MQTT, "the backlog drained", max(60.0, events / 50), POLL_S)
             elapsed = time.perf_counter() - t0
         finally:
             owner.close()
@@ -135,7 +122,7 @@ def press_to_broker(root: Path, broker: Broker, presses: int) -> list[float]:
     reader = Store(cfg.storage.db_path)
     times = []
     try:
-        no_pending(reader, "the start-up heartbeat")
+        no_pending(reader, MQTT, "the start-up heartbeat", WAIT_S, POLL_S)
         for n in range(presses):
             i = n % len(buttons)
             subject = buttons.name(i)
@@ -146,7 +133,7 @@ def press_to_broker(root: Path, broker: Broker, presses: int) -> list[float]:
             times.append(arrived - t0)
             buttons.release(i)
             daemon.loop.call(daemon.silence, "bench", "cli")
-            no_pending(reader, "the silence delivered")
+            no_pending(reader, MQTT, "the silence delivered", WAIT_S, POLL_S)
     finally:
         reader.close()
         owner.close()

@@ -27,17 +27,15 @@ Exit status 0 when every target is met, 1 when one is missed.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from _common import (BUTTON_PINS, SCHOOL, Figure, arg_parser, bench_main, p50_p99,
-                     site_config, spread, start_on_mock_pins, wait_for, work_dir)
+from _common import (BUTTON_PINS, Figure, arg_parser, bench_main, no_pending, p50_p99,
+                     seed, site_config, spread, start_on_mock_pins, work_dir)
 
 from edge.config import Config
-from edge.events import new_event_id
 from edge.sim.platform import PlatformStub
 from edge.routing import UPLINK
 from edge.store import Store
@@ -57,17 +55,6 @@ def bench_config(root: Path, url: str, buttons: int = 1) -> Config:
                        platform_url=url, token_file=root / "token")
 
 
-def seed(store: Store, count: int) -> None:
-    """``count`` gate events as the daemon stores them: one commit each, with a delivery row."""
-    start = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))) - dt.timedelta(days=1)
-    for n in range(count):
-        store.append("gate_open" if n % 2 else "gate_closed", "main_gate",
-                     start + dt.timedelta(seconds=n), {"site": SCHOOL, "label": "校门"},
-                     transports=[UPLINK], event_id=new_event_id())
-
-
-def no_pending(reader: Store, what: str, timeout: float = WAIT_S) -> None:
-    wait_for(lambda: reader.pending_count(UPLINK)[0] == 0, what, timeout, POLL_S)
 
 
 # ---------------------------------------------------------------- measurements
@@ -78,12 +65,12 @@ def drain_batched(root: Path, stub: PlatformStub, events: int) -> float:
     cfg = bench_config(root, stub.url)
     reader = Store(cfg.storage.db_path)
     try:
-        seed(reader, events)
+        seed(reader, events, UPLINK)
         before = len(stub.events)
         t0 = time.perf_counter()
         owner, _ = start_on_mock_pins(cfg, WAIT_S)
         try:
-            no_pending(reader, "the backlog drained", timeout=max(60.0, events / 100))
+            no_pending(reader, UPLINK, "the backlog drained", max(60.0, events / 100), POLL_S)
             elapsed = time.perf_counter() - t0
         finally:
             owner.close()
@@ -101,7 +88,7 @@ def drain_one_per_request(root: Path, stub: PlatformStub, events: int) -> float:
     store = Store(cfg.storage.db_path)
     client = HttpUplink(stub.url, str(root / "token"))
     try:
-        seed(store, events)
+        seed(store, events, UPLINK)
         rows = store.pending_deliveries(UPLINK, events)
         t0 = time.perf_counter()
         for event, _, _ in rows:
@@ -123,7 +110,7 @@ def press_to_accepted(root: Path, stub: PlatformStub, presses: int) -> list[floa
     reader = Store(cfg.storage.db_path)
     times = []
     try:
-        no_pending(reader, "the start-up heartbeat")
+        no_pending(reader, UPLINK, "the start-up heartbeat", WAIT_S, POLL_S)
         for n in range(presses):
             i = n % len(buttons)
             subject = buttons.name(i)
@@ -135,7 +122,7 @@ def press_to_accepted(root: Path, stub: PlatformStub, presses: int) -> list[floa
             times.append(time.perf_counter() - t0)
             buttons.release(i)
             daemon.loop.call(daemon.silence, "bench", "cli")
-            no_pending(reader, "the silence delivered")
+            no_pending(reader, UPLINK, "the silence delivered", WAIT_S, POLL_S)
     finally:
         reader.close()
         owner.close()
