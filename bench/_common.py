@@ -248,3 +248,30 @@ def seed(store: Store, count: int, transport: str) -> None:
 def no_pending(reader: Store, transport: str, what: str, timeout: float,
                poll_s: float) -> None:
     wait_for(lambda: reader.pending_count(transport)[0] == 0, what, timeout, poll_s)
+
+
+def presses_delivered(cfg: Config, transport: str, presses: int,
+                      expect: Callable[[str], Callable[[], float]], timeout: float,
+                      poll_s: float) -> list[float]:
+    """Press → delivered over ``transport``, ``presses`` times, the buttons in turn: before
+    each press ``expect(subject)`` notes what the far end has, and the callable it returns
+    waits for that button's panic there and answers the perf_counter time it arrived. Each
+    alarm is silenced, and the silence delivered, before the next press."""
+    owner, buttons = start_on_mock_pins(cfg, timeout)
+    daemon = owner.daemon
+    reader = Store(cfg.storage.db_path)
+    times = []
+    try:
+        no_pending(reader, transport, "the start-up heartbeat", timeout, poll_s)
+        for n in range(presses):
+            i = n % len(buttons)
+            arrived = expect(buttons.name(i))
+            t0 = buttons.press(i)
+            times.append(arrived() - t0)
+            buttons.release(i)
+            daemon.loop.call(daemon.silence, "bench", "cli")
+            no_pending(reader, transport, "the silence delivered", timeout, poll_s)
+    finally:
+        reader.close()
+        owner.close()
+    return times

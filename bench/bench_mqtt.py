@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 from _common import (BUTTON_PINS, Figure, arg_parser, bench_main, no_pending, p50_p99,
-                     seed, site_config, spread, start_on_mock_pins, wait_for, work_dir)
+                     presses_delivered, seed, site_config, spread, start_on_mock_pins,
+                     wait_for, work_dir)
 
 from edge.config import Config
 from edge.routing import MQTT
@@ -117,28 +118,15 @@ def drain(root: Path, broker: Broker, events: int) -> float:
 def press_to_broker(root: Path, broker: Broker, presses: int) -> list[float]:
     cfg = bench_config(root, broker.port, buttons=len(BUTTON_PINS))
     dashboard = Dashboard(broker.port)
-    owner, buttons = start_on_mock_pins(cfg, WAIT_S)
-    daemon = owner.daemon
-    reader = Store(cfg.storage.db_path)
-    times = []
+
+    def expect(subject: str):
+        dashboard.panics.pop(subject, None)
+        return lambda: wait_for(lambda: dashboard.panics.get(subject),
+                                f"{subject} on the broker", WAIT_S, POLL_S)
     try:
-        no_pending(reader, MQTT, "the start-up heartbeat", WAIT_S, POLL_S)
-        for n in range(presses):
-            i = n % len(buttons)
-            subject = buttons.name(i)
-            dashboard.panics.pop(subject, None)
-            t0 = buttons.press(i)
-            arrived = wait_for(lambda: dashboard.panics.get(subject), f"{subject} on the broker",
-                               WAIT_S, POLL_S)
-            times.append(arrived - t0)
-            buttons.release(i)
-            daemon.loop.call(daemon.silence, "bench", "cli")
-            no_pending(reader, MQTT, "the silence delivered", WAIT_S, POLL_S)
+        return presses_delivered(cfg, MQTT, presses, expect, WAIT_S, POLL_S)
     finally:
-        reader.close()
-        owner.close()
         dashboard.close()
-    return times
 
 
 def rss_added_kb() -> int:

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 from _common import (BUTTON_PINS, Figure, arg_parser, bench_main, no_pending, p50_p99,
-                     seed, site_config, spread, start_on_mock_pins, work_dir)
+                     presses_delivered, seed, site_config, spread, start_on_mock_pins,
+                     work_dir)
 
 from edge.config import Config
 from edge.sim.platform import PlatformStub
@@ -105,28 +106,17 @@ def drain_one_per_request(root: Path, stub: PlatformStub, events: int) -> float:
 
 def press_to_accepted(root: Path, stub: PlatformStub, presses: int) -> list[float]:
     cfg = bench_config(root, stub.url, buttons=len(BUTTON_PINS))
-    owner, buttons = start_on_mock_pins(cfg, WAIT_S)
-    daemon = owner.daemon
-    reader = Store(cfg.storage.db_path)
-    times = []
-    try:
-        no_pending(reader, UPLINK, "the start-up heartbeat", WAIT_S, POLL_S)
-        for n in range(presses):
-            i = n % len(buttons)
-            subject = buttons.name(i)
-            seen = len(stub.events)
-            t0 = buttons.press(i)
+
+    def expect(subject: str):
+        seen = len(stub.events)
+
+        def arrived() -> float:
             if not stub.wait_for(lambda: any(e.subject == subject and e.type.endswith(".panic")
                                              for e in stub.events[seen:]), WAIT_S):
                 raise RuntimeError(f"{subject}: the panic did not reach the platform")
-            times.append(time.perf_counter() - t0)
-            buttons.release(i)
-            daemon.loop.call(daemon.silence, "bench", "cli")
-            no_pending(reader, UPLINK, "the silence delivered", WAIT_S, POLL_S)
-    finally:
-        reader.close()
-        owner.close()
-    return times
+            return time.perf_counter()
+        return arrived
+    return presses_delivered(cfg, UPLINK, presses, expect, WAIT_S, POLL_S)
 
 
 # ---------------------------------------------------------------- report
