@@ -19,6 +19,11 @@ commit are timed as in bench_core.py (no polling). Each alarm is silenced before
 press; the presses come PRESS_EVERY_S apart, on twenty buttons in turn. The backlog must
 still be draining when the last press is done, or the run is refused.
 
+Beside it, the machine's floor over the same window: how late a process of its own that
+does nothing but sleep 10 ms at a time is woken. A press starts with a thread waking, so
+press → siren cannot be faster than this machine wakes threads; on a shared virtual
+machine the tail of that is the hypervisor's, and it shows here.
+
 Exit status 0 when the target is met, 1 when it is missed.
 """
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -109,6 +115,37 @@ class Peers:
         self._conn.close()
 
 
+# A process of its own that only sleeps and wakes, every WAKE_EVERY_S until its stdin
+# closes, then prints how late each wake-up was (seconds, one per line).
+WAKE_PROBE = """
+import select, sys, time
+late = []
+while True:
+    start = time.perf_counter()
+    if select.select([sys.stdin], [], [], WAKE_EVERY_S)[0]:
+        break
+    late.append(time.perf_counter() - start - WAKE_EVERY_S)
+print("\\n".join(map(repr, late)))
+"""
+WAKE_EVERY_S = 0.01
+
+
+class WakeFloor:
+    """How late this machine wakes a sleeping process while the bench runs: the floor under
+    press → siren, which starts with a thread waking (lgpio's on a Pi, the bench's here).
+    On a quiet machine it is tens of microseconds; on a shared virtual machine its tail is
+    the hypervisor's, and no daemon can be faster than it."""
+
+    def __init__(self) -> None:
+        self._probe = subprocess.Popen(
+            [sys.executable, "-c", WAKE_PROBE.replace("WAKE_EVERY_S", repr(WAKE_EVERY_S))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def lateness(self) -> list[float]:
+        out, _ = self._probe.communicate("\n", timeout=PEERS_STOP_S)
+        return [float(line) for line in out.split()]
+
+
 def bench_config(root: Path, modem_port: str, platform_url: str) -> Config:
     return site_config(root / "var", "bench-busy", siren=True, camera_pre_trigger_s=5,
                        modem_port=modem_port, platform_url=platform_url,
@@ -169,7 +206,9 @@ def run(args: argparse.Namespace) -> list[Figure]:
             seed(store, args.backlog, UPLINK)
         finally:
             store.close()
+        floor = WakeFloor()
         siren_s, commit_s, left = presses_while_busy(cfg, args.presses)
+        wakes = floor.lateness()
     sms = peers.sms_sent
     if left == 0:
         raise RuntimeError("the backlog drained before the last press: the presses were "
@@ -182,6 +221,8 @@ def run(args: argparse.Namespace) -> list[Figure]:
                f"p99 ≤ {SIREN_P99_TARGET_S * 1000:g} ms",
                percentile(siren_s, 99) <= SIREN_P99_TARGET_S),
         Figure("press → committed while busy", p50_p99(commit_s, 2)),
+        Figure(f"the machine's floor: a sleeping process woken late by, over the same "
+               f"window ({len(wakes)} wake-ups)", p50_p99(wakes, 3)),
     ]
 
 

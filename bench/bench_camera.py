@@ -4,7 +4,8 @@ memory the pre-trigger ring holds.
     .venv/bin/python bench/bench_camera.py [--presses N] [--pre-trigger S] [--dir DIR]
 
 Press → snapshot on disk: the real daemon (edge.service.build_daemon, gpiozero MockFactory
-pins, the test-pattern camera at its 1280x720 still size, a real SQLite store) with twenty
+pins, the test-pattern camera at its 1280x720 still size in its own process, as `run` has it,
+a real SQLite store) with twenty
 panic buttons. The clock starts just before the bench drives a button's mock pin low and
 stops when <event id>.jpg appears in the day's snapshot directory (the worker writes a
 temporary file and renames it, so the name appears only once the bytes are fsynced), found
@@ -41,7 +42,8 @@ from _common import (Figure, arg_parser, bench_main, p50_p99, site_config,
                      spread, start_on_mock_pins, wait_for, work_dir)
 from PIL import Image
 
-from edge.camera import Picamera2Camera, yuv420_to_jpeg
+from edge.camera.jpeg import yuv420_to_jpeg
+from edge.camera.pi_camera import Picamera2Camera
 from edge.camera.pattern import TestPatternCamera
 from edge.config import Config
 from edge.store import Store

@@ -13,7 +13,7 @@ from edge.daemon import Daemon, Worker, install_signal_handlers
 from edge.errors import EdgeAlarmError
 from edge.start_signals import StartSignals
 
-if TYPE_CHECKING:  # imported when configured: the camera's module brings Pillow
+if TYPE_CHECKING:  # for the annotations only: the workers are imported when configured
     from edge.camera import Camera
     from edge.modem.modem import ModemTimings
 
@@ -43,7 +43,7 @@ def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
                  **kwargs: Any) -> Daemon:
     """The daemon with every configured worker attached and wired to the others (also
     used by the demo). Each worker gets the daemon's port, never the daemon. A worker's
-    module is imported only when it is configured (the camera's brings Pillow)."""
+    module is imported only when it is configured."""
     daemon = Daemon(cfg, **kwargs)
     port = daemon.port
     workers: list[Worker] = []

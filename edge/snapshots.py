@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from edge.camera import Camera, open_camera
+from edge.camera import Camera
+from edge.camera.process import CameraProcess
 from edge.config import Camera as CameraSection
 from edge.config import Config
 from edge.errors import CameraError, StorageError
@@ -93,9 +94,11 @@ class CameraWorker(ThreadWorker):
 
     def setup(self) -> None:
         if self._camera is None:
-            self._camera = open_camera(self._camera_cfg.backend,
-                                       pre_trigger_s=self._camera_cfg.pre_trigger_s,
-                                       overlay=self._overlay_lines)
+            self._camera = CameraProcess(self._camera_cfg.backend,
+                                         pre_trigger_s=self._camera_cfg.pre_trigger_s,
+                                         head=self.cfg.site.device_id,
+                                         tz=self.cfg.site.tz.key,
+                                         overlay=self._overlay_lines)
         # Once only: a backend's start() also starts its pre-trigger thread, and a camera
         # that failed to start is retried by capturing (the backend reopens it itself).
         try:

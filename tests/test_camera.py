@@ -14,7 +14,10 @@ import types
 import pytest
 from PIL import Image
 
-from edge.camera import FrameRing, Picamera2Camera, open_camera, probe, yuv420_to_jpeg
+from edge.camera import open_camera, probe
+from edge.camera.frame_ring import FrameRing
+from edge.camera.jpeg import yuv420_to_jpeg
+from edge.camera.pi_camera import Picamera2Camera
 from edge.camera.pattern import CJK_FONT_PATHS, TestPatternCamera
 from edge.errors import CameraError, ConfigError
 

@@ -1,12 +1,16 @@
 """Camera backends: a full-resolution JPEG still for each alarm, and a ring of low-resolution
 frames from the seconds before it (pre-trigger).
 
-``open_camera(backend, ...)`` is the one entry point: ``"picamera2"`` (the Pi camera through
-libcamera), ``"test-pattern"`` (a generated image, for the demo and bench tests) or ``"none"``.
+``open_camera(backend, ...)`` is the one entry point to a backend: ``"picamera2"`` (the Pi
+camera through libcamera), ``"test-pattern"`` (a generated image, for the demo and bench
+tests) or ``"none"``. The daemon runs the backend in a process of its own (process.py, with
+serve.py on the other side of wire.py), so the camera's work never holds the daemon's
+interpreter lock and a hang or crash in libcamera is a camera fault, not the alarm's.
 
 The parts: pi_camera.py (Picamera2Camera: picamera2 imported late, on its own thread, with
 deadlines and restarts), pattern.py (TestPatternCamera), frame_ring.py (the pre-trigger
-FrameRing), jpeg.py (JPEG encoding, libcamera's YUV420 to JPEG).
+FrameRing), jpeg.py (JPEG encoding, libcamera's YUV420 to JPEG). This module imports none of
+them, nor Pillow: the daemon, which only talks to the camera process, never loads them.
 """
 
 from __future__ import annotations
@@ -15,17 +19,9 @@ import io
 import time
 from typing import Callable, Protocol
 
-from PIL import Image
-
-from edge.camera.frame_ring import FrameRing
-from edge.camera.jpeg import yuv420_to_jpeg
-from edge.camera.pi_camera import Picamera2Camera
-from edge.config import CAMERA_BACKENDS
 from edge.errors import CameraError, ConfigError
 
-# The test pattern (edge.camera.pattern) is imported only where it is opened: its drawing and
-# fonts (Pillow's ImageDraw and FreeType) are memory a Pi with a real camera never needs.
-__all__ = ["Camera", "FrameRing", "Picamera2Camera", "open_camera", "probe", "yuv420_to_jpeg"]
+__all__ = ["Camera", "open_camera", "probe"]
 
 
 class Camera(Protocol):
@@ -56,7 +52,10 @@ def open_camera(
         from edge.camera.pattern import TestPatternCamera
         return TestPatternCamera(pre_trigger_s=pre_trigger_s, overlay=overlay)
     if backend == "picamera2":
+        from edge.camera.pi_camera import Picamera2Camera
         return Picamera2Camera(pre_trigger_s=pre_trigger_s)
+    from edge.config import CAMERA_BACKENDS  # the whole config package: not in the camera process
+
     raise ConfigError(
         [f"[camera] backend: unknown camera backend {backend!r}; expected one of {', '.join(CAMERA_BACKENDS)}"]
     )
@@ -64,6 +63,8 @@ def open_camera(
 
 def probe(camera: Camera, timeout_s: float = 5.0) -> tuple[bool, str]:
     """One capture, checked to decode as a JPEG, for ``edge-alarm check``."""
+    from PIL import Image
+
     started = time.monotonic()
     try:
         jpeg = camera.capture_jpeg(timeout_s)
