@@ -4,9 +4,8 @@ memory the pre-trigger ring holds.
     .venv/bin/python bench/bench_camera.py [--presses N] [--pre-trigger S] [--dir DIR]
 
 Press → snapshot on disk: the real daemon (edge.service.build_daemon, gpiozero MockFactory
-pins, the test-pattern camera at its 1280x720 still size in its own process, as `run` has it,
-a real SQLite store) with twenty
-panic buttons. The clock starts just before the bench drives a button's mock pin low and
+pins, the test-pattern camera at its 1280x720 still size in its own process, as `run` has
+it, a real SQLite store) with twenty panic buttons. The clock starts just before the bench drives a button's mock pin low and
 stops when <event id>.jpg appears in the day's snapshot directory (the worker writes a
 temporary file and renames it, so the name appears only once the bytes are fsynced), found
 by polling that directory every 0.5 ms. "Recorded" stops when the event's data holds

@@ -4,6 +4,8 @@ import email.utils
 import io
 import logging
 import os
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -477,3 +479,17 @@ def test_stub_answers_scripted_responses_in_order_then_normally(platform, uplink
     platform.respond_with(429, retry_after=1)
     statuses = [uplink.post_events([make_event()]).status for _ in range(4)]
     assert statuses == [503, 503, 429, 200]
+
+
+def test_a_client_gone_mid_request_costs_the_platform_stand_in_no_traceback(platform, capsys):
+    """A daemon killed mid-upload (the crash tests do it hundreds of times) cuts its
+    connection; the stand-in notes it quietly instead of printing a traceback."""
+    host, port = platform.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/cloudevents+json\r\n"
+                     b"Content-Length: 100000\r\n\r\n{\"id\":")
+        time.sleep(0.2)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(0.5)  # the stand-in's handler thread meets the reset
+    assert "Traceback" not in capsys.readouterr().err
