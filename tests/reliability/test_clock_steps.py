@@ -5,8 +5,8 @@ made, with whether that clock was synchronised (`clock_synced`).
 
 The owner's timers (siren max_on_s, drill, walk test, held-open) are driven on the
 daemon-logic rig with a FakeClock (tests/test_daemon_logic.py has each one alone); the
-workers' waits (the uplink's backoff, the SMS fallback deadline) on a running daemon whose
-wall clock is stepped under it."""
+workers' waits (the uplink's backoff, the SMS fallback deadline) and the escalation's wait
+for its call on a running daemon whose wall clock is stepped under it."""
 
 from __future__ import annotations
 
