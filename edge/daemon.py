@@ -18,11 +18,11 @@ from edge.errors import CommandRefused, StorageError
 # PURGE_EVERY_S, STORAGE_RETRY_S: importable from here as before the writer had its module.
 from edge.event_writer import PURGE_EVERY_S, STORAGE_RETRY_S, EventWriter  # noqa: F401
 from edge.events import Event, new_event_id
-from edge.indicator import Lamp, LampState, lamp_state
+from edge.indicator import GuardLamp
 from edge.input_handler import InputHandler
 from edge.input_kinds import HANDLERS
 from edge.inputs import SIM_REFUSED, InputPins, PinFactoryError, make_pin_factory
-from edge.owner import MAX_WAIT_S, OwnerLoop, Timer
+from edge.owner import MAX_WAIT_S, OwnerLoop
 from edge.port import Handoffs, OwnerCommands, WorkerPort
 from edge.sdnotify import Notifier
 from edge.siren import Siren
@@ -44,9 +44,6 @@ CLOCK_GRACE_S = 600.0
 # How far a service centre's clock may be behind ours when an SMS's time is compared with
 # an alarm's.
 SMS_CLOCK_SLACK_S = 300.0
-# While an alarm is not yet delivered anywhere, how often the daemon looks in the store
-# whether a worker has delivered it (the guard's lamp goes steady then).
-LAMP_CHECK_S = 1.0
 # A press comes on gpiozero's thread, which must first take the interpreter's lock from
 # whichever thread holds it (a worker encoding a batch, drawing a picture). Python makes a
 # thread that asks for it wait up to its switch interval (5 ms by default) before the
@@ -94,14 +91,15 @@ class Daemon:
         self.rule = AlarmRule({name: h.drill_applies for name, h in self.inputs.items()
                                if h.trips_siren}, cfg.drill, self.clock, self.loop, self.tz)
         self.faults: dict[str, str] = {}  # part → reason
-        self.lamp: Lamp | None = None  # the guard's lamp, once its pin is claimed
-        self.lamp_state = LampState.OFF  # what the lamp shows (decided by update_lamp)
-        self._lamp_check: Timer | None = None
+        self.lamp = GuardLamp(  # the guard's lamp: how the alarms got through, faults
+            self.loop, alarms=lambda: self.rule.latched.values(),
+            in_fault=lambda: bool(self.faults), store=lambda: self.store,
+            sent_from_memory=self._sent_from_memory)
         self.storage_health = StorageHealth(cfg.storage, self.part_failed, self.part_ok)
         self.writer = EventWriter(
             cfg, self.loop, self.clock, self.clock_steps, self.storage_health,
             notify=self._notify_workers,
-            sent_from_memory=lambda event_id: self.handoffs.sent_from_memory(event_id))
+            sent_from_memory=self._sent_from_memory)
         self._started_mono = 0.0
         self._stop_requested = threading.Event()
         self._closed = False
@@ -139,7 +137,7 @@ class Daemon:
         except StorageError as e:  # an unreadable store must not keep the alarm from arming
             log.error("state not restored from the store: %s", e)
             self.storage_trouble("store", "unreadable", str(e))
-        self.update_lamp()
+        self.lamp.update()
         self.storage_health.check_free_space()
         self.loop.after(HOUSEKEEPING_S, self._housekeeping)
         if self.cfg.has_transport:
@@ -174,7 +172,7 @@ class Daemon:
                 self.part_failed("siren", "unavailable", str(e))
         if self.cfg.indicator is not None:
             try:
-                self.lamp = Lamp(self.cfg.indicator, factory, self.loop)
+                self.lamp.claim(self.cfg.indicator, factory)
             except Exception as e:  # the pin is busy or missing
                 log.error("indicator lamp on pin %d unusable: %s", self.cfg.indicator.pin, e)
                 self.part_failed("indicator", "unavailable", str(e))
@@ -248,8 +246,7 @@ class Daemon:
             self.pins.close()
         if self.rule.siren is not None:
             self.rule.siren.close()
-        if self.lamp is not None:
-            self.lamp.close()
+        self.lamp.close()
         self.writer.close()
 
     # ================================================================ events
@@ -266,6 +263,11 @@ class Daemon:
         log.info("event %s %s %s", event.kind, event.subject, event.data)
         self._notify_workers(event)
         return event
+
+    def _sent_from_memory(self, event_id: str) -> set[str]:
+        """The contacts an event's SMS went to while it could not be stored (the SMS
+        worker's record, once edge.service has wired it)."""
+        return self.handoffs.sent_from_memory(event_id)
 
     def _notify_workers(self, event: Event) -> None:
         for worker in self.workers:
@@ -285,42 +287,14 @@ class Daemon:
             if detail:
                 extra["detail"] = detail
             self.record("fault", part, self.cfg.label_of(part), extra)
-            self.update_lamp()
+            self.lamp.update()
 
     def part_ok(self, part: str) -> None:
         """A part passes its check again: one `recovered` event if it was failing."""
         reason = self.faults.pop(part, None)
         if reason is not None:
             self.record("recovered", part, self.cfg.label_of(part), {"reason": reason})
-            self.update_lamp()
-
-    # ================================================================ the guard's lamp
-
-    def update_lamp(self) -> None:
-        """Decide the guard's lamp from the latched alarms, their deliveries and the
-        faults. The workers record deliveries in the store, so while an alarm is not yet
-        delivered the daemon looks again every LAMP_CHECK_S."""
-        alarms = list(self.rule.latched.values())
-        self.lamp_state = lamp_state(map(self._delivered, alarms), bool(self.faults))
-        if self.lamp is not None:
-            self.lamp.show(self.lamp_state)
-        if self.lamp_state is LampState.BLINKING and self._lamp_check is None:
-            self._lamp_check = self.loop.after(LAMP_CHECK_S, self._recheck_lamp)
-
-    def _recheck_lamp(self) -> None:
-        self._lamp_check = None
-        self.update_lamp()
-
-    def _delivered(self, alarm: Event) -> bool:
-        """Whether the platform accepted ``alarm`` or the network took one of its SMS."""
-        if self.handoffs.sent_from_memory(alarm.id):
-            return True
-        if alarm.seq == 0 or self.store is None:  # (held in memory: not uploaded yet)
-            return False
-        try:
-            return self.store.delivered_anywhere(alarm.seq)
-        except StorageError:
-            return False
+            self.lamp.update()
 
     # ================================================================ inputs
 
@@ -338,7 +312,7 @@ class Daemon:
             # (an alarm input's press is judged a test by the rule itself)
             self.tested(name, wall)
         handler.edge(active, mono, wall)
-        self.update_lamp()
+        self.lamp.update()
 
     # ================================================================ commands
 
@@ -353,7 +327,7 @@ class Daemon:
         for event in done:
             del self.rule.latched[event.subject]
         self.rule.stop_if_none_latched()
-        self.update_lamp()
+        self.lamp.update()
         return done
 
     def clock_synced(self) -> bool:

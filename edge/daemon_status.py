@@ -43,7 +43,7 @@ def build_status(daemon: Daemon) -> StatusDoc:
         "drill": daemon.rule.drill_status(),
         "walktest": daemon.rule.walktest_status(),
         "overdue": daemon.overdue(),
-        "indicator": daemon.lamp_state.value,
+        "indicator": daemon.lamp.state.value,
     }
     for name in daemon.cfg.transports:
         if name != routing.UPLINK:  # "uplink" is there whether configured or not

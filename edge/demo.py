@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from zoneinfo import ZoneInfo
 
-from edge.daemon import LAMP_CHECK_S
+from edge.indicator import LAMP_CHECK_S
 from edge.demo_rig import (CALL_AFTER_S, HELD_OPEN_ALERT_S, LAMP_PIN, PRINCIPAL,
                            SMS_FALLBACK_AFTER_S, Rig, StepMissing)
 from edge.demo_timeline import Inbox, Timeline, describe

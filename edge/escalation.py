@@ -5,7 +5,11 @@ acknowledges (a `silenced` or `acknowledged` event) or the rounds run out.
 The plan lives here, on the owner thread: it sees every event (as a worker does) and
 decides when to ring whom. The dialing is the SMS worker's, which owns the modem: it
 gets one call request at a time and answers with the call's result. The plan is kept in
-the store's meta table, so a restart carries on with the call it was at."""
+the store's meta table, so a restart carries on with the call it was at.
+
+When the next call rings is the owner loop's timer (monotonic); the store keeps it as a
+wall time (ESCALATION_DUE) that clock steps move like the outbox's deadlines
+(edge.clock.ClockSteps), written under ``deadlines()`` from the timer's time left."""
 
 from __future__ import annotations
 
@@ -15,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
-from edge.clock import Clock
+from edge.clock import Clock, ClockSteps
 from edge.config import Config, Contact
 from edge.errors import StorageError
 from edge.events import Event
 from edge.owner import OwnerLoop, Timer
 from edge.sms import CallRequest
-from edge.store import Store
+from edge.store import ESCALATION_DUE, Store
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +42,13 @@ class Dialer(Protocol):
 @dataclass
 class Plan:
     """Where an escalation is: the alarm that started it (id), the alarms not yet
-    acknowledged (ids), the round (from 1), the contact rung next (index), and when
-    (wall-clock timestamp)."""
+    acknowledged (ids), the round (from 1), the contact rung next (index). When it rings
+    is the Escalation's timer."""
 
     alarm_id: str
     alarm_ids: list[str]
     round: int = 1
     index: int = 0
-    due: float = 0.0
     ringing: bool = field(default=False, compare=False)  # not kept: a restart rings again
 
     def kept(self) -> str:
@@ -57,15 +60,16 @@ class Escalation:
 
     part = "modem"  # its calls are the modem's work
 
-    def __init__(self, cfg: Config, loop: OwnerLoop, clock: Clock, dialer: Dialer, *,
-                 record: Callable[..., Event], store: Callable[[], Store | None],
-                 latched: Callable[[], dict[str, Event]]):
+    def __init__(self, cfg: Config, loop: OwnerLoop, clock: Clock, clock_steps: ClockSteps,
+                 dialer: Dialer, *, record: Callable[..., Event],
+                 store: Callable[[], Store | None], latched: Callable[[], dict[str, Event]]):
         assert cfg.escalation is not None
         self.settings = cfg.escalation
         self.contacts: tuple[Contact, ...] = cfg.escalation_contacts()
         self.cfg = cfg
         self.loop = loop
         self.clock = clock
+        self.clock_steps = clock_steps
         self.dialer = dialer
         self._record = record
         self._store = store
@@ -77,9 +81,10 @@ class Escalation:
 
     def start(self) -> None:
         """Carry on with the escalation kept in the store, if its alarms are still open."""
-        plan = self._kept_plan()
-        if plan is None:
+        kept = self._kept_plan()
+        if kept is None:
             return
+        plan, left_s = kept
         open_ids = {alarm.id for alarm in self._latched().values()}
         plan.alarm_ids = [a for a in plan.alarm_ids if a in open_ids]
         if not plan.alarm_ids:
@@ -87,7 +92,7 @@ class Escalation:
             return
         log.warning("escalation carries on: round %d, contact %d", plan.round, plan.index + 1)
         self.plan = plan
-        self._schedule()
+        self._schedule(left_s)
 
     def notify(self, event: Event) -> None:
         if event.kind in ESCALATED_KINDS and self.contacts:
@@ -110,12 +115,10 @@ class Escalation:
     def _alarm_raised(self, alarm: Event) -> None:
         if self.plan is not None:
             self.plan.alarm_ids.append(alarm.id)
-            self._keep()
-            return
-        self.plan = Plan(alarm.id, [alarm.id],
-                         due=self.clock.now().timestamp() + self.settings.call_after_s)
+        else:
+            self.plan = Plan(alarm.id, [alarm.id])
+            self._schedule(self.settings.call_after_s)
         self._keep()
-        self._schedule()
 
     def _acknowledged(self, alarm_id: str | None) -> None:
         assert self.plan is not None
@@ -125,12 +128,16 @@ class Escalation:
             self.dialer.cancel_calls()  # hangs up a call ringing now
             self._finish()
 
-    def _schedule(self) -> None:
-        assert self.plan is not None
+    def _schedule(self, delay_s: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        delay = max(0.0, self.plan.due - self.clock.now().timestamp())
-        self._timer = self.loop.after(delay, self._ring)
+        self._timer = self.loop.after(delay_s, self._ring)
+
+    def _left_s(self) -> float:
+        """Seconds until the next call rings (0: one rings now, or is asked for)."""
+        if self._timer is None:
+            return 0.0
+        return max(0.0, self._timer.deadline - self.clock.monotonic())
 
     def _ring(self) -> None:
         plan, self._timer = self.plan, None
@@ -157,9 +164,8 @@ class Escalation:
                         self.settings.rounds)
             self._finish()
             return
-        plan.due = self.clock.now().timestamp()
+        self._schedule(0.0)
         self._keep()
-        self._schedule()
 
     def _finish(self) -> None:
         if self._timer is not None:
@@ -171,19 +177,35 @@ class Escalation:
     # --- kept in the store ------------------------------------------------------------
 
     def _keep(self) -> None:
+        """The plan, and when its next call rings in the wall time of the store's other
+        deadlines."""
         store = self._store()
         if store is None:
             return
         try:
-            store.set_meta(META_KEY, self.plan.kept() if self.plan else "")
+            with self.clock_steps.deadlines(store) as now:
+                store.set_meta_values(
+                    {META_KEY: self.plan.kept(), ESCALATION_DUE: str(now + self._left_s())}
+                    if self.plan else {META_KEY: "", ESCALATION_DUE: ""})
         except StorageError as e:  # the calls go on; only a restart would forget them
             log.warning("escalation state not kept: %s", e)
 
-    def _kept_plan(self) -> Plan | None:
+    def _kept_plan(self) -> tuple[Plan, float] | None:
+        """The plan kept in the store and the seconds until its next call. A call due
+        further ahead than call_after_s cannot have been set so: the clock was stepped
+        back while no daemon ran to move it, and the call waits call_after_s at most."""
         store = self._store()
+        if store is None:
+            return None
         try:
-            text = store.get_meta(META_KEY) if store is not None else None
-            return Plan(**json.loads(text)) if text else None
-        except (StorageError, ValueError, TypeError) as e:
+            with self.clock_steps.deadlines(store) as now:
+                text, due = store.get_meta(META_KEY), store.get_meta(ESCALATION_DUE)
+            if not text:
+                return None
+            kept = json.loads(text)
+            kept.pop("due", None)  # kept in the plan before it had its own key: rings now
+            left_s = float(due or 0.0) - now
+            return Plan(**kept), min(max(0.0, left_s), self.settings.call_after_s)
+        except (StorageError, ValueError, TypeError, AttributeError) as e:
             log.warning("escalation state unreadable, dropped: %s", e)
             return None

@@ -58,8 +58,8 @@ def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
         workers.append(sms)
         if cfg.escalation is not None:
             from edge.escalation import Escalation
-            workers.append(Escalation(cfg, daemon.loop, daemon.clock, sms,
-                                      record=daemon.record, store=lambda: daemon.store,
+            workers.append(Escalation(cfg, daemon.loop, daemon.clock, daemon.clock_steps,
+                                      sms, record=daemon.record, store=lambda: daemon.store,
                                       latched=lambda: daemon.latched))
     if cfg.uplink is not None:
         from edge.uplink.worker import UplinkWorker

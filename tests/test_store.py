@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import StorageError
-from edge.store import SmsRequest, Store, device_of_store
+from edge.store import ESCALATION_DUE, SmsRequest, Store, device_of_store
 
 T0 = dt.datetime(2026, 11, 23, 7, 42, 15, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 PRINCIPAL = SmsRequest("principal", "+8613800138000", T0.timestamp(), fallback=False)
@@ -328,6 +328,16 @@ def test_sms_times_far_ahead_are_due_now_after_the_clock_stepped_back(store):
     assert [r.seq for r in store.due_sms(week_ago, horizon_s=600)] == [retry.seq,
                                                                        fallback.seq]
 
+
+
+def test_a_clock_step_moves_the_escalation_call_kept_in_meta_and_nothing_else(store):
+    store.set_meta_values({ESCALATION_DUE: "1000.5", "drill_account": "1000"})
+    assert store.shift_wall_times(-300.0) == 1
+    assert float(store.get_meta(ESCALATION_DUE) or "") == 700.5
+    assert store.get_meta("drill_account") == "1000"
+    store.set_meta(ESCALATION_DUE, "")  # no call waits
+    assert store.shift_wall_times(50400.0) == 0
+    assert store.get_meta(ESCALATION_DUE) == ""
 
 NOBODY = 65534  # uid and gid of nobody/nogroup on Debian
 

@@ -13,13 +13,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Any, Callable, Concatenate, Literal, Mapping, ParamSpec, TypeVar
 
 from edge.errors import StorageError
 from edge.store.schema import SCHEMA, add_columns, is_corruption, salvage_meta
 from edge.store.wal import wal_damage
 
 log = logging.getLogger(__name__)
+
+# Meta values that are a wall-clock time some timer counts down to (unix seconds, "" when
+# none): moved with a clock step as the outbox's deadlines are (shift_wall_times).
+ESCALATION_DUE = "escalation_due"  # when the escalation's next call rings (edge.escalation)
+WALL_TIME_META = (ESCALATION_DUE,)
 
 
 @dataclass(frozen=True)
@@ -229,8 +234,20 @@ class StoreFile:
                                (device_id,))
 
     def set_meta(self, key: str, value: str) -> None:
+        self.set_meta_values({key: value})
+
+    def set_meta_values(self, values: Mapping[str, str]) -> None:
+        """Several meta values, in one transaction."""
         with self._transaction():
-            self._set_meta(key, value)
+            for key, value in values.items():
+                self._set_meta(key, value)
+
+    def _shift_meta_times(self, conn: sqlite3.Connection, step_s: float) -> int:
+        """Inside the caller's transaction: the WALL_TIME_META values set moved by
+        ``step_s``; how many."""
+        keys = ",".join("?" * len(WALL_TIME_META))
+        return conn.execute(f"UPDATE meta SET value=CAST(value AS REAL)+? WHERE key IN "
+                            f"({keys}) AND value != ''", (step_s, *WALL_TIME_META)).rowcount
 
     def _set_meta(self, key: str, value: str) -> None:
         self._conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) "

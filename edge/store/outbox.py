@@ -61,16 +61,17 @@ class SmsOutbox(StoreFile):
     def shift_wall_times(self, step_s: float) -> int:
         """The wall clock was stepped by ``step_s``: SMS not yet sent keep the same time
         left until their fallback deadline and retry (a clock set forward at boot must not
-        send every waiting fallback at once), and uploads waiting for a retry the same
-        time left of their backoff (a Retry-After neither ignored by a step forward nor
-        stretched by a step back). Returns how many rows moved."""
+        send every waiting fallback at once), uploads waiting for a retry the same time
+        left of their backoff (a Retry-After neither ignored by a step forward nor
+        stretched by a step back), and the wall times kept in meta (the escalation's next
+        call) the same time left. Returns how many deadlines moved."""
         with self._transaction() as c:
             sms = c.execute(
                 "UPDATE sms SET due=due+?, next_try=CASE WHEN next_try > 0 THEN next_try+? "
                 "ELSE 0 END WHERE state IN ('pending','waiting')", (step_s, step_s)).rowcount
             uploads = c.execute("UPDATE deliveries SET next_try=next_try+? "
                                 "WHERE state='pending' AND next_try > 0", (step_s,)).rowcount
-            return sms + uploads
+            return sms + uploads + self._shift_meta_times(c, step_s)
 
     def retry_sms_now(self, now: float) -> int:
         """SMS waiting to be retried are due at ``now``: the modem that failed them can

@@ -5,8 +5,8 @@ made, with whether that clock was synchronised (`clock_synced`).
 
 The owner's timers (siren max_on_s, drill, walk test, held-open) are driven on the
 daemon-logic rig with a FakeClock (tests/test_daemon_logic.py has each one alone); the
-workers' waits (the uplink's backoff, the SMS fallback deadline) on a running daemon whose
-wall clock is stepped under it."""
+workers' waits (the uplink's backoff, the SMS fallback deadline) and the escalation's wait
+for its call on a running daemon whose wall clock is stepped under it."""
 
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ from edge.sim.site import Contact, SimSite, start_site
 from edge.store import Store
 from sia_receiver import Receiver
 from test_daemon_logic import MONDAY_7AM, Rig
+from test_escalation import escalation_config
 from test_sia import ACCOUNT, make_site  # noqa: F401 (a fixture)
-from test_sms_worker import (SteppedClock, live, make_config,  # noqa: F401 (fixtures)
-                             sms_rows, texts_to, write_sms_config)
+from test_sms_worker import (LiveDaemon, SteppedClock, live,  # noqa: F401 (fixtures)
+                             make_config, sms_rows, texts_to, write_sms_config)
 
 PRINCIPAL = "+8613800138000"
+CALL_AFTER_S = 4  # [escalation]: a panic nobody acknowledges rings the principal then
 
 
 def test_every_owner_timer_keeps_its_length_through_steps_back_and_forward(write_config):
@@ -241,3 +243,56 @@ def test_a_fallback_sms_waits_its_seconds_through_a_step(stepped_site, step_h):
     _wait_until(gate_texts, 15, interval=0.05, what="the fallback SMS")
     waited = time.monotonic() - made
     assert 2.5 <= waited < 10, f"a 3 s fallback went after {waited:.1f} s across the step"
+
+
+@pytest.mark.parametrize("step_h", [-5, 14], ids=["back-5h", "forward-14h"])
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_an_escalation_call_waits_its_seconds_through_a_step(
+        tmp_path, short_dir, emulator, step_h, restart):
+    """NTP steps the clock while an unacknowledged panic waits call_after_s for its first
+    escalation call; the owner notices the step as it stores a tamper alarm, which joins
+    the escalation (its plan is kept again); and the daemon may restart before the call
+    (the kept plan carries on). The principal's phone rings call_after_s after the press,
+    neither at once nor hours later."""
+    cfg = escalation_config(tmp_path, short_dir, emulator, f"call_after_s = {CALL_AFTER_S}")
+    clock = SteppedClock()
+    daemon = LiveDaemon(cfg, clock).start(_wait_until)
+    try:
+        pressed = time.perf_counter()
+        daemon.press()
+        _wait_until(lambda: texts_to(emulator, PRINCIPAL), 5, what="the panic SMS")
+        clock.step_s = step_h * 3600
+        daemon.press("box")
+        if restart:
+            daemon.stop()
+            daemon = LiveDaemon(cfg, clock).start(_wait_until)
+        _wait_until(lambda: emulator.calls, CALL_AFTER_S + 10, what="the escalation call")
+    finally:
+        daemon.stop()
+    dialled = next(t for t, c in emulator.timed_commands if c.startswith("ATD"))
+    waited = dialled - pressed
+    assert CALL_AFTER_S <= waited < CALL_AFTER_S + 5, (
+        f"a {CALL_AFTER_S} s escalation rang after {waited:.1f} s across the step")
+
+
+def test_an_escalation_kept_through_a_step_back_no_daemon_saw_rings_all_the_same(
+        tmp_path, short_dir, emulator):
+    """The clock is stepped back 5 h while the daemon is stopped (nothing notices the
+    step): the kept call, now 5 h ahead, rings call_after_s after the start at most."""
+    cfg = escalation_config(tmp_path, short_dir, emulator, f"call_after_s = {CALL_AFTER_S}")
+    clock = SteppedClock()
+    daemon = LiveDaemon(cfg, clock).start(_wait_until)
+    try:
+        daemon.press()
+        _wait_until(lambda: texts_to(emulator, PRINCIPAL), 5, what="the panic SMS")
+    finally:
+        daemon.stop()
+    clock.step_s = -5 * 3600
+    started = time.perf_counter()
+    daemon = LiveDaemon(cfg, clock).start(_wait_until)
+    try:
+        _wait_until(lambda: emulator.calls, CALL_AFTER_S + 10, what="the escalation call")
+    finally:
+        daemon.stop()
+    dialled = next(t for t, c in emulator.timed_commands if c.startswith("ATD"))
+    assert dialled - started < CALL_AFTER_S + 5
