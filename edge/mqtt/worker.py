@@ -312,13 +312,15 @@ class MqttWorker(ThreadWorker):
         if mid == self._offline_mid:
             self._offline_acked = refused is None
             return
-        self._puback_due.pop(mid, None)
+        if self._puback_due.pop(mid, None) is None:
+            return  # no message of this connection's
         self._answered = True
         seq = self._in_flight.pop(mid, None)
         if seq is None:  # the retained status
-            # The broker works, unless events still wait for their PUBACK (a broker
-            # acknowledges in order: an honest one's come soon, and say so) or it
-            # refused one (only an event's own PUBACK ends that).
+            # Its PUBACK, taken or refused (our status is not the link's fault), shows
+            # the broker works, unless events still wait for theirs (a broker answers
+            # in order: an honest one's come soon, and say so) or it refused one (only
+            # an event's own PUBACK ends that).
             if not self._in_flight and self.port.clock.monotonic() >= self._hold_until:
                 self._streak.ok()
             return
