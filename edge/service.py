@@ -31,12 +31,13 @@ class Transport(Worker, Protocol):
 class WorkerOptions:
     """What a test, a bench or the demo chooses of the workers: ``camera`` instead of
     the configured backend, the modem's deadlines, the transports' backoff jitter, the SIA
-    link's exchange deadline (None: its own)."""
+    link's exchange deadline and the MQTT link's PUBACK deadline (None: their own)."""
 
     camera: Camera | None = None
     modem_timings: ModemTimings | None = None
     uplink_rng: Callable[[], float] = random.random
     sia_exchange_s: float | None = None
+    mqtt_puback_s: float | None = None
 
 
 def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
@@ -71,8 +72,9 @@ def build_daemon(cfg: Config, *, options: WorkerOptions = WorkerOptions(),
         transports.append(SiaWorker(cfg, port, exchange_s=options.sia_exchange_s or EXCHANGE_S,
                                     rng=options.uplink_rng))
     if cfg.mqtt is not None:
-        from edge.mqtt.worker import MqttWorker
-        transports.append(MqttWorker(cfg, port, rng=options.uplink_rng))
+        from edge.mqtt.worker import PUBACK_TIMEOUT_S, MqttWorker
+        transports.append(MqttWorker(cfg, port, puback_s=options.mqtt_puback_s or PUBACK_TIMEOUT_S,
+                                     rng=options.uplink_rng))
     if cfg.camera is not None and cfg.camera.backend != "none":
         from edge.snapshots import CameraWorker
 

@@ -1,16 +1,18 @@
 """The MQTT uplink (edge/mqtt/) against a real Mosquitto broker that each test starts on a
 loopback port: events as CloudEvents on their topics, the retained status and its Last
 Will, a broker killed mid-flight, a broker down at start, a refused password, mqtts://.
-And the [mqtt] config."""
+Hostile brokers written here (garbage, huge packets, one that never acknowledges, one that
+hangs up every time). And the [mqtt] config."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import socket
+import ssl
 import threading
-import socket
 import time
 import tomllib
 import tracemalloc
@@ -18,13 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cloudevent_problems, edge_cli, self_signed_cert, start_daemon, stop_daemon
+from conftest import (SHORT_MODEM_TIMINGS, cloudevent_problems, edge_cli, self_signed_cert,
+                      start_daemon, stop_daemon)
 from edge import config
+from edge.config.sections import DEFAULT_SMS_FALLBACK_AFTER_S
 from edge.mqtt.link import MAX_PACKET_BYTES, Bell, MqttLink
 from edge.routing import MQTT
 from edge.service import WorkerOptions
 from edge.sim.broker import MOSQUITTO, Broker
-from edge.sim.site import SimSite, start_site
+from edge.sim.site import Contact, SimSite, start_site
 from edge.store import Store
 
 needs_mosquitto = pytest.mark.skipif(
@@ -36,6 +40,7 @@ PREFIX = "county/schools"
 EVENTS = f"{PREFIX}/{DEVICE}/events"
 STATUS = f"{PREFIX}/{DEVICE}/status"
 USER, PASSWORD = "gate-1", "s3cret-broker-password"
+PRINCIPAL = "+8613800138000"
 
 
 @pytest.fixture
@@ -321,32 +326,102 @@ def test_an_event_the_broker_refuses_stays_owed_and_is_a_fault(broker, short_dir
         wait_until(lambda: "mqtt" not in faults(site), 10)
 
 
-class GarbageBroker:
-    """Something on a loopback port that answers every CONNECT with ``answer`` and hangs up."""
+class FakeBroker:
+    """A broken or hostile broker on a loopback port, speaking just enough MQTT 5, as
+    ``answer`` (which a test may change at any time) says: bytes are sent for the CONNECT,
+    then it hangs up; "close" hangs up at once;
+    "connack-close" takes the session and hangs up; "silent" takes the session and
+    answers pings, never a PUBLISH; "ack" is a broker that works: a PUBACK for each
+    QoS 1 PUBLISH, whose event ids it keeps. ``tls``: (certificate, key)."""
 
-    def __init__(self, answer: bytes):
+    def __init__(self, answer: str | bytes, *, tls: tuple[Path, Path] | None = None) -> None:
         self.answer = answer
         self.connections = 0
+        self.event_ids: list[str] = []  # acknowledged, in order
+        self._tls = None
+        if tls is not None:
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.load_cert_chain(*tls)
+        self._open: list[socket.socket] = []
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _serve(self) -> None:
+    def _accept(self) -> None:
         while True:
             try:
                 conn, _ = self._server.accept()
             except OSError:  # closed
                 return
-            with conn:
-                self.connections += 1
-                conn.settimeout(2)
-                with contextlib.suppress(OSError):
-                    conn.recv(4096)
-                    conn.sendall(self.answer)
-                    time.sleep(0.2)
+            self.connections += 1
+            self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError, ValueError):  # ssl.SSLError is an OSError
+            if self.answer == "close":
+                return
+            stream = self._tls.wrap_socket(conn, server_side=True) if self._tls else conn
+            read_packet(stream)  # CONNECT
+            if isinstance(self.answer, bytes):
+                stream.sendall(self.answer)
+                time.sleep(0.2)
+                return
+            stream.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: session taken
+            while self.answer != "connack-close":
+                first, body = read_packet(stream)
+                if first >> 4 == 12:  # PINGREQ
+                    stream.sendall(b"\xd0\x00")
+                elif first >> 4 == 3 and self.answer == "ack":
+                    self._acknowledge(stream, first, body)
+
+    def _acknowledge(self, stream: socket.socket, first: int, body: bytes) -> None:
+        if (first >> 1) & 3 != 1:  # QoS 1 only: nothing else is owed a PUBACK
+            return
+        topic_end = 2 + int.from_bytes(body[:2], "big")
+        packet_id = body[topic_end:topic_end + 2]
+        properties, start = read_varint(body, topic_end + 2)
+        if b"/events/" in body[2:topic_end]:
+            self.event_ids.append(json.loads(body[start + properties:])["id"])
+        stream.sendall(b"\x40\x02" + packet_id)  # PUBACK, success
 
     def close(self) -> None:
         self._server.close()
+        for conn in self._open:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+def read_packet(stream: socket.socket) -> tuple[int, bytes]:
+    """One MQTT packet: its first byte and what follows its length (at most 64 KiB)."""
+    first = receive(stream, 1)[0]
+    header = b""
+    while not header or header[-1] & 0x80:
+        header += receive(stream, 1)
+    length, _ = read_varint(header, 0)
+    if length > MAX_PACKET_BYTES:
+        raise ValueError("a packet too long for this broker")
+    return first, receive(stream, length)
+
+
+def read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """MQTT's variable byte integer at ``at``: (its value, where what follows starts)."""
+    value, shift = 0, 0
+    while True:
+        digit = data[at]
+        value, shift, at = value | (digit & 0x7F) << shift, shift + 7, at + 1
+        if not digit & 0x80 or shift > 21:
+            return value, at
+
+
+def receive(stream: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        more = stream.recv(size - len(data))
+        if not more:
+            raise ConnectionError("the device hung up")
+        data += more
+    return data
 
 
 @pytest.mark.parametrize("answer", [
@@ -358,7 +433,7 @@ class GarbageBroker:
 ])
 def test_a_broker_speaking_garbage_costs_only_a_reconnect(answer, short_dir, wait_until,
                                                           caplog):
-    garbage = GarbageBroker(answer)
+    garbage = FakeBroker(answer)
     try:
         with contextlib.ExitStack() as stack:
             site = start_site(mqtt_site(short_dir, garbage.port), short_dir, stack,
@@ -578,3 +653,85 @@ def test_a_hostile_broker_is_dropped_before_it_takes_memory(packets):
     assert heard.connacks == [None]
     assert heard.losses, "the connection was kept, reading on"
     assert peak < 16 * MAX_PACKET_BYTES
+
+
+def cli_status(site) -> dict:
+    """`edge-alarm status --json`, as the technician reads it."""
+    return json.loads(edge_cli("status", "--json", config=site.config_path).stdout)
+
+
+def mqtt_fault(site) -> dict | None:
+    """The status's mqtt entry while the mqtt fault is raised, with its reason."""
+    status = cli_status(site)
+    if "mqtt" not in status["faults"]:
+        return None
+    return {**status["mqtt"], "reason": status["fault_reasons"]["mqtt"]}
+
+
+def recovered_and_delivered(site) -> bool:
+    """Whether the mqtt fault is gone and every event was acknowledged."""
+    return ("mqtt" not in cli_status(site)["faults"]
+            and mqtt_pending(site.cfg.storage.db_path) == 0)
+
+
+# A PUBACK bound short enough for a test; retries 0.5 s apart (no jitter).
+TEST_PUBACK_S = 2.0
+FAST_RETRIES = WorkerOptions(uplink_rng=lambda: 0.0, mqtt_puback_s=TEST_PUBACK_S,
+                             modem_timings=SHORT_MODEM_TIMINGS)
+
+
+def test_a_broker_that_never_acknowledges_is_a_fault_the_sms_still_goes_and_acks_recover(
+        broker_cert, short_dir, emulator, wait_until):
+    """Over mqtts:// a PUBACK would count (it would cancel the SMS): a man in the middle
+    with the broker's key, or a broken broker, that takes the session and then sits on
+    every PUBLISH. The alarm goes by SMS, the technician sees the fault, and once the
+    broker acknowledges again every event arrives."""
+    cert, _ = broker_cert
+    fake = FakeBroker("silent", tls=broker_cert)
+    site = dataclasses.replace(
+        mqtt_site(short_dir, fake.port, scheme="mqtts", ca_file=cert),
+        contacts=[Contact("principal", PRINCIPAL, ["panic"])],
+        sms_keys={"immediate": []})  # the panic's SMS waits for the transports: a fallback
+    try:
+        with contextlib.ExitStack() as stack:
+            running = start_site(site, short_dir, stack, modem=emulator, options=FAST_RETRIES)
+            event = record(running)
+            # Three connections, each given TEST_PUBACK_S, with 0.5 s between them.
+            fault = wait_until(lambda: mqtt_fault(running), 30, interval=0.5,
+                               what="an mqtt fault in status --json")
+            assert fault["reason"] == "unreachable" and fault["ok"] is False
+            assert "PUBACK" in fault["last_error"]
+            assert fake.connections >= 3  # dropped and tried again
+            emulator.wait_sent(1, timeout=DEFAULT_SMS_FALLBACK_AFTER_S + 20)
+            assert not mqtt_accepted(running, event)
+            assert mqtt_pending(running.cfg.storage.db_path) == len(stored_ids(running))
+            fake.answer = "ack"
+            wait_until(lambda: recovered_and_delivered(running), 30, interval=0.5,
+                       what="the fault recovered and every event acknowledged")
+            assert set(fake.event_ids) == set(stored_ids(running))  # ids repeated only
+            assert mqtt_accepted(running, event)
+            assert len(emulator.sent) == 1
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("answer", ["close", "connack-close"])
+def test_a_broker_that_hangs_up_every_time_is_a_fault_then_recovers(answer, short_dir,
+                                                                     wait_until):
+    """Each connection "succeeds" and ends before the broker acknowledged anything: those
+    are failed attempts, three in a row a fault."""
+    fake = FakeBroker(answer)
+    try:
+        with contextlib.ExitStack() as stack:
+            site = start_site(mqtt_site(short_dir, fake.port), short_dir, stack,
+                              options=FAST_RETRIES)
+            record(site)
+            fault = wait_until(lambda: mqtt_fault(site), 20, interval=0.5,
+                               what="an mqtt fault in status --json")
+            assert fault["reason"] == "unreachable" and fault["ok"] is False
+            fake.answer = "ack"
+            wait_until(lambda: recovered_and_delivered(site), 30, interval=0.5,
+                       what="the fault recovered and every event acknowledged")
+            assert set(fake.event_ids) == set(stored_ids(site))
+    finally:
+        fake.close()

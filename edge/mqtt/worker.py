@@ -10,8 +10,13 @@ on the next connection, under the same CloudEvent id: a subscriber may see an id
 never miss one.
 
 A broker that cannot be reached (three connection attempts in a row), refuses the
-device's credentials or fails the TLS check is an `mqtt` fault, recovered on the next
-CONNACK; the worker keeps trying with capped, jittered backoff, and the daemon runs on.
+device's credentials or fails the TLS check is an `mqtt` fault; the worker keeps trying
+with capped, jittered backoff, and the daemon runs on. A CONNACK alone proves little (a
+broken broker, or a man in the middle, may send one and then nothing), so a connection
+counts as a failed attempt when it ends before the broker acknowledged any message, or
+when a message's PUBACK is PUBACK_TIMEOUT_S late (then it is dropped, and what it held is
+published again on the next); the fault recovers on the PUBACK that shows the broker
+takes what it is sent.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ log = logging.getLogger(__name__)
 # Events published and not yet acknowledged, at most: enough to drain a backlog at the
 # broker's pace over a slow mobile link, few enough that a reconnect repeats little.
 IN_FLIGHT_WINDOW = 20
+# A message's PUBACK is due this long after its PUBLISH, else the connection is a failed
+# attempt. Longer than the CONNACK's CONNECT_TIMEOUT_S: a whole window of events (~20 KB)
+# may go first over GPRS (~10 s); shorter than paho's keepalive, which notices a silent
+# broker only after twice KEEPALIVE_S; as long as the SMS fallback's default wait.
+PUBACK_TIMEOUT_S = 20.0
 # Failed connection attempts in a row before the broker counts as unreachable (a fault):
 # a broker restart is weather, not news for the principal.
 FAULT_AFTER_FAILURES = 3
@@ -53,7 +63,7 @@ OFFLINE_WAIT_S = 0.5
 class MqttWorker(ThreadWorker):
     part = MQTT
 
-    def __init__(self, cfg: Config, port: WorkerPort, *,
+    def __init__(self, cfg: Config, port: WorkerPort, *, puback_s: float = PUBACK_TIMEOUT_S,
                  rng: Callable[[], float] = random.random):
         super().__init__(cfg.storage.db_path)
         assert cfg.mqtt is not None
@@ -62,6 +72,7 @@ class MqttWorker(ThreadWorker):
         self._settings: Mqtt = cfg.mqtt
         self._device_id = cfg.site.device_id
         self._rng = rng
+        self._puback_s = puback_s
         # Failing with the mqtt fault: connection attempts and refused events in a row.
         self._streak = FailureStreak(port.health(self.part), FAULT_AFTER_FAILURES)
         self._bell = Bell()
@@ -70,6 +81,10 @@ class MqttWorker(ThreadWorker):
         self._retry_at = 0.0         # monotonic: no connection attempt before this
         self._hold_until = 0.0       # monotonic: the broker refused a message; no events before
         self._in_flight: dict[int, int] = {}  # message id → seq, on this connection
+        # Message id → monotonic deadline of its PUBACK, every message on this connection
+        # (events and status; in publishing order, so the first is due first).
+        self._puback_due: dict[int, float] = {}
+        self._answered = False       # the broker acknowledged a message on this connection
         self._acked: list[int] = []  # seqs the broker acknowledged, not yet marked in the store
         self._offline_mid: int | None = None
         self._offline_acked = False
@@ -108,9 +123,16 @@ class MqttWorker(ThreadWorker):
         link = self._link
         wait = IDLE_WAIT_S
         if link.connected:
+            overdue = self._puback_overdue(mono)
+            if overdue is not None:
+                self._drop(goodbye=False)
+                self._attempt_failed("unreachable", overdue)
+                return 0.0
             self._publish_events(link, mono)
             self._publish_status(link, mono)
             wait = min(wait, self._pacer.due_in(mono))
+            if self._puback_due:
+                wait = min(wait, next(iter(self._puback_due.values())) - mono)
             for until in (self._hold_until, self._event_waits_until):
                 if until > mono:
                     wait = min(wait, until - mono)
@@ -182,7 +204,7 @@ class MqttWorker(ThreadWorker):
                 break
             topic = event_topic(self._settings.topic_prefix, self._device_id, event.kind)
             body = cloudevents_body(event.to_cloudevent(self._device_id))
-            self._in_flight[link.publish(topic, body)] = event.seq
+            self._in_flight[self._publish(link, topic, body, mono)] = event.seq
             room -= 1
 
     def _publish_status(self, link: MqttLink, mono: float) -> None:
@@ -195,7 +217,22 @@ class MqttWorker(ThreadWorker):
         except (TimeoutError, StorageError) as e:
             log.debug("mqtt: no status to publish now: %s", e)
         if self._pacer.looked(mono, message) and message is not None:
-            link.publish(self._status_topic, payload(message), retain=True)
+            self._publish(link, self._status_topic, payload(message), mono, retain=True)
+
+    def _publish(self, link: MqttLink, topic: str, body: bytes, mono: float, *,
+                 retain: bool = False) -> int:
+        mid = link.publish(topic, body, retain=retain)
+        self._puback_due[mid] = mono + self._puback_s
+        return mid
+
+    def _puback_overdue(self, mono: float) -> str | None:
+        """Why the connection has failed, when the oldest message's PUBACK is late."""
+        oldest = next(iter(self._puback_due.items()), None)
+        if oldest is None or mono < oldest[1]:
+            return None
+        seq = self._in_flight.get(oldest[0])
+        what = "the status" if seq is None else f"event seq {seq}"
+        return f"no PUBACK for {what} within {self._puback_s:g} s"
 
     def _backlog(self) -> dict[str, int]:
         store = self.require_store()
@@ -238,6 +275,8 @@ class MqttWorker(ThreadWorker):
             link.close(goodbye=goodbye)
         # Not acknowledged on this connection: still pending in the store, sent again.
         self._in_flight.clear()
+        self._puback_due.clear()
+        self._answered = False
         self._pacer.new_connection()
 
     def _attempt_failed(self, reason: str, detail: str, at_once: bool = False) -> None:
@@ -267,20 +306,27 @@ class MqttWorker(ThreadWorker):
                                  at_once=True)
             return
         log.info("mqtt connected to %s as %s", self._settings.url, self._device_id)
-        self._streak.ok()
         self._pacer.new_connection()
 
     def puback(self, mid: int, refused: str | None) -> None:
         if mid == self._offline_mid:
             self._offline_acked = refused is None
             return
+        if self._puback_due.pop(mid, None) is None:
+            return  # no message of this connection's
+        self._answered = True
         seq = self._in_flight.pop(mid, None)
         if seq is None:  # the retained status
+            # Its PUBACK, taken or refused (our status is not the link's fault), shows
+            # the broker works, unless events still wait for theirs (a broker answers
+            # in order: an honest one's come soon, and say so) or it refused one (only
+            # an event's own PUBACK ends that).
+            if not self._in_flight and self.port.clock.monotonic() >= self._hold_until:
+                self._streak.ok()
             return
         if refused is None:
             self._acked.append(seq)
-            if self._streak.failing:  # after a refused event
-                self._streak.ok()
+            self._streak.ok()
             return
         # Not the event's fault but the broker's rules (an ACL, a quota): it stays
         # owed, and the queue waits, as the uplink waits on a refused token.
@@ -293,9 +339,13 @@ class MqttWorker(ThreadWorker):
     def lost(self, why: str, was_connected: bool) -> None:
         if self._link is None:
             return  # already dropped (a refused CONNACK)
+        answered = self._answered
         self._drop(goodbye=False)
-        if was_connected:
+        if answered:
             log.warning("mqtt connection to %s lost: %s", self._settings.url, why)
             self._retry_at = self.port.clock.monotonic() + RECONNECT_MIN_S
+        elif was_connected:  # a CONNACK, and then nothing: no better than none
+            self._attempt_failed("unreachable", "connection closed before the broker "
+                                 f"acknowledged a message: {why}")
         else:
             self._attempt_failed("unreachable", f"connection closed before CONNACK: {why}")
