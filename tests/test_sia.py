@@ -33,6 +33,7 @@ from edge.sia.crypto import AesCbc
 from edge.sia.frame import (ADM_CID, MAX_FRAME, NULL, Header, crc16, frames, message,
                             parse_answer)
 from edge.sia.link import MAX_EXCHANGE_BYTES, TcpLink, UdpLink
+from edge.sia.lookup import NameLookup
 from edge.sia.sequence import Sequence, stored_number
 from edge.sia.worker import SIA
 from edge.sim.site import GATE_PIN, PANIC_PIN, TAMPER_PIN, SimSite, start_site
@@ -256,6 +257,76 @@ def test_a_udp_receiver_that_floods_costs_one_deadline():
             link.exchange(b"\nmessage\r", 1.0, lambda raw: parse_answer(raw, 1, ACCOUNT, None, NOW))
         link.close()
     assert time.monotonic() - started < 2.0
+
+
+def null_acked(raw: bytes) -> str | None:
+    answer = parse_answer(raw, 1, ACCOUNT, None, dt.datetime.now(dt.timezone.utc))
+    return None if answer is None else answer.token
+
+
+def null_message() -> bytes:
+    return message(NULL, 1, Header(ACCOUNT, "0", "0"), "]",
+                   dt.datetime.now(dt.timezone.utc), None)
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+def test_an_ip_address_is_not_looked_up(protocol):
+    looked_up: list[str] = []
+
+    def resolver(host, *args, **kwargs):
+        looked_up.append(host)
+        raise AssertionError("an IP address was looked up")
+
+    with Receiver(protocol, ACCOUNT) as receiver:
+        kind = TcpLink if protocol == "tcp" else UdpLink
+        link = kind("127.0.0.1", receiver.port, resolve=resolver)
+        try:
+            assert link.exchange(null_message(), 5.0, null_acked) == "ACK"
+        finally:
+            link.close()
+    assert NameLookup("::1", 12000, socket.SOCK_STREAM, resolver).addresses(
+        time.monotonic())[0][4][:2] == ("::1", 12000)
+    assert looked_up == []
+
+
+def test_a_name_lookup_that_hangs_costs_the_exchange_its_deadline_and_no_more(wait_until):
+    """getaddrinfo takes no timeout: a DNS server that never answers would hold the SIA
+    worker for the resolver's own timeouts. The exchange gives up at its deadline; the
+    lookup goes on, once, and its late answer serves the next exchange."""
+    calls: list[str] = []
+    answer_now = threading.Event()
+
+    def hanging_resolver(host, port, **kwargs):  # a stand-in for a DNS server that hangs
+        calls.append(host)
+        answer_now.wait(10)
+        return socket.getaddrinfo("127.0.0.1", port, **kwargs)
+
+    with Receiver("tcp", ACCOUNT) as receiver:
+        link = TcpLink("receiver.invalid", receiver.port, resolve=hanging_resolver)
+        try:
+            for _ in range(2):  # the second waits for the same lookup, starts none
+                started = time.monotonic()
+                with pytest.raises(SiaError, match="no address within the deadline"):
+                    link.exchange(null_message(), 1.0, null_acked)
+                assert 1.0 <= time.monotonic() - started < 3.0
+            assert calls == ["receiver.invalid"]
+            answer_now.set()
+            assert link.exchange(null_message(), 5.0, null_acked) == "ACK"
+            assert calls == ["receiver.invalid"] and receiver.connections == 1
+        finally:
+            answer_now.set()
+            link.close()
+    wait_until(lambda: "sia-lookup" not in {t.name for t in threading.enumerate()}, 5,
+               what="the lookup's thread gone")
+
+
+def test_a_name_that_does_not_resolve_is_a_sia_error_naming_the_host():
+    def no_such_name(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    link = UdpLink("receiver.invalid", 12000, resolve=no_such_name)
+    with pytest.raises(SiaError, match="receiver.invalid:12000: Name or service not known"):
+        link.exchange(null_message(), 2.0, null_acked)
 
 
 # ---------------------------------------------------------------------- Contact ID
