@@ -33,9 +33,12 @@ from edge.sia.crypto import AesCbc
 from edge.sia.frame import (ADM_CID, MAX_FRAME, NULL, Header, crc16, frames, message,
                             parse_answer)
 from edge.sia.link import MAX_EXCHANGE_BYTES, TcpLink, UdpLink
+from edge.sia.lookup import NameLookup
+from edge.sia.sequence import Sequence, stored_number
 from edge.sia.worker import SIA
 from edge.sim.site import GATE_PIN, PANIC_PIN, TAMPER_PIN, SimSite, start_site
 from edge.store import Store
+from edge.store.schema import SIA_SEQUENCE
 from sia_receiver import Receiver, dc09_frame
 
 ACCOUNT = "12AB"
@@ -106,8 +109,8 @@ def test_an_ack_must_be_encrypted_under_our_key_when_we_encrypt():
 
 
 def test_an_encrypted_ack_replayed_from_an_earlier_message_is_no_answer():
-    # The sequence starts at 0001 again with every start of the daemon: an ACK recorded
-    # an hour ago, to another message with our number, must not acknowledge this one.
+    # The numbers run 0001-9999 and start again: an ACK recorded an hour ago, to another
+    # message with our number, must not acknowledge this one.
     key = KEYS["aes128"]
     cipher, header = AesCbc(key.encode()), Header(ACCOUNT, "0", "0")
     then = dt.datetime.now(dt.timezone.utc)
@@ -254,6 +257,76 @@ def test_a_udp_receiver_that_floods_costs_one_deadline():
             link.exchange(b"\nmessage\r", 1.0, lambda raw: parse_answer(raw, 1, ACCOUNT, None, NOW))
         link.close()
     assert time.monotonic() - started < 2.0
+
+
+def null_acked(raw: bytes) -> str | None:
+    answer = parse_answer(raw, 1, ACCOUNT, None, dt.datetime.now(dt.timezone.utc))
+    return None if answer is None else answer.token
+
+
+def null_message() -> bytes:
+    return message(NULL, 1, Header(ACCOUNT, "0", "0"), "]",
+                   dt.datetime.now(dt.timezone.utc), None)
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+def test_an_ip_address_is_not_looked_up(protocol):
+    looked_up: list[str] = []
+
+    def resolver(host, *args, **kwargs):
+        looked_up.append(host)
+        raise AssertionError("an IP address was looked up")
+
+    with Receiver(protocol, ACCOUNT) as receiver:
+        kind = TcpLink if protocol == "tcp" else UdpLink
+        link = kind("127.0.0.1", receiver.port, resolve=resolver)
+        try:
+            assert link.exchange(null_message(), 5.0, null_acked) == "ACK"
+        finally:
+            link.close()
+    assert NameLookup("::1", 12000, socket.SOCK_STREAM, resolver).addresses(
+        time.monotonic())[0][4][:2] == ("::1", 12000)
+    assert looked_up == []
+
+
+def test_a_name_lookup_that_hangs_costs_the_exchange_its_deadline_and_no_more(wait_until):
+    """getaddrinfo takes no timeout: a DNS server that never answers would hold the SIA
+    worker for the resolver's own timeouts. The exchange gives up at its deadline; the
+    lookup goes on, once, and its late answer serves the next exchange."""
+    calls: list[str] = []
+    answer_now = threading.Event()
+
+    def hanging_resolver(host, port, **kwargs):  # a stand-in for a DNS server that hangs
+        calls.append(host)
+        answer_now.wait(10)
+        return socket.getaddrinfo("127.0.0.1", port, **kwargs)
+
+    with Receiver("tcp", ACCOUNT) as receiver:
+        link = TcpLink("receiver.invalid", receiver.port, resolve=hanging_resolver)
+        try:
+            for _ in range(2):  # the second waits for the same lookup, starts none
+                started = time.monotonic()
+                with pytest.raises(SiaError, match="no address within the deadline"):
+                    link.exchange(null_message(), 1.0, null_acked)
+                assert 1.0 <= time.monotonic() - started < 3.0
+            assert calls == ["receiver.invalid"]
+            answer_now.set()
+            assert link.exchange(null_message(), 5.0, null_acked) == "ACK"
+            assert calls == ["receiver.invalid"] and receiver.connections == 1
+        finally:
+            answer_now.set()
+            link.close()
+    wait_until(lambda: "sia-lookup" not in {t.name for t in threading.enumerate()}, 5,
+               what="the lookup's thread gone")
+
+
+def test_a_name_that_does_not_resolve_is_a_sia_error_naming_the_host():
+    def no_such_name(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    link = UdpLink("receiver.invalid", 12000, resolve=no_such_name)
+    with pytest.raises(SiaError, match="receiver.invalid:12000: Name or service not known"):
+        link.exchange(null_message(), 2.0, null_acked)
 
 
 # ---------------------------------------------------------------------- Contact ID
@@ -517,6 +590,69 @@ def test_nothing_is_lost_while_the_centre_is_down_across_a_restart(tmp_path, sho
              "fault": "354"}
     assert [c[1] for c in admcid(receiver)] == [codes[e.kind] for e in sent]
     assert [c[1] for c in admcid(receiver)].count("406") == 2  # one per silenced alarm
+
+
+def test_numbers_are_reserved_in_the_store_a_block_at_a_time_and_wrap(tmp_path):
+    store = Store(tmp_path / "events.db")
+    writes: list[int] = []
+
+    def reserve(last: int) -> bool:
+        writes.append(last)
+        store.set_meta(SIA_SEQUENCE, str(last))
+        return True
+
+    try:
+        first = Sequence(stored_number(store.get_meta(SIA_SEQUENCE)), reserve)
+        assert [first.next() for _ in range(150)] == list(range(1, 151))
+        assert writes == [100, 200]  # before 0001 and before 0101 went
+        # A start goes on after the last block reserved (the rest of it skipped).
+        again = Sequence(stored_number(store.get_meta(SIA_SEQUENCE)), reserve)
+        assert again.next() == 201
+        store.set_meta(SIA_SEQUENCE, "9950")
+        late = Sequence(stored_number(store.get_meta(SIA_SEQUENCE)), reserve)
+        assert [late.next() for _ in range(50)] == [*range(9951, 10000), 1]
+        assert writes[-1] == 51
+    finally:
+        store.close()
+    assert [stored_number(text) for text in (None, "", "abc", "0", "10000", "-5", "77")] == \
+        [0, 0, 0, 0, 0, 0, 77]
+
+
+def test_a_reservation_that_fails_holds_back_no_message_and_is_tried_again():
+    tried: list[int] = []
+
+    def store_full(last: int) -> bool:
+        tried.append(last)
+        return False
+
+    sequence = Sequence(0, store_full)
+    assert [sequence.next() for _ in range(3)] == [1, 2, 3]
+    assert tried == [100, 101, 102]
+
+
+def test_the_message_numbers_go_on_across_a_restart(tmp_path, short_dir, wait_until):
+    """A receiver de-duplicates by sequence number within a window: a daemon restarted
+    within it and counting from 0001 again would have its first messages taken for
+    repeats and dropped. So the numbering goes on where the last start left it."""
+    with Receiver("tcp", ACCOUNT) as receiver:
+        config = SimSite(tmp_path / "var", short_dir / "control.sock", school_hours=False,
+                         sia_keys={"host": "127.0.0.1", "port": receiver.port,
+                                   "account": ACCOUNT, "supervision_s": 3600}
+                         ).write(tmp_path / "config.toml")
+        # The first start: its heartbeat and a panic; the second: its heartbeat.
+        for run, messages in ((1, 2), (2, 3)):
+            daemon = start_daemon(config, short_dir / "control.sock",
+                                  tmp_path / f"daemon{run}.log")
+            try:
+                if run == 1:
+                    assert daemon.cli("sim", "guard_room", "on").returncode == 0
+                wait_until(lambda: len(receiver.events_of("ADM-CID")) == messages, 10,
+                           what=f"the messages of start {run}")
+            finally:
+                assert stop_daemon(daemon) == 0
+        numbers = [int(e.sequence) for e in receiver.events_of("ADM-CID")]
+    assert numbers[:2] == [1, 2]
+    assert numbers[2] > 2, f"the second start numbered its heartbeat {numbers[2]:04d}"
 
 
 # ---------------------------------------------------------------------- [sia] config

@@ -19,6 +19,7 @@ import pytest
 
 from edge.errors import StorageError
 from edge.store import ESCALATION_DUE, SmsRequest, Store, device_of_store
+from edge.store.schema import SIA_SEQUENCE
 
 T0 = dt.datetime(2026, 11, 23, 7, 42, 15, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 PRINCIPAL = SmsRequest("principal", "+8613800138000", T0.timestamp(), fallback=False)
@@ -468,6 +469,17 @@ def test_the_store_remembers_the_first_device_that_writes_it(db):
         store.close()
     assert device_of_store(db) == "gaoshan-gate-1"
     assert device_of_store(db.with_name("none.db")) is None
+
+
+def test_a_fresh_store_goes_on_with_the_alarm_centres_message_numbers(db):
+    """A receiver would drop messages numbered as recent ones (edge/sia/sequence.py)."""
+    store = Store(db)
+    try:
+        store.set_meta(SIA_SEQUENCE, "4200")
+        store.recover_from_corruption()
+        assert store.get_meta(SIA_SEQUENCE) == "4200"
+    finally:
+        store.close()
 
 
 def test_an_unverified_acceptance_neither_cancels_the_fallback_sms_nor_counts_as_delivered(

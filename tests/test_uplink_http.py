@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -212,6 +213,58 @@ def test_an_answer_trickled_a_byte_at_a_time_fails_at_the_deadline(token_file, t
     assert result.detail == "no complete answer within 1.5 s"
     assert 1.5 <= took < 10  # the deadline, not the platform's 20 s of trickling
     assert slow.requests == 1 and slow.sent > 10
+
+
+def test_a_shorter_deadline_started_during_a_longer_one_passes_at_its_own_time(token_file):
+    """The watcher sleeps until the earliest deadline it holds: a request started while
+    a later deadline is watched must wake it, and each request fails at its own time."""
+    with SlowPlatform(TRICKLE_HEAD) as slow:
+        slow_up = HttpUplink(slow.url, str(token_file), connect_timeout_s=1.0,
+                             read_timeout_s=5.0)
+        quick_up = HttpUplink(slow.url, str(token_file), connect_timeout_s=0.5,
+                              read_timeout_s=1.0)
+        took: dict[str, float] = {}
+
+        def post(name: str, up: HttpUplink) -> None:
+            started = time.monotonic()
+            check(up.post_events([make_event()]), RETRY, None)
+            took[name] = time.monotonic() - started
+
+        longer = threading.Thread(target=post, args=("6 s", slow_up))
+        longer.start()
+        time.sleep(0.5)  # the watcher asleep until the 6 s deadline
+        post("1.5 s", quick_up)
+        longer.join(20)
+        slow_up.close()
+        quick_up.close()
+    assert 1.5 <= took["1.5 s"] < 4.5  # not woken: it would have waited for the 6 s one
+    assert 6.0 <= took["6 s"] < 15
+
+
+def test_requests_start_no_thread_one_watcher_keeps_every_deadline(platform, uplink):
+    """A backlog drains in a hundred requests: their deadlines are kept by the one watcher
+    thread of the process (started by the first request), never by a thread per request,
+    so the thread count stays where it was."""
+    check(uplink.post_events([make_event()]), ACCEPTED, 200)
+    before = threading.active_count()
+    started: list[str] = []
+
+    def note_started(frame, event, arg):  # called as each new thread begins
+        started.append(threading.current_thread().name)
+        sys.settrace(None)
+
+    previous = threading.gettrace()
+    threading.settrace(note_started)
+    try:
+        counts = []
+        for seq in range(100):
+            check(uplink.post_events([make_event(seq)]), ACCEPTED, 200)
+            counts.append(threading.active_count())
+    finally:
+        threading.settrace(previous)
+    assert started == []
+    assert set(counts) == {before}
+    assert "request-deadlines" in {t.name for t in threading.enumerate()}
 
 
 def test_a_huge_answer_is_read_no_further_than_its_start(token_file):

@@ -1,7 +1,8 @@
 """The link to the receiver, over TCP (one connection kept open) or UDP (a datagram each
 way), with one deadline per exchange and bounded reads: a receiver that trickles, floods
 or never ends a frame costs us at most the deadline and MAX_EXCHANGE_BYTES, never memory
-or a stalled worker.
+or a stalled worker. The receiver's name is looked up within that deadline too
+(lookup.py).
 
 An exchange sends one message and reads until ``accept`` takes a frame as its answer;
 frames it does not take (a late answer to an earlier message, garbage) are skipped.
@@ -19,6 +20,7 @@ from typing import Callable, Iterator, Protocol, TypeVar
 
 from edge.errors import SiaError
 from edge.sia.frame import frames
+from edge.sia.lookup import AddressInfo, NameLookup, Resolve
 
 A = TypeVar("A")
 
@@ -36,6 +38,25 @@ class Link(Protocol):
 
 def open_link(protocol: str, host: str, port: int) -> Link:
     return TcpLink(host, port) if protocol == "tcp" else UdpLink(host, port)
+
+
+def _connect(addresses: list[AddressInfo], deadline: float) -> socket.socket:
+    """A socket connected to the first of ``addresses`` that takes a connection within
+    ``deadline`` (monotonic); OSError from the last when none does."""
+    error: OSError = SiaError("the name has no address")  # getaddrinfo raises first
+    for family, kind, proto, _, address in addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SiaError("no answer within the deadline")
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(remaining)
+            sock.connect(address)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
 
 
 class _Closed(SiaError):
@@ -73,11 +94,20 @@ def _await_answer(sock: socket.socket, deadline: float,
 
 class _SocketLink:
     """What both links share: the receiver's address, the socket, and the rule that an
-    attempt that failed closes it (the next starts afresh) and says why as a SiaError."""
+    attempt that failed closes it (the next starts afresh) and says why as a SiaError.
+    ``resolve``: socket.getaddrinfo, or a stand-in for it (lookup.py)."""
 
-    def __init__(self, host: str, port: int):
+    _KIND = socket.SOCK_STREAM
+
+    def __init__(self, host: str, port: int, resolve: Resolve = socket.getaddrinfo):
         self._address = (host, port)
+        self._lookup = NameLookup(host, port, self._KIND, resolve)
         self._sock: socket.socket | None = None
+
+    def _connected(self, deadline: float) -> socket.socket:
+        if self._sock is None:
+            self._sock = _connect(self._lookup.addresses(deadline), deadline)
+        return self._sock
 
     @contextlib.contextmanager
     def _attempt(self) -> Iterator[None]:
@@ -136,36 +166,16 @@ class TcpLink(_SocketLink):
             return False
         return True
 
-    def _connected(self, deadline: float) -> socket.socket:
-        if self._sock is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SiaError("no answer within the deadline")
-            self._sock = socket.create_connection(self._address, timeout=remaining)
-        return self._sock
-
 
 class UdpLink(_SocketLink):
     """A connected UDP socket: the kernel passes us only the receiver's datagrams."""
+
+    _KIND = socket.SOCK_DGRAM
 
     def exchange(self, message: bytes, timeout: float,
                  accept: Callable[[bytes], A | None]) -> A:
         deadline = time.monotonic() + timeout
         with self._attempt():
-            sock = self._connected()
+            sock = self._connected(deadline)
             sock.send(message)
             return _await_answer(sock, deadline, accept)
-
-    def _connected(self) -> socket.socket:
-        if self._sock is None:
-            host, port = self._address
-            family, kind, proto, _, address = socket.getaddrinfo(
-                host, port, type=socket.SOCK_DGRAM)[0]
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.connect(address)
-            except OSError:
-                sock.close()
-                raise
-            self._sock = sock
-        return self._sock

@@ -3,8 +3,8 @@
 A NAK is the receiver saying our timestamp is outside its window (DC-09 5.5.1.8): its
 own time comes with it, so the message goes once more at once, stamped with the
 receiver's time, and later messages keep that offset from our clock until another NAK
-moves it. The sequence number is the caller's: a message sent again (after a NAK, or a
-retry after backoff) keeps its number, so the receiver can pair our answers."""
+moves it. The sequence number is the caller's (sequence.py): a message sent again (after a
+NAK, or a retry after backoff) keeps its number, so the receiver can pair our answers."""
 
 from __future__ import annotations
 
@@ -14,20 +14,8 @@ from typing import Callable
 from edge.errors import SiaError
 from edge.config import Sia
 from edge.sia.crypto import AesCbc, read_key_file
-from edge.sia.frame import ACK, NAK, NULL, RSP, SEQUENCE_MAX, Answer, Header, message, \
-    parse_answer
+from edge.sia.frame import ACK, NAK, NULL, RSP, Answer, Header, message, parse_answer
 from edge.sia.link import Link, open_link
-
-
-class Sequence:
-    """The message numbers 0001-9999, each new message the next, 9999 followed by 0001."""
-
-    def __init__(self) -> None:
-        self._last = 0
-
-    def next(self) -> int:
-        self._last = self._last % SEQUENCE_MAX + 1
-        return self._last
 
 
 class Transmitter:

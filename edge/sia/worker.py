@@ -26,12 +26,14 @@ import random
 from typing import Callable
 
 from edge.config import Config, Sia
-from edge.errors import SiaError
+from edge.errors import SiaError, StorageError
 from edge.port import FailureStreak, WorkerPort
 from edge.sia.contact_id import contact_id
 from edge.sia.frame import ACK, ADM_CID, DUH, NULL, RSP
-from edge.sia.transmitter import Sequence, Transmitter, open_transmitter
+from edge.sia.sequence import Sequence, stored_number
+from edge.sia.transmitter import Transmitter, open_transmitter
 from edge.store import Delivery, Store
+from edge.store.schema import SIA_SEQUENCE
 from edge.uplink.backoff import MAX_DELAY_S, next_delay
 from edge.worker import IDLE_WAIT_S, ThreadWorker
 
@@ -65,7 +67,7 @@ class SiaWorker(ThreadWorker):
         self._rng = rng
         self._streak = FailureStreak(port.health(SIA), FAULT_AFTER_FAILURES)
         self._transmitter: Transmitter | None = None
-        self._sequence = Sequence()
+        self._sequence: Sequence | None = None  # read from the store on the first step
         # The event being sent and its DC-09 number: a retry keeps the number.
         self._current: tuple[int, int] | None = None
         self._null_due = port.clock.monotonic() + self.sia.supervision_s
@@ -92,9 +94,12 @@ class SiaWorker(ThreadWorker):
         if owed is None:
             return IDLE_WAIT_S
         store, rows, now = owed
+        sequence = self._ensure_sequence(store)
+        if sequence is None:
+            return IDLE_WAIT_S
         if rows:
-            return self._deliver(store, transmitter, rows, now)
-        return self._supervise(transmitter)
+            return self._deliver(store, transmitter, sequence, rows, now)
+        return self._supervise(transmitter, sequence)
 
     def _ensure_transmitter(self) -> Transmitter | None:
         if self._transmitter is not None:
@@ -108,8 +113,29 @@ class SiaWorker(ThreadWorker):
                                 f"AES needs the cryptography library: {e}", at_once=True)
         return self._transmitter
 
-    def _deliver(self, store: Store, transmitter: Transmitter, rows: list[Delivery],
-                 now: float) -> float:
+    def _ensure_sequence(self, store: Store) -> Sequence | None:
+        """The message numbers, going on from the last start's (sequence.py)."""
+        if self._sequence is None:
+            try:
+                last = stored_number(store.get_meta(SIA_SEQUENCE))
+            except StorageError as e:
+                log.warning("sia worker cannot read its last message number: %s", e)
+                return None
+            self._sequence = Sequence(last, self._reserve_numbers)
+        return self._sequence
+
+    def _reserve_numbers(self, last: int) -> bool:
+        store = self.store()
+        try:
+            if store is not None:
+                store.set_meta(SIA_SEQUENCE, str(last))
+                return True
+        except StorageError as e:
+            log.warning("sia worker cannot keep its message numbers: %s", e)
+        return False
+
+    def _deliver(self, store: Store, transmitter: Transmitter, sequence: Sequence,
+                 rows: list[Delivery], now: float) -> float:
         """``now``: the wall time the rows' retry times agree with (ThreadWorker.owed)."""
         head = rows[0]
         event = head.event
@@ -124,7 +150,7 @@ class SiaWorker(ThreadWorker):
         if now < head.next_try <= now + MAX_DELAY_S:
             return head.next_try - now
         if self._current is None or self._current[0] != event.seq:
-            self._current = (event.seq, self._sequence.next())
+            self._current = (event.seq, sequence.next())
         try:
             answer = transmitter.send(ADM_CID, self._current[1], cid.data(self.sia.account))
         except SiaError as e:
@@ -158,7 +184,7 @@ class SiaWorker(ThreadWorker):
                     head.event.seq, detail, delay)
         self._streak.failed(reason, detail)
 
-    def _supervise(self, transmitter: Transmitter) -> float:
+    def _supervise(self, transmitter: Transmitter, sequence: Sequence) -> float:
         """A NULL message when the link has been idle for supervision_s (sooner, with
         backoff, after a NULL that failed); how long until the next one."""
         if not self.sia.supervision_s:
@@ -167,7 +193,7 @@ class SiaWorker(ThreadWorker):
         if wait > 0:
             return wait
         try:
-            answer = transmitter.send(NULL, self._sequence.next(), "]")
+            answer = transmitter.send(NULL, sequence.next(), "]")
             failure = None if answer.token in (ACK, RSP) else \
                 f"the receiver answered {answer.token} to a NULL message"
         except SiaError as e:

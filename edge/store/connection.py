@@ -16,7 +16,8 @@ from types import TracebackType
 from typing import Any, Callable, Concatenate, Literal, Mapping, ParamSpec, TypeVar
 
 from edge.errors import StorageError
-from edge.store.schema import SCHEMA, add_columns, is_corruption, salvage_meta
+from edge.store.schema import (SCHEMA, SIA_SEQUENCE, add_columns, is_corruption,
+                                salvage_meta)
 from edge.store.wal import wal_damage
 
 log = logging.getLogger(__name__)
@@ -159,8 +160,11 @@ class StoreFile:
         salvaged = salvage_meta(self.path)
         moved = self._quarantine(reason)
         self._conn = self._open(False)
-        if salvaged.get("device_id"):
-            self._set_meta("device_id", salvaged["device_id"])
+        # The device's name, and the alarm centre's message numbers, which a receiver
+        # must not see start again (edge/sia/sequence.py).
+        for key in ("device_id", SIA_SEQUENCE):
+            if salvaged.get(key):
+                self._set_meta(key, salvaged[key])
         last_seq = salvaged.get("last_seq", "")
         if numbering_known and last_seq.isdigit() and int(last_seq) > 0:
             # The numbering goes on, so it keeps its name.

@@ -6,6 +6,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+# meta: the last DC-09 message number reserved (edge/sia/sequence.py)
+SIA_SEQUENCE = "sia_sequence"
+
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _SQLITE_FULL = 13
 
