@@ -27,7 +27,7 @@ SERVE_COMMAND = (sys.executable, "-m", "edge.camera.serve")
 START_TIMEOUT_S = 15.0  # a fresh interpreter importing Pillow, then picamera2 opening (10 s)
 FRAMES_TIMEOUT_S = 2.0
 ANSWER_MARGIN_S = 1.0  # past the camera's own deadline, for the pipe and a busy machine
-CLOSE_WAIT_S = 2.0
+CLOSE_WAIT_S = 0.5  # then SIGKILL: the kernel frees the camera; the worker stops in 1.5 s
 LOG_LINE_MAX = 4096
 JPEG_START = b"\xff\xd8\xff"
 
@@ -53,6 +53,7 @@ class CameraProcess:
         # The test pattern's lines for a still, asked of the daemon at each capture: a
         # still shows the daemon's time and the alarm it is for.
         self._overlay = overlay
+        self._keeps_frames = pre_trigger_s > 0
         self._argv = [*command, backend, str(pre_trigger_s), str(os.getpid()),
                       "--head", head, "--tz", tz]
         self._clock = clock
@@ -77,6 +78,8 @@ class CameraProcess:
         return jpeg
 
     def pre_trigger_frames(self) -> list[bytes]:
+        if not self._keeps_frames:
+            return []
         try:
             return self._request({"op": "frames"}, FRAMES_TIMEOUT_S)
         except CameraError as e:
