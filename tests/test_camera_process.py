@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -18,8 +19,9 @@ import pytest
 from PIL import Image
 
 from conftest import start_daemon, stop_daemon
-from edge.camera.process import ANSWER_MARGIN_S, CameraProcess
-from edge.camera.wire import MAX_LINE, MAX_PICTURE
+from edge.camera.process import (ANSWER_MARGIN_S, KILL_WAIT_S, LOG_BURST, SERVE_COMMAND,
+                                 START_TIMEOUT_S, CameraProcess)
+from edge.camera.wire import MAX_FRAME, MAX_LINE, MAX_STILL
 from edge.errors import CameraError
 
 
@@ -97,7 +99,8 @@ LIARS = {
     "not JSON": "out.write(b'hello\\n')",
     "a line without end": f"out.write(b'x' * {MAX_LINE * 4})",
     "a JSON list": "out.write(b'[1, 2]\\n')",
-    "a picture too big": f"answer(sizes=[{MAX_PICTURE + 1}])",
+    "a picture too big": f"answer(sizes=[{MAX_STILL + 1}])",
+    "the answer to another request": "answer(id=-1, sizes=[4]); out.write(b'\\xff\\xd8\\xff\\xd9')",
     "too many pictures": "answer(sizes=[1] * 1000)",
     "a size that is no number": "answer(sizes=['12'])",
     "a picture cut short": "answer(sizes=[1000]); out.write(b'\\xff\\xd8\\xff' + b'x' * 10)",
@@ -114,11 +117,12 @@ def liar(tmp_path: Path, lie: str) -> tuple[str, ...]:
         import json, sys, time
         out = sys.stdout.buffer
         def answer(**fields):
-            out.write(json.dumps({{"ok": True, "camera_ok": True, **fields}}).encode() + b"\\n")
+            out.write(json.dumps({{"id": request["id"], "ok": True, "camera_ok": True,
+                                   **fields}}).encode() + b"\\n")
             out.flush()
-        sys.stdin.readline()
+        request = json.loads(sys.stdin.readline())
         answer(sizes=[])
-        sys.stdin.readline()
+        request = json.loads(sys.stdin.readline())
         {lie}
         out.flush()
         time.sleep(60)
@@ -166,14 +170,15 @@ def test_a_child_that_breaks_the_protocol_is_a_fault_never_an_escape(tmp_path, l
         camera.close()
 
 
-def test_the_childs_log_reaches_the_daemons_log_at_its_level(tmp_path, caplog):
+def child_log(tmp_path: Path, caplog, talk: str, until: str) -> list[logging.LogRecord]:
+    """The daemon's log records of a fake camera process that runs ``talk`` (Python,
+    writing to stderr), answers its start and is closed; once ``until`` is in the log."""
     script = tmp_path / "talker.py"
-    script.write_text(textwrap.dedent("""\
-        import json, sys
-        print("WARNING edge.camera.pi_camera: the ribbon cable is loose", file=sys.stderr)
+    script.write_text("import json, sys\n" + textwrap.dedent(talk) + textwrap.dedent("""\
         sys.stderr.flush()
-        sys.stdin.readline()
-        sys.stdout.write(json.dumps({"ok": True, "camera_ok": True, "sizes": []}) + "\\n")
+        request = json.loads(sys.stdin.readline())
+        sys.stdout.write(json.dumps({"id": request["id"], "ok": True, "camera_ok": True,
+                                     "sizes": []}) + "\\n")
         sys.stdout.flush()
         sys.stdin.readline()
         """))
@@ -183,9 +188,16 @@ def test_the_childs_log_reaches_the_daemons_log_at_its_level(tmp_path, caplog):
         camera.start()
         camera.close()
         deadline = time.monotonic() + 5
-        while "ribbon cable" not in caplog.text and time.monotonic() < deadline:
+        while until not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.02)
-    [record] = [r for r in caplog.records if "ribbon cable" in r.getMessage()]
+    return caplog.records
+
+
+def test_the_childs_log_reaches_the_daemons_log_at_its_level(tmp_path, caplog):
+    records = child_log(tmp_path, caplog, """\
+        print("WARNING edge.camera.pi_camera: the ribbon cable is loose", file=sys.stderr)
+        """, until="ribbon cable")
+    [record] = [r for r in records if "ribbon cable" in r.getMessage()]
     assert record.levelno == logging.WARNING
 
 
@@ -215,3 +227,103 @@ def test_the_daemon_never_loads_pillow_and_its_camera_dies_with_it(
         assert gone(camera, 5.0), "the camera process outlived the daemon"
     finally:
         stop_daemon(daemon)
+
+
+def test_an_overlong_overlay_line_cannot_put_the_answers_out_of_step():
+    """A label of 70,000 characters: the still is still the still, the frames frames."""
+    camera = pattern_camera(overlay=lambda: ["门" * 70_000, "x" * 70_000] * 20)
+    try:
+        camera.start()
+        for _ in range(2):
+            with Image.open(io.BytesIO(camera.capture_jpeg())) as still:
+                assert still.size == (1280, 720)
+            assert {Image.open(io.BytesIO(f)).size for f in camera.pre_trigger_frames()} \
+                == {(320, 180)}
+        assert camera.ok
+    finally:
+        camera.close()
+
+
+@pytest.mark.parametrize("lie", [f"answer(sizes=[{MAX_FRAME + 1}])",
+                                 "answer(sizes=[10] * 3)"],
+                         ids=["a frame too big", "more frames than seconds kept"])
+def test_frames_are_bounded_by_what_a_ring_can_hold(tmp_path, lie):
+    camera = CameraProcess("test-pattern", pre_trigger_s=2, head="x", tz="UTC",
+                           command=liar(tmp_path, lie))
+    try:
+        camera.start()
+        assert camera.pre_trigger_frames() == []
+        assert not camera.ok and "out of bounds" in camera.last_error
+    finally:
+        camera.close()
+
+
+def test_a_child_that_a_kill_does_not_end_costs_a_bounded_wait_and_a_fault(monkeypatch):
+    """A process stuck in the kernel (a camera driver's ioctl) outlives SIGKILL: here one
+    stopped, whose kill is lost."""
+    camera = pattern_camera(pre_trigger_s=0)
+    try:
+        camera.start()
+        stuck = camera._child
+        monkeypatch.setattr(subprocess.Popen, "kill", lambda self: None)
+        os.kill(stuck.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(CameraError, match="no answer in time"):
+            camera.capture_jpeg(timeout_s=0.5)
+        assert time.monotonic() - started < 0.5 + ANSWER_MARGIN_S + KILL_WAIT_S + 1.0
+        assert not camera.ok and stuck.poll() is None
+        monkeypatch.undo()
+        camera.capture_jpeg()  # a new camera process beside the stuck one
+        assert camera.ok
+    finally:
+        os.kill(stuck.pid, signal.SIGKILL)
+        stuck.wait()
+        camera.close()
+
+
+def test_a_camera_process_that_died_while_idle_gets_its_start_before_the_alarms_deadline(
+        tmp_path):
+    """Killed between alarms; the new one is slow to start (a Pi importing picamera2): the
+    next alarm's frames and still wait for it, and both come."""
+    slow_start = ("sh", "-c", 'sleep 3.5; exec "$0" "$@"', *SERVE_COMMAND)
+    camera = CameraProcess("test-pattern", pre_trigger_s=2, head="x", tz="UTC",
+                           command=slow_start)
+    try:
+        camera.start()
+        os.kill(child_pid(camera), signal.SIGKILL)
+        time.sleep(0.2)
+        started = time.monotonic()
+        frames = camera.pre_trigger_frames()
+        assert 1 <= len(frames) <= 2 and time.monotonic() - started < START_TIMEOUT_S
+        assert camera.capture_jpeg().startswith(b"\xff\xd8")
+        assert camera.ok
+    finally:
+        camera.close()
+
+
+def test_a_fake_edge_package_in_the_working_directory_is_never_the_camera_process(
+        tmp_path, monkeypatch):
+    impostor = tmp_path / "edge" / "camera"
+    impostor.mkdir(parents=True)
+    for package in (tmp_path / "edge", impostor):
+        (package / "__init__.py").write_text("")
+    (impostor / "serve.py").write_text("raise SystemExit('impostor')\n")
+    monkeypatch.chdir(tmp_path)
+    camera = pattern_camera(pre_trigger_s=0)
+    try:
+        camera.start()
+        assert camera.capture_jpeg().startswith(b"\xff\xd8") and camera.ok
+    finally:
+        camera.close()
+
+
+def test_a_child_pouring_out_log_lines_gets_a_bounded_share_of_the_log(tmp_path, caplog):
+    records = child_log(tmp_path, caplog, """\
+        for n in range(20_000):
+            print(f"[0:00:01.{n}] [42] ERROR V4L2 v4l2_videodevice.cpp:1906 dequeue timeout",
+                  file=sys.stderr)
+        """, until="not logged")
+    relayed = [r for r in records if "dequeue timeout" in r.getMessage()]
+    assert LOG_BURST <= len(relayed) < LOG_BURST + 50
+    assert all(r.levelno == logging.ERROR for r in relayed)  # libcamera's level, read
+    assert any("lines not logged (too many)" in r.getMessage() for r in records)

@@ -19,7 +19,8 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
 from edge.camera import Camera, open_camera
@@ -58,9 +59,9 @@ class Overlay:
         return [self._head, dt.datetime.now(self._tz).strftime("%Y-%m-%d %H:%M:%S %z")]
 
 
-def _answer(out: int, camera: Camera, error: str | None = None,
+def _answer(out: int, request_id: object, camera: Camera, error: str | None = None,
             pictures: tuple[bytes, ...] = ()) -> None:
-    header = {"ok": error is None, "error": error, "camera_ok": camera.ok,
+    header = {"id": request_id, "ok": error is None, "error": error, "camera_ok": camera.ok,
               "camera_error": camera.last_error, "sizes": [len(p) for p in pictures]}
     for data in (encode(header), *pictures):
         view = memoryview(data)
@@ -96,23 +97,50 @@ def _handle(request: dict[str, Any], camera: Camera, overlay: Overlay,
     raise ValueError(f"unknown request {op!r}")
 
 
-def serve(camera: Camera, overlay: Overlay, requests, out: int, pre_trigger: bool) -> None:
-    """Answers each request line until end of input or ``close``."""
-    while line := requests.readline(MAX_LINE + 1):
+def _requests(lines) -> Iterator[dict[str, Any] | str]:
+    """Each request line as a dict, or why it is none; a line over MAX_LINE is read to its
+    end and answered once, so the answers keep step with the requests."""
+    while line := lines.readline(MAX_LINE + 1):
+        if not line.endswith(b"\n") and len(line) > MAX_LINE:
+            while (rest := lines.readline(MAX_LINE + 1)) and not rest.endswith(b"\n"):
+                pass
+            yield f"a request longer than {MAX_LINE} bytes"
+            continue
         try:
             request = json.loads(line)
-            if not isinstance(request, dict):
-                raise ValueError("a request is a JSON object")
-            if request.get("op") == "close":
-                break
+        except ValueError as e:
+            yield f"not JSON: {e}"
+            continue
+        yield request if isinstance(request, dict) else "a request is a JSON object"
+
+
+def serve(camera: Camera, overlay: Overlay, lines, out: int, pre_trigger: bool) -> None:
+    """Answers each request line until end of input or ``close``."""
+    for request in _requests(lines):
+        if isinstance(request, str):
+            _answer(out, None, camera, request)
+            continue
+        if request.get("op") == "close":
+            break
+        request_id = request.get("id")
+        try:
             pictures = _handle(request, camera, overlay, pre_trigger)
         except CameraError as e:
-            _answer(out, camera, str(e))
+            _answer(out, request_id, camera, str(e))
         except Exception as e:  # the daemon sent something odd: say so, keep serving
             log.exception("camera request failed")
-            _answer(out, camera, f"{type(e).__name__}: {e}")
+            _answer(out, request_id, camera, f"{type(e).__name__}: {e}")
         else:
-            _answer(out, camera, None, pictures)
+            _answer(out, request_id, camera, None, pictures)
+
+
+def _first_to_go() -> None:
+    """Short of memory, the kernel kills this process before the daemon (which systemd
+    starts with OOMScoreAdjust=-500, inherited here): the camera is what the alarm can lose."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text("500")
+    except OSError:
+        pass  # not Linux
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tz", default="UTC")
     args = parser.parse_args(argv)
     _die_with(args.parent_pid)
+    _first_to_go()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C at the demo is the daemon's to act on
     out = os.dup(1)
     os.dup2(2, 1)

@@ -1,11 +1,15 @@
 """How the daemon and its camera process talk, over the child's stdin and stdout.
 
-A request is one line of JSON: ``{"op": "start" | "capture" | "frames" | "close", ...}``.
-An answer is one line of JSON, ``{"ok": bool, "error": str | null, "camera_ok": bool,
-"camera_error": str | null, "sizes": [n, ...]}``, followed by that many pictures, raw,
-of those sizes. Everything the daemon reads is bounded in size and in time: the child is
-ours, but it runs libcamera, and a child gone wrong must cost a camera fault, not the
-daemon's memory or its thread.
+A request is one line of JSON: ``{"id": n, "op": "start" | "capture" | "frames" | "close",
+...}``, at most MAX_LINE bytes. An answer is one line of JSON, ``{"id": n, "ok": bool,
+"error": str | null, "camera_ok": bool, "camera_error": str | null, "sizes": [n, ...]}``,
+followed by that many pictures, raw, of those sizes. The answer names its request, so a
+child that answered twice or not at all cannot hand one request's pictures to the next.
+
+Everything the daemon reads is bounded in size and in time: the child is ours, but it runs
+libcamera, and a child gone wrong must cost a camera fault, not the daemon's memory or its
+thread. Pictures are read in chunks and joined once, so taking in a 12-megapixel still
+never holds the daemon's interpreter lock for more than one copy of it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import time
 from typing import Any
 
 MAX_LINE = 64 * 1024
-MAX_PICTURE = 32 * 1024 * 1024  # a 12 MP JPEG at quality 95 is under 10 MB
-MAX_PICTURES = 64  # a still and its pre-trigger frames ([camera] pre_trigger_s ≤ 30)
+MAX_STILL = 24 * 1024 * 1024  # a 12 MP JPEG at quality 95 is under 10 MB
+MAX_FRAME = 1024 * 1024  # a 320-pixel-wide low-resolution JPEG is tens of kB
 _CHUNK = 256 * 1024
 
 
@@ -35,15 +39,15 @@ class DeadlineReader:
 
     def __init__(self, fd: int):
         self._fd = fd
-        self._buffer = bytearray()
+        self._pending = b""  # read past the last line or picture
 
     def line(self, deadline: float) -> dict[str, Any]:
-        while (end := self._buffer.find(b"\n")) < 0:
-            if len(self._buffer) > MAX_LINE:
+        buffer = bytearray(self._pending)
+        while (end := buffer.find(b"\n")) < 0:
+            if len(buffer) > MAX_LINE:
                 raise WireError(f"a line longer than {MAX_LINE} bytes")
-            self._fill(deadline)
-        raw = bytes(self._buffer[:end])
-        del self._buffer[:end + 1]
+            buffer += self._read(deadline, _CHUNK)
+        raw, self._pending = bytes(buffer[:end]), bytes(buffer[end + 1:])
         try:
             message = json.loads(raw)
         except ValueError as e:
@@ -53,29 +57,33 @@ class DeadlineReader:
         return message
 
     def exactly(self, size: int, deadline: float) -> bytes:
-        while len(self._buffer) < size:
-            self._fill(deadline, size - len(self._buffer))
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
+        chunks = [self._pending[:size]]
+        self._pending = self._pending[size:]
+        got = len(chunks[0])
+        while got < size:
+            chunk = self._read(deadline, min(size - got, _CHUNK))
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
 
-    def _fill(self, deadline: float, want: int = _CHUNK) -> None:
+    def _read(self, deadline: float, most: int) -> bytes:
         timeout = deadline - time.monotonic()
         if timeout <= 0 or not select.select([self._fd], [], [], timeout)[0]:
             raise WireError("no answer in time")
         try:
-            data = os.read(self._fd, min(max(want, 4096), _CHUNK))
+            data = os.read(self._fd, most)
         except OSError as e:
             raise WireError(f"cannot read: {e}") from e
         if not data:
             raise WireError("the other side closed the pipe")
-        self._buffer += data
+        return data
 
 
-def picture_sizes(answer: dict[str, Any]) -> list[int]:
-    """The answer's picture sizes, checked against the bounds."""
+def picture_sizes(answer: dict[str, Any], most: int, each_at_most: int) -> list[int]:
+    """The answer's picture sizes, checked against the request's bounds before a byte of
+    them is read."""
     sizes = answer.get("sizes", [])
-    if (not isinstance(sizes, list) or len(sizes) > MAX_PICTURES
-            or not all(type(n) is int and 0 < n <= MAX_PICTURE for n in sizes)):
+    if (not isinstance(sizes, list) or len(sizes) > most
+            or not all(type(n) is int and 0 < n <= each_at_most for n in sizes)):
         raise WireError(f"picture sizes out of bounds: {str(sizes)[:80]}")
     return sizes
