@@ -89,7 +89,8 @@ class Daemon:
                                                 for i in cfg.inputs}
         # Whether the siren sounds: the presses of the inputs that trip it, drill mode.
         self.rule = AlarmRule({name: h.drill_applies for name, h in self.inputs.items()
-                               if h.trips_siren}, cfg.drill, self.clock, self.loop, self.tz)
+                               if h.trips_siren}, cfg.drill, self.clock, self.clock_steps,
+                              self.loop, self.tz)
         self.faults: dict[str, str] = {}  # part → reason
         self.lamp = GuardLamp(  # the guard's lamp: how the alarms got through, faults
             self.loop, alarms=lambda: self.rule.latched.values(),
@@ -188,8 +189,8 @@ class Daemon:
         mono = self.clock.monotonic()
         if self.store is not None:
             # The store keeps the drill's and the walk test's ends in wall time.
-            self.rule.drill.restore(self.store, now, mono)
-            self.rule.walktest.restore(self.store, now, mono)
+            self.rule.drill.restore(self.store)
+            self.rule.walktest.restore(self.store)
             note_installed(self.cfg, self.store, now)
         for handler in self.inputs.values():
             handler.restore(now, mono)
