@@ -104,7 +104,8 @@ class ClockSteps:
     next call, the ends of drill mode and a walk test) with it. One is shared by the
     threads that use those deadlines (the owner before it stores an event, the
     escalation's plan or a timed mode's end, the SMS worker before it sends, the uplink and
-    SIA workers before they deliver): the first to notice a step moves the deadlines, once.
+    SIA workers before they deliver, the daemon as it stops): the first to notice a step
+    moves the deadlines, once.
 
     A deadline is only right when it is read, computed and written in the same frame as
     the rows around it: a retry time computed from a clock read after a step, but written

@@ -236,13 +236,16 @@ class Daemon:
 
     def close(self, timeout: float = 3.0) -> None:
         """Stop workers, release pins, close the store. Nothing owed is lost: the rows the
-        workers did not finish stay in the store for the next start."""
+        workers did not finish stay in the store for the next start, their deadlines
+        moved with a clock step nothing noticed yet (the next start could not tell)."""
         if self._closed:
             return
         self._closed = True
         self.loop.process(0)
         for worker in self.workers:
             worker.stop(timeout / max(1, len(self.workers)))
+        if self.store is not None:
+            self.clock_steps.follow(self.store)
         if self.pins is not None:
             self.pins.close()
         if self.rule.siren is not None:

@@ -839,19 +839,23 @@ def turn_on(rig, mode: str, for_s: int) -> None:
     getattr(rig.daemon, f"set_{mode}")(True, for_s)
 
 
+@pytest.mark.parametrize("pressed", [pytest.param(True, id="noticed-by-a-press"),
+                                     pytest.param(False, id="noticed-at-stop")])
 @pytest.mark.parametrize("mode", TIMED_MODES)
 @pytest.mark.parametrize("hours", WALL_STEPS)
 def test_a_timed_mode_restarted_after_a_wall_clock_step_keeps_its_length(make_rig, mode,
-                                                                          hours):
-    """The owner notices the step as it stores the press (a drill, an input tested); the
-    kept end moves with it, so the restarted mode ends 600 s after it was turned on."""
+                                                                          hours, pressed):
+    """The owner notices the step as it stores a press (a drill, an input tested), or
+    else as the daemon stops; the kept end moves with it, so the restarted mode ends 600 s
+    after it was turned on."""
     clock = FakeClock(MONDAY_7AM)
     first = make_rig(clock=clock).start()
     turn_on(first, mode, 600)
     first.advance(300)
     step_wall(first, hours)
-    first.press()
-    first.release()
+    if pressed:
+        first.press()
+        first.release()
     first.close()
     second = make_rig(clock=clock).start()
     second.advance(299)
