@@ -13,7 +13,7 @@ import enum
 import logging
 from typing import Mapping
 
-from edge.clock import Clock
+from edge.clock import Clock, ClockSteps
 from edge.config import Drill
 from edge.events import Event
 from edge.owner import OwnerLoop
@@ -43,7 +43,7 @@ class AlarmRule:
     once its relay is armed. Owner thread, except ``trip_at_once``."""
 
     def __init__(self, alarm_inputs: Mapping[str, bool], drill: Drill, clock: Clock,
-                 loop: OwnerLoop, tz: dt.tzinfo):
+                 clock_steps: ClockSteps, loop: OwnerLoop, tz: dt.tzinfo):
         self._alarm_inputs = dict(alarm_inputs)
         self._drill_siren_s = drill.siren_s
         self._clock = clock
@@ -51,9 +51,9 @@ class AlarmRule:
         self.siren: Siren | None = None
         self.latched: dict[str, Event] = {}  # input name → the alarm that latched it
         self._last_press: dict[str, float] = {}  # input name → its last active edge
-        self.drill = TimedMode("drill", clock, tz)
+        self.drill = TimedMode("drill", clock, clock_steps, tz)
         # While on, a press of any input is a test of it: recorded, confirmed by a chirp.
-        self.walktest = TimedMode("walktest", clock, tz)
+        self.walktest = TimedMode("walktest", clock, clock_steps, tz)
 
     # ---------------------------------------------------------------- the rule
 

@@ -101,10 +101,11 @@ class ClockSteps:
     """Notices the wall clock being stepped against the monotonic one (NTP setting a Pi's
     clock at boot, hours after the last saved time) and moves the store's wall-time
     deadlines (SMS fallbacks and retries, upload and alarm-centre retries, the escalation's
-    next call) with it. One is shared by the threads that use those deadlines (the owner
-    before it stores an event or the escalation's plan, the SMS worker before it sends,
-    the uplink and SIA workers before they deliver): the first to notice a step moves the
-    deadlines, once.
+    next call, the ends of drill mode and a walk test) with it. One is shared by the
+    threads that use those deadlines (the owner before it stores an event, the
+    escalation's plan or a timed mode's end, the SMS worker before it sends, the uplink and
+    SIA workers before they deliver, the daemon as it stops): the first to notice a step
+    moves the deadlines, once.
 
     A deadline is only right when it is read, computed and written in the same frame as
     the rows around it: a retry time computed from a clock read after a step, but written
@@ -144,8 +145,9 @@ class ClockSteps:
                     log.warning("deadlines not moved with a clock step yet: %s", e)
                     yield wall - step  # the time the unmoved deadlines were set in
                     return
-                log.warning("the clock was stepped by %+.0f s: %d SMS, delivery and "
-                            "escalation deadline(s) moved with it", step, moved)
+                log.warning("the clock was stepped by %+.0f s: %d SMS, delivery, "
+                            "escalation and timed-mode deadline(s) moved with it", step,
+                            moved)
             self._wall_minus_mono = offset
             yield wall
 

@@ -89,7 +89,8 @@ class Daemon:
                                                 for i in cfg.inputs}
         # Whether the siren sounds: the presses of the inputs that trip it, drill mode.
         self.rule = AlarmRule({name: h.drill_applies for name, h in self.inputs.items()
-                               if h.trips_siren}, cfg.drill, self.clock, self.loop, self.tz)
+                               if h.trips_siren}, cfg.drill, self.clock, self.clock_steps,
+                              self.loop, self.tz)
         self.faults: dict[str, str] = {}  # part → reason
         self.lamp = GuardLamp(  # the guard's lamp: how the alarms got through, faults
             self.loop, alarms=lambda: self.rule.latched.values(),
@@ -188,8 +189,8 @@ class Daemon:
         mono = self.clock.monotonic()
         if self.store is not None:
             # The store keeps the drill's and the walk test's ends in wall time.
-            self.rule.drill.restore(self.store, now, mono)
-            self.rule.walktest.restore(self.store, now, mono)
+            self.rule.drill.restore(self.store)
+            self.rule.walktest.restore(self.store)
             note_installed(self.cfg, self.store, now)
         for handler in self.inputs.values():
             handler.restore(now, mono)
@@ -235,13 +236,16 @@ class Daemon:
 
     def close(self, timeout: float = 3.0) -> None:
         """Stop workers, release pins, close the store. Nothing owed is lost: the rows the
-        workers did not finish stay in the store for the next start."""
+        workers did not finish stay in the store for the next start, their deadlines
+        moved with a clock step nothing noticed yet (the next start could not tell)."""
         if self._closed:
             return
         self._closed = True
         self.loop.process(0)
         for worker in self.workers:
             worker.stop(timeout / max(1, len(self.workers)))
+        if self.store is not None:
+            self.clock_steps.follow(self.store)
         if self.pins is not None:
             self.pins.close()
         if self.rule.siren is not None:

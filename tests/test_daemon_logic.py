@@ -831,6 +831,55 @@ def test_a_wall_clock_step_neither_cuts_nor_stretches_drill_mode(rig, hours):
     assert len(rig.stored("panic")) == 1
 
 
+TIMED_MODES = [pytest.param("drill", id="drill"), pytest.param("walktest", id="walktest")]
+
+
+def turn_on(rig, mode: str, for_s: int) -> None:
+    """Drill mode or a walk test on for ``for_s``."""
+    getattr(rig.daemon, f"set_{mode}")(True, for_s)
+
+
+@pytest.mark.parametrize("pressed", [pytest.param(True, id="noticed-by-a-press"),
+                                     pytest.param(False, id="noticed-at-stop")])
+@pytest.mark.parametrize("mode", TIMED_MODES)
+@pytest.mark.parametrize("hours", WALL_STEPS)
+def test_a_timed_mode_restarted_after_a_wall_clock_step_keeps_its_length(make_rig, mode,
+                                                                          hours, pressed):
+    """The owner notices the step as it stores a press (a drill, an input tested), or
+    else as the daemon stops; the kept end moves with it, so the restarted mode ends 600 s
+    after it was turned on."""
+    clock = FakeClock(MONDAY_7AM)
+    first = make_rig(clock=clock).start()
+    turn_on(first, mode, 600)
+    first.advance(300)
+    step_wall(first, hours)
+    if pressed:
+        first.press()
+        first.release()
+    first.close()
+    second = make_rig(clock=clock).start()
+    second.advance(299)
+    assert second.status()[mode]["active"]
+    second.advance(2)
+    assert not second.status()[mode]["active"]
+
+
+@pytest.mark.parametrize("mode", TIMED_MODES)
+def test_a_timed_mode_kept_through_a_step_back_no_daemon_saw_lasts_its_length_at_most(
+        make_rig, mode):
+    clock = FakeClock(MONDAY_7AM)
+    first = make_rig(clock=clock).start()
+    turn_on(first, mode, 600)
+    first.advance(300)
+    first.close()
+    clock.cut_to(clock.now() - dt.timedelta(hours=5))  # the kept end is 5 h 5 min ahead
+    second = make_rig(clock=clock).start()
+    second.advance(599)
+    assert second.status()[mode]["active"]
+    second.advance(2)
+    assert not second.status()[mode]["active"]
+
+
 @pytest.mark.parametrize("hours", WALL_STEPS)
 def test_a_wall_clock_step_neither_cuts_nor_stretches_the_sirens_max_on(rig, hours):
     rig.press()

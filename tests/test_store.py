@@ -340,6 +340,15 @@ def test_a_clock_step_moves_the_escalation_call_kept_in_meta_and_nothing_else(st
     assert store.shift_wall_times(50400.0) == 0
     assert store.get_meta(ESCALATION_DUE) == ""
 
+def test_a_clock_step_moves_the_drills_and_walk_tests_ends_not_their_lengths(store):
+    store.set_meta_values({"drill_until": "1000.5", "drill_for_s": "600",
+                           "walktest_until": "2000", "walktest_for_s": "1800"})
+    assert store.shift_wall_times(-300.0) == 2
+    assert [float(store.get_meta(key) or "") for key in (
+        "drill_until", "drill_for_s", "walktest_until", "walktest_for_s")] == [
+        700.5, 600, 1700, 1800]
+
+
 NOBODY = 65534  # uid and gid of nobody/nogroup on Debian
 
 

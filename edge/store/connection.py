@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 # Meta values that are a wall-clock time some timer counts down to (unix seconds, "" when
 # none): moved with a clock step as the outbox's deadlines are (shift_wall_times).
 ESCALATION_DUE = "escalation_due"  # when the escalation's next call rings (edge.escalation)
-WALL_TIME_META = (ESCALATION_DUE,)
+# When drill mode and a walk test end (edge.timed_mode: a mode's name + "_until").
+TIMED_MODE_ENDS = ("drill_until", "walktest_until")
+WALL_TIME_META = (ESCALATION_DUE, *TIMED_MODE_ENDS)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ class SmsOutbox(StoreFile):
         send every waiting fallback at once), uploads waiting for a retry the same time
         left of their backoff (a Retry-After neither ignored by a step forward nor
         stretched by a step back), and the wall times kept in meta (the escalation's next
-        call) the same time left. Returns how many deadlines moved."""
+        call, the ends of drill mode and a walk test) the same time left. Returns how many
+        deadlines moved."""
         with self._transaction() as c:
             sms = c.execute(
                 "UPDATE sms SET due=due+?, next_try=CASE WHEN next_try > 0 THEN next_try+? "

@@ -296,3 +296,72 @@ def test_an_escalation_kept_through_a_step_back_no_daemon_saw_rings_all_the_same
         daemon.stop()
     dialled = next(t for t, c in emulator.timed_commands if c.startswith("ATD"))
     assert dialled - started < CALL_AFTER_S + 5
+
+
+DRILL_S = 4  # drill mode's length in these tests (the control socket's least is 60 s)
+
+
+def _drill_on(daemon: LiveDaemon) -> float:
+    """Drill mode on for DRILL_S; the monotonic instant before it was asked for."""
+    asked = time.monotonic()
+    daemon.call(daemon.daemon.set_drill, True, DRILL_S)
+    return asked
+
+
+def _drill_ended(daemon: LiveDaemon) -> float:
+    """Waits for drill mode to end by itself; the monotonic instant it was seen off."""
+    _wait_until(lambda: not daemon.status()["drill"]["active"], DRILL_S + 10, interval=0.05,
+                what="drill mode off")
+    return time.monotonic()
+
+
+@pytest.mark.parametrize("step_h", [-5, 14], ids=["back-5h", "forward-14h"])
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_drill_mode_lasts_its_seconds_through_a_step(make_config, step_h, restart):
+    """NTP steps the clock during a drill; a panic press after the step is still a drill
+    (the owner notices the step as it stores it), and the daemon may restart then (the
+    drill's end is kept). Drill mode ends DRILL_S after it was turned on, neither at once
+    (a drill press would alarm the contacts) nor hours later (a real press would be a
+    drill)."""
+    cfg = make_config()
+    clock = SteppedClock()
+    daemon = LiveDaemon(cfg, clock).start(_wait_until)
+    try:
+        asked = _drill_on(daemon)
+        clock.step_s = step_h * 3600
+        daemon.press()
+        _wait_until(lambda: daemon.events("drill"), 5, what="the press stored as a drill")
+        daemon.call(daemon.daemon.simulate, "guard_room", False)
+        if restart:
+            daemon.stop()
+            daemon = LiveDaemon(cfg, clock).start(_wait_until)
+        assert daemon.status()["drill"]["active"], "drill mode ended with the step"
+        lasted = _drill_ended(daemon) - asked
+        daemon.press()  # real again
+        _wait_until(lambda: daemon.events("panic"), 5, what="the press stored as a panic")
+    finally:
+        daemon.stop()
+    assert DRILL_S <= lasted < DRILL_S + 4, (
+        f"a {DRILL_S} s drill lasted {lasted:.1f} s across the step")
+
+
+def test_drill_mode_kept_through_a_step_back_no_daemon_saw_ends_all_the_same(make_config):
+    """The clock is stepped back 5 h while the daemon is stopped (nothing notices the
+    step): the kept end, now 5 h further ahead, ends drill mode DRILL_S after the start
+    at most."""
+    cfg = make_config()
+    clock = SteppedClock()
+    daemon = LiveDaemon(cfg, clock).start(_wait_until)
+    try:
+        _drill_on(daemon)
+    finally:
+        daemon.stop()
+    clock.step_s = -5 * 3600
+    started = time.monotonic()
+    daemon = LiveDaemon(cfg, clock).start(_wait_until)
+    try:
+        assert daemon.status()["drill"]["active"]
+        ended = _drill_ended(daemon)
+    finally:
+        daemon.stop()
+    assert ended - started < DRILL_S + 4
