@@ -59,8 +59,9 @@ class TimedMode:
     def restore(self, store: Store) -> None:
         """At start: on for what is left of it. An end further ahead than the length it
         was turned on for cannot have been set so: the clock was stepped back while no
-        daemon ran to move it, and the mode stays on for its length at most (for a day at
-        most when the store kept no length)."""
+        daemon ran to move it, and the mode ends now. Kept on, it would treat a real press
+        as a drill or a test for as long as nobody knows (for a day at most when the store
+        kept no length)."""
         with self._clock_steps.deadlines(store) as now:
             mono = self._clock.monotonic()
             until, for_s, account, by = (store.get_meta(f"{self.name}_{key}")
@@ -71,10 +72,10 @@ class TimedMode:
         except ValueError as e:
             log.warning("%s end unreadable, ended: %s", self.name, e)
             left = longest = 0.0
-        if left > longest:
+        if left > min(longest, MAX_MODE_S):
             log.warning("%s end kept %.0f s ahead, past its %.0f s: the clock was stepped "
-                        "back; on for %.0f s", self.name, left, longest, longest)
-        left = min(left, longest, MAX_MODE_S)
+                        "back while no daemon ran; ended", self.name, left, longest)
+            left = 0.0
         on = left > 0
         self.ends = mono + left if on else None
         self.for_s = longest if on else None

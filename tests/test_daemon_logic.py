@@ -865,8 +865,10 @@ def test_a_timed_mode_restarted_after_a_wall_clock_step_keeps_its_length(make_ri
 
 
 @pytest.mark.parametrize("mode", TIMED_MODES)
-def test_a_timed_mode_kept_through_a_step_back_no_daemon_saw_lasts_its_length_at_most(
+def test_a_timed_mode_kept_through_a_step_back_no_daemon_saw_ends_at_the_start(
         make_rig, mode):
+    """Its kept end, 5 h further ahead than when it was set, cannot be trusted: kept on, a
+    real press would count as a drill or a test for hours; it ends."""
     clock = FakeClock(MONDAY_7AM)
     first = make_rig(clock=clock).start()
     turn_on(first, mode, 600)
@@ -874,9 +876,6 @@ def test_a_timed_mode_kept_through_a_step_back_no_daemon_saw_lasts_its_length_at
     first.close()
     clock.cut_to(clock.now() - dt.timedelta(hours=5))  # the kept end is 5 h 5 min ahead
     second = make_rig(clock=clock).start()
-    second.advance(599)
-    assert second.status()[mode]["active"]
-    second.advance(2)
     assert not second.status()[mode]["active"]
 
 
