@@ -81,11 +81,18 @@ class Daemon:
         self.pins: InputPins | None = None
         self.workers: list[Worker] = []
         self.handoffs = Handoffs()  # what the workers offer; wired by edge.service
+        self.storage_health = StorageHealth(cfg.storage, self.part_failed, self.part_ok)
+        self.writer = EventWriter(
+            cfg, self.loop, self.clock, self.clock_steps, self.storage_health,
+            notify=self._notify_workers,
+            sent_from_memory=lambda event_id: self.handoffs.sent_from_memory(event_id))
         # All a worker may ask of the daemon.
         self.port = WorkerPort(
             self.loop, self.clock, self.clock_steps, record=self.record,
             part_ok=self.part_ok, part_failed=self.part_failed,
-            storage_trouble=self.storage_trouble, clock_synced=self.clock_synced,
+            storage_trouble=self.storage_trouble,
+            store_corrupt=self.writer.corrupt_seen,
+            clock_synced=self.clock_synced,
             commands=OwnerCommands(self.silence, self.acknowledge, self.status))
         # What each input's edges mean, by its kind.
         self.inputs: dict[str, InputHandler] = {i.name: HANDLERS[i.kind](self, i)
@@ -97,11 +104,6 @@ class Daemon:
         self.lamp: Lamp | None = None  # the guard's lamp, once its pin is claimed
         self.lamp_state = LampState.OFF  # what the lamp shows (decided by update_lamp)
         self._lamp_check: Timer | None = None
-        self.storage_health = StorageHealth(cfg.storage, self.part_failed, self.part_ok)
-        self.writer = EventWriter(
-            cfg, self.loop, self.clock, self.clock_steps, self.storage_health,
-            notify=self._notify_workers,
-            sent_from_memory=lambda event_id: self.handoffs.sent_from_memory(event_id))
         self._started_mono = 0.0
         self._stop_requested = threading.Event()
         self._closed = False

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edge.errors import StorageError
 from edge.store.checkpoint import Checkpointer
-from edge.store.connection import OpenReport
+from edge.store.connection import CorruptionSeen, OpenReport
 from edge.store.deliveries import Deliveries
 from edge.store.event_log import EventLog
 from edge.store.outbox import SmsOutbox
@@ -30,7 +30,7 @@ from edge.store.rows import (Backlog, Delivery, Reach, SmsRecord, SmsRequest, Sm
                              Upload)
 from edge.store.schema import is_corruption, is_full
 
-__all__ = ["Backlog", "Checkpointer", "Delivery", "OpenReport", "Reach", "SmsRecord",
+__all__ = ["Backlog", "Checkpointer", "CorruptionSeen", "Delivery", "OpenReport", "Reach", "SmsRecord",
            "SmsRequest", "SmsRow", "Store", "Upload", "device_of_store", "is_corruption",
            "is_full"]
 
