@@ -86,16 +86,16 @@ class EventWriter:
         worker's connection to it) is no news."""
         if self.store is None or inode != self.store.inode:
             return
-        damaged, self.store = self.store, None
+        store, self.store = self.store, None  # held in memory from here
         log.error("event store damaged while running, alarms go on from memory: %s", detail)
         self.health.trouble("store", "corrupt", detail)
         try:
-            moved = damaged.recover_from_corruption()
+            moved = store.recover_from_corruption()
         except StorageError as e:
             # Opened again by retry(), as at start: the damaged file is moved aside then.
             log.error("the damaged store is not set aside yet: %s", e)
         else:
-            self.store = damaged
+            self.store = store  # on a fresh file now
             self.health.trouble("store", "corrupt", str(moved))
             # The fault itself is held: its retry is armed, and ends the fault once it
             # finds the fresh store working (not now: `status` shows it for a while).

@@ -30,9 +30,9 @@ from edge.store.rows import (Backlog, Delivery, Reach, SmsRecord, SmsRequest, Sm
                              Upload)
 from edge.store.schema import is_corruption, is_full
 
-__all__ = ["Backlog", "Checkpointer", "CorruptionSeen", "Delivery", "OpenReport", "Reach", "SmsRecord",
-           "SmsRequest", "SmsRow", "Store", "Upload", "device_of_store", "is_corruption",
-           "is_full"]
+__all__ = ["Backlog", "Checkpointer", "CorruptionSeen", "Delivery", "OpenReport", "Reach",
+           "SmsRecord", "SmsRequest", "SmsRow", "Store", "Upload", "device_of_store",
+           "is_corruption", "is_full"]
 
 
 class Store(EventLog, SmsOutbox, Deliveries):
