@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -21,6 +23,7 @@ from reliability._crash_rig import (PRINCIPAL, crash_site, event_sms_time, quara
                                     stored_events)
 from conftest import _wait_until, start_daemon, stop_daemon
 from edge.control import request_status, request
+from edge.event_writer import STORAGE_RETRY_S
 from edge.sim.site import SITE_NAME
 from edge.worker import IDLE_WAIT_S
 
@@ -265,6 +268,69 @@ def test_a_store_damaged_while_running_is_a_fault_at_once_and_loses_no_alarm(
     assert kinds[:2] == first_events
     assert [e.kind for e in events if e.subject == "main_gate"][-3:] == [
         "gate_open", "gate_closed", "gate_open"]
+    delivered = {e.id for e in platform.events}
+    assert [e for e in events if e.id not in delivered] == []
+    panic_sms = [sms for sms in emulator.sent if "报警" in sms.text]
+    assert len(panic_sms) == 1, [s.text for s in emulator.sent]
+
+
+@contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    """``directory`` read-only for every path looked up from now (a bind mount of itself,
+    made read-only; files already open stay writable): what a card the kernel remounted
+    read-only does to a rename. Skips the test where mounting is not allowed."""
+    done = subprocess.run(["mount", "--bind", str(directory), str(directory)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {done.stderr.strip() or done.returncode}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(directory)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def test_a_damaged_store_that_cannot_be_moved_aside_yet_keeps_the_events_in_memory(
+        tmp_path, short_dir, emulator, platform):
+    """The damage is met while the card takes no rename (read-only): the fault comes at
+    once, the file stays where it is, the press sounds and its SMS goes from memory, the
+    events wait in memory, and the daemon tries again every STORAGE_RETRY_S. Once the card
+    takes writes again, the next try moves the file aside the way a start does and the
+    fresh store takes the held events in order."""
+    socket = short_dir / "control.sock"
+    config = crash_site(tmp_path, socket, modem=emulator, platform=platform,
+                        contacts=[PRINCIPAL])
+    db = tmp_path / "var" / "events.db"
+    write_history(db, checkpointed=HISTORY)
+    daemon = start_daemon(config, socket, tmp_path / "daemon.log")
+    try:
+        _wait_until(lambda: request_status(socket)["uplink"]["pending"] == 0, 20,
+                    interval=0.1, what="the start's events delivered")
+        garbage_over_the_middle(db)
+        with read_only(db.parent):
+            request_status(socket)  # its reads meet the damage
+            _wait_until(lambda: request_status(socket)["fault_reasons"].get("storage")
+                        == "corrupt", 2, what="the fault, at once")
+            request(socket, "sim", {"input": "guard_room", "state": "on"})
+            status = request_status(socket)
+            assert status["alarm"]["active"] and status["siren"]["on"]
+            _wait_until(lambda: emulator.sent, 10, what="the panic SMS, from memory")
+            assert request_status(socket)["storage"]["unstored"] >= 2  # the fault, the press
+            assert quarantined(db) == []
+        _wait_until(lambda: quarantined(db), STORAGE_RETRY_S + 10, interval=0.2,
+                    what="the store moved aside once it can be")
+        _wait_until(lambda: request_status(socket)["storage"]["unstored"] == 0, 20,
+                    interval=0.2, what="the held events written")
+        _wait_until(lambda: request_status(socket)["uplink"]["pending"] == 0, 30,
+                    interval=0.2, what="every event delivered")
+        assert daemon.proc.poll() is None
+    finally:
+        assert stop_daemon(daemon) == 0
+    assert "Traceback" not in daemon.log_text()
+    events = stored_events(db)
+    assert [e.seq for e in events] == list(range(events[0].seq, events[0].seq + len(events)))
+    kinds = [(e.kind, e.subject, e.data.get("reason")) for e in events]
+    assert kinds[:2] == [("fault", "storage", "corrupt"), ("panic", "guard_room", None)]
     delivered = {e.id for e in platform.events}
     assert [e for e in events if e.id not in delivered] == []
     panic_sms = [sms for sms in emulator.sent if "报警" in sms.text]
