@@ -16,7 +16,8 @@ from types import TracebackType
 from typing import Any, Callable, Concatenate, Literal, ParamSpec, TypeVar
 
 from edge.errors import StorageError
-from edge.store.schema import SCHEMA, add_columns, is_corruption, salvage_meta
+from edge.store.schema import (SCHEMA, Salvaged, add_columns, is_corruption, salvage_meta,
+                               salvage_owed)
 from edge.store.wal import wal_damage
 
 log = logging.getLogger(__name__)
@@ -158,21 +159,43 @@ class StoreFile:
         """Move the corrupt store aside and open a fresh one that goes on from the old
         last seq when that is still readable (and, with ``numbering_known`` False, not
         perhaps lost with the damage), so the platform never sees a seq twice: otherwise
-        the fresh store starts a new numbering under a new store_id."""
+        the fresh store starts a new numbering under a new store_id. When it goes on, the
+        fresh store takes over what can still be read of what the old one owed (events not
+        yet delivered or texted, with those rows, under their old seq)."""
         salvaged = salvage_meta(self.path)
+        last_seq = salvaged.get("last_seq", "")
+        goes_on = numbering_known and last_seq.isdigit() and int(last_seq) > 0
+        owed = salvage_owed(self.path) if goes_on else []
         moved = self._quarantine(reason)
         self._conn = self._open(False)
         if salvaged.get("device_id"):
             self._set_meta("device_id", salvaged["device_id"])
-        last_seq = salvaged.get("last_seq", "")
-        if numbering_known and last_seq.isdigit() and int(last_seq) > 0:
+        if goes_on:
             # The numbering goes on, so it keeps its name.
             self._set_meta("last_seq", last_seq)
             if salvaged.get("store_id"):
                 self._set_meta("store_id", salvaged["store_id"])
                 self.store_id = salvaged["store_id"]
+            self._take_over(owed)
         self.report = OpenReport(moved, reason)
         return moved
+
+    def _take_over(self, owed: Salvaged) -> None:
+        """The rows salvaged from a corrupt store, into this fresh one (the fresh store
+        goes on without them when it cannot take them)."""
+        try:
+            with self._transaction() as c:
+                for table, columns, rows in owed:
+                    if rows:
+                        c.executemany(f"INSERT OR IGNORE INTO {table}({', '.join(columns)}) "
+                                      f"VALUES({', '.join('?' * len(columns))})", rows)
+        except StorageError as e:
+            log.error("what the damaged store owed is not taken over: %s", e)
+            return
+        events = next((rows for table, _, rows in owed if table == "events"), [])
+        if events:
+            log.error("%d events still owed to the platform or by SMS taken over from the "
+                      "damaged store", len(events))
 
     def _quarantine(self, reason: str) -> Path:
         """Move a corrupt store aside, keeping it for whoever investigates."""

@@ -15,13 +15,13 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pytest
 
 from reliability._crash_rig import (PRINCIPAL, crash_site, event_sms_time, quarantined,
                                     stored_events)
-from conftest import _wait_until, start_daemon, stop_daemon
+from conftest import RunningDaemon, _wait_until, start_daemon, stop_daemon
 from edge.control import request_status, request
 from edge.event_writer import STORAGE_RETRY_S
 from edge.sim.site import SITE_NAME
@@ -173,7 +173,27 @@ def garbage_over_the_middle(db: Path) -> dict[int, bytes]:
     daemon, as an SD card returning garbage for them: the header still says SQLite, the
     tables and indexes do not. The garbage, by page number."""
     pages = db.stat().st_size // PAGE
-    garbage = {n: os.urandom(PAGE) for n in range(2, pages)}
+    return garbage_over(db, range(2, pages))
+
+
+def garbage_over_the_event_indexes(db: Path) -> dict[int, bytes]:
+    """The root pages of the events' two indexes (by time, by subject) overwritten with
+    garbage: the events themselves, and what they are owed, can still be read. The log is
+    folded back first (as the daemon's checkpointer does), so the indexes are read from
+    the database file."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        roots = [r[0] for r in conn.execute("SELECT rootpage FROM sqlite_schema WHERE name "
+                                            "IN ('events_ts', 'events_subject')")]
+    finally:
+        conn.close()
+    return garbage_over(db, roots)
+
+
+def garbage_over(db: Path, pages: Iterable[int]) -> dict[int, bytes]:
+    """``pages`` of the live database overwritten with garbage; the garbage by page."""
+    garbage = {n: os.urandom(PAGE) for n in pages}
     with open(db, "r+b") as f:
         for n, page in garbage.items():
             f.seek((n - 1) * PAGE)
@@ -191,6 +211,18 @@ def garbage_over_the_middle(db: Path) -> dict[int, bytes]:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_on_history(tmp_path: Path, short_dir: Path, emulator, platform
+                     ) -> tuple[RunningDaemon, Path]:
+    """A daemon (the emulated modem, the stand-in platform, the principal) started on a
+    store of HISTORY events, all in the database file; and that file."""
+    socket = short_dir / "control.sock"
+    config = crash_site(tmp_path, socket, modem=emulator, platform=platform,
+                        contacts=[PRINCIPAL])
+    db = tmp_path / "var" / "events.db"
+    write_history(db, checkpointed=HISTORY)
+    return start_daemon(config, socket, tmp_path / "daemon.log"), db
 
 
 def met_by_a_press(daemon) -> list[tuple[str, str, str | None]]:
@@ -225,12 +257,8 @@ def test_a_store_damaged_while_running_is_a_fault_at_once_and_loses_no_alarm(
     still sounds the siren and its SMS goes; `status` answers; the damaged file is moved
     aside as at start and a fresh store takes the events held meanwhile, in the order they
     were made, and the platform gets them."""
-    socket = short_dir / "control.sock"
-    config = crash_site(tmp_path, socket, modem=emulator, platform=platform,
-                        contacts=[PRINCIPAL])
-    db = tmp_path / "var" / "events.db"
-    write_history(db, checkpointed=HISTORY)
-    daemon = start_daemon(config, socket, tmp_path / "daemon.log")
+    daemon, db = start_on_history(tmp_path, short_dir, emulator, platform)
+    socket = daemon.socket
     try:
         _wait_until(lambda: request_status(socket)["uplink"]["pending"] == 0, 20,
                     interval=0.1, what="the start's events delivered")
@@ -297,12 +325,8 @@ def test_a_damaged_store_that_cannot_be_moved_aside_yet_keeps_the_events_in_memo
     events wait in memory, and the daemon tries again every STORAGE_RETRY_S. Once the card
     takes writes again, the next try moves the file aside the way a start does and the
     fresh store takes the held events in order."""
-    socket = short_dir / "control.sock"
-    config = crash_site(tmp_path, socket, modem=emulator, platform=platform,
-                        contacts=[PRINCIPAL])
-    db = tmp_path / "var" / "events.db"
-    write_history(db, checkpointed=HISTORY)
-    daemon = start_daemon(config, socket, tmp_path / "daemon.log")
+    daemon, db = start_on_history(tmp_path, short_dir, emulator, platform)
+    socket = daemon.socket
     try:
         _wait_until(lambda: request_status(socket)["uplink"]["pending"] == 0, 20,
                     interval=0.1, what="the start's events delivered")
@@ -335,3 +359,31 @@ def test_a_damaged_store_that_cannot_be_moved_aside_yet_keeps_the_events_in_memo
     assert [e for e in events if e.id not in delivered] == []
     panic_sms = [sms for sms in emulator.sent if "报警" in sms.text]
     assert len(panic_sms) == 1, [s.text for s in emulator.sent]
+
+
+def test_what_the_damaged_store_still_owed_reaches_the_platform_from_the_fresh_one(
+        tmp_path, short_dir, emulator, platform):
+    """A gate event stored just before the damage, its upload refused once (503): the
+    fresh store takes it over under its seq and id, and the platform gets it."""
+    daemon, db = start_on_history(tmp_path, short_dir, emulator, platform)
+    socket = daemon.socket
+    try:
+        _wait_until(lambda: request_status(socket)["uplink"]["pending"] == 0, 20,
+                    interval=0.1, what="the start's events delivered")
+        platform.respond_with(503, retry_after=3)
+        asked = len(platform.requests)
+        request(socket, "sim", {"input": "main_gate", "state": "on"})
+        _wait_until(lambda: len(platform.requests) > asked, 5,
+                    what="the gate event's upload refused")
+        owed = request_status(socket)["storage"]["last_seq"]
+        assert request_status(socket)["uplink"]["pending"] == 1
+        garbage_over_the_event_indexes(db)
+        request_status(socket)  # its reads meet the damage
+        _wait_until(lambda: quarantined(db), 5, interval=0.1, what="the store moved aside")
+        _wait_until(lambda: any(e.type.endswith(".gate_open") for e in platform.events), 15,
+                    interval=0.2, what="the owed gate event delivered")
+    finally:
+        assert stop_daemon(daemon) == 0
+    [gate] = [e for e in platform.events if e.type.endswith(".gate_open")]
+    assert int(gate.sequence or 0) == owed
+    assert [(e.seq, e.kind) for e in stored_events(db)][0] == (owed, "gate_open")
