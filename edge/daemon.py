@@ -78,11 +78,18 @@ class Daemon:
         self.pins: InputPins | None = None
         self.workers: list[Worker] = []
         self.handoffs = Handoffs()  # what the workers offer; wired by edge.service
+        self.storage_health = StorageHealth(cfg.storage, self.part_failed, self.part_ok)
+        self.writer = EventWriter(
+            cfg, self.loop, self.clock, self.clock_steps, self.storage_health,
+            notify=self._notify_workers,
+            sent_from_memory=self._sent_from_memory)
         # All a worker may ask of the daemon.
         self.port = WorkerPort(
             self.loop, self.clock, self.clock_steps, record=self.record,
             part_ok=self.part_ok, part_failed=self.part_failed,
-            storage_trouble=self.storage_trouble, clock_synced=self.clock_synced,
+            storage_trouble=self.storage_trouble,
+            store_corrupt=self.writer.corrupt_seen,
+            clock_synced=self.clock_synced,
             commands=OwnerCommands(self.silence, self.acknowledge, self.status))
         # What each input's edges mean, by its kind.
         self.inputs: dict[str, InputHandler] = {i.name: HANDLERS[i.kind](self, i)
@@ -95,11 +102,6 @@ class Daemon:
         self.lamp = GuardLamp(  # the guard's lamp: how the alarms got through, faults
             self.loop, alarms=lambda: self.rule.latched.values(),
             in_fault=lambda: bool(self.faults), store=lambda: self.store,
-            sent_from_memory=self._sent_from_memory)
-        self.storage_health = StorageHealth(cfg.storage, self.part_failed, self.part_ok)
-        self.writer = EventWriter(
-            cfg, self.loop, self.clock, self.clock_steps, self.storage_health,
-            notify=self._notify_workers,
             sent_from_memory=self._sent_from_memory)
         self._started_mono = 0.0
         self._stop_requested = threading.Event()

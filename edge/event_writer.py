@@ -1,7 +1,7 @@
 """The daemon's writes to its event store, on the owner thread: opening it (and again while
-it cannot be), an event appended with what it owes in one transaction (a corrupt file set
-aside and started afresh), the events it refused held in memory and written again later,
-and the retention purge."""
+it cannot be), an event appended with what it owes in one transaction, the events it
+refused held in memory and written again later, a file found damaged while running set
+aside and started afresh, and the retention purge."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class EventWriter:
         cannot be opened."""
         try:
             self.store = Store(self.cfg.storage.db_path, check_integrity=True,
-                               autocheckpoint=False)
+                               autocheckpoint=False, on_corrupt=self.corrupt_seen)
         except StorageError as e:
             if not self.health.failing("store"):
                 log.error("event store unusable, alarms go on from memory: %s", e)
@@ -63,11 +63,43 @@ class EventWriter:
             self.store.claim_device(self.cfg.site.device_id)
         except StorageError as e:
             log.warning("the store does not record its device: %s", e)
-        self._checkpointer = Checkpointer(self.cfg.storage.db_path)
-        self._checkpointer.start()
+        if self._checkpointer is None:  # (opened again after a damaged file: it goes on)
+            self._checkpointer = Checkpointer(self.cfg.storage.db_path)
+            self._checkpointer.start()
         if self.store.report.quarantined is not None:
             self.health.trouble("store", "corrupt", str(self.store.report.quarantined))
         return True
+
+    def corrupt_seen(self, inode: int, detail: str) -> None:
+        """Any thread: a read or write found the store's file damaged; the owner deals with
+        it on the loop's next turn (never inside the store call that found it)."""
+        self.loop.post(self.corrupt_found, inode, detail)
+
+    def corrupt_found(self, inode: int, detail: str) -> None:
+        """The store's file (``inode``) went corrupt while running. It takes no more
+        events: the `storage` fault (`corrupt`) is raised now and held in memory with what
+        follows; the file is moved aside and a fresh store started the way the first open
+        does with a corrupt file, which then takes the held events in order. Done here, not
+        at a restart: a restart would lose the events held in memory, the latched alarms
+        and the siren (restored from a store that no longer has them), and the record of
+        the SMS already sent from memory. A report about a file already moved aside (a
+        worker's connection to it) is no news."""
+        if self.store is None or inode != self.store.inode:
+            return
+        store, self.store = self.store, None  # held in memory from here
+        log.error("event store damaged while running, alarms go on from memory: %s", detail)
+        self.health.trouble("store", "corrupt", detail)
+        try:
+            moved = store.recover_from_corruption()
+        except StorageError as e:
+            # Opened again by retry(), as at start: the damaged file is moved aside then.
+            log.error("the damaged store is not set aside yet: %s", e)
+        else:
+            self.store = store  # on a fresh file now
+            self.health.trouble("store", "corrupt", str(moved))
+            # The fault itself is held: its retry is armed, and ends the fault once it
+            # finds the fresh store working (not now: `status` shows it for a while).
+            self.unstored.flush(self._store_held)
 
     def close(self) -> None:
         if self._checkpointer is not None:
@@ -102,15 +134,9 @@ class EventWriter:
         try:
             return self._append_to(self.store, kind, subject, when, data, event_id, sms_sent)
         except StorageError as e:
-            if is_corruption(e.__cause__):
-                try:
-                    moved = self.store.recover_from_corruption()
-                    self.health.trouble("store", "corrupt", str(moved))
-                    return self._append_to(self.store, kind, subject, when, data, event_id,
-                                           sms_sent)
-                except StorageError as again:
-                    e = again
             log.error("cannot store %s event: %s", kind, e)
+            if is_corruption(e.__cause__):
+                return None  # corrupt_found, next: the fault, and a fresh store
             if not self.health.failing("store"):
                 reason = "full" if is_full(e.__cause__) else "unwritable"
                 self.loop.post(self.health.trouble, "store", reason, str(e))

@@ -62,6 +62,7 @@ class WorkerPort:
                  record: Record, part_ok: Callable[[str], None],
                  part_failed: Callable[[str, str, str | None], None],
                  storage_trouble: Callable[[str, str | None, str], None],
+                 store_corrupt: Callable[[int, str], None],
                  clock_synced: Callable[[], bool], commands: OwnerCommands):
         self._loop = loop
         self.clock = clock
@@ -70,6 +71,7 @@ class WorkerPort:
         self._part_ok = part_ok
         self._part_failed = part_failed
         self._storage_trouble = storage_trouble
+        self._store_corrupt = store_corrupt
         self.clock_synced = clock_synced
         self.commands = commands
 
@@ -101,6 +103,12 @@ class WorkerPort:
         """What fails in storage, by source (the camera's "pictures"); ``reason`` None:
         that source works again."""
         self._loop.post(self._storage_trouble, source, reason, detail)
+
+    def store_corrupt(self, inode: int, detail: str) -> None:
+        """A worker's read or write found the store's file (``inode``) damaged: the owner
+        raises the fault and sets the file aside (a CorruptionSeen; it posts to the owner
+        loop)."""
+        self._store_corrupt(inode, detail)
 
     def health(self, part: str) -> Health:
         """``part``'s health, reported as its `fault` and `recovered` events."""

@@ -62,7 +62,7 @@ class SmsWorker(ThreadWorker):
     def __init__(self, cfg: Config, port: WorkerPort, *,
                  timings: ModemTimings = ModemTimings()):
         """``timings``: the modem's deadlines (tests shorten them)."""
-        super().__init__(cfg.storage.db_path)
+        super().__init__(cfg.storage.db_path, port.store_corrupt)
         self.cfg = cfg
         self.port = port
         self._modem_health: Health = port.health(self.part)

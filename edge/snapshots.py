@@ -55,7 +55,7 @@ class CameraWorker(ThreadWorker):
                  camera: Camera | None = None):
         """``picture_attached``: called when an event's picture (or why it has none) is
         in the store: the uplink holds an alarm back until then."""
-        super().__init__(cfg.storage.db_path)
+        super().__init__(cfg.storage.db_path, port.store_corrupt)
         self.cfg = cfg
         self.port = port
         self._picture_attached = picture_attached

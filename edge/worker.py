@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from edge.errors import StorageError
 from edge.events import Event
-from edge.store import Delivery, Store
+from edge.store import CorruptionSeen, Delivery, Store
 
 if TYPE_CHECKING:
     from edge.port import ClockStepWatch
@@ -34,8 +34,11 @@ class Owed(NamedTuple):
 class ThreadWorker:
     part = "worker"
 
-    def __init__(self, db_path: Path):
+    def __init__(self, db_path: Path, on_corrupt: CorruptionSeen):
+        """``on_corrupt``: told when this worker's reads or writes find the store's file
+        damaged (WorkerPort.store_corrupt: the owner sets it aside)."""
         self._db_path = db_path
+        self._on_corrupt = on_corrupt
         self._store: Store | None = None
         self._wake = threading.Condition()
         self._woken = False
@@ -101,7 +104,7 @@ class ThreadWorker:
             self._store = None
         if self._store is None:
             try:
-                self._store = Store(self._db_path)
+                self._store = Store(self._db_path, on_corrupt=self._on_corrupt)
             except StorageError as e:
                 log.warning("%s worker cannot open the event store: %s", self.part, e)
                 return None

@@ -248,6 +248,67 @@ def test_a_damaged_page_is_quarantined_and_seq_goes_on(db):
         store.close()
 
 
+def test_a_page_damaged_under_an_open_store_is_told_by_its_reads_and_writes(db):
+    """The damage a running daemon meets: every read or write that finds it tells
+    on_corrupt which file (its inode) and what SQLite said, and raises StorageError; the
+    file stays where it is (the daemon's writer sets it aside)."""
+    fill_and_close(db, 200)
+    seen: list[tuple[int, str]] = []
+    store = Store(db, on_corrupt=lambda inode, detail: seen.append((inode, detail)))
+    try:
+        with raw(db) as conn:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        with open(db, "r+b") as f:
+            for page in range(2, pages + 1):  # all but the header page
+                f.seek((page - 1) * page_size)
+                f.write(b"\xa5" * page_size)
+            os.fsync(f.fileno())
+        with raw(db) as conn:  # another connection's commit: the store reads from disk again
+            conn.execute("PRAGMA user_version = 7")
+        with pytest.raises(StorageError):
+            store.events()
+        with pytest.raises(StorageError):
+            store.append("panic", "guard_room", T0, {})
+        assert [inode for inode, _ in seen] == [os.stat(db).st_ino] * 2
+        assert all("malformed" in detail for _, detail in seen)
+        assert quarantined(db) == []
+    finally:
+        store.close()
+
+
+def test_what_a_damaged_store_owes_is_taken_over_by_the_fresh_one(db):
+    """Events not yet delivered or texted stay owed across the quarantine, under their
+    old seq and id; what was delivered stays with the file moved aside."""
+    store = Store(db)
+    for n in range(5):  # owed to nobody
+        store.append("gate_open", "main_gate", T0, {"n": n})
+    uploads = [store.append("gate_open", "main_gate", T0, {"n": n}, transports=["uplink"])
+               for n in range(5, 8)]
+    store.mark_accepted("uplink", [uploads[0].seq], "200", T0.timestamp())
+    texted = store.append("panic", "guard_room", T0, {}, sms=[PRINCIPAL])
+    store.close()
+    with raw(db) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        [index_page] = [r[0] for r in conn.execute(
+            "SELECT rootpage FROM sqlite_schema WHERE name='events_subject'")]
+    with open(db, "r+b") as f:  # an index the salvage does without
+        f.seek((index_page - 1) * page_size)
+        f.write(b"\xa5" * page_size)
+    store = Store(db, check_integrity=True)
+    try:
+        assert store.report.quarantined is not None
+        assert [(e.seq, e.id) for e in store.events()] == [
+            (e.seq, e.id) for e in (*uploads[1:], texted)]
+        assert [d.event.seq for d in store.pending_deliveries("uplink", 10)] == [
+            e.seq for e in uploads[1:]]
+        assert [(r["contact"], r["state"]) for r in store.sms_rows(texted.seq)] == [
+            ("principal", "pending")]
+        assert store.append("fault", "storage", T0, {}).seq == texted.seq + 1
+    finally:
+        store.close()
+
+
 def test_a_reader_does_not_quarantine(db):
     db.parent.mkdir(parents=True)
     db.write_bytes(os.urandom(4096))

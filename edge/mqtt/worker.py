@@ -65,7 +65,7 @@ class MqttWorker(ThreadWorker):
 
     def __init__(self, cfg: Config, port: WorkerPort, *, puback_s: float = PUBACK_TIMEOUT_S,
                  rng: Callable[[], float] = random.random):
-        super().__init__(cfg.storage.db_path)
+        super().__init__(cfg.storage.db_path, port.store_corrupt)
         assert cfg.mqtt is not None
         self.cfg = cfg
         self.port = port

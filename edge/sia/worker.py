@@ -58,7 +58,7 @@ class SiaWorker(ThreadWorker):
 
     def __init__(self, cfg: Config, port: WorkerPort, *, exchange_s: float = EXCHANGE_S,
                  rng: Callable[[], float] = random.random):
-        super().__init__(cfg.storage.db_path)
+        super().__init__(cfg.storage.db_path, port.store_corrupt)
         assert cfg.sia is not None  # built only when [sia] is configured
         self.cfg = cfg
         self.sia: Sia = cfg.sia

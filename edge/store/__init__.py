@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edge.errors import StorageError
 from edge.store.checkpoint import Checkpointer
-from edge.store.connection import ESCALATION_DUE, WALL_TIME_META, OpenReport
+from edge.store.connection import ESCALATION_DUE, WALL_TIME_META, CorruptionSeen, OpenReport
 from edge.store.deliveries import Deliveries
 from edge.store.event_log import EventLog
 from edge.store.outbox import SmsOutbox
@@ -30,9 +30,9 @@ from edge.store.rows import (Backlog, Delivery, Reach, SmsRecord, SmsRequest, Sm
                              Upload)
 from edge.store.schema import is_corruption, is_full
 
-__all__ = ["Backlog", "Checkpointer", "Delivery", "ESCALATION_DUE", "OpenReport", "Reach",
-           "SmsRecord", "SmsRequest", "SmsRow", "Store", "Upload", "WALL_TIME_META",
-           "device_of_store", "is_corruption", "is_full"]
+__all__ = ["Backlog", "Checkpointer", "CorruptionSeen", "Delivery", "ESCALATION_DUE",
+           "OpenReport", "Reach", "SmsRecord", "SmsRequest", "SmsRow", "Store", "Upload",
+           "WALL_TIME_META", "device_of_store", "is_corruption", "is_full"]
 
 
 class Store(EventLog, SmsOutbox, Deliveries):

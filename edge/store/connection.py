@@ -16,8 +16,8 @@ from types import TracebackType
 from typing import Any, Callable, Concatenate, Literal, Mapping, ParamSpec, TypeVar
 
 from edge.errors import StorageError
-from edge.store.schema import (SCHEMA, SIA_SEQUENCE, add_columns, is_corruption,
-                                salvage_meta)
+from edge.store.schema import (SCHEMA, SIA_SEQUENCE, Salvaged, add_columns, is_corruption,
+                               salvage_meta, salvage_owed)
 from edge.store.wal import wal_damage
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ class OpenReport:
     reason: str | None = None
 
 
+# Told when a read or a write of a connection finds its file damaged (SQLITE_CORRUPT,
+# SQLITE_NOTADB), on the thread that found it: the file's inode (which store: one moved
+# aside is not the one in use) and what SQLite said.
+CorruptionSeen = Callable[[int, str], None]
+
 _Self = TypeVar("_Self", bound="StoreFile")
 _Args = ParamSpec("_Args")
 _Result = TypeVar("_Result")
@@ -52,7 +57,7 @@ def reads(method: Callable[Concatenate[_Self, _Args], _Result]
         try:
             return method(self, *args, **kwargs)
         except sqlite3.Error as e:
-            raise StorageError(f"cannot read {self.path}: {e}") from e
+            raise self.failure(e, f"cannot read {self.path}: {e}") from e
     return read
 
 
@@ -60,18 +65,21 @@ class StoreFile:
     """One connection to the store's file; the Store's parts add what they read and write."""
 
     def __init__(self, path: Path, *, check_integrity: bool = False, readonly: bool = False,
-                 autocheckpoint: bool = True) -> None:
+                 autocheckpoint: bool = True, on_corrupt: CorruptionSeen | None = None
+                 ) -> None:
         """Open (creating) the store at ``path``. ``check_integrity``: run quick_check and
         quarantine a corrupt file (the daemon's first open does; readers do not).
         ``readonly``: for the CLI's readers (events, report, check), which may run as a
         member of the edge-alarm group that cannot write the daemon's files.
         ``autocheckpoint=False``: this connection's commits never run a WAL checkpoint
         (the owner thread's: a checkpoint on the alarm path costs a multi-MB write); a
-        Checkpointer thread does it instead."""
+        Checkpointer thread does it instead. ``on_corrupt``: told when a read or write
+        finds the file damaged (the daemon's and its workers' connections)."""
         self._autocheckpoint = autocheckpoint
+        self._on_corrupt = on_corrupt
         self.path = Path(path)
         self.store_id: str | None = None  # read when opened for writing
-        self._inode = 0
+        self.inode = 0  # of the file opened for writing
         self.report = OpenReport()
         if readonly:
             try:
@@ -148,7 +156,7 @@ class StoreFile:
                          (str(uuid.uuid4()),))
             self.store_id = conn.execute(
                 "SELECT value FROM meta WHERE key='store_id'").fetchone()[0]
-            self._inode = os.stat(self.path).st_ino
+            self.inode = os.stat(self.path).st_ino
         except BaseException:
             conn.close()
             raise
@@ -158,8 +166,13 @@ class StoreFile:
         """Move the corrupt store aside and open a fresh one that goes on from the old
         last seq when that is still readable (and, with ``numbering_known`` False, not
         perhaps lost with the damage), so the platform never sees a seq twice: otherwise
-        the fresh store starts a new numbering under a new store_id."""
+        the fresh store starts a new numbering under a new store_id. When it goes on, the
+        fresh store takes over what can still be read of what the old one owed (events not
+        yet delivered or texted, with those rows, under their old seq)."""
         salvaged = salvage_meta(self.path)
+        last_seq = salvaged.get("last_seq", "")
+        goes_on = numbering_known and last_seq.isdigit() and int(last_seq) > 0
+        owed = salvage_owed(self.path) if goes_on else []
         moved = self._quarantine(reason)
         self._conn = self._open(False)
         # The device's name, and the alarm centre's message numbers, which a receiver
@@ -167,15 +180,32 @@ class StoreFile:
         for key in ("device_id", SIA_SEQUENCE):
             if salvaged.get(key):
                 self._set_meta(key, salvaged[key])
-        last_seq = salvaged.get("last_seq", "")
-        if numbering_known and last_seq.isdigit() and int(last_seq) > 0:
+        if goes_on:
             # The numbering goes on, so it keeps its name.
             self._set_meta("last_seq", last_seq)
             if salvaged.get("store_id"):
                 self._set_meta("store_id", salvaged["store_id"])
                 self.store_id = salvaged["store_id"]
+            self._take_over(owed)
         self.report = OpenReport(moved, reason)
         return moved
+
+    def _take_over(self, owed: Salvaged) -> None:
+        """The rows salvaged from a corrupt store, into this fresh one (the fresh store
+        goes on without them when it cannot take them)."""
+        try:
+            with self._transaction() as c:
+                for table, columns, rows in owed:
+                    if rows:
+                        c.executemany(f"INSERT OR IGNORE INTO {table}({', '.join(columns)}) "
+                                      f"VALUES({', '.join('?' * len(columns))})", rows)
+        except StorageError as e:
+            log.error("what the damaged store owed is not taken over: %s", e)
+            return
+        events = next((rows for table, _, rows in owed if table == "events"), [])
+        if events:
+            log.error("%d events still owed to the platform or by SMS taken over from the "
+                      "damaged store", len(events))
 
     def _quarantine(self, reason: str) -> Path:
         """Move a corrupt store aside, keeping it for whoever investigates."""
@@ -193,8 +223,9 @@ class StoreFile:
         return target
 
     def recover_from_corruption(self) -> Path:
-        """The store went corrupt while running: move it aside and start a fresh one.
-        Raises StorageError when that fails too."""
+        """The store went corrupt while running: move it aside and start a fresh one, as
+        the first open does with a store found corrupt. Raises StorageError when that fails
+        (this connection is then closed)."""
         try:
             self._conn.close()
         except sqlite3.Error:
@@ -209,10 +240,17 @@ class StoreFile:
     def close(self) -> None:
         self._conn.close()
 
+    def failure(self, error: sqlite3.Error, message: str) -> StorageError:
+        """The StorageError a read or write that failed in SQLite raises; a damaged file is
+        told to ``on_corrupt`` first."""
+        if self._on_corrupt is not None and is_corruption(error):
+            self._on_corrupt(self.inode, str(error))
+        return StorageError(message)
+
     def replaced(self) -> bool:
         """Whether the file at ``path`` is no longer the one this connection has open."""
         try:
-            return os.stat(self.path).st_ino != self._inode
+            return os.stat(self.path).st_ino != self.inode
         except FileNotFoundError:
             return True
 
@@ -260,18 +298,19 @@ class StoreFile:
                            "DO UPDATE SET value=excluded.value", (key, value))
 
     def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn)
+        return _Transaction(self)
 
 
 class _Transaction:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, store: StoreFile) -> None:
+        self.store = store
+        self.conn = store._conn
 
     def __enter__(self) -> sqlite3.Connection:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            raise StorageError(str(e)) from e
+            raise self.store.failure(e, str(e)) from e
         return self.conn
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -282,11 +321,11 @@ class _Transaction:
             except sqlite3.Error as e:
                 if self.conn.in_transaction:  # SQLite may have rolled back already
                     self.conn.execute("ROLLBACK")
-                raise StorageError(str(e)) from e
+                raise self.store.failure(e, str(e)) from e
         else:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StorageError(str(exc)) from exc
+                raise self.store.failure(exc, str(exc)) from exc
         return False
 

@@ -9,7 +9,6 @@ import math
 import sqlite3
 from typing import Any, Iterable
 
-from edge.errors import StorageError
 from edge.events import STATE_FAMILIES, Event, data_json, new_event_id
 from edge.store.connection import StoreFile, reads
 from edge.store.outbox import insert_sms
@@ -48,7 +47,7 @@ class EventLog(StoreFile):
                     c.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
-            raise StorageError(f"cannot store {kind} event: {e}") from e
+            raise self.failure(e, f"cannot store {kind} event: {e}") from e
         return Event(seq=seq, id=event_id, kind=kind, subject=subject, time=time_,
                      data=json.loads(payload))
 

@@ -4,7 +4,9 @@ counts as a corrupt file."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 # meta: the last DC-09 message number reserved (edge/sia/sequence.py)
 SIA_SEQUENCE = "sia_sequence"
@@ -95,17 +97,72 @@ def add_columns(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
-def salvage_meta(path: Path) -> dict[str, str]:
-    """What can still be read of a corrupt store's meta table (nothing: {}). An empty
+# What a corrupt store still owes, by table: the rows a fresh store that goes on with its
+# numbering takes over, with their events.
+_OWED = {"deliveries": "state = 'pending'", "sms": "state IN ('pending', 'waiting')"}
+
+# Rows read from a corrupt store: (table, its columns, the rows), in the order to insert.
+Salvaged = list[tuple[str, list[str], list[tuple[Any, ...]]]]
+
+
+@contextmanager
+def _corrupt_file(path: Path) -> Iterator[sqlite3.Connection | None]:
+    """A read-only connection to a corrupt store, None when it cannot be opened. An empty
     file is not opened: SQLite would delete the log beside it, which is kept aside."""
     if not path.exists() or path.stat().st_size == 0:
-        return {}
+        yield None
+        return
     try:
         old = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return {str(k): str(v) for k, v in old.execute("SELECT key, value FROM meta")}
-        finally:
-            old.close()
     except sqlite3.Error:
-        return {}
+        yield None
+        return
+    try:
+        yield old
+    finally:
+        old.close()
+
+
+def salvage_meta(path: Path) -> dict[str, str]:
+    """What can still be read of a corrupt store's meta table (nothing: {})."""
+    with _corrupt_file(path) as old:
+        try:
+            return {} if old is None else {
+                str(k): str(v) for k, v in old.execute("SELECT key, value FROM meta")}
+        except sqlite3.Error:
+            return {}
+
+
+def salvage_owed(path: Path) -> Salvaged:
+    """What can still be read of a corrupt store's owed rows (deliveries not made, SMS
+    not sent) and of their events: the events first. A table that cannot be read gives
+    nothing, and a row whose event cannot be read is left out."""
+    with _corrupt_file(path) as old:
+        if old is None:
+            return []
+        owed = [_read_rows(old, table, f"WHERE {where}") for table, where in _OWED.items()]
+        seqs = sorted({row[columns.index("seq")] for _, columns, rows in owed for row in rows})
+        events: list[tuple[Any, ...]] = []
+        columns: list[str] = []
+        for seq in seqs:  # one by one: a damaged page loses only the events on it
+            _, columns, found = _read_rows(old, "events", "WHERE seq = ?", (seq,))
+            events += found
+        kept = {row[columns.index("seq")] for row in events}
+        return [("events", columns, events)] + [
+            (table, cols, [r for r in rows if r[cols.index("seq")] in kept])
+            for table, cols, rows in owed]
+
+
+def _read_rows(conn: sqlite3.Connection, table: str, where: str, args: tuple[Any, ...] = ()
+               ) -> tuple[str, list[str], list[tuple[Any, ...]]]:
+    """``table``'s rows matching ``where`` with every column; none when they cannot be
+    read."""
+    try:
+        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+        if not columns:
+            return table, [], []
+        return table, columns, conn.execute(
+            f"SELECT {', '.join(columns)} FROM {table} {where}", args).fetchall()
+    except sqlite3.Error:
+        return table, [], []
 

@@ -43,7 +43,7 @@ class UplinkWorker(ThreadWorker):
 
     def __init__(self, cfg: Config, port: WorkerPort, *, client: HttpUplink | None = None,
                  rng: Callable[[], float] = random.random):
-        super().__init__(cfg.storage.db_path)
+        super().__init__(cfg.storage.db_path, port.store_corrupt)
         self.cfg = cfg
         self.port = port
         self._client = client
