@@ -204,7 +204,10 @@ class MqttWorker(ThreadWorker):
                 break
             topic = event_topic(self._settings.topic_prefix, self._device_id, event.kind)
             body = cloudevents_body(event.to_cloudevent(self._device_id))
-            self._in_flight[self._publish(link, topic, body, mono)] = event.seq
+            mid = self._publish(link, topic, body, mono)
+            if mid is None:
+                return
+            self._in_flight[mid] = event.seq
             room -= 1
 
     def _publish_status(self, link: MqttLink, mono: float) -> None:
@@ -220,8 +223,13 @@ class MqttWorker(ThreadWorker):
             self._publish(link, self._status_topic, payload(message), mono, retain=True)
 
     def _publish(self, link: MqttLink, topic: str, body: bytes, mono: float, *,
-                 retain: bool = False) -> int:
+                 retain: bool = False) -> int | None:
+        """The message id, or None when the connection ended within the call (paho reports
+        a write that fails there): its ids are no longer this connection's, and one kept
+        would take the next connection's PUBACK of the same id for this message's."""
         mid = link.publish(topic, body, retain=retain)
+        if link is not self._link:
+            return None
         self._puback_due[mid] = mono + self._puback_s
         return mid
 
