@@ -250,6 +250,21 @@ def no_pending(reader: Store, transport: str, what: str, timeout: float,
     wait_for(lambda: reader.pending_count(transport)[0] == 0, what, timeout, poll_s)
 
 
+def drain_seconds(cfg: Config, reader: Store, transport: str, events: int, *,
+                  start_s: float, drain_s: float, poll_s: float) -> float:
+    """Seconds from the daemon's start (on mock pins, within ``start_s``) until ``events``
+    gate events, seeded into its store beforehand, are all delivered over ``transport``
+    (within ``drain_s``)."""
+    seed(reader, events, transport)
+    t0 = time.perf_counter()
+    owner, _ = start_on_mock_pins(cfg, start_s)
+    try:
+        no_pending(reader, transport, "the backlog drained", drain_s, poll_s)
+        return time.perf_counter() - t0
+    finally:
+        owner.close()
+
+
 def presses_delivered(cfg: Config, transport: str, presses: int,
                       expect: Callable[[str], Callable[[], float]], timeout: float,
                       poll_s: float) -> list[float]:

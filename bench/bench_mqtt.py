@@ -31,9 +31,8 @@ import threading
 import time
 from pathlib import Path
 
-from _common import (BUTTON_PINS, Figure, arg_parser, bench_main, no_pending, p50_p99,
-                     presses_delivered, seed, site_config, spread, start_on_mock_pins,
-                     wait_for, work_dir)
+from _common import (BUTTON_PINS, Figure, arg_parser, bench_main, drain_seconds, p50_p99,
+                     presses_delivered, site_config, spread, wait_for, work_dir)
 
 from edge.config import Config
 from edge.routing import MQTT
@@ -102,14 +101,8 @@ def drain(root: Path, broker: Broker, events: int) -> float:
     cfg = bench_config(root, broker.port)
     reader = Store(cfg.storage.db_path)
     try:
-        seed(reader, events, MQTT)
-        t0 = time.perf_counter()
-        owner, _ = start_on_mock_pins(cfg, WAIT_S)
-        try:
-            no_pending(reader, MQTT, "the backlog drained", max(60.0, events / 50), POLL_S)
-            elapsed = time.perf_counter() - t0
-        finally:
-            owner.close()
+        elapsed = drain_seconds(cfg, reader, MQTT, events, start_s=WAIT_S,
+                                drain_s=max(60.0, events / 50), poll_s=POLL_S)
     finally:
         reader.close()
     return events / elapsed

@@ -32,9 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-from _common import (BUTTON_PINS, Figure, arg_parser, bench_main, no_pending, p50_p99,
-                     presses_delivered, seed, site_config, spread, start_on_mock_pins,
-                     work_dir)
+from _common import (BUTTON_PINS, Figure, arg_parser, bench_main, drain_seconds, p50_p99,
+                     presses_delivered, seed, site_config, spread, work_dir)
 
 from edge.config import Config
 from edge.sim.platform import PlatformStub
@@ -66,15 +65,9 @@ def drain_batched(root: Path, stub: PlatformStub, events: int) -> float:
     cfg = bench_config(root, stub.url)
     reader = Store(cfg.storage.db_path)
     try:
-        seed(reader, events, UPLINK)
         before = len(stub.events)
-        t0 = time.perf_counter()
-        owner, _ = start_on_mock_pins(cfg, WAIT_S)
-        try:
-            no_pending(reader, UPLINK, "the backlog drained", max(60.0, events / 100), POLL_S)
-            elapsed = time.perf_counter() - t0
-        finally:
-            owner.close()
+        elapsed = drain_seconds(cfg, reader, UPLINK, events, start_s=WAIT_S,
+                                drain_s=max(60.0, events / 100), poll_s=POLL_S)
         taken = len(stub.events) - before
         if taken < events:
             raise RuntimeError(f"the platform took {taken} events, not {events}")
