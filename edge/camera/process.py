@@ -63,14 +63,13 @@ class CameraProcess:
         # The test pattern's lines for a still, asked of the daemon at each capture: a
         # still shows the daemon's time and the alarm it is for.
         self._overlay = overlay
-        self._keeps_frames = pre_trigger_s > 0
-        self._frames_max = pre_trigger_s  # the ring keeps one a second
+        self._frames_max = pre_trigger_s  # the ring keeps one a second; 0: no ring
         self._argv = [*command, backend, str(pre_trigger_s), str(os.getpid()),
                       "--head", head, "--tz", tz]
         self._clock = clock
         self._backoff_first, self._backoff_max = backoff_s
         self._backoff = self._backoff_first
-        self._failures = 0  # since the last answer
+        self._failures = 0  # since pictures last came
         self._retry_at = float("-inf")
         self._lock = threading.Lock()  # one request at a time, and the child with it
         self._child: subprocess.Popen[bytes] | None = None
@@ -92,7 +91,7 @@ class CameraProcess:
         return jpeg
 
     def pre_trigger_frames(self) -> list[bytes]:
-        if not self._keeps_frames:
+        if not self._frames_max:
             return []
         try:
             return self._request({"op": "frames"}, FRAMES_TIMEOUT_S,
