@@ -5,6 +5,7 @@ CloudEvents schema (docs/cloudevents.schema.json); otherwise a test asks for wha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -308,6 +309,16 @@ def stop_daemon(daemon: RunningDaemon, timeout: float = 5.0) -> int:
             daemon.proc.kill()
             daemon.proc.wait()
     return daemon.proc.returncode
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids of process ``pid``'s children (of each of its threads), from /proc; a
+    thread that ends while they are read has none."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 @contextmanager

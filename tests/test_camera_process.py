@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import start_daemon, stop_daemon
+from conftest import children_of, start_daemon, stop_daemon
 from edge.camera.process import (ANSWER_MARGIN_S, KILL_WAIT_S, LOG_BURST, SERVE_COMMAND,
                                  START_TIMEOUT_S, CameraProcess)
 from edge.camera.wire import MAX_FRAME, MAX_LINE, MAX_STILL
@@ -199,13 +199,6 @@ def test_the_childs_log_reaches_the_daemons_log_at_its_level(tmp_path, caplog):
         """, until="ribbon cable")
     [record] = [r for r in records if "ribbon cable" in r.getMessage()]
     assert record.levelno == logging.WARNING
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
 
 
 def test_the_daemon_never_loads_pillow_and_its_camera_dies_with_it(

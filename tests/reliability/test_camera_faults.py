@@ -16,7 +16,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 import edge.snapshots
-from conftest import PANIC_PIN, SHORT_MODEM_TIMINGS, SIREN_PIN, _wait_until
+from conftest import PANIC_PIN, SHORT_MODEM_TIMINGS, SIREN_PIN, _wait_until, children_of
 from edge.control import request as ask
 from edge.service import WorkerOptions
 from edge.sim.modem import ModemEmulator
@@ -34,12 +34,10 @@ HUNG_CAPTURE_S = 5.0 + 1.0 + 4.0
 def camera_processes() -> list[int]:
     """The pids of this process's children running edge.camera.serve."""
     found = []
-    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+    for pid in children_of(os.getpid()):
         with contextlib.suppress(FileNotFoundError):
-            for pid in (task / "children").read_text().split():
-                with contextlib.suppress(FileNotFoundError):
-                    if b"edge.camera.serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                        found.append(int(pid))
+            if b"edge.camera.serve" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
     return found
 
 
